@@ -1,0 +1,94 @@
+"""config.json: where results, logs, state and experiments live, read once per process."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cache
+
+from pyexp.errors import ConfigError
+
+DEFAULTS = {
+    "save_path": "results/{name}/{params}/{run}",
+    "log_path": "logs",
+    "state_path": ".pyexp",
+    "experiment_directory": "experiments",
+    "command": None,
+}
+_PATH_KEYS = ("log_path", "state_path", "experiment_directory")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Resolved settings; paths are absolute (save_path is a template, absolute when relative)."""
+
+    root: str
+    save_path: str
+    log_path: str
+    state_path: str
+    experiment_directory: str
+    command: str | None
+    source: str | None  # the config.json read, or None for defaults
+
+
+def find_config_file(start: str) -> str | None:
+    """$PYEXP_CONFIG, else the nearest config.json from start upwards."""
+    if env := os.environ.get("PYEXP_CONFIG"):
+        if not os.path.isfile(env):
+            raise ConfigError(f"PYEXP_CONFIG={env}: no such file")
+        return os.path.abspath(env)
+    here = os.path.abspath(start)
+    while True:
+        candidate = os.path.join(here, "config.json")
+        if os.path.isfile(candidate):
+            return candidate
+        parent = os.path.dirname(here)
+        if parent == here:
+            return None
+        here = parent
+
+
+def load_config(path: str | None, cwd: str | None = None) -> Config:
+    """Read and validate a config.json (None: defaults relative to cwd)."""
+    raw: dict = {}
+    root = os.path.abspath(cwd or os.getcwd())
+    if path is not None:
+        root = os.path.dirname(os.path.abspath(path))
+        raw = _read_json_object(path)
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
+    merged = {**DEFAULTS, **raw}
+    for key, value in merged.items():
+        if key != "command" and not isinstance(value, str):
+            raise ConfigError(f"{path}: '{key}' must be a string, got {value!r}")
+        if key == "command" and value is not None and not isinstance(value, str):
+            raise ConfigError(f"{path}: 'command' must be a string, got {value!r}")
+    resolved = {k: _absolute(root, merged[k]) for k in (*_PATH_KEYS, "save_path")}
+    return Config(root=root, command=merged["command"], source=path, **resolved)
+
+
+def _absolute(root: str, value: str) -> str:
+    return os.path.normpath(os.path.join(root, os.path.expanduser(value)))
+
+
+def _read_json_object(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+@cache
+def getConfig() -> Config:
+    """The process's config: read once, from $PYEXP_CONFIG or the nearest config.json."""
+    return load_config(find_config_file(os.getcwd()))

@@ -1,0 +1,29 @@
+"""Exception types: each carries a one-line message saying what is wrong and where."""
+
+
+class PyExpError(Exception):
+    """Base of every error pyexp raises on purpose."""
+
+
+class ExperimentError(PyExpError, ValueError):
+    """A malformed experiment file or description."""
+
+
+class ConfigError(PyExpError, ValueError):
+    """A malformed or unreadable config.json."""
+
+
+class SavePathError(PyExpError, ValueError):
+    """A save path that cannot be built: unknown placeholder, escaping value, over-long component."""
+
+
+class ClusterConfigError(PyExpError, ValueError):
+    """A malformed cluster config or sbatch option."""
+
+
+class SlurmError(PyExpError, RuntimeError):
+    """Slurm refused, hung, or answered something we cannot read."""
+
+
+class LedgerMismatch(PyExpError, RuntimeError):
+    """Work in the ledger no longer means what the experiment file says now."""

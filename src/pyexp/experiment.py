@@ -1,0 +1,179 @@
+"""ExperimentDescription: one JSON sweep, index <-> parameters, save paths."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import string
+from functools import lru_cache
+from typing import Any
+
+from pyexp import sweep
+from pyexp.config import Config, getConfig
+from pyexp.context import FileSystemContext
+from pyexp.errors import ExperimentError, SavePathError
+
+MAX_COMPONENT_BYTES = 255
+_BUILTIN_FIELDS = ("name", "params", "run", "params_hash")
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON text of a value: sorted keys, no spaces."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def paramsHash(params: dict) -> str:
+    """A stable 20-hex-digit hash of resolved parameters (never Python's salted hash())."""
+    return hashlib.blake2b(canonical_json(params).encode(), digest_size=10).hexdigest()
+
+
+def paramsString(params: dict) -> str:
+    """'key-value' pairs of every (dotted, sorted) parameter joined by '_'."""
+    return "_".join(f"{k}-{v}" for k, v in sweep.flatten(params).items())
+
+
+class ExperimentDescription:
+    """A sweep: every (permutation, run) is one integer index."""
+
+    def __init__(self, d: dict, path: str | None = None, config: Config | None = None) -> None:
+        where = path or "experiment"
+        if not isinstance(d, dict):
+            raise ExperimentError(f"{where}: expected a JSON object, got {type(d).__name__}")
+        if "metaParameters" not in d:
+            raise ExperimentError(f"{where}: no 'metaParameters' object")
+        self._d = d
+        self.path = path
+        self._config = config
+        self._product = sweep.parse_product(d["metaParameters"], f"{where}: metaParameters")
+        self._decode = sweep.compile_product(self._product)
+        self._count = self._product.count
+
+    @property
+    def config(self) -> Config:
+        """The config this experiment resolves paths with (the process's by default)."""
+        return self._config or getConfig()
+
+    @property
+    def description(self) -> dict:
+        """The experiment dict as loaded."""
+        return self._d
+
+    def __getattr__(self, key: str) -> Any:
+        # PyExpUtils exposes top-level fields as attributes: exp.agent, exp.environment.
+        try:
+            return self.__dict__["_d"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def permutable(self) -> dict[str, list]:
+        """The swept keys (dotted) with their values."""
+        return sweep.permutable(self._product)
+
+    def numPermutations(self) -> int:
+        """How many parameter permutations; computed, never enumerated."""
+        return self._count
+
+    def getPermutation(self, idx: int) -> dict:
+        """The metaParameters with every sweep resolved for idx (wraps over runs)."""
+        return self._decode(idx % self._count)
+
+    def getRun(self, idx: int) -> int:
+        """Which run idx is: idx // numPermutations()."""
+        return idx // self._count
+
+    def fingerprint(self) -> str:
+        """A stable hash of the whole experiment dict."""
+        return hashlib.blake2b(canonical_json(self._d).encode(), digest_size=10).hexdigest()
+
+    def getExperimentName(self) -> str:
+        """d['name'], else the file's folder relative to experiment_directory."""
+        if "name" in self._d:
+            return str(self._d["name"])
+        if self.path is None:
+            raise ExperimentError("experiment has neither a 'name' field nor a path")
+        path = os.path.abspath(self.path)
+        folder = os.path.dirname(path)
+        base = self.config.experiment_directory
+        if folder == base:
+            return os.path.splitext(os.path.basename(path))[0]
+        if folder.startswith(base + os.sep):
+            return os.path.relpath(folder, base)
+        return os.path.basename(folder) or os.path.splitext(os.path.basename(path))[0]
+
+    def _fields(self) -> dict[str, Any]:
+        scalars = (str, int, float, bool)
+        top = {k: v for k, v in self._d.items() if isinstance(v, scalars) and k not in _BUILTIN_FIELDS}
+        return {**top, "name": self.getExperimentName()}
+
+    def interpolateSavePath(self, idx: int, key: str | None = None) -> str:
+        """Fill the config's save_path (or key) with this index's name, params, run and fields."""
+        template = key if key is not None else self.config.save_path
+        fields = self._fields()
+        _check_template(template, tuple(sorted({*fields, *_BUILTIN_FIELDS})))
+        params = self.getPermutation(idx)
+        flat = sweep.flatten(params)
+        for k, v in flat.items():
+            _check_value(f"parameter {k}", str(v))
+        for k, v in fields.items():
+            _check_value(f"field {k}", str(v), allow_slash=k == "name")
+        values = {
+            **fields,
+            "params": "_".join(f"{k}-{v}" for k, v in flat.items()),
+            "run": self.getRun(idx),
+            "params_hash": paramsHash(params),
+        }
+        path = template.format_map(values)
+        _check_components(path)
+        return path
+
+    def buildSaveContext(self, idx: int, base: str = "") -> FileSystemContext:
+        """A FileSystemContext for idx's save path."""
+        return FileSystemContext(self.interpolateSavePath(idx), base)
+
+    def __repr__(self) -> str:
+        return f"ExperimentDescription({self.path or self._d.get('name')!r})"
+
+
+@lru_cache(maxsize=64)
+def _check_template(template: str, available: tuple[str, ...]) -> None:
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as e:
+        raise SavePathError(f"save_path {template!r}: {e}") from None
+    unknown = sorted(f for f in fields if f.split(".")[0].split("[")[0] not in available)
+    if unknown or "" in fields:
+        bad = ", ".join("{" + f + "}" for f in unknown) or "{}"
+        known = ", ".join("{" + f + "}" for f in available)
+        raise SavePathError(f"save_path {template!r}: unknown placeholder {bad}; known: {known}")
+
+
+def _check_value(what: str, text: str, allow_slash: bool = False) -> None:
+    parts = text.split("/") if allow_slash else [text]
+    if "\0" in text or (not allow_slash and "/" in text) or (allow_slash and text.startswith("/")):
+        raise SavePathError(f"{what}={text!r} would add path components to the save path")
+    if any(p in ("..", ".") for p in parts):
+        raise SavePathError(f"{what}={text!r} would climb out of the results tree")
+
+
+def _check_components(path: str) -> None:
+    for part in path.split("/"):
+        if len(part.encode()) > MAX_COMPONENT_BYTES:
+            raise SavePathError(
+                f"save path component of {len(part.encode())} bytes exceeds the filesystem's "
+                f"{MAX_COMPONENT_BYTES} ({part[:40]}...); use {{params_hash}} instead of {{params}}"
+            )
+
+
+def loadExperiment(path: str, config: Config | None = None) -> ExperimentDescription:
+    """Read an experiment JSON file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ExperimentError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ExperimentError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    return ExperimentDescription(d, path=path, config=config)
