@@ -1,0 +1,61 @@
+"""Attempt records: every finished-but-not-successful try of an index, with its outcome."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+from pyexp.state.atomic import scan_names, write_atomic
+
+# Outcomes a runner records; "completed" is the completion record itself.
+FAILED, TIMEOUT, PREEMPTED, OOM, LOST = "failed", "timeout", "preempted", "oom", "lost"
+RETRIED_ALWAYS = frozenset({TIMEOUT, PREEMPTED, LOST})
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of (record key) that did not complete."""
+
+    key: str
+    outcome: str
+    info: dict
+
+
+class Attempts:
+    """The attempt records of one experiment: `<key>.<outcome>.<uuid>` files, one per try."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def record(self, key: str, outcome: str, info: dict) -> str:
+        """Write one attempt record; returns its path."""
+        path = os.path.join(self.folder, f"{key}.{outcome}.{uuid.uuid4().hex[:12]}")
+        write_atomic(path, json.dumps({"key": key, "outcome": outcome, "time": time.time(), **info}))
+        return path
+
+    def counts(self) -> dict[str, Counter]:
+        """key -> Counter of outcomes, from one directory read."""
+        out: dict[str, Counter] = {}
+        for name in scan_names(self.folder):
+            key, outcome, _ = name.split(".", 2)
+            out.setdefault(key, Counter())[outcome] += 1
+        return out
+
+    def last(self, key: str) -> Attempt | None:
+        """The most recent attempt of key, read from its file."""
+        latest: tuple[float, Attempt] | None = None
+        for name in scan_names(self.folder):
+            if not name.startswith(key + "."):
+                continue
+            try:
+                with open(os.path.join(self.folder, name), encoding="utf-8") as f:
+                    info = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if latest is None or info.get("time", 0) >= latest[0]:
+                latest = (info.get("time", 0), Attempt(key, info.get("outcome", "?"), info))
+        return latest[1] if latest else None

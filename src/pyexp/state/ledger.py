@@ -1,0 +1,92 @@
+"""The submission ledger: which indices each array task owns, recorded before and after sbatch."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+
+from pyexp.state.atomic import scan_names, write_atomic
+
+PENDING, SUBMITTED = "pending", "submitted"
+
+
+@dataclass
+class LedgerEntry:
+    """One job array: its tasks' indices and the experiment as it was at submission."""
+
+    id: str
+    experiment: str  # absolute path of the experiment file
+    fingerprint: str
+    snapshot: dict  # the experiment dict at submission
+    runs: int
+    tasks: list[list[int]]
+    cluster: str = ""
+    script: str = ""
+    state: str = PENDING
+    job_id: str | None = None
+    created: float = field(default_factory=time.time)
+
+    @property
+    def job_name(self) -> str:
+        """The Slurm job name, which names this entry even before its job id is recorded."""
+        return f"pyexp-{self.id}"
+
+    def indices(self) -> list[int]:
+        """Every index of every task."""
+        return [i for task in self.tasks for i in task]
+
+
+def new_entry_id() -> str:
+    """A fresh ledger entry id."""
+    return uuid.uuid4().hex[:12]
+
+
+def entry_id_from_job_name(name: str) -> str | None:
+    """The ledger entry id inside a job name, or None for jobs that are not ours."""
+    return name[len("pyexp-") :] if name.startswith("pyexp-") else None
+
+
+class Ledger:
+    """The ledger folder of one experiment: one JSON file per job array."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def path(self, entry_id: str) -> str:
+        """Where an entry is stored."""
+        return os.path.join(self.folder, f"{entry_id}.json")
+
+    def write(self, entry: LedgerEntry) -> None:
+        """Store (or replace) an entry atomically."""
+        write_atomic(self.path(entry.id), json.dumps(asdict(entry)))
+
+    def mark_submitted(self, entry: LedgerEntry, job_id: str) -> None:
+        """Record the job id Slurm gave the entry's array."""
+        entry.state, entry.job_id = SUBMITTED, job_id
+        self.write(entry)
+
+    def discard(self, entry: LedgerEntry) -> None:
+        """Forget an entry Slurm did not accept."""
+        try:
+            os.unlink(self.path(entry.id))
+        except FileNotFoundError:
+            pass
+
+    def load(self, entry_id: str) -> LedgerEntry:
+        """Read one entry by id."""
+        with open(self.path(entry_id), encoding="utf-8") as f:
+            return LedgerEntry(**json.load(f))
+
+    def entries(self) -> list[LedgerEntry]:
+        """Every entry, oldest first."""
+        out = []
+        for name in scan_names(self.folder):
+            if name.endswith(".json"):
+                try:
+                    out.append(self.load(name[: -len(".json")]))
+                except (FileNotFoundError, ValueError):
+                    continue
+        return sorted(out, key=lambda e: e.created)
