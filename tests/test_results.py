@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import inspect
 import logging
 import os
 import pickle
@@ -118,11 +117,11 @@ def test_loadResults_yields_one_result_per_index_with_its_attributes(exp, tmp_pa
 
 def test_loadResults_is_lazy_and_opens_no_file(exp, counters):
     results = loadResults(exp, "returns.npy", runs=3)
-    assert inspect.isgenerator(results) or iter(results) is results
-    assert not os.path.exists(os.path.dirname(next(results).path))
+    assert iter(results) is results
     touched = [(r.path, r.params, r.run) for r in results]
-    assert len(touched) == 23
+    assert len(touched) == 24
     assert counters == {"open": 0, "stat": 0, "np.load": 0}
+    assert not os.path.exists(os.path.dirname(touched[0][0]))
 
 
 def test_loadResults_rejects_unknown_suffix_without_loader(exp):
@@ -262,7 +261,8 @@ def test_getBest_windows_and_comparator(curves):
     assert _alpha(getBest(curves)) == 0.5
     assert _alpha(getBest(curves, steps=1)) == 0.125
     assert _alpha(getBest(curves, percent=0.6)) == 1.0  # ceil(0.6 * 5) = 3 steps
-    assert _alpha(getBest(curves, percent=0.5)) == 1.0  # ceil(2.5) = 3, not 2 (0.125 wins at 2)
+    assert _alpha(getBest(curves, percent=0.3)) == 1.0  # ceil(1.5) = 2 steps, not 1
+    assert _alpha(getBest(curves, percent=0.2)) == 0.125  # exactly 1 step
     assert _alpha(getBest(curves, percent=1.0)) == 0.5
     assert _alpha(getBest(curves, comparator=lambda a, b: a > b)) == 1.0
     assert _alpha(getBest(curves, steps=1, comparator=lambda a, b: a > b)) == 0.5

@@ -23,6 +23,8 @@ class LedgerEntry:
     snapshot: dict  # the experiment dict at submission
     runs: int
     tasks: list[list[int]]
+    command: str | None = None  # the user's command template, e.g. "python main.py -e {experiment} -i {index}"
+    cores: int = 1  # indices a task runs at once
     cluster: str = ""
     script: str = ""
     state: str = PENDING
