@@ -283,6 +283,14 @@ def test_getBest_works_on_views(curves):
     assert isinstance(best, ResultView) and _alpha(best) == 1.0
 
 
+def test_getBest_percent_tolerates_float_rounding(exp, tmp_path):
+    a, b = list(loadResults(exp, "returns.npy"))[:2]
+    _save(a, [100.0] * 18 + [0.0] * 7, tmp_path)  # last 7 of 25: mean 0; last 8: 12.5
+    _save(b, [1.0] * 25, tmp_path)
+    assert 25 * 0.28 > 7  # float product slightly above 7: must still mean 7 steps
+    assert getBest([a, b], percent=0.28) is a
+
+
 def test_getBest_means_over_every_column_of_2d_data(exp, tmp_path):
     a, b = list(loadResults(exp, "returns.npy"))[:2]
     _save(a, [[0.0, 10.0]] * 4, tmp_path)  # column 0 smallest, overall mean 5
@@ -420,6 +428,7 @@ def test_whereParameterEquals_with_dotted_names_and_lacking_params(tmp_path, noL
     assert len(raw) == 4 and all(r.params["features"] == {"kind": "raw"} for r in raw)
     assert len(list(whereParameterEquals(results, "hidden", [64]))) == 6
     assert len(list(whereParameterEquals(results, "nothere", 1))) == 12
+    assert len(list(whereParameterEquals(results, "alpha.below", 1))) == 12
 
 
 def test_whereParameterGreaterEq_with_dotted_names_and_lacking_params(tmp_path, noLoads):

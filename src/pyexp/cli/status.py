@@ -1,0 +1,84 @@
+"""pyexp-status: done, running, queued, failed and missing per experiment."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pyexp.errors import PyExpError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line of pyexp-status."""
+    p = argparse.ArgumentParser(prog="pyexp-status", description=__doc__)
+    p.add_argument("experiments", nargs="+", metavar="EXPERIMENT.json")
+    p.add_argument("--runs", type=int, default=1, help="runs per permutation (default 1)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-v", "--verbose", action="store_true", help="list failed indices")
+    p.add_argument("--max-attempts", type=int, default=3, help="failures before an index is failed")
+    p.add_argument("--no-slurm", action="store_true", help="do not ask squeue (local runs)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print where each experiment stands."""
+    args = parse_args(argv)
+    try:
+        reports = [_report(path, args) for path in args.experiments]
+    except PyExpError as e:
+        print(f"pyexp-status: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(reports, indent=2))
+    else:
+        print(_table(reports, args.verbose))
+    return 0
+
+
+def _report(path: str, args: argparse.Namespace) -> dict:
+    from pyexp.experiment import loadExperiment
+    from pyexp.reconcile import QueueSnapshot, classify
+    from pyexp.state.attempts import Attempts
+    from pyexp.state.layout import state_dirs
+
+    exp = loadExperiment(path)
+    queue = QueueSnapshot() if args.no_slurm else _queue_or_empty()
+    standing = classify(exp, args.runs, queue, args.max_attempts)
+    report: dict = {"experiment": path, "runs": args.runs, **standing.counts()}
+    if args.verbose or args.json:
+        attempts = Attempts(state_dirs(exp).attempts)
+        report["failed_indices"] = [
+            _failure(i, attempts.last(key)) for i, key in sorted(standing.failed_keys.items())
+        ]
+    return report
+
+
+def _queue_or_empty():
+    from pyexp.reconcile import QueueSnapshot
+    from pyexp.scheduler import slurm
+
+    if not slurm.available():
+        return QueueSnapshot()
+    return slurm.queue_snapshot()
+
+
+def _failure(index: int, attempt) -> dict:
+    info = attempt.info if attempt else {}
+    return {
+        "index": index,
+        "outcome": attempt.outcome if attempt else "?",
+        "exit_code": info.get("exit_code"),
+        "log": info.get("log"),
+    }
+
+
+def _table(reports: list[dict], verbose: bool) -> str:
+    cols = ("done", "running", "queued", "failed", "missing")
+    width = max(len("experiment"), *(len(r["experiment"]) for r in reports))
+    lines = [f"{'experiment':<{width}}  " + "  ".join(f"{c:>8}" for c in cols)]
+    for r in reports:
+        lines.append(f"{r['experiment']:<{width}}  " + "  ".join(f"{r[c]:>8}" for c in cols))
+        for f in r.get("failed_indices", []) if verbose else []:
+            lines.append(f"  index {f['index']}: {f['outcome']} (exit {f['exit_code']}) log: {f['log']}")
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""Where every index of a sweep stands: done, running, queued, failed or missing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pyexp.experiment import ExperimentDescription
+from pyexp.missing import permutation_hashes
+from pyexp.state import leases
+from pyexp.state.attempts import FAILED, OOM, Attempts
+from pyexp.state.layout import state_dirs
+from pyexp.state.ledger import Ledger, LedgerEntry
+from pyexp.state.records import CompletionRecords
+
+DONE, RUNNING, QUEUED, FAILED_OUT, MISSING = "done", "running", "queued", "failed", "missing"
+STATUSES = (DONE, RUNNING, QUEUED, FAILED_OUT, MISSING)
+ACTIVE_SLURM_STATES = frozenset(
+    {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
+)
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """What squeue shows of our arrays: (ledger entry id, array task id) -> Slurm state."""
+
+    tasks: dict[tuple[str, int], str] = field(default_factory=dict)
+
+    def active(self, entry_id: str, task_id: int) -> bool:
+        """Whether that task is still pending or running."""
+        return self.tasks.get((entry_id, task_id)) in ACTIVE_SLURM_STATES
+
+
+@dataclass
+class Standing:
+    """Each index's status, and the record keys of the failed ones."""
+
+    status: list[str]
+    failed_keys: dict[int, str]
+
+    def counts(self) -> dict[str, int]:
+        """How many indices have each status."""
+        c = Counter(self.status)
+        return {s: c.get(s, 0) for s in STATUSES}
+
+    def indices(self, status: str) -> list[int]:
+        """The indices with that status, ascending."""
+        return [i for i, s in enumerate(self.status) if s == status]
+
+
+def queued_indices(exp: ExperimentDescription, queue: QueueSnapshot) -> set[int]:
+    """Indices that a pending or running array task of ours still owns, under today's meaning."""
+    out: set[int] = set()
+    current = exp.fingerprint()
+    for entry in Ledger(state_dirs(exp).ledger).entries():
+        owned = [i for t, task in enumerate(entry.tasks) if queue.active(entry.id, t) for i in task]
+        out.update(owned if entry.fingerprint == current else _unchanged(exp, entry, owned))
+    return out
+
+
+def _unchanged(exp: ExperimentDescription, entry: LedgerEntry, indices: list[int]) -> list[int]:
+    # The runner refuses indices whose parameters changed since submission; they are not queued.
+    old = ExperimentDescription(entry.snapshot, path=entry.experiment, config=exp.config)
+    return [
+        i
+        for i in indices
+        if old.getRun(i) == exp.getRun(i) and old.getPermutation(i) == exp.getPermutation(i)
+    ]
+
+
+def classify(
+    exp: ExperimentDescription,
+    runs: int,
+    queue: QueueSnapshot,
+    max_attempts: int = 3,
+    retry_failed: bool = False,
+) -> Standing:
+    """Every index of exp x runs as exactly one of done, running, queued, failed, missing."""
+    dirs = state_dirs(exp)
+    done = CompletionRecords(dirs.done).completed()
+    live = leases.live_keys(dirs.leases)
+    attempts = Attempts(dirs.attempts).counts()
+    queued = queued_indices(exp, queue)
+    hashes = permutation_hashes(exp)
+    n = len(hashes)
+    status: list[str] = []
+    failed: dict[int, str] = {}
+    for run in range(runs):
+        for p, h in enumerate(hashes):
+            key = f"{h}-{run}"
+            i = run * n + p
+            if key in done:
+                status.append(DONE)
+            elif key in live:
+                status.append(RUNNING)
+            elif i in queued:
+                status.append(QUEUED)
+            elif _exhausted(attempts.get(key), max_attempts) and not retry_failed:
+                status.append(FAILED_OUT)
+                failed[i] = key
+            else:
+                status.append(MISSING)
+    return Standing(status, failed)
+
+
+def _exhausted(outcomes: Counter | None, max_attempts: int) -> bool:
+    return outcomes is not None and outcomes[FAILED] + outcomes[OOM] >= max_attempts
+
+
+def to_submit(
+    exp: ExperimentDescription,
+    runs: int,
+    queue: QueueSnapshot,
+    max_attempts: int = 3,
+    retry_failed: bool = False,
+) -> list[int]:
+    """The indices pyexp-submit should submit: exactly the missing ones."""
+    return classify(exp, runs, queue, max_attempts, retry_failed).indices(MISSING)
