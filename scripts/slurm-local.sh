@@ -16,17 +16,22 @@ install() {
   command -v sbatch >/dev/null && command -v slurmctld >/dev/null && command -v slurmd >/dev/null &&
     command -v munged >/dev/null && return 0
   export DEBIAN_FRONTEND=noninteractive
-  # apt-get update only when the package lists are missing or stale.
+  # apt-get update only if the lists are missing, or if the install fails (stale lists).
   if ! apt-cache show slurm-wlm >/dev/null 2>&1; then apt-get update -qq >/dev/null; fi
   apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1 ||
     { apt-get update -qq >/dev/null && apt-get install -y -qq slurm-wlm munge >/dev/null; }
 }
 
-alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A daemon stays a zombie until PID 1 reaps it, so kill -0 alone is not enough.
+running() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $st != Z* ]]; }
+alive() { [[ -s $1 ]] && running "$(cat "$1")"; }
 
 write_conf() {
-  local cpus mem
-  cpus=$(nproc)
+  local cpus mem over=""
+  # PYEXP_SLURM_CPUS > nproc oversubscribes the cores (more array tasks at once); slurmd must then
+  # trust the config instead of the hardware, or it drains the node.
+  cpus=${PYEXP_SLURM_CPUS:-$(nproc)}
+  ((cpus > $(nproc))) && over="SlurmdParameters=config_overrides"
   # RealMemory must not exceed what slurmd detects, or the node is drained: use 3/4 of MemTotal.
   mem=$(awk '/^MemTotal:/ {print int($2 / 1024 * 3 / 4)}' /proc/meminfo)
   mkdir -p /etc/slurm
@@ -57,6 +62,7 @@ SlurmdTimeout=60
 SlurmctldTimeout=60
 InactiveLimit=0
 ReturnToService=2
+$over
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
 SlurmctldLogFile=$DIR/log/slurmctld.log
@@ -118,7 +124,7 @@ kill_pidfile() {
   alive "$f" || { rm -f "$f"; return 0; }
   pid=$(cat "$f")
   kill "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for ((i = 0; i < 100; i++)); do running "$pid" || break; sleep 0.1; done
   kill -9 "$pid" 2>/dev/null || true
   rm -f "$f"
 }
