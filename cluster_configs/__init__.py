@@ -1,0 +1,1 @@
+"""Cluster configs shipped with pyexp: one JSON per cluster."""

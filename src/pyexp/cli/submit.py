@@ -1,0 +1,79 @@
+"""pyexp-submit: submit experiments' missing indices as Slurm job arrays, or run them here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+PROG = "pyexp-submit"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line of pyexp-submit."""
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    add = p.add_argument
+    add("experiments", nargs="+", metavar="EXPERIMENT.json")
+    add("--runs", type=int, required=True, help="runs per permutation")
+    add("--cluster", metavar="NAME|PATH", help="cluster config (default: $CC_CLUSTER, else local)")
+    add("--account", help="Slurm account (default: $SBATCH_ACCOUNT, else the config's)")
+    add("--dry-run", action="store_true", help="print the plan, write scripts, submit nothing")
+    add("--local", action="store_true", help="run the tasks on this machine instead of Slurm")
+    add("--parallel", type=int, metavar="N", help="tasks at once with --local (default: CPUs)")
+    add("--template", metavar="PATH", help="Jinja sbatch template to use instead of pyexp's")
+    add("--command", metavar="CMD", help="command per index (default: config.json's 'command')")
+    add("--max-attempts", type=int, default=3, help="failures before an index is given up")
+    add("--retry-failed", action="store_true", help="also resubmit indices that were given up")
+    args = p.parse_args(argv)
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
+    if args.parallel is not None and (args.parallel < 1 or not args.local):
+        p.error("--parallel N needs --local and N >= 1")
+    if args.max_attempts < 1:
+        p.error("--max-attempts must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Submit (or plan, or run locally) each experiment's missing indices; the exit status."""
+    try:
+        args = parse_args(argv)
+    except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
+        return int(e.code or 0)
+    from pyexp.errors import PyExpError
+
+    try:
+        return _submit_all(args)
+    except PyExpError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+
+
+def _submit_all(args: argparse.Namespace) -> int:
+    from pyexp.experiment import loadExperiment
+    from pyexp.scheduler.cluster import load_cluster
+    from pyexp.scheduler.submit import SubmitOptions, report, submit_experiment
+
+    # An account is needed to submit; a dry run or a local run goes without one.
+    needed = not (args.local or args.dry_run)
+    cluster = load_cluster(args.cluster).with_account(args.account, required=needed)
+    opts = SubmitOptions(
+        runs=args.runs,
+        cluster=cluster,
+        command=args.command,
+        template=args.template,
+        dry_run=args.dry_run,
+        local=args.local,
+        parallel=args.parallel,
+        max_attempts=args.max_attempts,
+        retry_failed=args.retry_failed,
+    )
+    status = 0
+    for path in args.experiments:
+        done = submit_experiment(loadExperiment(path), opts)
+        print(report(done, opts), flush=True)
+        status = max(status, 1 if done.failed_tasks else 0)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Cluster configs: one JSON per cluster, loaded by name or path and validated before submitting."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from numbers import Real
+
+from pyexp.errors import ClusterConfigError
+from pyexp.timefmt import gigs, hours
+
+DEFAULT_CLUSTER = "local"
+_PACKAGE = "pyexp.cluster_configs"
+
+# Options pyexp writes itself, and the field (or place) that sets each one.
+RESERVED = {
+    "job-name": "pyexp (ledger entry id)",
+    "array": "pyexp (the plan)",
+    "time": "time_hours",
+    "mem-per-cpu": "mem_per_core_gb",
+    "mem": "mem_per_core_gb",
+    "cpus-per-task": "cores",
+    "account": "account (or --account / SBATCH_ACCOUNT)",
+    "output": "log_path in config.json",
+    "error": "log_path in config.json",
+    "signal": "signal_lead_seconds",
+    "parsable": "pyexp",
+    "wrap": "pyexp",
+}
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """One cluster's settings for array jobs."""
+
+    name: str
+    source: str
+    time_hours: float
+    cores: int = 1
+    indices_per_task: int = 1
+    mem_per_core_gb: float | None = None
+    account: str | None = None
+    account_required: bool = False
+    array_throttle: int | None = None
+    max_array_size: int = 1001
+    signal_lead_seconds: int = 120
+    setup: tuple[str, ...] = ()
+    sbatch: dict[str, str | None] = field(default_factory=dict)
+    whole_node: bool = False
+    python: str | None = None
+    description: str = ""
+
+    @property
+    def time(self) -> str:
+        """The Slurm time limit, one second under time_hours."""
+        return hours(self.time_hours)
+
+    @property
+    def mem_per_cpu(self) -> str | None:
+        """The Slurm memory per core, or None to leave it to the cluster."""
+        return None if self.mem_per_core_gb is None else gigs(self.mem_per_core_gb)
+
+    def with_account(
+        self, flag: str | None, env: dict[str, str] | None = None, required: bool = True
+    ) -> ClusterConfig:
+        """This config with its account: --account, else SBATCH_ACCOUNT, else the file's."""
+        env = os.environ if env is None else env
+        account = flag or env.get("SBATCH_ACCOUNT") or self.account
+        if account is None and self.account_required and required:
+            raise ClusterConfigError(
+                f"cluster '{self.name}' needs an account: pass --account def-NAME, "
+                f"set SBATCH_ACCOUNT, or set 'account' in {self.source}"
+            )
+        if account is not None:
+            _check_text(account, f"{self.source}: account")
+        return replace(self, account=account)
+
+
+_FIELDS = {
+    "description": (str,),
+    "account": (str, type(None)),
+    "account_required": (bool,),
+    "time_hours": (Real,),
+    "mem_per_core_gb": (Real, type(None)),
+    "cores": (int,),
+    "indices_per_task": (int,),
+    "array_throttle": (int, type(None)),
+    "max_array_size": (int,),
+    "signal_lead_seconds": (int,),
+    "setup": (list,),
+    "sbatch": (dict,),
+    "whole_node": (bool,),
+    "python": (str, type(None)),
+}
+_REQUIRED = ("time_hours",)
+
+
+def known_clusters() -> list[str]:
+    """Names of the cluster configs shipped with pyexp."""
+    folder = resources.files(_PACKAGE)
+    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def default_cluster_name(env: dict[str, str] | None = None) -> str:
+    """$CC_CLUSTER (set on Alliance clusters), else 'local'."""
+    env = os.environ if env is None else env
+    return env.get("CC_CLUSTER") or DEFAULT_CLUSTER
+
+
+def load_cluster(spec: str | None = None) -> ClusterConfig:
+    """The cluster config named spec (shipped with pyexp) or at path spec; default: CC_CLUSTER."""
+    spec = spec or default_cluster_name()
+    if spec.endswith(".json") or os.sep in spec or os.path.isfile(spec):
+        name = os.path.splitext(os.path.basename(spec))[0]
+        return parse_cluster(_read(spec), name, os.path.abspath(spec))
+    known = known_clusters()
+    if spec not in known:
+        close = difflib.get_close_matches(spec, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ClusterConfigError(
+            f"unknown cluster '{spec}'{hint}; known: {', '.join(known)}; or give a JSON file's path"
+        )
+    resource = resources.files(_PACKAGE).joinpath(f"{spec}.json")
+    with resources.as_file(resource) as path:
+        return parse_cluster(_read(str(path)), spec, str(path))
+
+
+def _read(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise ClusterConfigError(f"{path}: cannot read cluster config: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise ClusterConfigError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise ClusterConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def parse_cluster(data: dict, name: str, source: str) -> ClusterConfig:
+    """Validate a cluster config dict; ClusterConfigError names the file and the field."""
+    _check_keys(data, source)
+    values = {k: _typed(k, v, source) for k, v in data.items()}
+    values["setup"] = tuple(_setup(values.get("setup", []), source))
+    values["sbatch"] = _sbatch(values.get("sbatch", {}), source)
+    config = ClusterConfig(name=name, source=source, **values)
+    _check_values(config)
+    return config
+
+
+def _check_keys(data: dict, source: str) -> None:
+    for key in data:
+        if key not in _FIELDS:
+            close = difflib.get_close_matches(key, list(_FIELDS), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ClusterConfigError(f"{source}: unknown field '{key}'{hint}")
+    for key in _REQUIRED:
+        if key not in data:
+            raise ClusterConfigError(f"{source}: missing field '{key}'")
+
+
+def _typed(key: str, value: object, source: str) -> object:
+    types = _FIELDS[key]
+    # bool is an int in Python; a JSON true is never a count or an amount.
+    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+        raise ClusterConfigError(f"{source}: '{key}' must be {want}, got {json.dumps(value)}")
+    return value
+
+
+def _setup(lines: list, source: str) -> list[str]:
+    for line in lines:
+        if not isinstance(line, str):
+            raise ClusterConfigError(f"{source}: 'setup' lines must be strings, got {line!r}")
+    return lines
+
+
+def _sbatch(options: dict, source: str) -> dict[str, str | None]:
+    from pyexp.scheduler.sbatch_options import check_option
+
+    out: dict[str, str | None] = {}
+    for name, value in options.items():
+        option = check_option(name, f"{source}: sbatch")
+        if option in RESERVED:
+            raise ClusterConfigError(
+                f"{source}: sbatch option '{name}' is set by {RESERVED[option]}, not in 'sbatch'"
+            )
+        if value is True or value is None:
+            out[option] = None  # a flag such as --exclusive
+        elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            out[option] = _check_text(str(value), f"{source}: sbatch option '{name}'")
+        else:
+            raise ClusterConfigError(
+                f"{source}: sbatch option '{name}' must be a string, number, true or null, "
+                f"got {json.dumps(value)}"
+            )
+    return out
+
+
+def _check_values(c: ClusterConfig) -> None:
+    where = c.source
+    try:
+        c.time  # noqa: B018  (validates time_hours)
+        c.mem_per_cpu  # noqa: B018
+    except ValueError as e:
+        raise ClusterConfigError(f"{where}: {e}") from None
+    for key in ("cores", "indices_per_task", "array_throttle"):
+        value = getattr(c, key)
+        if value is not None and value < 1:
+            raise ClusterConfigError(f"{where}: '{key}' must be at least 1, got {value}")
+    if c.max_array_size < 2:
+        raise ClusterConfigError(f"{where}: 'max_array_size' must be at least 2")
+    if not 0 <= c.signal_lead_seconds < c.time_hours * 3600 - 1:
+        raise ClusterConfigError(
+            f"{where}: 'signal_lead_seconds' ({c.signal_lead_seconds}) must be >= 0 and "
+            f"shorter than the time limit ({c.time})"
+        )
+    if c.whole_node and c.mem_per_core_gb is not None:
+        raise ClusterConfigError(f"{where}: a whole_node cluster takes no 'mem_per_core_gb'")
+    if c.account is not None:
+        _check_text(c.account, f"{where}: account")
+    if c.python is not None:
+        _check_text(c.python, f"{where}: python")
+
+
+def _check_text(value: str, where: str) -> str:
+    # sbatch reads #SBATCH lines itself: a newline would end the directive, a backslash escapes.
+    if not value or any(ch in value for ch in "\n\r\0\\"):
+        raise ClusterConfigError(f"{where}: {value!r} must be non-empty, one line, no backslash")
+    return value

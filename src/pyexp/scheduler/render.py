@@ -1,0 +1,141 @@
+"""Rendering sbatch scripts from Jinja templates, every value shell-quoted."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from functools import lru_cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from pyexp.errors import PyExpError
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from pyexp.scheduler.cluster import ClusterConfig
+    from pyexp.scheduler.planner import ArrayPlan
+
+DEFAULT_TEMPLATE = "array.sbatch.j2"
+
+
+class RenderError(PyExpError, ValueError):
+    """A value that cannot go into an sbatch script, or a broken template."""
+
+
+class Shell(str):
+    """Text safe to put in a script as is: quoted by the q filter, or trusted by raw."""
+
+    __slots__ = ()
+
+
+def q(value: Any) -> Shell:
+    """Shell-quote a value (shlex.quote); already-quoted text passes unchanged."""
+    if isinstance(value, Shell):
+        return value
+    if value is None:
+        raise RenderError("template tried to write None into the script")
+    text = str(value)
+    # sbatch parses #SBATCH lines itself: a newline would end the directive and start a shell
+    # line, and it treats a backslash as an escape even inside single quotes.
+    if any(ch < " " or ch in "\x7f\\" for ch in text):
+        raise RenderError(
+            f"{text!r} cannot go into an sbatch script: control characters and backslashes "
+            "are not allowed"
+        )
+    return Shell(shlex.quote(text))
+
+
+def raw(value: Any) -> Shell:
+    """Mark trusted shell code (the cluster config's setup lines) to be written unquoted."""
+    return Shell(str(value))
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    """The Jinja environment: every {{ expression }} goes through q unless marked raw."""
+    import jinja2
+
+    env = jinja2.Environment(
+        finalize=q,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["q"] = q
+    env.filters["raw"] = raw
+    return env
+
+
+@lru_cache(maxsize=8)
+def load_template(path: str | None = None) -> jinja2.Template:
+    """The template at path (--template), else the array template shipped with pyexp."""
+    import jinja2
+
+    try:
+        if path is None:
+            text = resources.files("pyexp.templates").joinpath(DEFAULT_TEMPLATE).read_text("utf-8")
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        return environment().from_string(text)
+    except OSError as e:
+        raise RenderError(f"{path}: cannot read template: {e.strerror}") from None
+    except jinja2.TemplateSyntaxError as e:
+        raise RenderError(f"{path or DEFAULT_TEMPLATE}:{e.lineno}: {e.message}") from None
+
+
+def log_pattern(log_dir: str, job_name: str, suffix: str) -> str:
+    """Slurm's --output/--error pattern: one file per array task, named after the job."""
+    # Slurm expands %-patterns in these paths; a literal % in the folder is written %%.
+    return os.path.join(log_dir.replace("%", "%%"), f"{job_name}_%a.{suffix}")
+
+
+def array_context(
+    plan: ArrayPlan,
+    cluster: ClusterConfig,
+    *,
+    job_name: str,
+    ledger: str,
+    log_dir: str,
+    experiment: str,
+    workdir: str | None = None,
+    config: str | None = None,
+) -> dict[str, Any]:
+    """Everything the array template needs; values are raw, the template quotes them."""
+    lead = cluster.signal_lead_seconds
+    return {
+        "job_name": job_name,
+        "array": plan.array_spec,
+        "tasks": len(plan.tasks),
+        "indices": plan.indices,
+        "time": cluster.time,
+        "cores": cluster.cores,
+        "whole_node": cluster.whole_node,
+        "mem_per_cpu": cluster.mem_per_cpu,
+        "account": cluster.account,
+        "output": log_pattern(log_dir, job_name, "out"),
+        "error": log_pattern(log_dir, job_name, "err"),
+        "signal": f"B:USR1@{lead}" if lead else None,
+        "sbatch": sorted(cluster.sbatch.items()),
+        "setup": list(cluster.setup),
+        "workdir": workdir or os.getcwd(),
+        "config": config,
+        "experiment": experiment,
+        "python": cluster.python or sys.executable,
+        "ledger": ledger,
+        "cluster": cluster.name,
+    }
+
+
+def render(context: dict[str, Any], template: str | None = None) -> str:
+    """The script text for one array."""
+    import jinja2
+
+    try:
+        return load_template(template).render(context)
+    except jinja2.UndefinedError as e:
+        raise RenderError(f"{template or DEFAULT_TEMPLATE}: {e.message}") from None

@@ -1,0 +1,156 @@
+"""The only place that runs Slurm commands: sbatch, squeue and scontrol, with timeouts.
+
+Each command's path can be overridden by environment (PYEXP_SBATCH, PYEXP_SQUEUE,
+PYEXP_SCONTROL), and the timeout by PYEXP_SLURM_TIMEOUT (seconds), so tests can inject fakes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+from typing import TYPE_CHECKING
+
+from pyexp.errors import SlurmError
+from pyexp.state.ledger import entry_id_from_job_name
+
+if TYPE_CHECKING:
+    from pyexp.reconcile import QueueSnapshot
+
+DEFAULT_TIMEOUT = 60.0
+
+
+class SlurmUncertain(SlurmError):
+    """Slurm may have done it anyway: the command timed out, or printed what we cannot read."""
+
+
+SQUEUE_FORMAT = "%i|%j|%T"
+_JOB_ID = re.compile(r"(\d+)(?:;\S+)?")
+_RANGE = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
+
+
+def command(name: str) -> str:
+    """The executable for a Slurm command: $PYEXP_<NAME> if set, else the name on PATH."""
+    return os.environ.get(f"PYEXP_{name.upper()}") or name
+
+
+def timeout_default() -> float:
+    """Seconds to wait for a Slurm command: $PYEXP_SLURM_TIMEOUT, else 60."""
+    value = os.environ.get("PYEXP_SLURM_TIMEOUT")
+    try:
+        return float(value) if value else DEFAULT_TIMEOUT
+    except ValueError:
+        raise SlurmError(f"PYEXP_SLURM_TIMEOUT={value!r} is not a number of seconds") from None
+
+
+def available() -> bool:
+    """Whether squeue can be found, i.e. whether this machine talks to a Slurm cluster."""
+    return shutil.which(command("squeue")) is not None
+
+
+def run(name: str, args: list[str], timeout: float | None = None) -> str:
+    """Run a Slurm command and return its stdout; SlurmError with one line on any failure."""
+    exe = command(name)
+    timeout = timeout_default() if timeout is None else timeout
+    try:
+        proc = subprocess.Popen(
+            [exe, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # so a timeout kills the whole command, children included
+        )
+    except FileNotFoundError:
+        raise SlurmError(f"{name}: command not found ({exe}); no Slurm here? try --local") from None
+    except PermissionError:
+        raise SlurmError(f"{name}: not executable ({exe})") from None
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise SlurmUncertain(f"{name} did not answer within {timeout:g} s") from None
+    if proc.returncode != 0:
+        raise SlurmError(f"{name} failed (exit {proc.returncode}): {_first_line(err or out)}")
+    return out
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "(no message)"
+
+
+def sbatch(script: str, timeout: float | None = None) -> str:
+    """Submit a script with sbatch --parsable; returns the job id."""
+    return parse_job_id(run("sbatch", ["--parsable", script], timeout))
+
+
+def parse_job_id(out: str) -> str:
+    """The job id in sbatch --parsable output ('jobid' or 'jobid;cluster')."""
+    match = _JOB_ID.fullmatch(out.strip())
+    if match is None:
+        shown = out.strip()[:80] or "nothing"
+        raise SlurmUncertain(f"sbatch printed {shown!r}, not a job id")
+    return match.group(1)
+
+
+def queue_snapshot(timeout: float | None = None) -> QueueSnapshot:
+    """Our pyexp array tasks that squeue shows, with their states."""
+    out = run("squeue", ["--me", "-h", "-r", "-o", SQUEUE_FORMAT], timeout)
+    return parse_squeue(out)
+
+
+def parse_squeue(text: str) -> QueueSnapshot:
+    """Parse `squeue -h -r -o '%i|%j|%T'` lines; jobs that are not pyexp arrays are ignored."""
+    from pyexp.reconcile import QueueSnapshot
+
+    tasks: dict[tuple[str, int], str] = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 3:
+            continue
+        job, name, state = parts[0], "|".join(parts[1:-1]), parts[-1].strip()
+        entry = entry_id_from_job_name(name.strip())
+        if entry is None or "_" not in job:
+            continue
+        for task in expand_task_ids(job.split("_", 1)[1]):
+            tasks[(entry, task)] = state
+    return QueueSnapshot(tasks)
+
+
+def expand_task_ids(spec: str) -> list[int]:
+    """Array task ids of an squeue id suffix: '4', '[5-99%4]', '[1,3,5-7]', '[0-10:2]'."""
+    spec = spec.strip()
+    if spec.startswith("["):
+        spec = spec[1:].split("]", 1)[0]
+    spec = spec.split("%", 1)[0]
+    ids: list[int] = []
+    for part in spec.split(","):
+        match = _RANGE.fullmatch(part.strip())
+        if match is None:
+            raise SlurmError(f"squeue showed an array task id we cannot read: {spec!r}")
+        first, last, step = match.groups()
+        ids.extend(range(int(first), int(last or first) + 1, int(step or 1)))
+    return ids
+
+
+def max_array_size(timeout: float | None = None) -> int | None:
+    """MaxArraySize from `scontrol show config`, or None when it cannot be read."""
+    try:
+        out = run("scontrol", ["show", "config"], timeout)
+    except SlurmError:
+        return None
+    match = re.search(r"^\s*MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+    return int(match.group(1)) if match else None

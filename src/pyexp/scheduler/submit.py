@@ -1,0 +1,271 @@
+"""Submitting what is missing: lock, ask squeue, plan, render, then ledger + sbatch per array."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TextIO
+
+from pyexp.errors import PyExpError, SlurmError
+from pyexp.scheduler import planner, render, slurm
+from pyexp.scheduler.cluster import ClusterConfig
+from pyexp.state.atomic import write_atomic
+from pyexp.state.layout import experiment_id, state_dirs
+from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
+
+if TYPE_CHECKING:
+    from pyexp.experiment import ExperimentDescription
+    from pyexp.reconcile import QueueSnapshot
+
+LOCK_LEASE_SECONDS = 30.0
+
+
+class SubmitBusy(PyExpError, RuntimeError):
+    """Another pyexp-submit of the same experiment holds its submit lock."""
+
+
+class SubmitFailed(PyExpError, RuntimeError):
+    """Slurm did not accept an array; the arrays accepted before it stay recorded."""
+
+
+@dataclass
+class SubmitOptions:
+    """How to submit: everything pyexp-submit's flags set, besides the experiments."""
+
+    runs: int
+    cluster: ClusterConfig
+    command: str | None = None
+    template: str | None = None
+    dry_run: bool = False
+    local: bool = False
+    parallel: int | None = None
+    max_attempts: int = 3
+    retry_failed: bool = False
+    lock_timeout: float = 60.0
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+
+
+@dataclass
+class Submitted:
+    """What one submission did for one experiment."""
+
+    experiment: str
+    missing: list[int]
+    plans: list[planner.ArrayPlan] = field(default_factory=list)
+    scripts: list[str] = field(default_factory=list)
+    job_ids: list[str] = field(default_factory=list)
+    failed_tasks: int = 0
+    logs: str = ""
+
+
+def submit_experiment(exp: ExperimentDescription, opts: SubmitOptions) -> Submitted:
+    """Submit exp's missing indices (or, with dry_run, only plan and render them)."""
+    command = opts.command or exp.config.command
+    if not command:
+        raise PyExpError(
+            "no command to run: pass --command 'python main.py -e {experiment} -i {index}' "
+            "or set 'command' in config.json"
+        )
+    if opts.dry_run:
+        return _submit_locked(exp, opts, command)
+    with submit_lock(state_dirs(exp).submit_lock, opts.lock_timeout):
+        return _submit_locked(exp, opts, command)
+
+
+@contextmanager
+def submit_lock(path: str, timeout: float) -> Iterator[None]:
+    """Hold the experiment's submit lock (a lease, so it works across login nodes on NFS)."""
+    from filelock import SoftFileLease, Timeout
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    lock = SoftFileLease(path, lease_duration=LOCK_LEASE_SECONDS, timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SubmitBusy(
+            f"another pyexp-submit of this experiment still holds {path} after {timeout:g} s; "
+            "try again later"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _submit_locked(exp: ExperimentDescription, opts: SubmitOptions, command: str) -> Submitted:
+    from pyexp.reconcile import to_submit
+
+    queue = _queue(opts.local)
+    missing = to_submit(exp, opts.runs, queue, opts.max_attempts, opts.retry_failed)
+    done = Submitted(_experiment_path(exp), missing, logs=log_dir(exp))
+    if not missing:
+        return done
+    size = None if opts.local else slurm.max_array_size()
+    done.plans = planner.plan_for(missing, opts.cluster, size)
+    entries = [_entry(exp, opts, command, plan) for plan in done.plans]
+    done.scripts = [
+        _write_script(exp, opts, e, p) for e, p in zip(entries, done.plans, strict=True)
+    ]
+    if opts.dry_run:
+        return done
+    os.makedirs(done.logs, exist_ok=True)  # Slurm does not create the log folder
+    if opts.local:
+        done.failed_tasks = _run_local(exp, opts, entries, done)
+    else:
+        _sbatch_all(exp, entries, done)
+    return done
+
+
+def _queue(local: bool) -> QueueSnapshot:
+    # Submitting to Slurm needs squeue's answer; a local run uses it only when there is one.
+    from pyexp.reconcile import QueueSnapshot
+
+    if not local:
+        return slurm.queue_snapshot()
+    if not slurm.available():
+        return QueueSnapshot()
+    try:
+        return slurm.queue_snapshot()
+    except SlurmError:
+        return QueueSnapshot()
+
+
+def _experiment_path(exp: ExperimentDescription) -> str:
+    return os.path.abspath(exp.path) if exp.path else exp.getExperimentName()
+
+
+def log_dir(exp: ExperimentDescription) -> str:
+    """Where an experiment's array tasks write their stdout and stderr."""
+    return os.path.join(exp.config.log_path, experiment_id(exp))
+
+
+def _entry(
+    exp: ExperimentDescription, opts: SubmitOptions, command: str, plan: planner.ArrayPlan
+) -> LedgerEntry:
+    entry_id = new_entry_id()
+    return LedgerEntry(
+        id=entry_id,
+        experiment=_experiment_path(exp),
+        fingerprint=exp.fingerprint(),
+        snapshot=exp.description,
+        runs=opts.runs,
+        tasks=plan.tasks,
+        command=command,
+        cores=1 if opts.local else opts.cluster.cores,  # locally, parallelism is across tasks
+        cluster="local-machine" if opts.local else opts.cluster.name,
+        script=os.path.join(state_dirs(exp).scripts, f"{entry_id}.sbatch"),
+    )
+
+
+def _write_script(
+    exp: ExperimentDescription, opts: SubmitOptions, entry: LedgerEntry, plan: planner.ArrayPlan
+) -> str:
+    context = render.array_context(
+        plan,
+        opts.cluster,
+        job_name=entry.job_name,
+        ledger=Ledger(state_dirs(exp).ledger).path(entry.id),
+        log_dir=log_dir(exp),
+        experiment=entry.experiment,
+        config=exp.config.source,
+    )
+    write_atomic(entry.script, render.render(context, opts.template))
+    return entry.script
+
+
+def _sbatch_all(exp: ExperimentDescription, entries: list[LedgerEntry], done: Submitted) -> None:
+    ledger = Ledger(state_dirs(exp).ledger)
+    for n, entry in enumerate(entries):
+        # Recorded before sbatch: a task that starts at once finds its entry, and an array
+        # whose sbatch hangs but gets queued anyway is still found in squeue by its job name.
+        ledger.write(entry)
+        try:
+            job_id = slurm.sbatch(entry.script)
+        except SlurmError as e:
+            kept = _forget(ledger, entries[n:], keep_first=isinstance(e, slurm.SlurmUncertain))
+            summary = f"{n} of {len(entries)} arrays submitted, the others' indices stay missing"
+            raise SubmitFailed(f"{done.experiment}: {e}; {summary}{kept}") from None
+        ledger.mark_submitted(entry, job_id)
+        done.job_ids.append(job_id)
+
+
+def _forget(ledger: Ledger, unsent: list[LedgerEntry], keep_first: bool) -> str:
+    """Drop the ledger entry and scripts of arrays Slurm did not take; the note for the error."""
+    note = ""
+    if keep_first:
+        # It may have been queued after all: keep its pending entry and script, so squeue's
+        # tasks of pyexp-<id> count as queued and find their indices. If it was not queued,
+        # nothing refers to the entry and its indices stay missing.
+        note = f" (ledger entry {unsent[0].id} kept as pending in case it was queued)"
+        unsent = unsent[1:]
+    for entry in unsent:
+        ledger.discard(entry)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.script)
+    return note
+
+
+def _run_local(
+    exp: ExperimentDescription, opts: SubmitOptions, entries: list[LedgerEntry], done: Submitted
+) -> int:
+    """Run every task of every entry on this machine; returns how many tasks failed."""
+    ledger = Ledger(state_dirs(exp).ledger)
+    jobs = []
+    for entry in entries:
+        ledger.write(entry)
+        ledger.mark_submitted(entry, f"local-{os.getpid()}")
+        done.job_ids.append(entry.job_id or "")
+        jobs += [(entry, t) for t in range(len(entry.tasks))]
+    env = dict(os.environ)
+    if exp.config.source:
+        env["PYEXP_CONFIG"] = exp.config.source
+    python = opts.cluster.python or sys.executable
+    workers = max(1, opts.parallel or os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        codes = list(pool.map(lambda job: _run_task(exp, python, env, *job), jobs))
+    return sum(1 for c in codes if c != 0)
+
+
+def _run_task(
+    exp: ExperimentDescription, python: str, env: dict[str, str], entry: LedgerEntry, task: int
+) -> int:
+    ledger_path = Ledger(state_dirs(exp).ledger).path(entry.id)
+    stem = os.path.join(log_dir(exp), f"{entry.job_name}_{task}")
+    argv = [python, "-m", "pyexp.cli.run", "--ledger", ledger_path, "--task", str(task)]
+    with open(f"{stem}.out", "w") as out, open(f"{stem}.err", "w") as err:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+    return proc.returncode
+
+
+def report(done: Submitted, opts: SubmitOptions) -> str:
+    """What happened, for the terminal: a line per experiment, the plan with --dry-run."""
+    name = done.experiment
+    if not done.missing:
+        return f"{name}: nothing to submit"
+    n, arrays = len(done.missing), len(done.plans)
+    if opts.dry_run:
+        folder = os.path.dirname(done.scripts[0])
+        return (
+            f"{name}: dry run, would submit {n} indices as {_count(arrays, 'array')} "
+            f"on {opts.cluster.name}:\n{planner.describe(done.plans)}\n"
+            f"  scripts: {folder} ({arrays} written, first {os.path.basename(done.scripts[0])})"
+        )
+    if opts.local:
+        tasks = sum(len(p.tasks) for p in done.plans)
+        failed = f", {done.failed_tasks} failed (logs: {done.logs})" if done.failed_tasks else ""
+        return f"{name}: ran {n} indices locally in {tasks} tasks{failed}"
+    jobs = ", ".join(done.job_ids)
+    return (
+        f"{name}: submitted {n} indices as {_count(arrays, 'array')} "
+        f"to {opts.cluster.name} (job {jobs})"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -1,0 +1,1 @@
+"""Jinja sbatch templates shipped with pyexp."""

@@ -1,0 +1,141 @@
+"""End to end against the real single-node Slurm of scripts/slurm-local.sh (`--cluster local`).
+
+In CI (CI=true) these fail when Slurm is not reachable; elsewhere they skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from pyexp.config import load_config
+from pyexp.experiment import loadExperiment
+from pyexp.state.layout import state_dirs
+from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry
+
+pytestmark = pytest.mark.slurm
+
+
+def _slurm_problem() -> str | None:
+    try:
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=15
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"sinfo: {e}"
+    states = out.stdout.split()
+    if out.returncode != 0 or not any(s.rstrip("*~#") in ("idle", "mix", "alloc") for s in states):
+        return f"sinfo exit {out.returncode}: {(out.stderr or out.stdout).strip() or 'no node up'}"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm_up():
+    """Slurm must answer: fail in CI, skip elsewhere."""
+    problem = _slurm_problem()
+    if problem is None:
+        return
+    message = f"local Slurm not reachable ({problem}); run scripts/slurm-local.sh start"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+class Project:
+    """An experiment of `permutations` indices per run in a folder with a space and a quote."""
+
+    def __init__(self, root, permutations: int) -> None:
+        self.root = root / "my project's dir"
+        (self.root / "experiments").mkdir(parents=True)
+        self.count = self.root / "count.txt"
+        self.experiment = self.root / "experiments" / "e2e.json"
+        self.experiment.write_text(
+            json.dumps({"name": "e2e", "metaParameters": {"x": list(range(permutations))}})
+        )
+        # Each run of an index appends its number: the lines count the executions.
+        command = f"sh -c 'echo {{index}} >> \"$0\"' {shlex.quote(str(self.count))}"
+        self.config = self.root / "config.json"
+        self.config.write_text(json.dumps({"command": command}))
+
+    def submit(self, *args: str) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
+        env["PYEXP_CONFIG"] = str(self.config)
+        argv = [sys.executable, "-m", "pyexp.cli.submit", str(self.experiment), *args]
+        argv += ["--cluster", "local"]
+        return subprocess.run(argv, cwd=self.root, env=env, capture_output=True, text=True)
+
+    def entries(self) -> list[LedgerEntry]:
+        exp = loadExperiment(str(self.experiment), config=load_config(str(self.config)))
+        return Ledger(state_dirs(exp).ledger).entries()
+
+    def counts(self) -> Counter:
+        return (
+            Counter(int(x) for x in self.count.read_text().split())
+            if self.count.exists()
+            else Counter()
+        )
+
+
+def _squeue(*args: str) -> list[str]:
+    out = subprocess.run(["squeue", "-h", *args], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def _wait_gone(job_ids: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _squeue("-j", ",".join(job_ids), "-o", "%i"):
+            return
+        time.sleep(0.5)
+    pytest.fail(f"jobs {job_ids} still in squeue after {timeout} s")
+
+
+def test_every_index_runs_exactly_once(tmp_path):
+    project = Project(tmp_path, 100)
+    first = project.submit("--runs", "3")
+    assert first.returncode == 0, first.stderr
+    assert "submitted 300 indices as 1 array to local" in first.stdout
+    entries = project.entries()
+    assert [e.state for e in entries] == [SUBMITTED] and len(entries[0].tasks) == 75
+    again = project.submit("--runs", "3")  # queued or running: nothing is submitted twice
+    assert again.returncode == 0 and "nothing to submit" in again.stdout, again.stderr
+    _wait_gone([entries[0].job_id], timeout=150)
+    assert project.counts() == Counter(range(300))
+    after = project.submit("--runs", "3")
+    assert "nothing to submit" in after.stdout and len(project.entries()) == 1
+
+
+def test_resubmission_after_scancel_submits_exactly_the_cancelled_indices(tmp_path):
+    project = Project(tmp_path, 100)
+    assert project.submit("--runs", "1").returncode == 0
+    (entry,) = project.entries()
+    job = entry.job_id
+    # Hold the array so the tasks picked below cannot start while they are being cancelled.
+    subprocess.run(["scontrol", "hold", job], check=True, capture_output=True)
+    pending = [
+        int(line.split("|")[0].split("_")[1])
+        for line in _squeue("-r", "-j", job, "-o", "%i|%T")
+        if line.endswith("|PENDING")
+    ]
+    assert len(pending) >= 5, pending
+    cancelled = pending[-5:]
+    subprocess.run(["scancel", *(f"{job}_{t}" for t in cancelled)], check=True)
+    subprocess.run(["scontrol", "release", job], check=True, capture_output=True)
+    _wait_gone([job], timeout=90)
+
+    unfinished = sorted(i for t in cancelled for i in entry.tasks[t])
+    assert project.counts() == Counter(set(range(100)) - set(unfinished))
+    again = project.submit("--runs", "1")
+    assert again.returncode == 0, again.stderr
+    assert f"submitted {len(unfinished)} indices as 1 array" in again.stdout
+    (new,) = [e for e in project.entries() if e.id != entry.id]
+    assert new.indices() == unfinished
+    _wait_gone([new.job_id], timeout=60)
+    assert project.counts() == Counter(range(100))

@@ -1,0 +1,362 @@
+"""pyexp-submit against a fake Slurm (PYEXP_SBATCH, PYEXP_SQUEUE, PYEXP_SCONTROL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from pyexp.cli.submit import main
+from pyexp.config import getConfig
+from pyexp.errors import SlurmError
+from pyexp.experiment import loadExperiment
+from pyexp.reconcile import to_submit
+from pyexp.scheduler import slurm
+from pyexp.scheduler.submit import SubmitBusy, submit_lock
+from pyexp.state.attempts import FAILED, Attempts
+from pyexp.state.layout import state_dirs
+from pyexp.state.ledger import PENDING, SUBMITTED, Ledger
+from pyexp.state.records import CompletionRecords, record_key
+
+# One script plays sbatch, squeue and scontrol (by its name); FAKE_* variables steer it.
+FAKE_SLURM = r"""
+import fcntl, os, re, sys, time
+state = os.environ["FAKE_SLURM_DIR"]
+jobs = os.path.join(state, "jobs.txt")
+name = os.path.basename(sys.argv[0])
+
+def sbatch():
+    mode = os.environ.get("FAKE_SBATCH_MODE", "accept")
+    with open(os.path.join(state, "sbatch.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(float(os.environ.get("FAKE_SBATCH_DELAY", "0")))
+    with open(os.path.join(state, "lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        accepted = open(jobs).read().splitlines() if os.path.exists(jobs) else []
+        if mode == "hang":
+            time.sleep(60)
+        if mode.startswith("refuse_after:") and len(accepted) >= int(mode.split(":")[1]):
+            print("sbatch: error: Batch job submission failed: Invalid account", file=sys.stderr)
+            sys.exit(1)
+        job = 1000 + len(accepted)
+        with open(jobs, "a") as f:
+            f.write(f"{job}|{sys.argv[-1]}\n")
+    print("Submitted batch job 1234" if mode == "garbage" else f"{job};fakecluster")
+
+def squeue():
+    if os.environ.get("FAKE_SQUEUE_MODE") == "fail":
+        print("slurm_load_jobs error: Unable to contact slurm controller", file=sys.stderr)
+        sys.exit(1)
+    print("77|interactive|RUNNING")
+    print("78_3|someone-else|PENDING")
+    for line in open(jobs).read().splitlines() if os.path.exists(jobs) else []:
+        job, script = line.split("|", 1)
+        text = open(script).read()
+        jobname = re.search(r"--job-name=(\S+)", text).group(1)
+        spec = re.search(r"--array=0-(\d+)(%\d+)?", text)
+        last, throttle = int(spec.group(1)), spec.group(2) or ""
+        print(f"{job}_0|{jobname}|RUNNING")  # one task running, the rest folded
+        if last >= 1:
+            print(f"{job}_[1-{last}{throttle}]|{jobname}|PENDING")
+
+def scontrol():
+    print("Configuration data as of now")
+    print(f"MaxArraySize            = {os.environ.get('FAKE_MAX_ARRAY', '11')}")
+
+{"sbatch": sbatch, "squeue": squeue, "scontrol": scontrol}[name]()
+"""
+
+N = 30  # permutations of the test experiment
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """An experiment of 30 indices, its config, a cluster config and a fake Slurm on PATH."""
+    (tmp_path / "experiments").mkdir()
+    exp_path = tmp_path / "experiments" / "sweep.json"
+    exp_path.write_text(json.dumps({"name": "sweep", "metaParameters": {"x": list(range(N))}}))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"command": "true {index}"}))
+    cluster = tmp_path / "tiny.json"
+    cluster.write_text(json.dumps({"time_hours": 1, "indices_per_task": 1, "array_throttle": 3}))
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    for cmd in ("sbatch", "squeue", "scontrol"):
+        path = fake / cmd
+        path.write_text(f"#!{sys.executable}\n{FAKE_SLURM}")
+        path.chmod(0o755)
+        monkeypatch.setenv(f"PYEXP_{cmd.upper()}", str(path))
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(fake))
+    monkeypatch.setenv("PYEXP_CONFIG", str(config))
+    monkeypatch.delenv("SBATCH_ACCOUNT", raising=False)
+    monkeypatch.delenv("CC_CLUSTER", raising=False)
+    monkeypatch.chdir(tmp_path)
+    getConfig.cache_clear()
+    yield {"exp": str(exp_path), "cluster": str(cluster), "fake": fake, "root": tmp_path}
+    getConfig.cache_clear()
+
+
+def _submit(project, *extra):
+    return main([project["exp"], "--runs", "1", "--cluster", project["cluster"], *extra])
+
+
+def _exp(project):
+    return loadExperiment(project["exp"])
+
+
+def _ledger(project):
+    return Ledger(state_dirs(_exp(project)).ledger).entries()
+
+
+def _sbatch_calls(project):
+    jobs = project["fake"] / "jobs.txt"
+    return jobs.read_text().splitlines() if jobs.exists() else []
+
+
+def _still_missing(project):
+    return to_submit(_exp(project), 1, slurm.queue_snapshot())
+
+
+def _stderr_line(capsys):
+    err = capsys.readouterr().err
+    assert err.startswith("pyexp-submit: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_submits_one_array_per_sbatch_and_records_it(project, capsys):
+    assert _submit(project) == 0
+    out = capsys.readouterr().out
+    assert "submitted 30 indices as 3 arrays to tiny (job 1000, 1001, 1002)" in out
+    entries = _ledger(project)
+    assert [e.state for e in entries] == [SUBMITTED] * 3
+    assert sorted(e.job_id for e in entries) == ["1000", "1001", "1002"]
+    assert sorted(i for e in entries for i in e.indices()) == list(range(N))
+    assert all(len(e.tasks) <= 10 for e in entries)  # MaxArraySize 11 from scontrol
+    assert all(e.command == "true {index}" and e.runs == 1 for e in entries)
+    with open(entries[0].script) as f:
+        script = f.read()
+    assert f"--job-name={entries[0].job_name}" in script and "--array=0-9%3" in script
+    assert os.path.isdir(project["root"] / "logs" / "experiments" / "sweep")
+
+
+def test_second_submit_right_after_submits_nothing(project, capsys):
+    assert _submit(project) == 0
+    assert _submit(project) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("sweep.json: nothing to submit")
+    assert len(_sbatch_calls(project)) == 3
+
+
+def test_refusal_halfway_keeps_accepted_arrays_and_leaves_the_rest_missing(
+    project, capsys, monkeypatch
+):
+    monkeypatch.setenv("FAKE_SBATCH_MODE", "refuse_after:1")
+    assert _submit(project) == 1
+    err = _stderr_line(capsys)
+    assert "sbatch failed (exit 1): sbatch: error: Batch job submission failed" in err
+    assert "1 of 3 arrays submitted, the others' indices stay missing" in err
+    assert len(os.listdir(state_dirs(_exp(project)).scripts)) == 1
+    (entry,) = _ledger(project)
+    assert entry.state == SUBMITTED and entry.job_id == "1000"
+    assert _still_missing(project) == sorted(set(range(N)) - set(entry.indices()))
+    monkeypatch.setenv("FAKE_SBATCH_MODE", "accept")
+    assert _submit(project) == 0
+    assert sorted(i for e in _ledger(project) for i in e.indices()) == list(range(N))
+    assert _still_missing(project) == []
+
+
+def test_hanging_sbatch_times_out_with_one_line(project, capsys, monkeypatch):
+    monkeypatch.setenv("FAKE_SBATCH_MODE", "hang")
+    monkeypatch.setenv("PYEXP_SLURM_TIMEOUT", "1")
+    start = time.monotonic()
+    assert _submit(project) == 1
+    assert time.monotonic() - start < 10
+    err = _stderr_line(capsys)
+    assert "sbatch did not answer within 1 s" in err and "0 of 3 arrays submitted" in err
+    assert "kept as pending in case it was queued" in err
+    (entry,) = _ledger(project)  # kept pending: if it was queued after all, squeue shows it
+    assert entry.state == PENDING and entry.job_id is None
+    pid = int((project["fake"] / "sbatch.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the hung sbatch was killed, not left behind
+    assert _still_missing(project) == list(range(N))
+
+
+def test_garbage_from_sbatch_is_an_error(project, capsys, monkeypatch):
+    monkeypatch.setenv("FAKE_SBATCH_MODE", "garbage")
+    assert _submit(project) == 1
+    assert "sbatch printed 'Submitted batch job 1234', not a job id" in _stderr_line(capsys)
+    assert [e.state for e in _ledger(project)] == [PENDING]
+
+
+def test_unreachable_slurm_changes_nothing(project, capsys, monkeypatch):
+    monkeypatch.setenv("FAKE_SQUEUE_MODE", "fail")
+    assert _submit(project) == 1
+    assert "squeue failed (exit 1): slurm_load_jobs error" in _stderr_line(capsys)
+    assert _ledger(project) == [] and not os.path.exists(state_dirs(_exp(project)).scripts)
+    assert _sbatch_calls(project) == []
+
+
+def test_missing_sbatch_command(project, capsys, monkeypatch):
+    monkeypatch.setenv("PYEXP_SBATCH", str(project["root"] / "nowhere" / "sbatch"))
+    assert _submit(project) == 1
+    assert "sbatch: command not found" in _stderr_line(capsys)
+    assert _ledger(project) == []
+
+
+def test_dry_run_prints_plan_writes_scripts_and_no_ledger(project, capsys):
+    assert _submit(project, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "dry run, would submit 30 indices as 3 arrays on tiny" in out
+    assert "array 0: --array=0-9%3  10 tasks  10 indices (0..9)  <= 10 core-hours" in out
+    assert "total: 3 array(s), 30 tasks, 30 indices, <= 30 core-hours" in out
+    scripts = os.listdir(state_dirs(_exp(project)).scripts)
+    assert len(scripts) == 3 and all(s.endswith(".sbatch") for s in scripts)
+    assert _ledger(project) == [] and _sbatch_calls(project) == []
+
+
+def test_two_submits_at_once_submit_each_index_once(project):
+    env = {**os.environ, "FAKE_SBATCH_DELAY": "0.3"}
+    argv = [sys.executable, "-m", "pyexp.cli.submit", project["exp"], "--runs", "1"]
+    argv += ["--cluster", project["cluster"]]
+    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=60)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert sum("nothing to submit" in out for out in outs) == 1
+    assert len(_sbatch_calls(project)) == 3
+    indices = [i for e in _ledger(project) for i in e.indices()]
+    assert sorted(indices) == list(range(N))
+
+
+def test_submit_lock_held_by_another_submit_is_a_clear_error(tmp_path):
+    path = str(tmp_path / "state" / "submit.lock")
+    held, release = threading.Event(), threading.Event()
+
+    def other_submit():
+        with submit_lock(path, timeout=5):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other_submit)
+    thread.start()
+    try:
+        assert held.wait(5)
+        busy = pytest.raises(SubmitBusy, match="still holds .*submit.lock after 0.5 s")
+        with busy, submit_lock(path, timeout=0.5):
+            pass
+    finally:
+        release.set()
+        thread.join()
+    with submit_lock(path, timeout=1):  # free again once the other is done
+        pass
+
+
+def test_done_and_given_up_indices_are_not_submitted(project, capsys):
+    exp = _exp(project)
+    dirs = state_dirs(exp)
+    records = CompletionRecords(dirs.done)
+    for i in range(N - 1):
+        records.mark_complete(exp.getPermutation(i), exp.getRun(i))
+    last = record_key(exp.getPermutation(N - 1), 0)
+    for _ in range(3):
+        Attempts(dirs.attempts).record(last, FAILED, {"exit_code": 1})
+    assert _submit(project) == 0
+    assert "nothing to submit" in capsys.readouterr().out
+    assert _submit(project, "--retry-failed") == 0
+    assert "submitted 1 indices as 1 array" in capsys.readouterr().out
+    assert [e.indices() for e in _ledger(project)] == [[N - 1]]
+
+
+def test_no_command_is_an_error(project, capsys):
+    (project["root"] / "config.json").write_text("{}")
+    getConfig.cache_clear()
+    assert _submit(project) == 1
+    assert "no command to run: pass --command" in _stderr_line(capsys)
+    assert _submit(project, "--command", "echo {index}") == 0
+    assert {e.command for e in _ledger(project)} == {"echo {index}"}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["x.json"],
+        ["x.json", "--runs", "0"],
+        ["x.json", "--runs", "1", "--parallel", "2"],
+        ["x.json", "--runs", "1", "--max-attempts", "0"],
+    ],
+)
+def test_usage_errors_exit_2(argv, capsys):
+    assert main(argv) == 2
+    assert "pyexp-submit: error:" in capsys.readouterr().err
+
+
+def test_account_is_required_on_alliance_clusters(project, capsys):
+    code = main([project["exp"], "--runs", "1", "--cluster", "fir"])
+    assert code == 1 and "needs an account" in _stderr_line(capsys)
+    assert main([project["exp"], "--runs", "1", "--cluster", "fir", "--dry-run"]) == 0
+
+
+def test_squeue_parsing():
+    text = "\n".join(
+        [
+            "12_4|pyexp-aaa|RUNNING",
+            "12_[5-9%2]|pyexp-aaa|PENDING",
+            "13_[1,3,5-7]|pyexp-bbb|PENDING",
+            "14_[0-6:3]|pyexp-ccc|PENDING",
+            "15|pyexp-ddd|PENDING",
+            "16_2|my|job|RUNNING",
+            "",
+            "garbage",
+        ]
+    )
+    tasks = slurm.parse_squeue(text).tasks
+    assert tasks[("aaa", 4)] == "RUNNING"
+    assert sorted(t for e, t in tasks if e == "aaa") == [4, 5, 6, 7, 8, 9]
+    assert sorted(t for e, t in tasks if e == "bbb") == [1, 3, 5, 6, 7]
+    assert sorted(t for e, t in tasks if e == "ccc") == [0, 3, 6]
+    assert {e for e, _ in tasks} == {"aaa", "bbb", "ccc"}
+    with pytest.raises(SlurmError):
+        slurm.parse_squeue("17_[x-y]|pyexp-eee|PENDING")
+
+
+@pytest.mark.parametrize("out, job", [("123\n", "123"), ("456;cedar\n", "456")])
+def test_job_id_parsing(out, job):
+    assert slurm.parse_job_id(out) == job
+
+
+@pytest.mark.parametrize("out", ["", "Submitted batch job 5", "12 13", "abc;x"])
+def test_job_id_garbage(out):
+    with pytest.raises(SlurmError, match="not a job id"):
+        slurm.parse_job_id(out)
+
+
+def test_max_array_size_from_scontrol_or_none(project, monkeypatch):
+    monkeypatch.setenv("FAKE_MAX_ARRAY", "5001")
+    assert slurm.max_array_size() == 5001
+    monkeypatch.setenv("PYEXP_SCONTROL", str(project["root"] / "nowhere"))
+    assert slurm.max_array_size() is None
+
+
+def test_local_runs_the_plan_here_through_the_runner(project, capsys):
+    count = project["root"] / "count.txt"
+    command = f"sh -c 'echo {{index}} >> \"$0\"' {count}"
+    argv = [project["exp"], "--runs", "1", "--cluster", "local", "--local", "--parallel", "2"]
+    assert main([*argv, "--command", command]) == 0
+    assert "ran 30 indices locally in 8 tasks" in capsys.readouterr().out
+    assert sorted(int(x) for x in count.read_text().split()) == list(range(N))
+    entries = _ledger(project)
+    assert {e.state for e in entries} == {SUBMITTED} and entries[0].job_id.startswith("local-")
+    assert main([*argv, "--command", command]) == 0
+    assert "nothing to submit" in capsys.readouterr().out
+    assert _sbatch_calls(project) == []
+
+
+def test_local_failures_exit_1_and_say_where_the_logs_are(project, capsys):
+    argv = [project["exp"], "--runs", "1", "--cluster", "local", "--local", "--command", "false"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "ran 30 indices locally in 8 tasks, 8 failed (logs: " in out
