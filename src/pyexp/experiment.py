@@ -48,6 +48,17 @@ class ExperimentDescription:
         self._product = sweep.parse_product(d["metaParameters"], f"{where}: metaParameters")
         self._decode = sweep.compile_product(self._product)
         self._count = self._product.count
+        self._fields_cache: dict[str, Any] | None = None
+        self._available: tuple[str, ...] = ()
+        self._checked: frozenset[str] = frozenset()
+
+    def __getstate__(self) -> dict:
+        # The compiled decoder is generated code: rebuild it instead of pickling it.
+        return {k: v for k, v in self.__dict__.items() if k != "_decode"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._decode = sweep.compile_product(self._product)
 
     @property
     def config(self) -> Config:
@@ -102,50 +113,71 @@ class ExperimentDescription:
         return os.path.basename(folder) or os.path.splitext(os.path.basename(path))[0]
 
     def _fields(self) -> dict[str, Any]:
-        scalars = (str, int, float, bool)
-        top = {k: v for k, v in self._d.items() if isinstance(v, scalars) and k not in _BUILTIN_FIELDS}
-        return {**top, "name": self.getExperimentName()}
+        # Top-level scalar fields and the name: fixed for this experiment, so computed once.
+        if self._fields_cache is None:
+            scalars = (str, int, float, bool)
+            top = {
+                k: v
+                for k, v in self._d.items()
+                if isinstance(v, scalars) and k not in _BUILTIN_FIELDS
+            }
+            self._fields_cache = {**top, "name": self.getExperimentName()}
+            self._available = tuple(sorted({*self._fields_cache, *_BUILTIN_FIELDS}))
+        return self._fields_cache
 
     def interpolateSavePath(self, idx: int, key: str | None = None) -> str:
         """Fill the config's save_path (or key) with this index's name, params, run and fields."""
         template = key if key is not None else self.config.save_path
         fields = self._fields()
-        _check_template(template, tuple(sorted({*fields, *_BUILTIN_FIELDS})))
-        params = self.getPermutation(idx)
-        flat = sweep.flatten(params)
-        for k, v in flat.items():
-            _check_value(f"parameter {k}", str(v))
-        for k, v in fields.items():
-            _check_value(f"field {k}", str(v), allow_slash=k == "name")
-        values = {
-            **fields,
-            "params": "_".join(f"{k}-{v}" for k, v in flat.items()),
-            "run": self.getRun(idx),
-            "params_hash": paramsHash(params),
-        }
+        used = _check_template(template, self._available)
+        if not used <= self._checked:  # only fields the template uses must be path-safe
+            for k in used & fields.keys():
+                _check_value(f"field {k}", str(fields[k]), allow_slash=k == "name")
+            self._checked = self._checked | used
+        values = dict(fields)
+        if "run" in used:
+            values["run"] = self.getRun(idx)
+        if "params" in used or "params_hash" in used:
+            params = self.getPermutation(idx)
+            if "params" in used:
+                pairs = [f"{k}-{v}" for k, v in sweep.flatten(params).items()]
+                joined = "_".join(pairs)
+                if "/" in joined or "\0" in joined or "-." in joined:  # rare: check each
+                    _check_params(sweep.flatten(params))
+                values["params"] = joined
+            if "params_hash" in used:
+                values["params_hash"] = paramsHash(params)
         path = template.format_map(values)
         _check_components(path)
         return path
 
     def buildSaveContext(self, idx: int, base: str = "") -> FileSystemContext:
-        """A FileSystemContext for idx's save path."""
-        return FileSystemContext(self.interpolateSavePath(idx), base)
+        """A FileSystemContext for idx's save path; base replaces the config's folder."""
+        path = self.interpolateSavePath(idx)
+        if base:
+            root = self.config.root
+            if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+                path = os.path.relpath(path, root)
+        return FileSystemContext(path, base)
 
     def __repr__(self) -> str:
         return f"ExperimentDescription({self.path or self._d.get('name')!r})"
 
 
 @lru_cache(maxsize=64)
-def _check_template(template: str, available: tuple[str, ...]) -> None:
+def _check_template(template: str, available: tuple[str, ...]) -> frozenset[str]:
+    """The placeholder names template uses; SavePathError if one is unknown."""
     try:
         fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as e:
         raise SavePathError(f"save_path {template!r}: {e}") from None
+    roots = {f.split(".")[0].split("[")[0] for f in fields}
     unknown = sorted(f for f in fields if f.split(".")[0].split("[")[0] not in available)
-    if unknown or "" in fields:
+    if unknown or "" in roots:
         bad = ", ".join("{" + f + "}" for f in unknown) or "{}"
         known = ", ".join("{" + f + "}" for f in available)
         raise SavePathError(f"save_path {template!r}: unknown placeholder {bad}; known: {known}")
+    return frozenset(roots)
 
 
 def _check_value(what: str, text: str, allow_slash: bool = False) -> None:
@@ -156,9 +188,16 @@ def _check_value(what: str, text: str, allow_slash: bool = False) -> None:
         raise SavePathError(f"{what}={text!r} would climb out of the results tree")
 
 
+def _check_params(flat: dict[str, Any]) -> None:
+    for k, v in flat.items():
+        if "/" in k or "\0" in k:
+            raise SavePathError(f"parameter name {k!r} would add path components to the save path")
+        _check_value(f"parameter {k}", str(v))
+
+
 def _check_components(path: str) -> None:
     for part in path.split("/"):
-        if len(part.encode()) > MAX_COMPONENT_BYTES:
+        if len(part) * 4 > MAX_COMPONENT_BYTES and len(part.encode()) > MAX_COMPONENT_BYTES:
             raise SavePathError(
                 f"save path component of {len(part.encode())} bytes exceeds the filesystem's "
                 f"{MAX_COMPONENT_BYTES} ({part[:40]}...); use {{params_hash}} instead of {{params}}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from itertools import compress, repeat
+from operator import not_
 
 from pyexp.experiment import ExperimentDescription, paramsHash
 from pyexp.state.layout import state_dirs
@@ -39,8 +41,17 @@ def listMissingResults(
     if result_file is not None:
         return _missing_files(exp, runs, result_file)
     keys = CompletionRecords(state_dirs(exp).done).completed()
-    done = set(completed_indices(exp, runs, keys)) if keys else set()
-    return [i for i in range(exp.numPermutations() * runs) if i not in done]
+    n = exp.numPermutations()
+    if not keys:
+        return list(range(n * runs))
+    hashes = permutation_hashes(exp)
+    done = keys.__contains__
+    missing: list[int] = []
+    for run in range(runs):
+        # Per run, in C: the record key of each permutation, looked up; keep those not done.
+        wanted = map(str.__add__, hashes, repeat(f"-{run}"))
+        missing.extend(compress(range(run * n, (run + 1) * n), map(not_, map(done, wanted))))
+    return missing
 
 
 def _missing_files(exp: ExperimentDescription, runs: int, result_file: str) -> list[int]:

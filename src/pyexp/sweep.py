@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from bisect import bisect_right
 from collections.abc import Callable
@@ -104,11 +103,11 @@ def parse_product(d: dict, where: str = "metaParameters") -> Product:
 
 
 def permutable(product: Product) -> dict[str, list]:
-    """The swept (dotted) keys with their values as written."""
+    """The swept (dotted) keys with their values as written (copies: safe to mutate)."""
     out = {}
-    for key, node in zip(product.keys, product.nodes):
+    for key, node in zip(product.keys, product.nodes, strict=True):
         if isinstance(node, Choice):
-            out[key] = [_as_written(a) for a in node.alternatives]
+            out[key] = [json_copy(_as_written(a)) for a in node.alternatives]
     return out
 
 
@@ -116,8 +115,10 @@ def _as_written(alternative: Any) -> Any:
     if not isinstance(alternative, Product):
         return alternative
     nested: dict = {}
-    for key, node in zip(alternative.keys, alternative.nodes):
-        value = node.value if isinstance(node, Const) else [_as_written(a) for a in node.alternatives]
+    for key, node in zip(alternative.keys, alternative.nodes, strict=True):
+        value = (
+            node.value if isinstance(node, Const) else [_as_written(a) for a in node.alternatives]
+        )
         set_dotted(nested, key, value)
     return nested
 
@@ -145,12 +146,23 @@ def _mutable(value: Any) -> bool:
     return isinstance(value, (list, dict))
 
 
+def json_copy(value: Any) -> Any:
+    """A deep copy of JSON data (lists, dicts, scalars); several times faster than deepcopy."""
+    if isinstance(value, list):
+        return [json_copy(v) if isinstance(v, (list, dict)) else v for v in value]
+    if isinstance(value, dict):
+        return {k: json_copy(v) if isinstance(v, (list, dict)) else v for k, v in value.items()}
+    return value
+
+
 def compile_product(product: Product) -> Callable[[int], dict]:
     """A function local index -> nested params dict, generated once so decoding is a few divmods."""
-    namespace: dict[str, Any] = {"_copy": copy.deepcopy}
+    namespace: dict[str, Any] = {"_copy": json_copy}
     lines = ["def decode(i):"]
     exprs: dict[str, str] = {}
-    swept = [(k, n) for k, n in zip(product.keys, product.nodes) if isinstance(n, Choice)]
+    swept = [
+        (k, n) for k, n in zip(product.keys, product.nodes, strict=True) if isinstance(n, Choice)
+    ]
     for pos, (key, node) in enumerate(reversed(swept)):
         last = pos == len(swept) - 1
         lines.append(f"    r{pos} = i" if last else f"    i, r{pos} = divmod(i, {node.count})")
@@ -164,7 +176,7 @@ def compile_product(product: Product) -> Callable[[int], dict]:
             namespace[name] = _compile_choice(node)
             expr = f"{name}(r{pos})"
         exprs[key] = expr
-    for pos, (key, node) in enumerate(zip(product.keys, product.nodes)):
+    for pos, (key, node) in enumerate(zip(product.keys, product.nodes, strict=True)):
         if isinstance(node, Const):
             name = f"C{pos}"
             namespace[name] = node.value
@@ -196,6 +208,6 @@ def _compile_choice(choice: Choice) -> Callable[[int], Any]:
     def pick(r: int) -> Any:
         pos = bisect_right(starts, r) - 1
         decode, literal = decoders[pos]
-        return decode(r - starts[pos]) if decode else copy.deepcopy(literal)
+        return decode(r - starts[pos]) if decode else json_copy(literal)
 
     return pick

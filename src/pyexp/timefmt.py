@@ -1,11 +1,12 @@
 """Slurm time and memory strings: hours() and gigs()."""
 
+import math
 from numbers import Real
 
 
 def _positive(n: object, what: str) -> float:
-    if isinstance(n, bool) or not isinstance(n, Real) or not n > 0 or n != n:
-        raise ValueError(f"{what} must be a positive number, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, Real) or not n > 0 or not math.isfinite(n):
+        raise ValueError(f"{what} must be a positive finite number, got {n!r}")
     return float(n)
 
 

@@ -8,7 +8,7 @@ import uuid
 
 def write_atomic(path: str, data: str) -> None:
     """Write data to path so readers see the old file or the whole new one, never part."""
-    tmp = f"{os.path.dirname(path)}/.tmp-{uuid.uuid4().hex}"
+    tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileNotFoundError:

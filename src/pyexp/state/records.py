@@ -1,7 +1,8 @@
-"""Completion records: one fact per (canonical parameters, run), written atomically after success."""
+"""Completion records: one fact per (canonical parameters, run), written atomically on success."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -54,15 +55,21 @@ class CompletionRecords:
 
     def _segments(self) -> dict[str, frozenset[str]]:
         folder = os.path.join(self.folder, SEGMENTS)
-        names = scan_names(folder)
-        for name in names:
-            if name not in self._segments_seen:
-                try:
-                    with open(os.path.join(folder, name), encoding="utf-8") as f:
-                        self._segments_seen[name] = frozenset(f.read().split())
-                except FileNotFoundError:  # folded away by another reader meanwhile
-                    continue
-        return {n: self._segments_seen[n] for n in names if n in self._segments_seen}
+        while True:
+            names = scan_names(folder)
+            vanished = False
+            for name in names:
+                if name not in self._segments_seen:
+                    try:
+                        with open(os.path.join(folder, name), encoding="utf-8") as f:
+                            self._segments_seen[name] = frozenset(f.read().split())
+                    except FileNotFoundError:
+                        # Folded away by another reader meanwhile; the segment that holds its
+                        # keys was written before this one was deleted, so list again.
+                        vanished = True
+            if not vanished:
+                self._segments_seen = {n: self._segments_seen[n] for n in names}
+                return dict(self._segments_seen)
 
     def _fold(self, loose: list[str], segments: dict[str, frozenset[str]], keys: set[str]) -> None:
         # Safe with concurrent folders and writers: a key is deleted only after a segment holds it.
@@ -78,7 +85,5 @@ class CompletionRecords:
 
 
 def _unlink_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass

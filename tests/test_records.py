@@ -1,0 +1,213 @@
+"""Completion records: keyed by parameters + run, atomic, folded into segments, concurrency-safe."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+
+import pytest
+
+from pyexp.state import records
+from pyexp.state.atomic import scan_names, write_atomic
+from pyexp.state.records import SEGMENTS, CompletionRecords, record_key
+
+PARAMS = {"alpha": 0.5, "optimizer": {"name": "adam", "beta": 0.9}}
+
+
+def loose_names(folder) -> list[str]:
+    return [n for n in os.listdir(folder) if n != SEGMENTS]
+
+
+def test_mark_then_is_complete_and_completed(tmp_path):
+    recs = CompletionRecords(str(tmp_path / "done"))
+    assert recs.completed() == set()
+    assert not recs.is_complete(PARAMS, 0)
+    recs.mark_complete(PARAMS, 0, info={"host": "n1"})
+    assert recs.is_complete(PARAMS, 0)
+    assert not recs.is_complete(PARAMS, 1)
+    assert not recs.is_complete({**PARAMS, "alpha": 0.25}, 0)
+    assert recs.completed() == {record_key(PARAMS, 0)}
+    with open(tmp_path / "done" / record_key(PARAMS, 0)) as f:
+        body = json.load(f)
+    assert body["params"] == PARAMS and body["run"] == 0 and body["host"] == "n1"
+
+
+def test_marking_twice_is_one_record(tmp_path):
+    recs = CompletionRecords(str(tmp_path))
+    recs.mark_complete(PARAMS, 3)
+    recs.mark_complete(PARAMS, 3)
+    assert recs.completed() == {record_key(PARAMS, 3)}
+
+
+def test_record_key_is_canonical_and_depends_on_params_and_run():
+    reordered = {"optimizer": {"beta": 0.9, "name": "adam"}, "alpha": 0.5}
+    assert record_key(PARAMS, 1) == record_key(reordered, 1)
+    assert record_key(PARAMS, 1) != record_key(PARAMS, 2)
+    assert record_key(PARAMS, 1) != record_key({**PARAMS, "alpha": 0.25}, 1)
+    assert record_key({"a": 1}, 0) != record_key({"a": 1.0}, 0)
+    assert record_key({"a": 1}, 0) != record_key({"a": "1"}, 0)
+    assert record_key(PARAMS, 12).endswith("-12")
+
+
+def test_records_are_written_atomically_without_leftovers(tmp_path):
+    recs = CompletionRecords(str(tmp_path))
+    for run in range(20):
+        recs.mark_complete(PARAMS, run)
+    assert sorted(os.listdir(tmp_path)) == sorted(record_key(PARAMS, r) for r in range(20))
+
+
+def test_write_atomic_relative_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_atomic("plain.txt", "hello")
+    assert (tmp_path / "plain.txt").read_text() == "hello"
+    assert os.listdir(tmp_path) == ["plain.txt"]
+
+
+def test_scan_names_skips_temp_files_and_missing_folders(tmp_path):
+    (tmp_path / ".tmp-123").write_text("")
+    (tmp_path / "k-0").write_text("")
+    assert scan_names(str(tmp_path)) == ["k-0"]
+    assert scan_names(str(tmp_path / "nope")) == []
+
+
+def test_folding_into_segments_keeps_every_key(tmp_path, monkeypatch):
+    monkeypatch.setattr(records, "COMPACT_AT", 5)
+    folder = str(tmp_path)
+    recs = CompletionRecords(folder)
+    keys = set()
+    for run in range(23):
+        recs.mark_complete(PARAMS, run)
+        keys.add(record_key(PARAMS, run))
+    assert CompletionRecords(folder).completed() == keys
+    assert loose_names(folder) == []  # folded
+    assert len(os.listdir(tmp_path / SEGMENTS)) == 1
+    for run in range(23, 30):
+        recs.mark_complete(PARAMS, run)
+        keys.add(record_key(PARAMS, run))
+    assert CompletionRecords(folder).completed() == keys
+    assert loose_names(folder) == []
+    assert len(os.listdir(tmp_path / SEGMENTS)) == 1  # the older segment was folded in, too
+    fresh = CompletionRecords(folder)
+    assert all(fresh.is_complete(PARAMS, run) for run in range(30))
+    assert not fresh.is_complete(PARAMS, 30)
+
+
+def test_few_loose_records_are_not_folded(tmp_path, monkeypatch):
+    monkeypatch.setattr(records, "COMPACT_AT", 5)
+    recs = CompletionRecords(str(tmp_path))
+    for run in range(4):
+        recs.mark_complete(PARAMS, run)
+    assert len(recs.completed()) == 4
+    assert len(loose_names(tmp_path)) == 4
+    for run in range(4, 10):
+        recs.mark_complete(PARAMS, run)
+    assert len(recs.completed(compact=False)) == 10
+    assert len(loose_names(tmp_path)) == 10
+
+
+def test_reader_sees_segment_written_by_another_reader(tmp_path, monkeypatch):
+    monkeypatch.setattr(records, "COMPACT_AT", 3)
+    a, b = CompletionRecords(str(tmp_path)), CompletionRecords(str(tmp_path))
+    for run in range(3):
+        a.mark_complete(PARAMS, run)
+    assert len(b.completed()) == 3  # b folds
+    for run in range(3, 6):
+        a.mark_complete(PARAMS, run)
+    assert len(a.completed()) == 6  # a reads b's segment, folds it with its loose records
+    assert len(b.completed()) == 6
+
+
+def test_segment_vanishing_mid_read_is_not_a_lost_key(tmp_path, monkeypatch):
+    """A reader that lists a segment another reader then folds away must list again."""
+    monkeypatch.setattr(records, "COMPACT_AT", 2)
+    folder = str(tmp_path)
+    writer = CompletionRecords(folder)
+    for run in range(2):
+        writer.mark_complete(PARAMS, run)
+    writer.completed()  # segment 1 holds runs 0-1
+    for run in range(2, 4):
+        writer.mark_complete(PARAMS, run)
+
+    reader = CompletionRecords(folder)
+    real_scan = records.scan_names
+    calls = []
+
+    def scan_then_fold(path):
+        names = real_scan(path)
+        if path.endswith(SEGMENTS) and not calls:
+            calls.append(path)
+            CompletionRecords(folder).completed()  # folds segment 1 + runs 2-3 into segment 2
+        return names
+
+    monkeypatch.setattr(records, "scan_names", scan_then_fold)
+    assert reader.completed(compact=False) == {record_key(PARAMS, r) for r in range(4)}
+
+
+# ---------------------------------------------------------------- real concurrent processes
+
+WRITERS, PER_WRITER = 4, 300
+
+
+def _writer(folder: str, w: int) -> None:
+    recs = CompletionRecords(folder)
+    for i in range(PER_WRITER):
+        recs.mark_complete({"writer": w, "i": i}, 0)
+
+
+def _folder(folder: str, stop, result) -> None:
+    """Fold repeatedly; a key once seen must be seen by every later call."""
+    recs = CompletionRecords(folder)
+    seen: set[str] = set()
+    lost, calls = 0, 0
+    while True:
+        stopping = stop.is_set()
+        keys = recs.completed()
+        calls += 1
+        lost += len(seen - keys)
+        seen |= keys
+        if stopping:
+            break
+    result.put((calls, lost, len(seen)))
+
+
+def test_concurrent_writers_and_folders_lose_no_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(records, "COMPACT_AT", 10)  # inherited by the forked processes
+    ctx = multiprocessing.get_context("fork")
+    folder = str(tmp_path / "done")
+    stop, result = ctx.Event(), ctx.Queue()
+    folders = [ctx.Process(target=_folder, args=(folder, stop, result)) for _ in range(2)]
+    writers = [ctx.Process(target=_writer, args=(folder, w)) for w in range(WRITERS)]
+    for p in folders + writers:
+        p.start()
+    for p in writers:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    stop.set()
+    reports = [result.get(timeout=120) for _ in folders]
+    for p in folders:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+
+    expected = {
+        record_key({"writer": w, "i": i}, 0) for w in range(WRITERS) for i in range(PER_WRITER)
+    }
+    assert CompletionRecords(folder).completed(compact=False) == expected
+    assert all(lost == 0 for _, lost, _ in reports), reports
+    assert len(loose_names(folder)) < WRITERS * PER_WRITER  # folding did happen meanwhile
+    assert os.listdir(os.path.join(folder, SEGMENTS))
+    fresh = CompletionRecords(folder)
+    assert all(fresh.is_complete({"writer": w, "i": 7}, 0) for w in range(WRITERS))
+
+
+@pytest.mark.parametrize("compact_at", [1, 50])
+def test_folding_everything_then_marking_again(tmp_path, monkeypatch, compact_at):
+    monkeypatch.setattr(records, "COMPACT_AT", compact_at)
+    recs = CompletionRecords(str(tmp_path))
+    keys = set()
+    for run in range(120):
+        recs.mark_complete(PARAMS, run)
+        keys.add(record_key(PARAMS, run))
+        if run % 7 == 0:
+            assert recs.completed() == keys
+    assert CompletionRecords(str(tmp_path)).completed() == keys
