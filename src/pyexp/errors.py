@@ -14,7 +14,7 @@ class ConfigError(PyExpError, ValueError):
 
 
 class SavePathError(PyExpError, ValueError):
-    """A save path that cannot be built: unknown placeholder, escaping value, over-long component."""
+    """A save path that cannot be built: unknown placeholder, escaping value, too-long part."""
 
 
 class ClusterConfigError(PyExpError, ValueError):

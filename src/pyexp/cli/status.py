@@ -80,5 +80,7 @@ def _table(reports: list[dict], verbose: bool) -> str:
     for r in reports:
         lines.append(f"{r['experiment']:<{width}}  " + "  ".join(f"{r[c]:>8}" for c in cols))
         for f in r.get("failed_indices", []) if verbose else []:
-            lines.append(f"  index {f['index']}: {f['outcome']} (exit {f['exit_code']}) log: {f['log']}")
+            lines.append(
+                f"  index {f['index']}: {f['outcome']} (exit {f['exit_code']}) log: {f['log']}"
+            )
     return "\n".join(lines)

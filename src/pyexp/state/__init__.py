@@ -1,1 +1,1 @@
-"""State on the shared filesystem: completion records, attempts, leases and the submission ledger."""
+"""State on the shared filesystem: completion records, attempts, leases, submission ledger."""

@@ -34,7 +34,8 @@ class Attempts:
     def record(self, key: str, outcome: str, info: dict) -> str:
         """Write one attempt record; returns its path."""
         path = os.path.join(self.folder, f"{key}.{outcome}.{uuid.uuid4().hex[:12]}")
-        write_atomic(path, json.dumps({"key": key, "outcome": outcome, "time": time.time(), **info}))
+        body = {"key": key, "outcome": outcome, "time": time.time(), **info}
+        write_atomic(path, json.dumps(body))
         return path
 
     def counts(self) -> dict[str, Counter]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -23,7 +24,7 @@ class LedgerEntry:
     snapshot: dict  # the experiment dict at submission
     runs: int
     tasks: list[list[int]]
-    command: str | None = None  # the user's command template, e.g. "python main.py -e {experiment} -i {index}"
+    command: str | None = None  # e.g. "python main.py -e {experiment} -i {index}"
     cores: int = 1  # indices a task runs at once
     cluster: str = ""
     script: str = ""
@@ -72,10 +73,8 @@ class Ledger:
 
     def discard(self, entry: LedgerEntry) -> None:
         """Forget an entry Slurm did not accept."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path(entry.id))
-        except FileNotFoundError:
-            pass
 
     def load(self, entry_id: str) -> LedgerEntry:
         """Read one entry by id."""
