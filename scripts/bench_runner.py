@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Benchmark the runner's overhead per index: lease + record + release around a command.
+
+    python scripts/bench_runner.py [-n 500] [--dir /path/on/shared/fs] [--keep]
+
+Phases, each in a fresh child process with fresh state (best of --repeat runs):
+  noop   the real Runner with process spawning replaced by a no-op (state work only)
+  true   the real Runner running `true` for every index
+  vfork  the same without the parent-death signal, which needs fork() instead of vfork()
+  spawn  bare Popen of `true` the way the runner starts it (own session, parent-death signal)
+With strace on PATH, the noop and true phases also run under `strace -c -f -e
+trace=%file,getdents64`; counts per index are (run with n indices - run with 0) / n. A second
+trace counts only the calls that name a path under the benchmark folder (state and logs), the
+ones a shared filesystem pays for; the rest are /proc reads and the child's exec and loader.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+TARGET_MS = 10.0
+# Calls a shared filesystem cannot answer from the client's caches: opens (close-to-open
+# consistency), creating, renaming, removing and syncing names, and lookups of missing names.
+ROUND_TRIPS = {"openat", "unlink", "unlinkat", "rename", "renameat", "renameat2", "fsync", "mkdir"}
+
+
+def make_project(root: str, n: int) -> str:
+    """A config.json and an experiment with at least n indices under root; the experiment path."""
+    os.makedirs(os.path.join(root, "experiments"), exist_ok=True)
+    with open(os.path.join(root, "config.json"), "w") as f:
+        json.dump({"state_path": "state", "log_path": "logs", "command": "true"}, f)
+    side = max(1, int(n**0.5) + 1)
+    exp = {"metaParameters": {"a": list(range(side)), "b": list(range(side))}}
+    path = os.path.join(root, "experiments", "bench.json")
+    with open(path, "w") as f:
+        json.dump(exp, f)
+    return path
+
+
+class _NoProcess:
+    """Popen stand-in: 'exits 0' at once and wakes the runner as a real child's SIGCHLD would."""
+
+    counter = 0
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        import signal
+
+        _NoProcess.counter += 1
+        self.pid, self.returncode = _NoProcess.counter, 0
+        signal.raise_signal(signal.SIGCHLD)
+
+    def poll(self) -> int:
+        return 0
+
+    def wait(self) -> int:
+        return 0
+
+
+def child(phase: str, n: int, root: str) -> None:
+    """Run one phase in this process and print {"seconds": ...} (state under root/phase)."""
+    import io
+    from types import SimpleNamespace
+
+    from pyexp import runner
+    from pyexp.config import load_config
+    from pyexp.experiment import loadExperiment
+
+    path = make_project(root, max(n, 1))
+    exp = loadExperiment(path, config=load_config(os.path.join(root, "config.json")))
+    if phase == "spawn":
+        preexec = runner._die_with_parent()
+        start = time.perf_counter()
+        for _ in range(n):
+            subprocess.Popen(["true"], start_new_session=True, preexec_fn=preexec).wait()
+        print(json.dumps({"seconds": time.perf_counter() - start}))
+        return
+    if phase == "noop":
+        runner.subprocess = SimpleNamespace(Popen=_NoProcess, DEVNULL=subprocess.DEVNULL)
+    if phase == "vfork":
+        runner._die_with_parent = lambda: None
+    run = runner.Runner(exp, runner.CommandTemplate("true"), out=io.StringIO())
+    start = time.perf_counter()
+    status = run.run(range(n))
+    seconds = time.perf_counter() - start
+    assert status == 0 and run.tally["done"] == n, (status, run.tally)
+    print(json.dumps({"seconds": seconds}))
+
+
+def run_child(phase: str, n: int, root: str, prefix: tuple[str, ...] = ()) -> dict:
+    """One phase in a fresh process (optionally under a tracer); its JSON answer."""
+    cmd = [*prefix, sys.executable, os.path.abspath(__file__), "--child", phase, str(n), root]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def best_ms(phase: str, n: int, root: str, repeat: int) -> float:
+    """The fastest of repeat runs of a phase, in ms per index."""
+    runs = [run_child(phase, n, os.path.join(root, f"{phase}-{r}")) for r in range(repeat)]
+    return min(r["seconds"] for r in runs) / n * 1000
+
+
+def strace_summary(phase: str, n: int, root: str) -> dict[str, int]:
+    """Syscall counts of one phase under strace -c -f -e trace=%file,getdents64."""
+    out = os.path.join(root, "strace-c.txt")
+    prefix = ("strace", "-c", "-f", "-e", "trace=%file,getdents64", "-o", out)
+    run_child(phase, n, os.path.join(root, f"{phase}-{n}-c"), prefix)
+    counts: dict[str, int] = {}
+    with open(out) as f:
+        for line in f:
+            fields = line.split()
+            # % time, seconds, usecs/call, calls, [errors], syscall
+            if len(fields) >= 5 and re.fullmatch(r"[\d.]+", fields[0]) and fields[-1] != "total":
+                counts[fields[-1]] = int(fields[3])
+    return counts
+
+
+def state_calls(phase: str, n: int, root: str) -> dict[str, int]:
+    """Calls (by name) of one phase that name a path under its own folder, i.e. state and logs."""
+    out = os.path.join(root, "strace-y.txt")
+    folder = os.path.join(root, f"{phase}-{n}-y")
+    prefix = ("strace", "-f", "-y", "-e", "trace=%file,getdents64,fsync", "-o", out)
+    run_child(phase, n, folder, prefix)
+    counts: dict[str, int] = {}
+    pattern = re.compile(r"^(?:\[pid\s+\d+\]\s+|\d+\s+)?(\w+)\(")
+    ours = (os.path.join(folder, "state"), os.path.join(folder, "logs"))
+    with open(out) as f:
+        for line in f:
+            if any(p in line for p in ours) and (m := pattern.match(line)):
+                name = m.group(1)
+                counts[name] = counts.get(name, 0) + 1
+                if name in ROUND_TRIPS or "ENOENT" in line:
+                    counts["(round trips)"] = counts.get("(round trips)", 0) + 1
+    return counts
+
+
+def per_index(with_n: dict[str, int], without: dict[str, int], n: int) -> dict[str, float]:
+    """(with_n - without) / n per syscall, dropping zeros."""
+    names = set(with_n) | set(without)
+    delta = {k: (with_n.get(k, 0) - without.get(k, 0)) / n for k in names}
+    return {k: v for k, v in sorted(delta.items(), key=lambda kv: -kv[1]) if v > 0.005}
+
+
+def fmt(counts: dict[str, float]) -> str:
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in counts.items())
+    return f"{sum(counts.values()):.1f} ({parts or 'none'})"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-n", type=int, default=500, help="indices per phase (default 500)")
+    p.add_argument("--dir", default=None, help="where to put state and logs (default: a temp dir)")
+    p.add_argument("--repeat", type=int, default=3, help="timing runs per phase (default 3)")
+    p.add_argument("--keep", action="store_true", help="keep the benchmark folder")
+    p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]), args.child[2])
+        return 0
+    root = tempfile.mkdtemp(prefix="pyexp-bench-runner-", dir=args.dir)
+    n, ok = args.n, True
+    try:
+        ms = {ph: best_ms(ph, n, root, args.repeat) for ph in ("noop", "true", "vfork", "spawn")}
+        print(f"{n} indices, state and logs under {root}, best of {args.repeat}")
+        print(f"  runner, no process (state work only): {ms['noop']:6.2f} ms/index")
+        print(f"  runner around `true`:                 {ms['true']:6.2f} ms/index")
+        print(f"  same, without parent-death signal:    {ms['vfork']:6.2f} ms/index")
+        print(f"  bare spawn of `true` (for reference): {ms['spawn']:6.2f} ms/index")
+        print(f"  runner overhead beyond the spawn:     {ms['true'] - ms['spawn']:6.2f} ms/index")
+        ok = ms["true"] < TARGET_MS
+        if shutil.which("strace"):
+            for phase in ("noop", "true"):
+                summary = per_index(
+                    strace_summary(phase, n, root), strace_summary(phase, 0, root), n
+                )
+                print(f"  {phase}: %file+getdents64 calls per index (strace -c): {fmt(summary)}")
+            state = per_index(state_calls("true", n, root), state_calls("true", 0, root), n)
+            trips = state.pop("(round trips)", 0.0)
+            print(f"  true: calls naming state/log paths per index: {fmt(state)}")
+            print(f"        of which round trips on a shared filesystem: {trips:.1f}")
+        else:
+            print("  (strace not found: no syscall counts)")
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"target < {TARGET_MS} ms per index around `true`: {'met' if ok else 'NOT met'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

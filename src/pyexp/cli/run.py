@@ -1,0 +1,68 @@
+"""pyexp-run: run indices of an experiment under leases, recording each success.
+
+  pyexp-run --ledger STATE/ledger/ID.json [--task N]     inside a Slurm array task
+  pyexp-run EXPERIMENT.json --indices 0-9,12 [--runs R]  directly, on any machine
+
+The command comes from --command, else the ledger entry, else config.json's "command";
+placeholders {experiment}, {index} and {run} fill single arguments (no shell is involved;
+inside a `sh -c` script of your own, pass them as "$1" instead). The command also sees
+PYEXP_INDEX, PYEXP_RUN, PYEXP_EXPERIMENT and PYEXP_SAVE_PATH. Its output goes to
+<log_path>/<experiment>/<index>.log. Exit status: 0 when every index is done (or left to a
+live runner elsewhere), 1 when one failed or was refused, 2 on bad usage, 128+N on signal N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line of pyexp-run."""
+    p = argparse.ArgumentParser(
+        prog="pyexp-run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "experiment", nargs="?", metavar="EXPERIMENT.json", help="run this file's indices"
+    )
+    p.add_argument("--ledger", metavar="PATH", help="the ledger entry of this job array")
+    p.add_argument("--task", type=int, help="array task (default: $SLURM_ARRAY_TASK_ID)")
+    p.add_argument("--indices", help="indices to run, e.g. 0-9,12 (with EXPERIMENT.json)")
+    p.add_argument("--runs", type=int, help="runs per permutation; alone: every index of R runs")
+    p.add_argument("--command", help='e.g. "python src/main.py -e {experiment} -i {index}"')
+    p.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="indices at once (default: the entry's cores, else $SLURM_CPUS_PER_TASK, else 1)",
+    )
+    args = p.parse_args(argv)
+    if (args.ledger is None) == (args.experiment is None):
+        p.error("give either --ledger PATH or EXPERIMENT.json")
+    if args.ledger is not None and (args.indices or args.runs):
+        p.error("--indices and --runs go with EXPERIMENT.json, not --ledger")
+    if args.parallel is not None and args.parallel < 1:
+        p.error("--parallel must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the requested indices; 0 when all succeeded, 2 on bad usage, 128+N on signal N."""
+    args = parse_args(argv)
+    # Imported here so that `--help` and importing this module stay fast.
+    from pyexp import runner
+    from pyexp.errors import PyExpError
+
+    try:
+        if args.ledger is not None:
+            return runner.run_ledger(args.ledger, args.task, args.command, args.parallel)
+        return runner.run_direct(
+            args.experiment, args.indices, args.runs, args.command, args.parallel
+        )
+    except PyExpError as e:
+        print(f"pyexp-run: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

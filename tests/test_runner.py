@@ -1,0 +1,410 @@
+"""pyexp-run with real processes and real signals: leases, records, attempts, clean stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pyexp.config import load_config
+from pyexp.experiment import ExperimentDescription, loadExperiment
+from pyexp.runner import CommandTemplate, RunnerError, oom_kills, parse_indices
+from pyexp.state.attempts import FAILED, PREEMPTED, TIMEOUT
+from pyexp.state.layout import state_dirs
+from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
+from pyexp.state.records import CompletionRecords
+
+RUN = [sys.executable, "-m", "pyexp.cli.run"]
+
+
+class Project:
+    """A tmp project: config.json, experiments, and pyexp-run processes pointed at it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.config = root / "config.json"
+        self.config.write_text(json.dumps({"state_path": "state", "log_path": "logs"}))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PYEXP_"))}
+        self.env = {
+            **env,
+            "PYEXP_CONFIG": str(self.config),
+            "PYEXP_LEASE_SECONDS": "2",
+            "PYEXP_GRACE_SECONDS": "5",
+        }
+
+    def experiment(self, name: str, meta: dict, folder: str = "experiments") -> Path:
+        path = self.root / folder / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"metaParameters": meta}))
+        return path
+
+    def load(self, path: Path) -> ExperimentDescription:
+        return loadExperiment(str(path), config=load_config(str(self.config)))
+
+    def start(self, *args: str, env: dict | None = None, cwd: Path | None = None):
+        return subprocess.Popen(
+            [*RUN, *map(str, args)],
+            env={**self.env, **(env or {})},
+            cwd=cwd or self.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        proc = self.start(*args, **kwargs)
+        out, err = proc.communicate(timeout=60)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    def complete(self, path: Path, index: int) -> bool:
+        exp = self.load(path)
+        records = CompletionRecords(state_dirs(exp).done)
+        return records.is_complete(exp.getPermutation(index), exp.getRun(index))
+
+    def attempts(self, path: Path) -> list[dict]:
+        folder = Path(state_dirs(self.load(path)).attempts)
+        return (
+            [json.loads(p.read_text()) for p in sorted(folder.glob("*"))] if folder.exists() else []
+        )
+
+    def leases(self, path: Path) -> list[str]:
+        folder = Path(state_dirs(self.load(path)).leases)
+        return sorted(p.name for p in folder.glob("*.lease")) if folder.exists() else []
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path)
+
+
+def wait_for(predicate, timeout: float = 10.0, every: float = 0.02) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "timed out waiting"
+        time.sleep(every)
+
+
+def has_line(path: Path, line: str) -> bool:
+    return path.exists() and line in path.read_text().splitlines()
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def sh(script: str, *args: object) -> str:
+    """A command template running script under sh with args as $1, $2, ..."""
+    return shlex.join(["sh", "-c", script, "sh", *map(str, args)])
+
+
+def test_eight_runners_run_each_of_500_indices_exactly_once(project):
+    exp = project.experiment("many", {"a": list(range(25)), "b": list(range(20))})
+    out = project.root / "ran.txt"
+    command = sh('echo "$PYEXP_INDEX" >> "$1"', out)
+    # A long enough lease that a starved heartbeat on a loaded machine is not taken over by age.
+    slow = {"PYEXP_LEASE_SECONDS": "5"}
+    procs = [
+        project.start(exp, "--indices", "0-499", "--command", command, env=slow) for _ in range(8)
+    ]
+    done = []
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        done.append(int(err.splitlines()[-1].split()[1]))  # "pyexp-run: N done, ..."
+    assert sum(done) == 500 and sum(n > 0 for n in done) > 1, done
+    counts = Counter(int(x) for x in out.read_text().split())
+    assert counts == Counter(range(500))
+    assert all(project.complete(exp, i) for i in range(500))
+    assert project.leases(exp) == []
+
+
+def test_runner_killed_mid_index_leaves_it_missing_and_a_later_runner_completes_it(project):
+    exp = project.experiment("kill", {"a": [1]})
+    pidfile, mark = project.root / "pid", project.root / "mark"
+    command = sh('[ -e "$2" ] && exit 0; touch "$2"; echo $$ > "$1"; exec sleep 30', pidfile, mark)
+    runner = project.start(exp, "--indices", "0", "--command", command)
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().endswith("\n"))
+    child = int(pidfile.read_text())
+    runner.kill()
+    runner.wait()
+    wait_for(lambda: not alive(child), 5)  # the user's process dies with its runner
+    assert not project.complete(exp, 0)
+    assert project.attempts(exp) == []
+    assert len(project.leases(exp)) == 1  # left behind, held by a dead pid
+
+    start = time.monotonic()
+    later = project.run(
+        exp, "--indices", "0", "--command", command, env={"PYEXP_LEASE_SECONDS": "4"}
+    )
+    assert later.returncode == 0, later.stderr
+    assert time.monotonic() - start < 3  # a dead holder on this host is taken over at once
+    assert project.complete(exp, 0)
+    assert project.leases(exp) == []
+
+
+@pytest.mark.parametrize(
+    ("signum", "outcome"), [(signal.SIGUSR1, TIMEOUT), (signal.SIGTERM, PREEMPTED)]
+)
+def test_stop_signal_forwards_sigterm_records_attempt_and_starts_nothing_new(
+    project, signum, outcome
+):
+    exp = project.experiment("stop", {"a": [1, 2, 3]})
+    starts, terms = project.root / "starts", project.root / "terms"
+    script = (
+        'trap "echo term >> \\"$1\\"; exit 0" TERM; echo "$PYEXP_INDEX" >> "$2"; sleep 30 & wait'
+    )
+    runner = project.start(exp, "--indices", "0-2", "--command", sh(script, terms, starts))
+    wait_for(lambda: has_line(starts, "0"))
+    runner.send_signal(signum)
+    _, err = runner.communicate(timeout=15)
+    assert runner.returncode == 128 + signum
+    assert terms.read_text() == "term\n"
+    assert starts.read_text() == "0\n"  # no new index started
+    assert not project.complete(exp, 0)  # exit 0 after the signal does not count
+    [attempt] = project.attempts(exp)
+    assert attempt["outcome"] == outcome and attempt["index"] == 0 and attempt["exit_code"] == 0
+    assert project.leases(exp) == []
+    assert signal.Signals(signum).name in err
+
+
+def test_child_ignoring_sigterm_is_killed_after_the_grace_period(project):
+    exp = project.experiment("grace", {"a": [1]})
+    starts = project.root / "starts"
+    command = sh('trap "" TERM; echo go >> "$1"; exec sleep 30', starts)
+    runner = project.start(
+        exp, "--indices", "0", "--command", command, env={"PYEXP_GRACE_SECONDS": "0.5"}
+    )
+    wait_for(lambda: has_line(starts, "go"))
+    start = time.monotonic()
+    runner.send_signal(signal.SIGTERM)
+    runner.communicate(timeout=15)
+    assert time.monotonic() - start < 3
+    assert runner.returncode == 128 + signal.SIGTERM
+    [attempt] = project.attempts(exp)
+    assert attempt["outcome"] == PREEMPTED and attempt["exit_code"] == -signal.SIGKILL
+    assert not project.complete(exp, 0) and project.leases(exp) == []
+
+
+def test_nonzero_exit_records_a_failed_attempt_with_its_log(project):
+    exp = project.experiment("fail", {"a": [1, 2]})
+    result = project.run(exp, "--indices", "0", "--command", sh("echo oops; exit 3"))
+    assert result.returncode == 1
+    [attempt] = project.attempts(exp)
+    assert attempt["outcome"] == FAILED and attempt["exit_code"] == 3 and attempt["index"] == 0
+    assert attempt["host"] and attempt["duration"] >= 0 and "job" in attempt
+    log = Path(attempt["log"]).read_text()
+    assert log.startswith("=== ") and "index=0" in log and "oops\n" in log and "exit 3" in log
+    assert Path(attempt["log"]).name == "0.log"
+    assert not project.complete(exp, 0) and project.leases(exp) == []
+
+
+def test_unstartable_program_is_a_failed_attempt(project):
+    exp = project.experiment("nosuch", {"a": [1]})
+    result = project.run(exp, "--indices", "0", "--command", "no-such-program-pyexp {index}")
+    assert result.returncode == 1
+    [attempt] = project.attempts(exp)
+    assert attempt["exit_code"] == 127 and "cannot start" in Path(attempt["log"]).read_text()
+
+
+def test_crash_between_command_exit_and_record_leaves_the_index_missing(project):
+    exp = project.experiment("crash", {"a": [1]})
+    output = project.root / "output"
+    command = sh('echo result > "$1"; kill -9 $PPID; exit 0', output)
+    result = project.run(exp, "--indices", "0", "--command", command)
+    assert result.returncode == -signal.SIGKILL
+    assert output.read_text() == "result\n"  # the work happened...
+    assert not project.complete(exp, 0)  # ...but is not counted
+    assert project.run(exp, "--indices", "0", "--command", "true").returncode == 0
+    assert project.complete(exp, 0)
+
+
+def test_index_held_by_a_live_runner_is_left_to_it(project):
+    exp = project.experiment("defer", {"a": [1, 2]})
+    out = project.root / "ran"
+    command = sh('echo "$PYEXP_INDEX" >> "$1"; [ "$PYEXP_INDEX" = 0 ] && sleep 1; exit 0', out)
+    first = project.start(exp, "--indices", "0", "--command", command)
+    wait_for(lambda: has_line(out, "0"))
+    second = project.run(exp, "--indices", "0-1", "--command", command)
+    first.communicate(timeout=10)
+    assert first.returncode == 0 and second.returncode == 0
+    assert sorted(out.read_text().split()) == ["0", "1"]
+    assert "1 done, 1 already complete" in second.stderr
+
+
+def write_entry(project: Project, path: Path, tasks: list[list[int]], **fields) -> str:
+    exp = project.load(path)
+    entry = LedgerEntry(
+        id=new_entry_id(),
+        experiment=str(path),
+        fingerprint=exp.fingerprint(),
+        snapshot=json.loads(json.dumps(exp.description)),
+        runs=1,
+        tasks=tasks,
+        **fields,
+    )
+    ledger = Ledger(state_dirs(exp).ledger)
+    ledger.write(entry)
+    return ledger.path(entry.id)
+
+
+def test_ledger_refuses_indices_whose_parameters_changed(project):
+    exp = project.experiment("fp", {"a": [1, 2], "b": [10, 20]})
+    out = project.root / "ran"
+    ledger = write_entry(
+        project, exp, [[0, 1, 2, 3]], command=sh('echo "$PYEXP_INDEX" >> "$1"', out)
+    )
+    exp.write_text(json.dumps({"metaParameters": {"a": [1, 2], "b": [10, 30]}}))
+    result = project.run("--ledger", ledger, env={"SLURM_ARRAY_TASK_ID": "0"})
+    assert result.returncode == 1
+    refused = [line for line in result.stderr.splitlines() if "refused" in line and "index" in line]
+    assert [line.split()[2] for line in refused] == ["1", "3"]
+    assert sorted(out.read_text().split()) == ["0", "2"]
+    assert [project.complete(exp, i) for i in range(4)] == [True, False, True, False]
+
+
+def test_ledger_task_runs_its_indices_cores_at_a_time(project):
+    exp = project.experiment("par", {"a": [1, 2, 3, 4]})
+    out = project.root / "events"
+    script = 'echo "start $PYEXP_INDEX $PYEXP_EXPERIMENT" >> "$1"; sleep 0.5; echo end >> "$1"'
+    ledger = write_entry(project, exp, [[0, 1], [2, 3]], command=sh(script, out), cores=2)
+    result = project.run("--ledger", ledger, "--task", "1")
+    assert result.returncode == 0, result.stderr
+    lines = out.read_text().splitlines()
+    assert sorted(lines[:2]) == [f"start 2 {exp}", f"start 3 {exp}"]  # both before either ends
+    assert [project.complete(exp, i) for i in range(4)] == [False, False, True, True]
+
+
+def test_placeholder_values_never_reach_a_shell(project):
+    folder = "experiments/x;$(touch pwned1)`touch pwned2`"
+    meta = {"v": ["$(touch pwned3)", "; touch pwned4 #", "`touch pwned5`"]}
+    exp = project.experiment("e", meta, folder=folder)
+    out = project.root / "argv"
+    code = (
+        "import os, sys; "
+        "print(sys.argv[1:], os.environ['PYEXP_SAVE_PATH'], file=open(sys.argv[1], 'a'))"
+    )
+    command = shlex.join([sys.executable, "-c", code, str(out), "{experiment}", "--e={experiment}"])
+    work = project.root / "work"
+    work.mkdir()
+    result = project.run(exp, "--indices", "0-2", "--command", command, cwd=work)
+    assert result.returncode == 0, result.stderr
+    shell = sh('printf "%s\\n" "$2" >> "$1"', out, "{experiment}")
+    assert project.run(exp, "--runs", "2", "--command", shell, cwd=work).returncode == 0
+    assert not list(project.root.rglob("pwned*"))
+    text = out.read_text()
+    assert f"'{exp}', '--e={exp}'" in text and "$(touch pwned3)" in text
+    assert text.count(f"{exp}\n") == 3  # indices 3-5 (run 1) through sh, verbatim
+
+
+def test_missing_or_bad_command_is_a_one_line_error(project):
+    exp = project.experiment("nocmd", {"a": [1]})
+    result = project.run(exp, "--indices", "0")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "no command" in result.stderr
+    bad = project.run(exp, "--indices", "0", "--command", "run {indx}")
+    assert bad.returncode == 2 and "unknown placeholder {indx}" in bad.stderr
+
+
+def test_command_comes_from_config_json(project):
+    project.config.write_text(
+        json.dumps({"state_path": "state", "log_path": "logs", "command": "true {index} {run}"})
+    )
+    exp = project.experiment("cfg", {"a": [1, 2]})
+    assert project.run(exp, "--runs", "1").returncode == 0
+    assert project.complete(exp, 0) and project.complete(exp, 1)
+
+
+def test_command_template_fills_tokens_without_reparsing():
+    template = CommandTemplate("python main.py -e {experiment} -i {index} --tag=r{run} '{{x}}'")
+    argv = template.argv("a b;$(x).json", 7, 2)
+    assert argv == ["python", "main.py", "-e", "a b;$(x).json", "-i", "7", "--tag=r2", "{x}"]
+    for bad, message in [
+        ("run {nope}", "unknown placeholder"),
+        ("run {", "braces"),
+        ("'", "quotation"),
+    ]:
+        with pytest.raises(RunnerError, match=message):
+            CommandTemplate(bad)
+
+
+def test_parse_indices():
+    assert parse_indices("0-3,7,2") == [0, 1, 2, 3, 7]
+    for bad in ("3-1", "x", "-1", "1-"):
+        with pytest.raises(RunnerError):
+            parse_indices(bad)
+
+
+def test_oom_kills_reads_this_process_cgroup(tmp_path):
+    (tmp_path / "proc").write_text("0::/job_1/step_batch\n")
+    events = tmp_path / "cg" / "job_1" / "step_batch"
+    events.mkdir(parents=True)
+    (events / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n")
+    assert oom_kills(str(tmp_path / "cg"), str(tmp_path / "proc")) == 2
+    assert oom_kills(str(tmp_path / "nothing"), str(tmp_path / "proc")) is None
+
+
+def slurm_reachable() -> bool:
+    try:
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return any(s.rstrip("*~#") in ("idle", "mix", "alloc") for s in out.stdout.split())
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not slurm_reachable(), reason="local Slurm not reachable")
+def test_slurm_job_overrunning_its_one_minute_limit_stops_cleanly(project):
+    exp = project.experiment("overrun", {"a": [1, 2]})
+    starts, terms, log = project.root / "starts", project.root / "terms", project.root / "job.out"
+    script = (
+        'trap "echo term >> \\"$1\\"; exit 0" TERM; echo "$PYEXP_INDEX" >> "$2"; sleep 300 & wait'
+    )
+    ledger = write_entry(project, exp, [[0, 1]], command=sh(script, terms, starts))
+    job = project.root / "job.sh"
+    job.write_text(
+        "#!/bin/bash\n#SBATCH --time=1\n#SBATCH --signal=B:USR1@50\n#SBATCH --array=0\n"
+        f"#SBATCH --output={log}\n"
+        f"exec {shlex.quote(sys.executable)} -m pyexp.cli.run --ledger {shlex.quote(ledger)}\n"
+    )
+    env = {**project.env, "PYEXP_GRACE_SECONDS": "5"}
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", str(job)], env=env, capture_output=True, text=True, check=True
+    )
+    job_id = submitted.stdout.strip().split(";")[0]
+    squeue = ["squeue", "-h", "-j", job_id, "-o", "%i"]
+    wait_for(lambda: not subprocess.run(squeue, capture_output=True, text=True).stdout, 90, 0.5)
+    assert "SIGUSR1" in log.read_text()
+    assert starts.read_text() == "0\n" and terms.read_text() == "term\n"
+    [attempt] = project.attempts(exp)
+    assert attempt["outcome"] == TIMEOUT and attempt["job"] == f"{job_id}_0"
+    assert not project.complete(exp, 0) and project.leases(exp) == []
+
+
+def test_in_process_run_with_a_config_object_restores_signal_handlers(project):
+    import io
+
+    from pyexp.runner import run_direct
+
+    exp = project.experiment("inproc", {"a": [1, 2, 3]})
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)}
+    out = io.StringIO()
+    status = run_direct(
+        str(exp), "0-2", command="true", config=load_config(str(project.config)), out=out
+    )
+    assert status == 0 and "3 done" in out.getvalue()
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert all(project.complete(exp, i) for i in range(3))
