@@ -64,11 +64,11 @@ class Project:
         self.config = self.root / "config.json"
         self.config.write_text(json.dumps({"command": command}))
 
-    def submit(self, *args: str) -> subprocess.CompletedProcess:
+    def submit(self, *args: str, cluster: str = "local") -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
         env["PYEXP_CONFIG"] = str(self.config)
         argv = [sys.executable, "-m", "pyexp.cli.submit", str(self.experiment), *args]
-        argv += ["--cluster", "local"]
+        argv += ["--cluster", cluster]
         return subprocess.run(argv, cwd=self.root, env=env, capture_output=True, text=True)
 
     def entries(self) -> list[LedgerEntry]:
@@ -139,3 +139,91 @@ def test_resubmission_after_scancel_submits_exactly_the_cancelled_indices(tmp_pa
     assert new.indices() == unfinished
     _wait_gone([new.job_id], timeout=60)
     assert project.counts() == Counter(range(100))
+
+
+JOB = """
+import os, sys, time
+index, root = int(sys.argv[1]), os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(root, "count.txt"), "a") as f:
+    f.write(f"{{index}}\\n")
+if index in {fail}:
+    sys.exit(3)
+marker = os.path.join(root, f"overran-{{index}}")
+if index in {overrun} and not os.path.exists(marker):
+    open(marker, "w").close()
+    time.sleep(600)  # past the one-minute limit: Slurm's USR1 (or TERM) stops it
+"""
+
+
+def test_cron_resubmission_converges_with_failures_timeouts_and_cancellations(tmp_path):
+    fail, overrun = {1, 7}, {2}
+    project = Project(tmp_path, 12)
+    job = project.root / "job.py"
+    job.write_text(JOB.format(fail=sorted(fail), overrun=sorted(overrun)))
+    project.count = project.root / "count.txt"
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(job))} {{index}}"
+    project.config.write_text(json.dumps({"command": command}))
+    cluster = project.root / "minute.json"
+    cluster.write_text(
+        json.dumps(
+            {
+                "time_hours": 1 / 60,
+                "mem_per_core_gb": 0.25,
+                "indices_per_task": 1,
+                "array_throttle": 4,
+                "signal_lead_seconds": 40,
+                "account_required": False,
+            }
+        )
+    )
+
+    def submit():
+        result = project.submit("--runs", "1", cluster=str(cluster))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count("\n") == 1, result.stdout  # one line a run, cron-friendly
+        return result.stdout
+
+    assert "submitted 12 indices" in submit()
+    (first,) = project.entries()
+    subprocess.run(["scontrol", "hold", first.job_id], check=True, capture_output=True)
+    pending = [
+        int(line.split("|")[0].split("_")[1])
+        for line in _squeue("-r", "-j", first.job_id, "-o", "%i|%T")
+        if line.endswith("|PENDING")
+    ]
+    victims = [t for t in pending if first.tasks[t][0] not in fail | overrun][:2]
+    assert victims, pending
+    cancelled = {first.tasks[t][0] for t in victims}
+    subprocess.run(["scancel", *(f"{first.job_id}_{t}" for t in victims)], check=True)
+    subprocess.run(["scontrol", "release", first.job_id], check=True, capture_output=True)
+
+    rounds = 1
+    while True:
+        _wait_gone([e.job_id for e in project.entries()], timeout=180)
+        out = submit()
+        if "nothing to submit" in out:
+            break
+        rounds += 1
+        assert rounds <= 5, "did not converge"
+
+    runs = project.counts()
+    assert {i: runs[i] for i in fail} == {i: 3 for i in fail}  # --max-attempts 3, then given up
+    assert {i: runs[i] for i in overrun} == {i: 2 for i in overrun}  # timed out once, then done
+    assert all(runs[i] == 1 for i in set(range(12)) - fail - overrun), runs
+    assert cancelled <= set(runs)  # resubmitted after the cancellation
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
+    env["PYEXP_CONFIG"] = str(project.config)
+    status = subprocess.run(
+        [sys.executable, "-m", "pyexp", "status", str(project.experiment), "--json"],
+        cwd=project.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (report,) = json.loads(status.stdout)
+    assert (report["done"], report["failed"], report["missing"]) == (10, 2, 0)
+    reasons = {f["index"]: (f["outcome"], f["exit_code"]) for f in report["failed_indices"]}
+    assert reasons == {1: ("failed", 3), 7: ("failed", 3)}
+    assert all(os.path.exists(f["log"]) for f in report["failed_indices"])

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyexp.experiment import ExperimentDescription
 from pyexp.missing import permutation_hashes
 from pyexp.state import leases
-from pyexp.state.attempts import FAILED, OOM, Attempts
+from pyexp.state.attempts import FAILED, LOST, OOM, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import state_dirs
-from pyexp.state.ledger import Ledger, LedgerEntry
-from pyexp.state.records import CompletionRecords
+from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry
+from pyexp.state.records import CompletionRecords, record_key
 
 DONE, RUNNING, QUEUED, FAILED_OUT, MISSING = "done", "running", "queued", "failed", "missing"
 STATUSES = (DONE, RUNNING, QUEUED, FAILED_OUT, MISSING)
 ACTIVE_SLURM_STATES = frozenset(
     {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
 )
+# How sacct's final task states read as attempt outcomes; any other end without a record is lost.
+SACCT_OUTCOMES = {
+    "OUT_OF_MEMORY": OOM,
+    "TIMEOUT": TIMEOUT,
+    "DEADLINE": TIMEOUT,
+    "CANCELLED": PREEMPTED,
+    "PREEMPTED": PREEMPTED,
+}
 
 
 @dataclass(frozen=True)
@@ -116,3 +125,52 @@ def to_submit(
 ) -> list[int]:
     """The indices pyexp-submit should submit: exactly the missing ones."""
     return classify(exp, runs, queue, max_attempts, retry_failed).indices(MISSING)
+
+
+def settle(
+    exp: ExperimentDescription,
+    queue: QueueSnapshot,
+    final_states: Callable[[list[str]], dict[str, str] | None],
+) -> int:
+    """Record how finished arrays ended for the indices they left unfinished; how many recorded.
+
+    A task that left the queue without a completion record or an attempt record of its own
+    vanished (node failure, runner killed): that is recorded as lost, or as sacct's state
+    (out of memory, timeout, cancelled) when sacct answers. Each array is settled once.
+    """
+    dirs = state_dirs(exp)
+    ledger = Ledger(dirs.ledger)
+    finished = [e for e in ledger.entries() if _left_queue(e, queue)]
+    if not finished:
+        return 0
+    done = CompletionRecords(dirs.done).completed()
+    live = leases.live_keys(dirs.leases)
+    attempts = Attempts(dirs.attempts)
+    tried = {(key, attempt) for key, _, attempt in attempts.names()}
+    states = final_states([e.job_id for e in finished if e.job_id]) or {}
+    recorded = 0
+    for entry in finished:
+        old = ExperimentDescription(entry.snapshot, path=entry.experiment, config=exp.config)
+        for t, task in enumerate(entry.tasks):
+            job = f"{entry.job_id}_{t}"
+            outcome = SACCT_OUTCOMES.get(states.get(job, ""), LOST)
+            for i in task:
+                key = record_key(old.getPermutation(i), old.getRun(i))
+                if key in done or key in live or (key, job) in tried:
+                    continue
+                attempts.record(
+                    key, outcome, {"index": i, "job": job, "slurm": states.get(job)}, job
+                )
+                recorded += 1
+        ledger.settle(entry)
+    return recorded
+
+
+def _left_queue(entry: LedgerEntry, queue: QueueSnapshot) -> bool:
+    # Local runs record every outcome themselves; Slurm arrays are settled once all tasks left.
+    return (
+        entry.state == SUBMITTED
+        and bool(entry.job_id)
+        and not str(entry.job_id).startswith("local-")
+        and not any(queue.active(entry.id, t) for t in range(len(entry.tasks)))
+    )

@@ -410,7 +410,7 @@ class Runner:
                 outcome = "done"
             else:
                 outcome = outcome or (OOM if self._oom(rc) else FAILED)
-                self.attempts.record(r.item.key, outcome, {**info, "exit_code": rc})
+                self.attempts.record(r.item.key, outcome, {**info, "exit_code": rc}, self.job)
         finally:
             self.leases.forget(r.item.key)
         self.tally[outcome] += 1

@@ -1,7 +1,8 @@
-"""The only place that runs Slurm commands: sbatch, squeue and scontrol, with timeouts.
+"""The only place that runs Slurm commands: sbatch, squeue, scontrol and sacct, with timeouts.
 
 Each command's path can be overridden by environment (PYEXP_SBATCH, PYEXP_SQUEUE,
-PYEXP_SCONTROL), and the timeout by PYEXP_SLURM_TIMEOUT (seconds), so tests can inject fakes.
+PYEXP_SCONTROL, PYEXP_SACCT), and the timeout by PYEXP_SLURM_TIMEOUT (seconds), so tests can
+inject fakes.
 """
 
 from __future__ import annotations
@@ -154,3 +155,20 @@ def max_array_size(timeout: float | None = None) -> int | None:
         return None
     match = re.search(r"^\s*MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
     return int(match.group(1)) if match else None
+
+
+def sacct_states(job_ids: list[str], timeout: float | None = None) -> dict[str, str] | None:
+    """Final state of each array task ('123_4' -> 'OUT_OF_MEMORY'), or None when sacct can't say."""
+    if not job_ids or shutil.which(command("sacct")) is None:
+        return None
+    args = ["-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(job_ids)]
+    try:
+        out = run("sacct", args, timeout)
+    except SlurmError:  # no slurmdbd: accounting is optional
+        return None
+    states = {}
+    for line in out.splitlines():
+        job, _, state = line.strip().partition("|")
+        if job and state:
+            states[job] = state.split()[0]  # 'CANCELLED by 0' -> 'CANCELLED'
+    return states

@@ -99,9 +99,11 @@ def submit_lock(path: str, timeout: float) -> Iterator[None]:
 
 
 def _submit_locked(exp: ExperimentDescription, opts: SubmitOptions, command: str) -> Submitted:
-    from pyexp.reconcile import to_submit
+    from pyexp.reconcile import settle, to_submit
 
     queue = _queue(opts.local)
+    if not opts.local and not opts.dry_run:
+        settle(exp, queue, slurm.sacct_states)
     missing = to_submit(exp, opts.runs, queue, opts.max_attempts, opts.retry_failed)
     done = Submitted(_experiment_path(exp), missing, logs=log_dir(exp))
     if not missing:

@@ -31,18 +31,21 @@ class Attempts:
     def __init__(self, folder: str) -> None:
         self.folder = folder
 
-    def record(self, key: str, outcome: str, info: dict) -> str:
-        """Write one attempt record; returns its path."""
-        path = os.path.join(self.folder, f"{key}.{outcome}.{uuid.uuid4().hex[:12]}")
+    def record(self, key: str, outcome: str, info: dict, attempt: str | None = None) -> str:
+        """Write one attempt record, named by its Slurm job (`123_4`) when it has one."""
+        path = os.path.join(self.folder, f"{key}.{outcome}.{attempt or uuid.uuid4().hex[:12]}")
         body = {"key": key, "outcome": outcome, "time": time.time(), **info}
         write_atomic(path, json.dumps(body))
         return path
 
+    def names(self) -> list[tuple[str, str, str]]:
+        """(key, outcome, attempt) of every record, from one directory read."""
+        return [tuple(name.split(".", 2)) for name in scan_names(self.folder)]  # type: ignore[misc]
+
     def counts(self) -> dict[str, Counter]:
-        """key -> Counter of outcomes, from one directory read."""
+        """key -> Counter of outcomes."""
         out: dict[str, Counter] = {}
-        for name in scan_names(self.folder):
-            key, outcome, _ = name.split(".", 2)
+        for key, outcome, _ in self.names():
             out.setdefault(key, Counter())[outcome] += 1
         return out
 

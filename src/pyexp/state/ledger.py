@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from pyexp.state.atomic import scan_names, write_atomic
 
-PENDING, SUBMITTED = "pending", "submitted"
+PENDING, SUBMITTED, SETTLED = "pending", "submitted", "settled"
 
 
 @dataclass
@@ -69,6 +69,11 @@ class Ledger:
     def mark_submitted(self, entry: LedgerEntry, job_id: str) -> None:
         """Record the job id Slurm gave the entry's array."""
         entry.state, entry.job_id = SUBMITTED, job_id
+        self.write(entry)
+
+    def settle(self, entry: LedgerEntry) -> None:
+        """Mark an array whose tasks have all left the queue and been accounted for."""
+        entry.state = SETTLED
         self.write(entry)
 
     def discard(self, entry: LedgerEntry) -> None:

@@ -1,0 +1,186 @@
+"""Where each index stands (done, running, queued, failed, missing), settling, status."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pyexp.cli.status import main as status_main
+from pyexp.config import getConfig, load_config
+from pyexp.experiment import loadExperiment
+from pyexp.reconcile import (
+    DONE,
+    FAILED_OUT,
+    MISSING,
+    QUEUED,
+    RUNNING,
+    QueueSnapshot,
+    classify,
+    settle,
+    to_submit,
+)
+from pyexp.state.attempts import FAILED, LOST, OOM, TIMEOUT, Attempts
+from pyexp.state.layout import state_dirs
+from pyexp.state.leases import IndexLeases
+from pyexp.state.ledger import SETTLED, SUBMITTED, Ledger, LedgerEntry, new_entry_id
+from pyexp.state.records import CompletionRecords, record_key
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """An experiment of 6 permutations in a project folder with its own config.json."""
+    (tmp_path / "experiments").mkdir()
+    path = tmp_path / "experiments" / "sweep.json"
+    path.write_text(json.dumps({"name": "sweep", "metaParameters": {"x": list(range(6))}}))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"command": "true"}))
+    monkeypatch.setenv("PYEXP_CONFIG", str(config))
+    getConfig.cache_clear()
+    yield tmp_path
+    getConfig.cache_clear()
+
+
+def _exp(root):
+    return loadExperiment(
+        str(root / "experiments" / "sweep.json"), load_config(root / "config.json")
+    )
+
+
+def _key(exp, i):
+    return record_key(exp.getPermutation(i), exp.getRun(i))
+
+
+def _entry(exp, tasks, job_id="500"):
+    entry = LedgerEntry(new_entry_id(), exp.path, exp.fingerprint(), exp.description, 2, tasks)
+    ledger = Ledger(state_dirs(exp).ledger)
+    ledger.write(entry)
+    ledger.mark_submitted(entry, job_id)
+    return entry
+
+
+def _fail(exp, i, times, outcome=FAILED):
+    for t in range(times):
+        Attempts(state_dirs(exp).attempts).record(_key(exp, i), outcome, {"exit_code": 3}, f"9_{t}")
+
+
+def test_every_index_has_exactly_one_status(project):
+    exp = _exp(project)
+    dirs = state_dirs(exp)
+    CompletionRecords(dirs.done).mark_complete(exp.getPermutation(0), 0)
+    leases = IndexLeases(dirs.leases, 30)
+    assert leases.try_take(_key(exp, 1)) is not None
+    entry = _entry(exp, [[2], [3]])
+    _fail(exp, 4, 3)
+    _fail(exp, 5, 2)
+    _fail(exp, 7, 5, TIMEOUT)  # timeouts never exhaust an index
+    queue = QueueSnapshot({(entry.id, 0): "PENDING", (entry.id, 1): "COMPLETED"})
+    try:
+        standing = classify(exp, 2, queue, max_attempts=3)
+        submit = to_submit(exp, 2, queue)
+    finally:
+        leases.release()
+    assert standing.status[:6] == [DONE, RUNNING, QUEUED, MISSING, FAILED_OUT, MISSING]
+    assert standing.status[7] == MISSING
+    assert standing.counts() == {"done": 1, "running": 1, "queued": 1, "failed": 1, "missing": 8}
+    assert standing.failed_keys == {4: _key(exp, 4)}
+    assert submit == [3, 5, 6, 7, 8, 9, 10, 11]
+    assert 4 in to_submit(exp, 2, queue, retry_failed=True)
+    assert 5 not in to_submit(exp, 2, queue, max_attempts=2)
+
+
+def test_finished_work_stays_done_when_a_sweep_value_is_added(project):
+    exp = _exp(project)
+    CompletionRecords(state_dirs(exp).done).mark_complete(exp.getPermutation(5), 0)
+    path = project / "experiments" / "sweep.json"
+    path.write_text(json.dumps({"name": "sweep", "metaParameters": {"x": [-1, *range(6)]}}))
+    grown = _exp(project)
+    assert grown.getPermutation(6) == {"x": 5}
+    assert classify(grown, 1, QueueSnapshot()).indices(DONE) == [6]
+
+
+def test_queued_index_whose_parameters_changed_is_not_queued(project):
+    exp = _exp(project)
+    entry = _entry(exp, [[0, 1, 5]])
+    queue = QueueSnapshot({(entry.id, 0): "RUNNING"})
+    path = project / "experiments" / "sweep.json"
+    path.write_text(json.dumps({"name": "sweep", "metaParameters": {"x": [0, 1, 2, 3, 4, 9]}}))
+    changed = _exp(project)
+    # 0 and 1 mean what they meant; 5 now means x=9, which the runner will refuse.
+    assert classify(changed, 1, queue).indices(QUEUED) == [0, 1]
+    assert 5 in to_submit(changed, 1, queue)
+
+
+def test_settle_records_how_vanished_tasks_ended(project):
+    exp = _exp(project)
+    CompletionRecords(state_dirs(exp).done).mark_complete(exp.getPermutation(0), 0)
+    attempts = Attempts(state_dirs(exp).attempts)
+    attempts.record(_key(exp, 1), FAILED, {"exit_code": 1}, "500_0")  # the runner's own record
+    entry = _entry(exp, [[0, 1], [2, 3], [4]])
+    asked = []
+
+    def sacct(jobs):
+        asked.append(jobs)
+        return {"500_1": "OUT_OF_MEMORY", "500_2": "NODE_FAIL"}
+
+    assert settle(exp, QueueSnapshot(), sacct) == 3
+    assert asked == [["500"]]
+    outcomes = {(k, o, a) for k, o, a in attempts.names()}
+    assert (_key(exp, 2), OOM, "500_1") in outcomes
+    assert (_key(exp, 3), OOM, "500_1") in outcomes
+    assert (_key(exp, 4), LOST, "500_2") in outcomes
+    assert len(outcomes) == 4  # index 0 was done, index 1 had its own record
+    assert Ledger(state_dirs(exp).ledger).load(entry.id).state == SETTLED
+    assert settle(exp, QueueSnapshot(), sacct) == 0  # settled once
+    # OOM counts towards the attempt cap; lost never does.
+    assert classify(exp, 1, QueueSnapshot(), max_attempts=1).indices(FAILED_OUT) == [1, 2, 3]
+
+
+def test_settle_without_sacct_records_lost_and_skips_active_arrays(project):
+    exp = _exp(project)
+    active = _entry(exp, [[0], [1]], job_id="600")
+    gone = _entry(exp, [[2]], job_id="601")
+    queue = QueueSnapshot({(active.id, 1): "RUNNING"})
+    assert settle(exp, queue, lambda jobs: None) == 1
+    names = Attempts(state_dirs(exp).attempts).names()
+    assert names == [(_key(exp, 2), LOST, "601_0")]
+    ledger = Ledger(state_dirs(exp).ledger)
+    assert ledger.load(active.id).state == SUBMITTED
+    assert ledger.load(gone.id).state == SETTLED
+    assert to_submit(exp, 1, queue) == [0, 2, 3, 4, 5]  # lost is always retried
+
+
+def test_status_shows_counts_and_failed_indices_with_reason_and_log(project, capsys):
+    exp = _exp(project)
+    CompletionRecords(state_dirs(exp).done).mark_complete(exp.getPermutation(0), 0)
+    key = _key(exp, 2)
+    attempts = Attempts(state_dirs(exp).attempts)
+    for job in ("1_0", "2_0", "3_0"):
+        attempts.record(key, FAILED, {"exit_code": 7, "log": "/logs/2.log"}, job)
+    path = str(project / "experiments" / "sweep.json")
+
+    assert status_main([path, "--runs", "1", "--no-slurm", "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert {k: report[k] for k in ("done", "running", "queued", "failed", "missing")} == {
+        "done": 1,
+        "running": 0,
+        "queued": 0,
+        "failed": 1,
+        "missing": 4,
+    }
+    assert report["failed_indices"] == [
+        {"index": 2, "outcome": FAILED, "exit_code": 7, "log": "/logs/2.log"}
+    ]
+
+    assert status_main([path, "--runs", "1", "--no-slurm", "-v"]) == 0
+    table = capsys.readouterr().out
+    assert "index 2: failed (exit 7) log: /logs/2.log" in table
+    assert table.splitlines()[1].split()[1:] == ["1", "0", "0", "1", "4"]
+
+
+def test_status_of_a_broken_experiment_is_one_line(project, capsys):
+    bad = project / "experiments" / "bad.json"
+    bad.write_text('{"metaParameters": {"x": []}}')
+    assert status_main([str(bad), "--no-slurm"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pyexp-status: ") and err.count("\n") == 1 and "x" in err
