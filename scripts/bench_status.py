@@ -34,7 +34,7 @@ SWEEP = {
 
 
 def populate(root: str, indices: int) -> tuple[str, int]:
-    """Write config, experiment, half the completion records, 100 failures and a ledger."""
+    """Write config, experiment, half the completion records, 100 given up and a ledger."""
     os.makedirs(os.path.join(root, "experiments"))
     with open(os.path.join(root, "config.json"), "w") as f:
         json.dump({"state_path": "state"}, f)
@@ -50,8 +50,10 @@ def populate(root: str, indices: int) -> tuple[str, int]:
     for i in range(0, n * runs, 2):
         open(os.path.join(dirs.done, f"{hashes[i % n]}-{i // n}"), "w").close()
     attempts = Attempts(dirs.attempts)
-    for i in range(1, 200, 2):
-        attempts.record(f"{hashes[i % n]}-{i // n}", FAILED, {"exit_code": 1, "log": "x.log"})
+    for i in range(1, 200, 2):  # 100 indices that failed three times: given up
+        for job in ("1_0", "2_0", "3_0"):
+            key = f"{hashes[i % n]}-{i // n}"
+            attempts.record(key, FAILED, {"exit_code": 1, "log": "x.log"}, job)
     ledger = Ledger(dirs.ledger)
     odd = list(range(1, n * runs, 2))
     for start in range(0, len(odd), 10_000):

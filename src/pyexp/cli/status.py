@@ -47,9 +47,9 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     standing = classify(exp, args.runs, queue, args.max_attempts)
     report: dict = {"experiment": path, "runs": args.runs, **standing.counts()}
     if args.verbose or args.json:
-        attempts = Attempts(state_dirs(exp).attempts)
+        latest = Attempts(state_dirs(exp).attempts).latest(set(standing.failed_keys.values()))
         report["failed_indices"] = [
-            _failure(i, attempts.last(key)) for i, key in sorted(standing.failed_keys.items())
+            _failure(i, latest.get(key)) for i, key in sorted(standing.failed_keys.items())
         ]
     return report
 
