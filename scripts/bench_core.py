@@ -16,12 +16,13 @@ import importlib.util
 import json
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+
+from syscalls import read_strace_summary
 
 TARGET_GETPERM_RATIO = 10.0
 TARGET_IMPORT_MS = 50.0
@@ -125,14 +126,7 @@ def strace_counts(args: list[str], cwd: str) -> dict[str, int]:
     out = os.path.join(cwd, "strace.txt")
     cmd = ["strace", "-c", "-f", "-o", out, sys.executable, "-c", STRACE_CHILD, *args]
     subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
-    counts: dict[str, int] = {}
-    with open(out) as f:
-        for line in f:
-            fields = line.split()
-            # % time, seconds, usecs/call, calls, [errors], syscall
-            if len(fields) >= 5 and re.fullmatch(r"[\d.]+", fields[0]) and fields[-1] != "total":
-                counts[fields[-1]] = int(fields[3])
-    return counts
+    return read_strace_summary(out)
 
 
 def metadata_delta(exp_path: str, config: str, runs: int, cwd: str) -> dict[str, int]:

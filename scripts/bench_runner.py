@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from syscalls import read_strace_summary
+
 TARGET_MS = 10.0
 # Calls a shared filesystem cannot answer from the client's caches: opens (close-to-open
 # consistency), creating, renaming, removing and syncing names, and lookups of missing names.
@@ -112,14 +114,7 @@ def strace_summary(phase: str, n: int, root: str) -> dict[str, int]:
     out = os.path.join(root, "strace-c.txt")
     prefix = ("strace", "-c", "-f", "-e", "trace=%file,getdents64", "-o", out)
     run_child(phase, n, os.path.join(root, f"{phase}-{n}-c"), prefix)
-    counts: dict[str, int] = {}
-    with open(out) as f:
-        for line in f:
-            fields = line.split()
-            # % time, seconds, usecs/call, calls, [errors], syscall
-            if len(fields) >= 5 and re.fullmatch(r"[\d.]+", fields[0]) and fields[-1] != "total":
-                counts[fields[-1]] = int(fields[3])
-    return counts
+    return read_strace_summary(out)
 
 
 def state_calls(phase: str, n: int, root: str) -> dict[str, int]:

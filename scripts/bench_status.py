@@ -14,6 +14,8 @@ import sys
 import tempfile
 import time
 
+from syscalls import read_strace_summary
+
 from pyexp.config import load_config
 from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.missing import permutation_hashes
@@ -83,9 +85,7 @@ def strace_counts(root: str, path: str, runs: int) -> str:
     cmd = ["strace", "-c", "-f", "-o", summary, "-e", "trace=%file,getdents64"]
     cmd += [sys.executable, "-m", "pyexp", "status", path, "--runs", str(runs), "--no-slurm"]
     subprocess.run(cmd, cwd=root, capture_output=True, check=True)
-    with open(summary) as f:
-        rows = [line.split() for line in f if line.strip() and line.split()[0][0].isdigit()]
-    counts = {r[-1]: int(r[3]) for r in rows if len(r) >= 5}
+    counts = read_strace_summary(summary)
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
