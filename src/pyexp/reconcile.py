@@ -11,7 +11,7 @@ from pyexp.missing import permutation_hashes
 from pyexp.state import leases
 from pyexp.state.attempts import FAILED, LOST, OOM, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import state_dirs
-from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry
+from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry, split_changed
 from pyexp.state.records import CompletionRecords, record_key
 
 DONE, RUNNING, QUEUED, FAILED_OUT, MISSING = "done", "running", "queued", "failed", "missing"
@@ -60,21 +60,11 @@ class Standing:
 def queued_indices(exp: ExperimentDescription, queue: QueueSnapshot) -> set[int]:
     """Indices that a pending or running array task of ours still owns, under today's meaning."""
     out: set[int] = set()
-    current = exp.fingerprint()
     for entry in Ledger(state_dirs(exp).ledger).entries():
         owned = [i for t, task in enumerate(entry.tasks) if queue.active(entry.id, t) for i in task]
-        out.update(owned if entry.fingerprint == current else _unchanged(exp, entry, owned))
+        # The runner refuses indices whose parameters changed since submission: not queued.
+        out.update(split_changed(entry, exp, owned)[0])
     return out
-
-
-def _unchanged(exp: ExperimentDescription, entry: LedgerEntry, indices: list[int]) -> list[int]:
-    # The runner refuses indices whose parameters changed since submission; they are not queued.
-    old = ExperimentDescription(entry.snapshot, path=entry.experiment, config=exp.config)
-    return [
-        i
-        for i in indices
-        if old.getRun(i) == exp.getRun(i) and old.getPermutation(i) == exp.getPermutation(i)
-    ]
 
 
 def classify(

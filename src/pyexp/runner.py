@@ -33,7 +33,7 @@ from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.state.attempts import FAILED, OOM, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import experiment_id, state_dirs
 from pyexp.state.leases import DEFAULT_LEASE_SECONDS, IndexLeases, Lease, slurm_job
-from pyexp.state.ledger import Ledger, LedgerEntry
+from pyexp.state.ledger import Ledger, LedgerEntry, split_changed
 from pyexp.state.records import CompletionRecords, record_key
 
 PLACEHOLDERS = ("experiment", "index", "run")
@@ -146,22 +146,6 @@ def load_task(ledger_path: str, task: int | None) -> tuple[LedgerEntry, list[int
     if not 0 <= task < len(entry.tasks):
         raise RunnerError(f"{ledger_path}: task {task} out of range (0-{len(entry.tasks) - 1})")
     return entry, list(entry.tasks[task])
-
-
-def split_changed(
-    entry: LedgerEntry, exp: ExperimentDescription, indices: list[int]
-) -> tuple[list[int], list[int]]:
-    """(runnable, refused): indices whose params and run still match the submitted snapshot."""
-    if exp.fingerprint() == entry.fingerprint:
-        return indices, []
-    then = ExperimentDescription(entry.snapshot, path=entry.experiment, config=exp.config)
-    runnable, refused = [], []
-    for i in indices:
-        same = record_key(then.getPermutation(i), then.getRun(i)) == record_key(
-            exp.getPermutation(i), exp.getRun(i)
-        )
-        (runnable if same else refused).append(i)
-    return runnable, refused
 
 
 @dataclass
