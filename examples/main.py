@@ -18,7 +18,7 @@ rng = np.random.default_rng(args.index)
 # A learning curve whose level depends on the parameters, so getBest has something to find.
 steps = np.arange(100)
 level = params["alpha"] * (1 - params["lambda"]) + params["optimizer"]["momentum"] / 10
-curve = level + np.exp(-steps / 20) + rng.normal(0, 0.01, size=steps.shape)
+curve = level + np.exp(-steps / 20) + rng.normal(0, 0.001, size=steps.shape)
 
 context = exp.buildSaveContext(args.index)
 np.save(context.ensureExists("returns.npy"), curve)

@@ -184,3 +184,23 @@ def test_status_of_a_broken_experiment_is_one_line(project, capsys):
     assert status_main([str(bad), "--no-slurm"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("pyexp-status: ") and err.count("\n") == 1 and "x" in err
+
+
+def test_sacct_states_parsed_and_none_without_accounting(tmp_path, monkeypatch):
+    from pyexp.scheduler import slurm
+
+    fake = tmp_path / "sacct"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ -n "$NO_DBD" ]; then echo "Slurm accounting storage is disabled" >&2; exit 1; fi\n'
+        'echo "$@" > "$0.args"\n'
+        "printf '500_0|COMPLETED\\n500_1|OUT_OF_MEMORY\\n500_2|CANCELLED by 0\\n'\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PYEXP_SACCT", str(fake))
+    states = slurm.sacct_states(["500", "501"])
+    assert states == {"500_0": "COMPLETED", "500_1": "OUT_OF_MEMORY", "500_2": "CANCELLED"}
+    assert "-j 500,501" in (tmp_path / "sacct.args").read_text()
+    monkeypatch.setenv("NO_DBD", "1")
+    assert slurm.sacct_states(["500"]) is None
+    assert slurm.sacct_states([]) is None
