@@ -217,6 +217,16 @@ def test_dry_run_prints_plan_writes_scripts_and_no_ledger(project, capsys):
     scripts = os.listdir(state_dirs(_exp(project)).scripts)
     assert len(scripts) == 3 and all(s.endswith(".sbatch") for s in scripts)
     assert _ledger(project) == [] and _sbatch_calls(project) == []
+    assert "squeue not reachable" not in out
+
+
+def test_dry_run_without_slurm_still_plans_and_says_so(project, capsys, monkeypatch):
+    monkeypatch.setenv("FAKE_SQUEUE_MODE", "fail")
+    assert _submit(project, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "would submit 30 indices" in out
+    assert "(squeue not reachable: queued work not subtracted)" in out
+    assert _ledger(project) == [] and _sbatch_calls(project) == []
 
 
 def test_two_submits_at_once_submit_each_index_once(project):

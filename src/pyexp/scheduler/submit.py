@@ -62,6 +62,7 @@ class Submitted:
     job_ids: list[str] = field(default_factory=list)
     failed_tasks: int = 0
     logs: str = ""
+    queue_seen: bool = True  # False: squeue could not be asked, queued work was not subtracted
 
 
 def submit_experiment(exp: ExperimentDescription, opts: SubmitOptions) -> Submitted:
@@ -99,13 +100,16 @@ def submit_lock(path: str, timeout: float) -> Iterator[None]:
 
 
 def _submit_locked(exp: ExperimentDescription, opts: SubmitOptions, command: str) -> Submitted:
-    from pyexp.reconcile import settle, to_submit
+    from pyexp.reconcile import QueueSnapshot, settle, to_submit
 
-    queue = _queue(opts.local)
-    if not opts.local and not opts.dry_run:
+    submitting = not (opts.local or opts.dry_run)
+    queue = _queue(required=submitting)
+    seen = queue is not None
+    queue = queue or QueueSnapshot()
+    if submitting:
         settle(exp, queue, slurm.sacct_states)
     missing = to_submit(exp, opts.runs, queue, opts.max_attempts, opts.retry_failed)
-    done = Submitted(_experiment_path(exp), missing, logs=log_dir(exp))
+    done = Submitted(_experiment_path(exp), missing, logs=log_dir(exp), queue_seen=seen)
     if not missing:
         return done
     size = None if opts.local else slurm.max_array_size()
@@ -124,18 +128,16 @@ def _submit_locked(exp: ExperimentDescription, opts: SubmitOptions, command: str
     return done
 
 
-def _queue(local: bool) -> QueueSnapshot:
-    # Submitting to Slurm needs squeue's answer; a local run uses it only when there is one.
-    from pyexp.reconcile import QueueSnapshot
-
-    if not local:
+def _queue(required: bool) -> QueueSnapshot | None:
+    # Submitting to Slurm needs squeue's answer; a local or dry run uses it when there is one.
+    if required:
         return slurm.queue_snapshot()
     if not slurm.available():
-        return QueueSnapshot()
+        return None
     try:
         return slurm.queue_snapshot()
     except SlurmError:
-        return QueueSnapshot()
+        return None
 
 
 def _experiment_path(exp: ExperimentDescription) -> str:
@@ -257,6 +259,7 @@ def report(done: Submitted, opts: SubmitOptions) -> str:
             f"{name}: dry run, would submit {n} indices as {_count(arrays, 'array')} "
             f"on {opts.cluster.name}:\n{planner.describe(done.plans)}\n"
             f"  scripts: {folder} ({arrays} written, first {os.path.basename(done.scripts[0])})"
+            + ("" if done.queue_seen else "\n  (squeue not reachable: queued work not subtracted)")
         )
     if opts.local:
         tasks = sum(len(p.tasks) for p in done.plans)
