@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -204,3 +205,18 @@ def test_sacct_states_parsed_and_none_without_accounting(tmp_path, monkeypatch):
     monkeypatch.setenv("NO_DBD", "1")
     assert slurm.sacct_states(["500"]) is None
     assert slurm.sacct_states([]) is None
+
+
+def test_status_verbose_names_who_runs_an_index(project, capsys):
+    import socket
+
+    exp = _exp(project)
+    leases = IndexLeases(state_dirs(exp).leases, 60, job="77_3")
+    assert leases.try_take(_key(exp, 4)) is not None
+    try:
+        path = str(project / "experiments" / "sweep.json")
+        assert status_main([path, "--no-slurm", "-v"]) == 0
+    finally:
+        leases.release()
+    line = f"index 4: running on {socket.gethostname()} pid {os.getpid()} job 77_3"
+    assert line in capsys.readouterr().out

@@ -42,10 +42,11 @@ class QueueSnapshot:
 
 @dataclass
 class Standing:
-    """Each index's status, and the record keys of the failed ones."""
+    """Each index's status, and the record keys of the failed and running ones."""
 
     status: list[str]
     failed_keys: dict[int, str]
+    running_keys: dict[int, str] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         """How many indices have each status."""
@@ -84,6 +85,7 @@ def classify(
     n = len(hashes)
     status: list[str] = []
     failed: dict[int, str] = {}
+    running: dict[int, str] = {}
     for run in range(runs):
         for p, h in enumerate(hashes):
             key = f"{h}-{run}"
@@ -92,6 +94,7 @@ def classify(
                 status.append(DONE)
             elif key in live:
                 status.append(RUNNING)
+                running[i] = key
             elif i in queued:
                 status.append(QUEUED)
             elif _exhausted(attempts.get(key), max_attempts) and not retry_failed:
@@ -99,7 +102,7 @@ def classify(
                 failed[i] = key
             else:
                 status.append(MISSING)
-    return Standing(status, failed)
+    return Standing(status, failed, running)
 
 
 def _exhausted(outcomes: Counter | None, max_attempts: int) -> bool:

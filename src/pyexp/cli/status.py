@@ -41,6 +41,7 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     from pyexp.reconcile import QueueSnapshot, classify
     from pyexp.state.attempts import Attempts
     from pyexp.state.layout import state_dirs
+    from pyexp.state.leases import IndexLeases, read_holder
 
     exp = loadExperiment(path)
     queue = QueueSnapshot() if args.no_slurm else _queue_or_empty()
@@ -50,6 +51,11 @@ def _report(path: str, args: argparse.Namespace) -> dict:
         latest = Attempts(state_dirs(exp).attempts).latest(set(standing.failed_keys.values()))
         report["failed_indices"] = [
             _failure(i, latest.get(key)) for i, key in sorted(standing.failed_keys.items())
+        ]
+        leases = IndexLeases(state_dirs(exp).leases)
+        report["running_indices"] = [
+            _holder(i, read_holder(leases.path(key)))
+            for i, key in sorted(standing.running_keys.items())
         ]
     return report
 
@@ -73,12 +79,25 @@ def _failure(index: int, attempt) -> dict:
     }
 
 
+def _holder(index: int, fields: dict[str, str]) -> dict:
+    return {
+        "index": index,
+        "host": fields.get("host"),
+        "pid": fields.get("pid"),
+        "job": fields.get("slurm_job"),
+    }
+
+
 def _table(reports: list[dict], verbose: bool) -> str:
     cols = ("done", "running", "queued", "failed", "missing")
     width = max(len("experiment"), *(len(r["experiment"]) for r in reports))
     lines = [f"{'experiment':<{width}}  " + "  ".join(f"{c:>8}" for c in cols)]
     for r in reports:
         lines.append(f"{r['experiment']:<{width}}  " + "  ".join(f"{r[c]:>8}" for c in cols))
+        for h in r.get("running_indices", []) if verbose else []:
+            lines.append(
+                f"  index {h['index']}: running on {h['host']} pid {h['pid']} job {h['job']}"
+            )
         for f in r.get("failed_indices", []) if verbose else []:
             lines.append(
                 f"  index {f['index']}: {f['outcome']} (exit {f['exit_code']}) log: {f['log']}"
