@@ -220,3 +220,24 @@ def test_status_verbose_names_who_runs_an_index(project, capsys):
         leases.release()
     line = f"index 4: running on {socket.gethostname()} pid {os.getpid()} job 77_3"
     assert line in capsys.readouterr().out
+
+
+def test_stray_files_in_attempts_are_ignored(project):
+    exp = _exp(project)
+    attempts = Attempts(state_dirs(exp).attempts)
+    attempts.record(_key(exp, 0), FAILED, {"exit_code": 1}, "5_0")
+    (project / ".pyexp" / "experiments" / "sweep" / "attempts" / "README").write_text("notes")
+    assert attempts.names() == [(_key(exp, 0), FAILED, "5_0")]
+    assert classify(exp, 1, QueueSnapshot()).counts()["missing"] == 6
+
+
+def test_bad_lease_seconds_is_a_one_line_error(project, capsys, monkeypatch):
+    monkeypatch.setenv("PYEXP_LEASE_SECONDS", "abc")
+    assert status_main([str(project / "experiments" / "sweep.json"), "--no-slurm"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "PYEXP_LEASE_SECONDS='abc'" in err
+
+
+def test_every_state_squeue_shows_is_active_but_the_final_ones():
+    queue = QueueSnapshot({("e", 0): "REQUEUE_HOLD", ("e", 1): "STOPPED", ("e", 2): "COMPLETED"})
+    assert [queue.active("e", t) for t in range(4)] == [True, True, False, False]

@@ -27,3 +27,11 @@ class SlurmError(PyExpError, RuntimeError):
 
 class LedgerMismatch(PyExpError, RuntimeError):
     """Work in the ledger no longer means what the experiment file says now."""
+
+
+def describe(error: Exception) -> str:
+    """One line for a command-line user: our message, or 'path: reason' for an OS error."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror}"
+    return str(error)

@@ -16,8 +16,19 @@ from pyexp.state.records import CompletionRecords, record_key
 
 DONE, RUNNING, QUEUED, FAILED_OUT, MISSING = "done", "running", "queued", "failed", "missing"
 STATUSES = (DONE, RUNNING, QUEUED, FAILED_OUT, MISSING)
-ACTIVE_SLURM_STATES = frozenset(
-    {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
+# Anything squeue shows may still run (REQUEUE_HOLD, SUSPENDED, STOPPED, ...) except these ends.
+FINAL_SLURM_STATES = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "OUT_OF_MEMORY",
+        "NODE_FAIL",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "PREEMPTED",
+    }
 )
 # How sacct's final task states read as attempt outcomes; any other end without a record is lost.
 SACCT_OUTCOMES = {
@@ -37,7 +48,8 @@ class QueueSnapshot:
 
     def active(self, entry_id: str, task_id: int) -> bool:
         """Whether that task is still pending or running."""
-        return self.tasks.get((entry_id, task_id)) in ACTIVE_SLURM_STATES
+        state = self.tasks.get((entry_id, task_id))
+        return state is not None and state not in FINAL_SLURM_STATES
 
 
 @dataclass
@@ -77,8 +89,8 @@ def classify(
 ) -> Standing:
     """Every index of exp x runs as exactly one of done, running, queued, failed, missing."""
     dirs = state_dirs(exp)
+    live = leases.live_keys(dirs.leases)  # before done: a runner may finish in between
     done = CompletionRecords(dirs.done).completed()
-    live = leases.live_keys(dirs.leases)
     attempts = Attempts(dirs.attempts).counts()
     queued = queued_indices(exp, queue)
     hashes = permutation_hashes(exp)
@@ -136,8 +148,8 @@ def settle(
     finished = [e for e in ledger.entries() if _left_queue(e, queue)]
     if not finished:
         return 0
+    live = leases.live_keys(dirs.leases)  # before done: a runner may finish in between
     done = CompletionRecords(dirs.done).completed()
-    live = leases.live_keys(dirs.leases)
     attempts = Attempts(dirs.attempts)
     tried = {(key, attempt) for key, _, attempt in attempts.names()}
     states = final_states([e.job_id for e in finished if e.job_id]) or {}

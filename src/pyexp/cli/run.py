@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Imported here so that `--help` and importing this module stay fast.
     from pyexp import runner
-    from pyexp.errors import PyExpError
+    from pyexp.errors import PyExpError, describe
 
     try:
         if args.ledger is not None:
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         return runner.run_direct(
             args.experiment, args.indices, args.runs, args.command, args.parallel
         )
-    except PyExpError as e:
-        print(f"pyexp-run: {e}", file=sys.stderr)
+    except (PyExpError, OSError) as e:
+        print(f"pyexp-run: {describe(e)}", file=sys.stderr)
         return 2
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from pyexp.errors import PyExpError
+from pyexp.errors import PyExpError, describe
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         reports = [_report(path, args) for path in args.experiments]
-    except PyExpError as e:
-        print(f"pyexp-status: {e}", file=sys.stderr)
+    except (PyExpError, OSError) as e:
+        print(f"pyexp-status: {describe(e)}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(reports, indent=2))

@@ -39,12 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
     except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
         return int(e.code or 0)
-    from pyexp.errors import PyExpError
+    from pyexp.errors import PyExpError, describe
 
     try:
         return _submit_all(args)
-    except PyExpError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+    except (PyExpError, OSError) as e:
+        print(f"{PROG}: {describe(e)}", file=sys.stderr)
         return 1
 
 

@@ -109,7 +109,7 @@ def parse_job_id(out: str) -> str:
 
 def queue_snapshot(timeout: float | None = None) -> QueueSnapshot:
     """Our pyexp array tasks that squeue shows, with their states."""
-    out = run("squeue", ["--me", "-h", "-r", "-o", SQUEUE_FORMAT], timeout)
+    out = run("squeue", ["--me", "-a", "-h", "-r", "-o", SQUEUE_FORMAT], timeout)
     return parse_squeue(out)
 
 

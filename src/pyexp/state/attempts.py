@@ -40,7 +40,8 @@ class Attempts:
 
     def names(self) -> list[tuple[str, str, str]]:
         """(key, outcome, attempt) of every record, from one directory read."""
-        return [tuple(name.split(".", 2)) for name in scan_names(self.folder)]  # type: ignore[misc]
+        parts = (name.split(".", 2) for name in scan_names(self.folder))
+        return [(p[0], p[1], p[2]) for p in parts if len(p) == 3]  # strays are not attempts
 
     def counts(self) -> dict[str, Counter]:
         """key -> Counter of outcomes."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -43,14 +44,22 @@ class StateDirs:
 
 
 def experiment_id(exp: ExperimentDescription) -> str:
-    """The experiment file's path under the config root without '.json' (else its name)."""
-    root = exp.config.root
-    if exp.path is not None:
-        path = os.path.splitext(os.path.abspath(exp.path))[0]
-        rel = os.path.relpath(path, root)
-        if not rel.startswith(".."):
-            return "/".join(_UNSAFE.sub("_", p) for p in rel.split(os.sep))
-    return "/".join(_UNSAFE.sub("_", p) or "_" for p in exp.getExperimentName().split("/"))
+    """A folder name unique to the experiment file: its path under the config root without
+    '.json'; outside the root, its name plus a hash of its absolute path; no file: its name."""
+    if exp.path is None:
+        return _safe(exp.getExperimentName().split("/"))
+    path = os.path.splitext(os.path.abspath(exp.path))[0]
+    rel = os.path.relpath(path, exp.config.root)
+    if rel != ".." and not rel.startswith(".." + os.sep):
+        return _safe(rel.split(os.sep))
+    digest = hashlib.blake2b(path.encode(), digest_size=4).hexdigest()
+    return _safe(["_outside", f"{os.path.basename(path)}-{digest}"])
+
+
+def _safe(parts: list[str]) -> str:
+    # Never '.', '..' or empty: a name cannot climb out of state_path or log_path.
+    cleaned = (_UNSAFE.sub("_", p) for p in parts)
+    return "/".join(p if p.strip(".") else "_" for p in cleaned)
 
 
 def state_dirs(exp: ExperimentDescription) -> StateDirs:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from filelock import LeaseSettingsMismatch, SoftFileLease, Timeout
 
+from pyexp.errors import ConfigError
 from pyexp.state.atomic import scan_names
 
 DEFAULT_LEASE_SECONDS = 60.0
@@ -44,9 +45,12 @@ def lease_seconds() -> float:
     value = os.environ.get("PYEXP_LEASE_SECONDS")
     if not value:
         return DEFAULT_LEASE_SECONDS
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
     if not seconds > 0:
-        raise ValueError(f"PYEXP_LEASE_SECONDS={value!r}: must be a positive number of seconds")
+        raise ConfigError(f"PYEXP_LEASE_SECONDS={value!r}: must be a positive number of seconds")
     return seconds
 
 

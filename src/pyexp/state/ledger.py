@@ -95,7 +95,7 @@ class Ledger:
             if name.endswith(".json"):
                 try:
                     out.append(self.load(name[: -len(".json")]))
-                except (FileNotFoundError, ValueError):
+                except (FileNotFoundError, ValueError, TypeError):  # gone, or not an entry
                     continue
         return sorted(out, key=lambda e: e.created)
 
