@@ -112,12 +112,20 @@ def test_queued_index_whose_parameters_changed_is_not_queued(project):
     assert 5 in to_submit(changed, 1, queue)
 
 
+def _started(exp, attempt):
+    folder = state_dirs(exp).started
+    os.makedirs(folder, exist_ok=True)
+    open(os.path.join(folder, attempt), "w").close()
+
+
 def test_settle_records_how_vanished_tasks_ended(project):
     exp = _exp(project)
     CompletionRecords(state_dirs(exp).done).mark_complete(exp.getPermutation(0), 0)
     attempts = Attempts(state_dirs(exp).attempts)
     attempts.record(_key(exp, 1), FAILED, {"exit_code": 1}, "500_0")  # the runner's own record
     entry = _entry(exp, [[0, 1], [2, 3], [4]])
+    _started(exp, "500_0")
+    _started(exp, "500_1")
     asked = []
 
     def sacct(jobs):
@@ -126,29 +134,46 @@ def test_settle_records_how_vanished_tasks_ended(project):
 
     assert settle(exp, QueueSnapshot(), sacct) == 3
     assert asked == [["500"]]
-    outcomes = {(k, o, a) for k, o, a in attempts.names()}
-    assert (_key(exp, 2), OOM, "500_1") in outcomes
-    assert (_key(exp, 3), OOM, "500_1") in outcomes
-    assert (_key(exp, 4), LOST, "500_2") in outcomes
-    assert len(outcomes) == 4  # index 0 was done, index 1 had its own record
+    assert set(attempts.names()) == {
+        (_key(exp, 1), FAILED, "500_0"),  # index 0 was done, index 1 had its own record
+        (_key(exp, 2), OOM, "500_1"),  # running when the task ran out of memory
+        (_key(exp, 3), LOST, "500_1"),  # never started: not charged with the OOM
+        (_key(exp, 4), LOST, "500_2"),  # node failure
+    }
     assert Ledger(state_dirs(exp).ledger).load(entry.id).state == SETTLED
     assert settle(exp, QueueSnapshot(), sacct) == 0  # settled once
     # OOM counts towards the attempt cap; lost never does.
-    assert classify(exp, 1, QueueSnapshot(), max_attempts=1).indices(FAILED_OUT) == [1, 2, 3]
+    assert classify(exp, 1, QueueSnapshot(), max_attempts=1).indices(FAILED_OUT) == [1, 2]
 
 
-def test_settle_without_sacct_records_lost_and_skips_active_arrays(project):
+def test_settle_without_sacct(project):
     exp = _exp(project)
     active = _entry(exp, [[0], [1]], job_id="600")
-    gone = _entry(exp, [[2]], job_id="601")
+    broken = _entry(exp, [[2]], job_id="601")  # its script failed before pyexp-run started
+    vanished = _entry(exp, [[3]], job_id="602")  # its runner started, then the node died
+    _started(exp, "602_0")
     queue = QueueSnapshot({(active.id, 1): "RUNNING"})
-    assert settle(exp, queue, lambda jobs: None) == 1
-    names = Attempts(state_dirs(exp).attempts).names()
-    assert names == [(_key(exp, 2), LOST, "601_0")]
+    assert settle(exp, queue, lambda jobs: None) == 2
+    names = set(Attempts(state_dirs(exp).attempts).names())
+    assert names == {(_key(exp, 2), FAILED, "601_0"), (_key(exp, 3), LOST, "602_0")}
     ledger = Ledger(state_dirs(exp).ledger)
     assert ledger.load(active.id).state == SUBMITTED
-    assert ledger.load(gone.id).state == SETTLED
-    assert to_submit(exp, 1, queue) == [0, 2, 3, 4, 5]  # lost is always retried
+    assert {ledger.load(e.id).state for e in (broken, vanished)} == {SETTLED}
+    assert to_submit(exp, 1, queue) == [0, 2, 3, 4, 5]  # one failure is under the cap
+    assert 2 not in to_submit(exp, 1, queue, max_attempts=1)  # a broken script stops
+
+
+def test_requeued_task_attempts_are_counted_separately(project, monkeypatch):
+    from pyexp.state.leases import slurm_attempt
+
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "700")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    first = slurm_attempt()
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert (first, slurm_attempt()) == ("700_3", "700_3-1")
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    assert slurm_attempt() is None
 
 
 def test_status_shows_counts_and_failed_indices_with_reason_and_log(project, capsys):

@@ -408,3 +408,30 @@ def test_in_process_run_with_a_config_object_restores_signal_handlers(project):
     assert status == 0 and "3 done" in out.getvalue()
     assert {s: signal.getsignal(s) for s in before} == before
     assert all(project.complete(exp, i) for i in range(3))
+
+
+def test_indices_with_equal_parameters_never_run_at_the_same_time(project):
+    path = project.experiment("dup", {"seed": [1, 1, 2]})
+    log = project.root / "runs.txt"
+    # Each run records its start and end; overlapping runs of one key would interleave.
+    command = sh('echo "start $1" >> "$2"; sleep 0.3; echo "end $1" >> "$2"', "{index}", log)
+    result = project.run(path, "--indices", "0-2", "--parallel", "3", "--command", command)
+    assert result.returncode == 0, result.stderr
+    lines = log.read_text().split("\n")
+    ran = [line.split()[1] for line in lines if line.startswith("start")]
+    assert sorted(ran) in (["0", "2"], ["1", "2"])  # one of the equal pair; the other is done
+    assert "1 already complete" in result.stderr
+
+
+def test_unwritable_state_is_one_line_and_the_other_indices_go_on(project):
+    path = project.experiment("ro", {"x": [0, 1]})
+    done = Path(state_dirs(project.load(path)).done)
+    log = project.root / "ends.txt"
+    # Index 0 turns the records folder into a file: every completion write after that fails.
+    script = 'if [ "$1" = 0 ]; then rm -rf "$3"; echo x > "$3"; fi; sleep "0.$1"; echo "$1" >> "$2"'
+    command = sh(script, "{index}", log, done)
+    result = project.run(path, "--indices", "0-1", "--parallel", "2", "--command", command)
+    assert result.returncode == 1
+    assert sorted(log.read_text().split()) == ["0", "1"]  # the sibling was not killed
+    assert result.stderr.count("not recorded") == 3  # two indices and the summary
+    assert "Traceback" not in result.stderr

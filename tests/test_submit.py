@@ -40,6 +40,9 @@ def sbatch():
         accepted = open(jobs).read().splitlines() if os.path.exists(jobs) else []
         if mode == "hang":
             time.sleep(60)
+        if mode == "socket":
+            print("sbatch: error: Socket timed out on send/recv operation", file=sys.stderr)
+            sys.exit(1)
         if mode.startswith("refuse_after:") and len(accepted) >= int(mode.split(":")[1]):
             print("sbatch: error: Batch job submission failed: Invalid account", file=sys.stderr)
             sys.exit(1)
@@ -191,6 +194,13 @@ def test_garbage_from_sbatch_is_an_error(project, capsys, monkeypatch):
     assert _submit(project) == 1
     assert "sbatch printed 'Submitted batch job 1234', not a job id" in _stderr_line(capsys)
     assert [e.state for e in _ledger(project)] == [PENDING]
+
+
+def test_sbatch_losing_its_answer_keeps_the_entry_pending(project, capsys, monkeypatch):
+    monkeypatch.setenv("FAKE_SBATCH_MODE", "socket")
+    assert _submit(project) == 1
+    assert "Socket timed out" in _stderr_line(capsys)
+    assert [e.state for e in _ledger(project)] == [PENDING]  # squeue decides next time
 
 
 def test_unreachable_slurm_changes_nothing(project, capsys, monkeypatch):

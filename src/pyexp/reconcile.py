@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pyexp.experiment import ExperimentDescription
 from pyexp.missing import permutation_hashes
 from pyexp.state import leases
+from pyexp.state.atomic import scan_names
 from pyexp.state.attempts import FAILED, LOST, OOM, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry, split_changed
@@ -37,6 +38,8 @@ SACCT_OUTCOMES = {
     "DEADLINE": TIMEOUT,
     "CANCELLED": PREEMPTED,
     "PREEMPTED": PREEMPTED,
+    "NODE_FAIL": LOST,
+    "BOOT_FAIL": LOST,
 }
 
 
@@ -139,9 +142,12 @@ def settle(
 ) -> int:
     """Record how finished arrays ended for the indices they left unfinished; how many recorded.
 
-    A task that left the queue without a completion record or an attempt record of its own
-    vanished (node failure, runner killed): that is recorded as lost, or as sacct's state
-    (out of memory, timeout, cancelled) when sacct answers. Each array is settled once.
+    A task that left the queue without a completion or attempt record for an index vanished.
+    If its runner never started (setup error in the script, or cancelled while pending), every
+    index counts as failed, so a broken script is not resubmitted forever; sacct's state wins
+    when it answers. If the runner started, the indices it was running (the first `cores`
+    unfinished ones) get sacct's state (out of memory, timeout, cancelled) or lost; the rest
+    never started and are lost. Each array is settled once.
     """
     dirs = state_dirs(exp)
     ledger = Ledger(dirs.ledger)
@@ -151,24 +157,33 @@ def settle(
     live = leases.live_keys(dirs.leases)  # before done: a runner may finish in between
     done = CompletionRecords(dirs.done).completed()
     attempts = Attempts(dirs.attempts)
-    tried = {(key, attempt) for key, _, attempt in attempts.names()}
+    tried = {(key, attempt.split("-")[0]) for key, _, attempt in attempts.names()}
+    started = set(scan_names(dirs.started))
     states = final_states([e.job_id for e in finished if e.job_id]) or {}
     recorded = 0
     for entry in finished:
         old = ExperimentDescription(entry.snapshot, path=entry.experiment, config=exp.config)
         for t, task in enumerate(entry.tasks):
             job = f"{entry.job_id}_{t}"
-            outcome = SACCT_OUTCOMES.get(states.get(job, ""), LOST)
-            for i in task:
-                key = record_key(old.getPermutation(i), old.getRun(i))
-                if key in done or key in live or (key, job) in tried:
-                    continue
-                attempts.record(
-                    key, outcome, {"index": i, "job": job, "slurm": states.get(job)}, job
-                )
-                recorded += 1
+            keys = [(i, record_key(old.getPermutation(i), old.getRun(i))) for i in task]
+            left = [
+                (i, k) for i, k in keys if k not in done and k not in live and (k, job) not in tried
+            ]
+            for n, (i, key) in enumerate(left):
+                outcome = _vanished(states.get(job), job in started, n < entry.cores)
+                info = {"index": i, "job": job, "slurm": states.get(job), "started": job in started}
+                attempts.record(key, outcome, info, job)
+            recorded += len(left)
         ledger.settle(entry)
     return recorded
+
+
+def _vanished(slurm_state: str | None, started: bool, was_running: bool) -> str:
+    if started and not was_running:
+        return LOST
+    if slurm_state in SACCT_OUTCOMES:
+        return SACCT_OUTCOMES[slurm_state]
+    return LOST if started else FAILED
 
 
 def _left_queue(entry: LedgerEntry, queue: QueueSnapshot) -> bool:

@@ -30,9 +30,10 @@ from typing import TextIO
 from pyexp.config import Config
 from pyexp.errors import PyExpError
 from pyexp.experiment import ExperimentDescription, loadExperiment
+from pyexp.state.atomic import write_atomic
 from pyexp.state.attempts import FAILED, OOM, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import experiment_id, state_dirs
-from pyexp.state.leases import DEFAULT_LEASE_SECONDS, IndexLeases, Lease, slurm_job
+from pyexp.state.leases import DEFAULT_LEASE_SECONDS, IndexLeases, Lease, slurm_attempt, slurm_job
 from pyexp.state.ledger import Ledger, LedgerEntry, split_changed
 from pyexp.state.records import CompletionRecords, record_key
 
@@ -228,8 +229,9 @@ class Runner:
             env_number("PYEXP_GRACE_SECONDS", DEFAULT_GRACE_SECONDS) if grace is None else grace
         )
         self.out = out or sys.stderr
-        self.host, self.job = socket.gethostname(), slurm_job()
+        self.host, self.job, self.attempt = socket.gethostname(), slurm_job(), slurm_attempt()
         dirs = state_dirs(exp)
+        self.started_marker = os.path.join(dirs.started, self.attempt) if self.attempt else None
         self.records = CompletionRecords(dirs.done)
         self.attempts = Attempts(dirs.attempts)
         if lease_duration is None:
@@ -245,6 +247,8 @@ class Runner:
 
     def run(self, indices: Iterable[int]) -> int:
         """Run every index not yet complete; returns the exit status (128+signal when stopped)."""
+        if self.started_marker:  # tells reconcile this array task got as far as pyexp-run
+            write_atomic(self.started_marker, f"{self.host} {os.getpid()} {_now()}\n")
         done = self.records.completed(compact=False)
         items = deque(self._item(i) for i in indices)
         os.makedirs(self.log_dir, exist_ok=True)
@@ -320,7 +324,7 @@ class Runner:
 
     def _launch(self, item: _Item, lease: Lease) -> None:
         # Checked under the lease: another runner may have finished it since our first listing.
-        if self.records.is_complete(item.params, item.run):
+        if self.records.is_complete(item.params, item.run, fresh=True):
             self.leases.forget(item.key)
             self.tally["skipped"] += 1
             return
@@ -394,7 +398,10 @@ class Runner:
                 outcome = "done"
             else:
                 outcome = outcome or (OOM if self._oom(rc) else FAILED)
-                self.attempts.record(r.item.key, outcome, {**info, "exit_code": rc}, self.job)
+                self.attempts.record(r.item.key, outcome, {**info, "exit_code": rc}, self.attempt)
+        except OSError as e:  # quota, stale NFS handle: say so, keep the other indices going
+            self._say(f"index {r.item.index}: exit {rc} but not recorded ({e}); it stays missing")
+            outcome = "unrecorded"
         finally:
             self.leases.forget(r.item.key)
         self.tally[outcome] += 1
@@ -443,10 +450,11 @@ class Runner:
             f"{t['done']} done, {t['skipped']} already complete, {t[FAILED] + t[OOM]} failed, "
             f"{t[TIMEOUT] + t[PREEMPTED]} stopped, {t['refused']} refused, "
             f"{t['elsewhere']} left to other runners"
+            + (f", {t['unrecorded']} not recorded" if t["unrecorded"] else "")
         )
         if t["stopped_by"]:
             return 128 + t["stopped_by"]
-        return 1 if t[FAILED] or t[OOM] or t["refused"] else 0
+        return 1 if t[FAILED] or t[OOM] or t["refused"] or t["unrecorded"] else 0
 
     def _say(self, message: str) -> None:
         print(f"pyexp-run: {message}", file=self.out, flush=True)

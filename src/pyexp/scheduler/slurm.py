@@ -31,6 +31,7 @@ class SlurmUncertain(SlurmError):
 SQUEUE_FORMAT = "%i|%j|%T"
 _JOB_ID = re.compile(r"(\d+)(?:;\S+)?")
 _RANGE = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
+_LOST_ANSWER = re.compile(r"timed? ?out|socket|connection|unable to contact", re.IGNORECASE)
 
 
 def command(name: str) -> str:
@@ -75,7 +76,9 @@ def run(name: str, args: list[str], timeout: float | None = None) -> str:
         _kill_group(proc)
         raise SlurmUncertain(f"{name} did not answer within {timeout:g} s") from None
     if proc.returncode != 0:
-        raise SlurmError(f"{name} failed (exit {proc.returncode}): {_first_line(err or out)}")
+        message = f"{name} failed (exit {proc.returncode}): {_first_line(err or out)}"
+        # "Socket timed out on send/recv": the controller may have queued the job anyway.
+        raise (SlurmUncertain if _LOST_ANSWER.search(err or out) else SlurmError)(message)
     return out
 
 

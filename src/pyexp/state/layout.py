@@ -27,6 +27,10 @@ class StateDirs:
         return os.path.join(self.root, "attempts")
 
     @property
+    def started(self) -> str:
+        return os.path.join(self.root, "started")
+
+    @property
     def leases(self) -> str:
         return os.path.join(self.root, "leases")
 

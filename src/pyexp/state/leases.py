@@ -54,6 +54,15 @@ def lease_seconds() -> float:
     return seconds
 
 
+def slurm_attempt() -> str | None:
+    """This array task's try as `<array job>_<task>[-<requeue count>]`, None outside an array."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if not (array and task):
+        return None
+    restart = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return f"{array}_{task}" if restart in ("", "0") else f"{array}_{task}-{restart}"
+
+
 def slurm_job() -> str | None:
     """This process's Slurm job as `<array job>_<task>` or `<job>`, None outside Slurm."""
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
@@ -112,10 +121,11 @@ class IndexLeases:
         return os.path.join(self.folder, key + SUFFIX)
 
     def try_take(self, key: str) -> Lease | None:
-        """Take key's lease if it is free or stale, without waiting; None if someone holds it."""
+        """Take key's lease if it is free or stale, without waiting; None if anyone holds it,
+        this contender included (two indices with equal parameters share one key)."""
         lock = self._lock(key)
         if lock.is_locked:
-            return Lease(key, lock.lock_file, lock)
+            return None
         if not self._made_folder:
             os.makedirs(self.folder, exist_ok=True)
             self._made_folder = True

@@ -37,9 +37,18 @@ class CompletionRecords:
         body = {"params": params, "run": run, "time": time.time(), **(info or {})}
         write_atomic(os.path.join(self.folder, record_key(params, run)), json.dumps(body))
 
-    def is_complete(self, params: dict, run: int) -> bool:
-        """Whether (params, run) has a record (a stat, then the segment folder if needed)."""
+    def is_complete(self, params: dict, run: int, fresh: bool = False) -> bool:
+        """Whether (params, run) has a record (a stat, then the segment folder if needed).
+
+        fresh: open the folder first, so an NFS client revalidates it (close-to-open) instead of
+        answering from a cached "no such file" for a record another node wrote meanwhile.
+        """
         key = record_key(params, run)
+        if fresh:
+            try:
+                os.close(os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY))
+            except FileNotFoundError:
+                return False
         if os.path.exists(os.path.join(self.folder, key)):
             return True
         return any(key in keys for keys in self._segments().values())
