@@ -266,3 +266,21 @@ def test_bad_lease_seconds_is_a_one_line_error(project, capsys, monkeypatch):
 def test_every_state_squeue_shows_is_active_but_the_final_ones():
     queue = QueueSnapshot({("e", 0): "REQUEUE_HOLD", ("e", 1): "STOPPED", ("e", 2): "COMPLETED"})
     assert [queue.active("e", t) for t in range(4)] == [True, True, False, False]
+
+
+def test_status_rejects_zero_runs_in_one_line(project, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        status_main([str(project / "experiments" / "sweep.json"), "--runs", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyexp-status: ") and err.count("\n") == 1 and "at least 1" in err
+
+
+def test_status_uses_the_attempt_cap_of_the_last_explicit_submit(project):
+    from pyexp.reconcile import max_attempts
+
+    exp = _exp(project)
+    assert max_attempts(exp, None) == 3
+    assert max_attempts(exp, 1, remember=False) == 1 and max_attempts(exp, None) == 3
+    assert max_attempts(exp, 1, remember=True) == 1
+    assert max_attempts(exp, None) == 1  # status and later cron runs agree with it

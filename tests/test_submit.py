@@ -309,9 +309,10 @@ def test_no_command_is_an_error(project, capsys):
         ["x.json", "--runs", "1", "--max-attempts", "0"],
     ],
 )
-def test_usage_errors_exit_2(argv, capsys):
+def test_usage_errors_exit_2_with_one_line(argv, capsys):
     assert main(argv) == 2
-    assert "pyexp-submit: error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("pyexp-submit: ") and err.count("\n") == 1, err
 
 
 def test_account_is_required_on_alliance_clusters(project, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,12 +10,13 @@ from dataclasses import dataclass, field
 from pyexp.experiment import ExperimentDescription
 from pyexp.missing import permutation_hashes
 from pyexp.state import leases
-from pyexp.state.atomic import scan_names
+from pyexp.state.atomic import scan_names, write_atomic
 from pyexp.state.attempts import FAILED, LOST, OOM, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry, split_changed
 from pyexp.state.records import CompletionRecords, record_key
 
+DEFAULT_MAX_ATTEMPTS = 3
 DONE, RUNNING, QUEUED, FAILED_OUT, MISSING = "done", "running", "queued", "failed", "missing"
 STATUSES = (DONE, RUNNING, QUEUED, FAILED_OUT, MISSING)
 # Anything squeue shows may still run (REQUEUE_HOLD, SUSPENDED, STOPPED, ...) except these ends.
@@ -122,6 +124,24 @@ def classify(
 
 def _exhausted(outcomes: Counter | None, max_attempts: int) -> bool:
     return outcomes is not None and outcomes[FAILED] + outcomes[OOM] >= max_attempts
+
+
+def max_attempts(exp: ExperimentDescription, given: int | None, remember: bool = False) -> int:
+    """The attempt cap: given (remembered when asked), else the remembered one, else 3.
+
+    So that pyexp-status and cron's pyexp-submit without the flag agree with the last explicit
+    `pyexp-submit --max-attempts N`.
+    """
+    path = state_dirs(exp).settings
+    if given is not None:
+        if remember:
+            write_atomic(path, json.dumps({"max_attempts": given}))
+        return given
+    try:
+        with open(path, encoding="utf-8") as f:
+            return int(json.load(f)["max_attempts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_MAX_ATTEMPTS
 
 
 def to_submit(

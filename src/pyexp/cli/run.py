@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pyexp.cli.args import Parser, count
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line of pyexp-run."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="pyexp-run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
@@ -28,11 +30,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ledger", metavar="PATH", help="the ledger entry of this job array")
     p.add_argument("--task", type=int, help="array task (default: $SLURM_ARRAY_TASK_ID)")
     p.add_argument("--indices", help="indices to run, e.g. 0-9,12 (with EXPERIMENT.json)")
-    p.add_argument("--runs", type=int, help="runs per permutation; alone: every index of R runs")
+    p.add_argument("--runs", type=count, help="runs per permutation; alone: every index of R runs")
     p.add_argument("--command", help='e.g. "python src/main.py -e {experiment} -i {index}"')
     p.add_argument(
         "--parallel",
-        type=int,
+        type=count,
         metavar="N",
         help="indices at once (default: the entry's cores, else $SLURM_CPUS_PER_TASK, else 1)",
     )
@@ -41,8 +43,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("give either --ledger PATH or EXPERIMENT.json")
     if args.ledger is not None and (args.indices or args.runs):
         p.error("--indices and --runs go with EXPERIMENT.json, not --ledger")
-    if args.parallel is not None and args.parallel < 1:
-        p.error("--parallel must be at least 1")
     return args
 
 

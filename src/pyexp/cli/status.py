@@ -6,17 +6,22 @@ import argparse
 import json
 import sys
 
+from pyexp.cli.args import Parser, count
 from pyexp.errors import PyExpError, describe
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line of pyexp-status."""
-    p = argparse.ArgumentParser(prog="pyexp-status", description=__doc__)
+    p = Parser(prog="pyexp-status", description=__doc__)
     p.add_argument("experiments", nargs="+", metavar="EXPERIMENT.json")
-    p.add_argument("--runs", type=int, default=1, help="runs per permutation (default 1)")
+    p.add_argument("--runs", type=count, default=1, help="runs per permutation (default 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-v", "--verbose", action="store_true", help="list failed indices")
-    p.add_argument("--max-attempts", type=int, default=3, help="failures before an index is failed")
+    p.add_argument(
+        "--max-attempts",
+        type=count,
+        help="failures before an index is failed (default: as the last pyexp-submit, else 3)",
+    )
     p.add_argument("--no-slurm", action="store_true", help="do not ask squeue (local runs)")
     return p.parse_args(argv)
 
@@ -38,14 +43,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(path: str, args: argparse.Namespace) -> dict:
     from pyexp.experiment import loadExperiment
-    from pyexp.reconcile import QueueSnapshot, classify
+    from pyexp.reconcile import QueueSnapshot, classify, max_attempts
     from pyexp.state.attempts import Attempts
     from pyexp.state.layout import state_dirs
     from pyexp.state.leases import IndexLeases, read_holder
 
     exp = loadExperiment(path)
     queue = QueueSnapshot() if args.no_slurm else _queue_or_empty()
-    standing = classify(exp, args.runs, queue, args.max_attempts)
+    standing = classify(exp, args.runs, queue, max_attempts(exp, args.max_attempts))
     report: dict = {"experiment": path, "runs": args.runs, **standing.counts()}
     if args.verbose or args.json:
         latest = Attempts(state_dirs(exp).attempts).latest(set(standing.failed_keys.values()))

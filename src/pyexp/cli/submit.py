@@ -5,31 +5,29 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pyexp.cli.args import Parser, count
+
 PROG = "pyexp-submit"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line of pyexp-submit."""
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    p = Parser(prog=PROG, description=__doc__)
     add = p.add_argument
     add("experiments", nargs="+", metavar="EXPERIMENT.json")
-    add("--runs", type=int, required=True, help="runs per permutation")
+    add("--runs", type=count, required=True, help="runs per permutation")
     add("--cluster", metavar="NAME|PATH", help="cluster config (default: $CC_CLUSTER, else local)")
     add("--account", help="Slurm account (default: $SBATCH_ACCOUNT, else the config's)")
     add("--dry-run", action="store_true", help="print the plan, write scripts, submit nothing")
     add("--local", action="store_true", help="run the tasks on this machine instead of Slurm")
-    add("--parallel", type=int, metavar="N", help="tasks at once with --local (default: CPUs)")
+    add("--parallel", type=count, metavar="N", help="tasks at once with --local (default: CPUs)")
     add("--template", metavar="PATH", help="Jinja sbatch template to use instead of pyexp's")
     add("--command", metavar="CMD", help="command per index (default: config.json's 'command')")
-    add("--max-attempts", type=int, default=3, help="failures before an index is given up")
+    add("--max-attempts", type=count, help="failures before an index is given up (default 3)")
     add("--retry-failed", action="store_true", help="also resubmit indices that were given up")
     args = p.parse_args(argv)
-    if args.runs < 1:
-        p.error("--runs must be at least 1")
-    if args.parallel is not None and (args.parallel < 1 or not args.local):
-        p.error("--parallel N needs --local and N >= 1")
-    if args.max_attempts < 1:
-        p.error("--max-attempts must be at least 1")
+    if args.parallel is not None and not args.local:
+        p.error("--parallel N goes with --local")
     return args
 
 

@@ -45,7 +45,7 @@ class SubmitOptions:
     dry_run: bool = False
     local: bool = False
     parallel: int | None = None
-    max_attempts: int = 3
+    max_attempts: int | None = None  # None: as the last explicit --max-attempts, else 3
     retry_failed: bool = False
     lock_timeout: float = 60.0
     out: TextIO = field(default_factory=lambda: sys.stdout)
@@ -100,7 +100,7 @@ def submit_lock(path: str, timeout: float) -> Iterator[None]:
 
 
 def _submit_locked(exp: ExperimentDescription, opts: SubmitOptions, command: str) -> Submitted:
-    from pyexp.reconcile import QueueSnapshot, settle, to_submit
+    from pyexp.reconcile import QueueSnapshot, max_attempts, settle, to_submit
 
     submitting = not (opts.local or opts.dry_run)
     queue = _queue(required=submitting)
@@ -108,7 +108,8 @@ def _submit_locked(exp: ExperimentDescription, opts: SubmitOptions, command: str
     queue = queue or QueueSnapshot()
     if submitting:
         settle(exp, queue, slurm.sacct_states)
-    missing = to_submit(exp, opts.runs, queue, opts.max_attempts, opts.retry_failed)
+    cap = max_attempts(exp, opts.max_attempts, remember=submitting)
+    missing = to_submit(exp, opts.runs, queue, cap, opts.retry_failed)
     done = Submitted(_experiment_path(exp), missing, logs=log_dir(exp), queue_seen=seen)
     if not missing:
         return done

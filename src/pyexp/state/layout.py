@@ -43,6 +43,10 @@ class StateDirs:
         return os.path.join(self.root, "scripts")
 
     @property
+    def settings(self) -> str:
+        return os.path.join(self.root, "settings.json")
+
+    @property
     def submit_lock(self) -> str:
         return os.path.join(self.root, "submit.lock")
 
