@@ -224,8 +224,12 @@ def test_dry_run_prints_plan_writes_scripts_and_no_ledger(project, capsys):
     assert "dry run, would submit 30 indices as 3 arrays on tiny" in out
     assert "array 0: --array=0-9%3  10 tasks  10 indices (0..9)  <= 10 core-hours" in out
     assert "total: 3 array(s), 30 tasks, 30 indices, <= 30 core-hours" in out
-    scripts = os.listdir(state_dirs(_exp(project)).scripts)
+    folder = os.path.join(state_dirs(_exp(project)).scripts, "dry-run")
+    scripts = os.listdir(folder)
     assert len(scripts) == 3 and all(s.endswith(".sbatch") for s in scripts)
+    assert "#SBATCH --array=0-9%3" in out and "exec " in out  # the first script, in full
+    assert _submit(project, "--dry-run") == 0  # a second dry run replaces the first's scripts
+    assert len(os.listdir(folder)) == 3 and not set(os.listdir(folder)) & set(scripts)
     assert _ledger(project) == [] and _sbatch_calls(project) == []
     assert "squeue not reachable" not in out
 
@@ -235,7 +239,33 @@ def test_dry_run_without_slurm_still_plans_and_says_so(project, capsys, monkeypa
     assert _submit(project, "--dry-run") == 0
     out = capsys.readouterr().out
     assert "would submit 30 indices" in out
-    assert "(squeue not reachable: queued work not subtracted)" in out
+    assert "note: squeue not reachable: queued work not subtracted" in out
+    assert _ledger(project) == [] and _sbatch_calls(project) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--command", "echo {nope}"], "unknown placeholder {nope}"),
+        (["--command", "echo 'unclosed"], "No closing quotation"),
+    ],
+)
+def test_a_command_the_tasks_would_refuse_is_refused_before_submitting(
+    project, capsys, extra, message
+):
+    assert _submit(project, *extra) == 1
+    assert message in _stderr_line(capsys)
+    assert _ledger(project) == [] and _sbatch_calls(project) == []
+
+
+def test_an_invalid_save_path_is_refused_at_planning_time(project, capsys):
+    with open(project["exp"], "w") as f:
+        json.dump({"name": "sweep", "metaParameters": {"p": ["ok", "x/y"]}}, f)
+    assert _submit(project, "--dry-run") == 1
+    err = _stderr_line(capsys)
+    assert "index 1: parameter p='x/y' would add path components" in err
+    assert _submit(project) == 1
+    capsys.readouterr()
     assert _ledger(project) == [] and _sbatch_calls(project) == []
 
 
@@ -380,4 +410,4 @@ def test_local_failures_exit_1_and_say_where_the_logs_are(project, capsys):
     argv = [project["exp"], "--runs", "1", "--cluster", "local", "--local", "--command", "false"]
     assert main(argv) == 1
     out = capsys.readouterr().out
-    assert "ran 30 indices locally in 8 tasks, 8 failed (logs: " in out
+    assert "ran 30 indices locally in 8 tasks, 8 of them with failures (logs: " in out

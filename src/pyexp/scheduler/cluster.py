@@ -112,6 +112,7 @@ def default_cluster_name(env: dict[str, str] | None = None) -> str:
 
 def load_cluster(spec: str | None = None) -> ClusterConfig:
     """The cluster config named spec (shipped with pyexp) or at path spec; default: CC_CLUSTER."""
+    from_env = not spec and "CC_CLUSTER" in os.environ
     spec = spec or default_cluster_name()
     if spec.endswith(".json") or os.sep in spec or os.path.isfile(spec):
         name = os.path.splitext(os.path.basename(spec))[0]
@@ -120,8 +121,10 @@ def load_cluster(spec: str | None = None) -> ClusterConfig:
     if spec not in known:
         close = difflib.get_close_matches(spec, known, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
+        where = f"$CC_CLUSTER={spec}" if from_env else f"unknown cluster '{spec}'"
         raise ClusterConfigError(
-            f"unknown cluster '{spec}'{hint}; known: {', '.join(known)}; or give a JSON file's path"
+            f"{where}{hint}: no such cluster config; known: {', '.join(known)}; "
+            "pass --cluster NAME or --cluster PATH to your own JSON"
         )
     resource = resources.files(_PACKAGE).joinpath(f"{spec}.json")
     with resources.as_file(resource) as path:
@@ -203,11 +206,13 @@ def _sbatch(options: dict, source: str) -> dict[str, str | None]:
 
 def _check_values(c: ClusterConfig) -> None:
     where = c.source
-    try:
-        c.time  # noqa: B018  (validates time_hours)
-        c.mem_per_cpu  # noqa: B018
-    except ValueError as e:
-        raise ClusterConfigError(f"{where}: {e}") from None
+    for key, check in (("time_hours", hours), ("mem_per_core_gb", gigs)):
+        value = getattr(c, key)
+        try:
+            if value is not None:
+                check(value)
+        except ValueError as e:
+            raise ClusterConfigError(f"{where}: '{key}' = {value!r}: {e}") from None
     for key in ("cores", "indices_per_task", "array_throttle"):
         value = getattr(c, key)
         if value is not None and value < 1:

@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
-from pyexp.errors import PyExpError, SlurmError
+from pyexp.errors import PyExpError, SavePathError, SlurmError
 from pyexp.scheduler import planner, render, slurm
 from pyexp.scheduler.cluster import ClusterConfig
-from pyexp.state.atomic import write_atomic
+from pyexp.state.atomic import scan_names, write_atomic
 from pyexp.state.layout import experiment_id, state_dirs
 from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
 
@@ -113,9 +113,12 @@ def _submit_locked(exp: ExperimentDescription, opts: SubmitOptions, command: str
     done = Submitted(_experiment_path(exp), missing, logs=log_dir(exp), queue_seen=seen)
     if not missing:
         return done
+    check_runnable(exp, command, missing)
     size = None if opts.local else slurm.max_array_size()
     done.plans = planner.plan_for(missing, opts.cluster, size)
     entries = [_entry(exp, opts, command, plan) for plan in done.plans]
+    if opts.dry_run:
+        _clear_dry_runs(exp)
     done.scripts = [
         _write_script(exp, opts, e, p) for e, p in zip(entries, done.plans, strict=True)
     ]
@@ -127,6 +130,21 @@ def _submit_locked(exp: ExperimentDescription, opts: SubmitOptions, command: str
     else:
         _sbatch_all(exp, entries, done)
     return done
+
+
+def check_runnable(exp: ExperimentDescription, command: str, indices: list[int]) -> None:
+    """Refuse, before anything is submitted, a command or save path the tasks would fail on."""
+    from pyexp.runner import CommandTemplate
+
+    CommandTemplate(command)
+    n, seen = exp.numPermutations(), set()
+    for i in indices:  # one save path per permutation: the run cannot make it invalid
+        if i % n not in seen:
+            seen.add(i % n)
+            try:
+                exp.interpolateSavePath(i)
+            except SavePathError as e:
+                raise SavePathError(f"{_experiment_path(exp)}: index {i}: {e}") from None
 
 
 def _queue(required: bool) -> QueueSnapshot | None:
@@ -164,8 +182,21 @@ def _entry(
         command=command,
         cores=1 if opts.local else opts.cluster.cores,  # locally, parallelism is across tasks
         cluster="local-machine" if opts.local else opts.cluster.name,
-        script=os.path.join(state_dirs(exp).scripts, f"{entry_id}.sbatch"),
+        script=os.path.join(_script_folder(exp, opts.dry_run), f"{entry_id}.sbatch"),
     )
+
+
+def _script_folder(exp: ExperimentDescription, dry_run: bool) -> str:
+    folder = state_dirs(exp).scripts
+    return os.path.join(folder, "dry-run") if dry_run else folder
+
+
+def _clear_dry_runs(exp: ExperimentDescription) -> None:
+    # Each dry run replaces the last one's scripts instead of piling up beside them.
+    folder = _script_folder(exp, dry_run=True)
+    for name in scan_names(folder):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(folder, name))
 
 
 def _write_script(
@@ -255,21 +286,39 @@ def report(done: Submitted, opts: SubmitOptions) -> str:
         return f"{name}: nothing to submit"
     n, arrays = len(done.missing), len(done.plans)
     if opts.dry_run:
-        folder = os.path.dirname(done.scripts[0])
-        return (
-            f"{name}: dry run, would submit {n} indices as {_count(arrays, 'array')} "
-            f"on {opts.cluster.name}:\n{planner.describe(done.plans)}\n"
-            f"  scripts: {folder} ({arrays} written, first {os.path.basename(done.scripts[0])})"
-            + ("" if done.queue_seen else "\n  (squeue not reachable: queued work not subtracted)")
-        )
+        return _dry_run_report(done, opts)
     if opts.local:
         tasks = sum(len(p.tasks) for p in done.plans)
-        failed = f", {done.failed_tasks} failed (logs: {done.logs})" if done.failed_tasks else ""
-        return f"{name}: ran {n} indices locally in {tasks} tasks{failed}"
+        failed = (
+            f", {done.failed_tasks} of them with failures (logs: {done.logs})"
+            if done.failed_tasks
+            else ""
+        )
+        return f"{name}: ran {n} indices locally in {_count(tasks, 'task')}{failed}"
     jobs = ", ".join(done.job_ids)
     return (
         f"{name}: submitted {n} indices as {_count(arrays, 'array')} "
         f"to {opts.cluster.name} (job {jobs})"
+    )
+
+
+def _dry_run_report(done: Submitted, opts: SubmitOptions) -> str:
+    n, arrays, first = len(done.missing), len(done.plans), done.scripts[0]
+    with open(first, encoding="utf-8") as f:
+        script = f.read()
+    notes = [] if done.queue_seen else ["squeue not reachable: queued work not subtracted"]
+    if opts.cluster.account_required and not opts.cluster.account:
+        notes.append("no account yet: submitting needs --account, or SBATCH_ACCOUNT")
+    others = " (the others differ in --array, job name and ledger)" if arrays > 1 else ""
+    return "\n".join(
+        [
+            f"{done.experiment}: dry run, would submit {n} indices as "
+            f"{_count(arrays, 'array')} on {opts.cluster.name}:",
+            planner.describe(done.plans),
+            *(f"  note: {note}" for note in notes),
+            f"  scripts: {os.path.dirname(first)} ({arrays} written); {first}{others}:",
+            script.rstrip("\n"),
+        ]
     )
 
 
