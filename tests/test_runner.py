@@ -432,6 +432,8 @@ def test_unwritable_state_is_one_line_and_the_other_indices_go_on(project):
     command = sh(script, "{index}", log, done)
     result = project.run(path, "--indices", "0-1", "--parallel", "2", "--command", command)
     assert result.returncode == 1
-    assert sorted(log.read_text().split()) == ["0", "1"]  # the sibling was not killed
-    assert result.stderr.count("not recorded") == 3  # two indices and the summary
+    # Index 1 either ran (its record then failed) or was not started (its check failed):
+    # either way it stays missing, index 0 was not killed, and each says so in one line.
+    assert "0" in log.read_text().split()
+    assert result.stderr.count("not recorded") + result.stderr.count("not started") == 3
     assert "Traceback" not in result.stderr

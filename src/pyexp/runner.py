@@ -324,7 +324,14 @@ class Runner:
 
     def _launch(self, item: _Item, lease: Lease) -> None:
         # Checked under the lease: another runner may have finished it since our first listing.
-        if self.records.is_complete(item.params, item.run, fresh=True):
+        try:
+            complete = self.records.is_complete(item.params, item.run, fresh=True)
+        except OSError as e:  # cannot tell: running it might run it twice
+            self.leases.forget(item.key)
+            self._say(f"index {item.index}: not started, its record cannot be checked ({e})")
+            self.tally["unrecorded"] += 1
+            return
+        if complete:
             self.leases.forget(item.key)
             self.tally["skipped"] += 1
             return
