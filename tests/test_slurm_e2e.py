@@ -227,3 +227,22 @@ def test_cron_resubmission_converges_with_failures_timeouts_and_cancellations(tm
     reasons = {f["index"]: (f["outcome"], f["exit_code"]) for f in report["failed_indices"]}
     assert reasons == {1: ("failed", 3), 7: ("failed", 3)}
     assert all(os.path.exists(f["log"]) for f in report["failed_indices"])
+
+
+def test_two_cron_runs_at_the_same_moment_submit_each_index_once(tmp_path):
+    project = Project(tmp_path, 40)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
+    env["PYEXP_CONFIG"] = str(project.config)
+    argv = [sys.executable, "-m", "pyexp.cli.submit", str(project.experiment), "--runs", "2"]
+    argv += ["--cluster", "local"]
+    runs = [
+        subprocess.Popen(argv, cwd=project.root, env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [proc.communicate(timeout=120)[0] for proc in runs]
+    assert [proc.returncode for proc in runs] == [0, 0], outs
+    assert sorted("nothing to submit" in out for out in outs) == [False, True], outs
+    entries = project.entries()
+    assert sorted(i for e in entries for i in e.indices()) == list(range(80))
+    _wait_gone([e.job_id for e in entries], timeout=150)
+    assert project.counts() == Counter(range(80))  # every index of both runs, once
