@@ -140,8 +140,7 @@ class ExperimentDescription:
         if "params" in used or "params_hash" in used:
             params = self.getPermutation(idx)
             if "params" in used:
-                pairs = [f"{k}-{v}" for k, v in sweep.flatten(params).items()]
-                joined = "_".join(pairs)
+                joined = paramsString(params)
                 if "/" in joined or "\0" in joined or "-." in joined:  # rare: check each
                     _check_params(sweep.flatten(params))
                 values["params"] = joined

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from itertools import compress, repeat
 from operator import not_
 
@@ -20,18 +19,6 @@ def listIndices(exp: ExperimentDescription, runs: int = 1) -> list[int]:
 def permutation_hashes(exp: ExperimentDescription) -> list[str]:
     """paramsHash of every permutation, in index order."""
     return [paramsHash(exp.getPermutation(p)) for p in range(exp.numPermutations())]
-
-
-def completed_indices(exp: ExperimentDescription, runs: int, keys: set[str]) -> Iterable[int]:
-    """Indices (ascending) whose record key is in keys."""
-    n = exp.numPermutations()
-    hashes = permutation_hashes(exp)
-    for run in range(runs):
-        suffix = f"-{run}"
-        base = run * n
-        for p, h in enumerate(hashes):
-            if h + suffix in keys:
-                yield base + p
 
 
 def listMissingResults(
