@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyexp.experiment import ExperimentDescription
 from pyexp.missing import permutation_hashes
-from pyexp.state import leases
-from pyexp.state.atomic import scan_names, write_atomic
+from pyexp.state import leases, settings
+from pyexp.state.atomic import scan_names
 from pyexp.state.attempts import FAILED, LOST, OOM, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry, split_changed
@@ -135,13 +134,9 @@ def max_attempts(exp: ExperimentDescription, given: int | None, remember: bool =
     path = state_dirs(exp).settings
     if given is not None:
         if remember:
-            write_atomic(path, json.dumps({"max_attempts": given}))
+            settings.remember(path, max_attempts=given)
         return given
-    try:
-        with open(path, encoding="utf-8") as f:
-            return int(json.load(f)["max_attempts"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return DEFAULT_MAX_ATTEMPTS
+    return settings.remembered_int(path, "max_attempts") or DEFAULT_MAX_ATTEMPTS
 
 
 def to_submit(
