@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from pyexp.state.leases import IndexLeases, lease_seconds, live_keys, read_holder
+from pyexp.state.leases import IndexLeases, held_keys, lease_seconds, live_keys, read_holder
 
 HOLD = textwrap.dedent(
     """
@@ -114,11 +114,23 @@ def test_foreign_marker_that_keeps_changing_is_not_taken(tmp_path):
         time.sleep(0.1)
 
 
-def test_disagreeing_duration_never_takes_and_does_not_raise(tmp_path):
-    foreign_marker(str(tmp_path), "k", 5.0)
+def test_dead_foreign_holder_with_another_duration_is_taken_after_its_duration(tmp_path):
+    foreign_marker(str(tmp_path), "k", 1.0)
+    leases = IndexLeases(str(tmp_path), 5.0)
+    lease, seconds = poll_take(leases, "k", 3.0)
+    assert lease is not None and 1.0 <= seconds < 2.0
+    assert leases.duration_for("k") == 1.0
+    leases.release()
+
+
+def test_live_foreign_holder_with_a_longer_duration_is_not_taken(tmp_path):
+    path = foreign_marker(str(tmp_path), "k", 0.9)
     leases = IndexLeases(str(tmp_path), 0.3)
-    lease, _ = poll_take(leases, "k", 1.0)
-    assert lease is None
+    start = time.monotonic()
+    while time.monotonic() - start < 1.5:
+        os.utime(path)
+        assert leases.try_take("k") is None
+        time.sleep(0.2)
 
 
 def test_live_keys_are_the_recently_renewed_markers(tmp_path):
@@ -150,3 +162,108 @@ def test_killed_holder_process_leaves_a_marker_that_is_not_live_after_duration(t
     assert live_keys(str(tmp_path), 0.5) == {"k"}
     time.sleep(0.6)
     assert live_keys(str(tmp_path), 0.5) == set()
+
+
+FLAKY_DISK = textwrap.dedent(
+    """
+    import errno, os, sys, time
+    from pyexp.state.leases import IndexLeases
+    folder, duration, fail_at, fail_for, hold = sys.argv[1], *map(float, sys.argv[2:])
+    real_utime = os.utime
+
+    def utime(*args, **kwargs):  # the heartbeat's renewal; EIO during [fail_at, fail_at+fail_for)
+        if fail_at <= time.monotonic() - taken < fail_at + fail_for:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_utime(*args, **kwargs)
+
+    def lost(key):
+        print(f"lost {key} {time.time()}", flush=True)
+
+    leases = IndexLeases(folder, duration, on_lost=lost)
+    lease = leases.try_take("k")
+    taken = time.monotonic()
+    os.utime = utime
+    print("held", flush=True)
+    time.sleep(hold)
+    print(f"end lost={lease.lost}", flush=True)
+    leases.release()  # as the runner does after stopping the lost index's command
+    print("released", flush=True)
+    """
+)
+
+
+def flaky_holder(folder: str, duration: float, fail_at: float, fail_for: float, hold: float):
+    args = [folder, duration, fail_at, fail_for, hold]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FLAKY_DISK, *map(str, args)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_heartbeat_recovers_after_a_short_eio_on_renewal(tmp_path):
+    proc = flaky_holder(str(tmp_path), 3.0, 0.5, 1.2, 3.5)
+    contender = IndexLeases(str(tmp_path), 3.0)
+    while proc.poll() is None:
+        assert contender.try_take("k") is None
+        time.sleep(0.2)
+    out = proc.stdout.read().splitlines()
+    assert out == ["end lost=False", "released"]
+
+
+def test_lost_lease_is_reported_before_a_contender_can_take_it_on_lasting_eio(tmp_path):
+    proc = flaky_holder(str(tmp_path), 1.5, 0.2, 60.0, 2.5)
+    contender = IndexLeases(str(tmp_path), 1.5)
+    lease, _ = poll_take(contender, "k", 4.0)
+    taken_at = time.time()
+    assert lease is not None
+    lost = proc.stdout.readline().split()
+    assert lost[:2] == ["lost", "k"] and float(lost[2]) < taken_at  # never two holders
+    assert proc.stdout.read().splitlines() == ["end lost=True", "released"]
+    proc.wait()
+    assert not lease.lost and os.path.exists(lease.path)  # the loser's release left ours
+    assert read_holder(lease.path)["pid"] == str(os.getpid())
+    contender.release()
+
+
+KILLED_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, bytes.fromhex(sys.argv[2]))
+    os.kill(os.getpid(), signal.SIGKILL)  # between creating the marker and finishing its record
+    """
+)
+
+
+@pytest.mark.parametrize("body", [b"", b"\xff\xfe\x00junk", b"filelock/2\npid=12"])
+def test_unreadable_marker_is_taken_over_once_stale_when_its_writer_was_killed(tmp_path, body):
+    path = os.path.join(tmp_path, "k.lease")
+    subprocess.run([sys.executable, "-c", KILLED_WRITER, path, body.hex()], check=False)
+    assert os.path.exists(path)
+    leases = IndexLeases(str(tmp_path), 1.0)
+    if not body:  # fresh: its writer might still be about to write
+        assert leases.try_take("k") is None
+    lease, seconds = poll_take(leases, "k", 3.0)
+    assert lease is not None and seconds < 2.5
+    assert read_holder(lease.path)["pid"] == str(os.getpid())
+    assert [n for n in os.listdir(tmp_path) if "stale" in n] == []
+    leases.release()
+
+
+def test_held_keys_name_the_holder_and_whether_it_is_stale(tmp_path):
+    leases = IndexLeases(str(tmp_path), 30.0, job="5_2")
+    assert leases.try_take("mine") is not None
+    foreign_marker(str(tmp_path), "old", 10.0)
+    os.utime(os.path.join(tmp_path, "old.lease"), (time.time() - 20, time.time() - 20))
+    (tmp_path / "empty.lease").write_text("")
+    held = held_keys(str(tmp_path), 30.0)
+    assert set(held) == {"mine", "old", "empty"}
+    mine, old, empty = held["mine"], held["old"], held["empty"]
+    assert (mine.pid, mine.job, mine.duration, mine.live) == (os.getpid(), "5_2", 30.0, True)
+    assert (old.host, old.pid, old.duration, old.live) == ("node-elsewhere", 4242, 10.0, False)
+    assert old.age >= 20
+    assert (empty.pid, empty.duration, empty.live) == (None, None, True)
+    assert live_keys(str(tmp_path), 30.0) == {"mine", "empty"}
+    leases.release()
+    assert not os.path.exists(os.path.join(tmp_path, "mine.lease.info"))
