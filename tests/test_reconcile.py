@@ -251,7 +251,8 @@ def test_stray_files_in_attempts_are_ignored(project):
     exp = _exp(project)
     attempts = Attempts(state_dirs(exp).attempts)
     attempts.record(_key(exp, 0), FAILED, {"exit_code": 1}, "5_0")
-    (project / ".pyexp" / "experiments" / "sweep" / "attempts" / "README").write_text("notes")
+    with open(os.path.join(state_dirs(exp).attempts, "README"), "w") as f:
+        f.write("notes")
     assert attempts.names() == [(_key(exp, 0), FAILED, "5_0")]
     assert classify(exp, 1, QueueSnapshot()).counts()["missing"] == 6
 

@@ -87,10 +87,16 @@ def test_folding_into_segments_keeps_every_key(tmp_path, monkeypatch):
         keys.add(record_key(PARAMS, run))
     assert CompletionRecords(folder).completed() == keys
     assert loose_names(folder) == []
-    assert len(os.listdir(tmp_path / SEGMENTS)) == 1  # the older segment was folded in, too
+    assert len(os.listdir(tmp_path / SEGMENTS)) == 2  # only the loose records were rewritten
+    monkeypatch.setattr(records, "MERGE_AT", 2)
+    for run in range(30, 36):
+        recs.mark_complete(PARAMS, run)
+        keys.add(record_key(PARAMS, run))
+    assert CompletionRecords(folder).completed() == keys
+    assert len(os.listdir(tmp_path / SEGMENTS)) == 1  # many segments: merged into one
     fresh = CompletionRecords(folder)
-    assert all(fresh.is_complete(PARAMS, run) for run in range(30))
-    assert not fresh.is_complete(PARAMS, 30)
+    assert all(fresh.is_complete(PARAMS, run) for run in range(36))
+    assert not fresh.is_complete(PARAMS, 36)
 
 
 def test_few_loose_records_are_not_folded(tmp_path, monkeypatch):
@@ -121,6 +127,7 @@ def test_reader_sees_segment_written_by_another_reader(tmp_path, monkeypatch):
 def test_segment_vanishing_mid_read_is_not_a_lost_key(tmp_path, monkeypatch):
     """A reader that lists a segment another reader then folds away must list again."""
     monkeypatch.setattr(records, "COMPACT_AT", 2)
+    monkeypatch.setattr(records, "MERGE_AT", 1)
     folder = str(tmp_path)
     writer = CompletionRecords(folder)
     for run in range(2):

@@ -125,6 +125,12 @@ class ExperimentDescription:
             self._available = tuple(sorted({*self._fields_cache, *_BUILTIN_FIELDS}))
         return self._fields_cache
 
+    def savePathFields(self) -> dict[str, Any]:
+        """The top-level fields save_path uses besides params and run ('name' only if set)."""
+        fields = self._fields()
+        used = _check_template(self.config.save_path, self._available)
+        return {k: fields[k] for k in sorted(used & fields.keys()) if k != "name" or k in self._d}
+
     def interpolateSavePath(self, idx: int, key: str | None = None) -> str:
         """Fill the config's save_path (or key) with this index's name, params, run and fields."""
         template = key if key is not None else self.config.save_path

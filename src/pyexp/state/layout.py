@@ -1,4 +1,11 @@
-"""Where one experiment's state lives under the config's state_path."""
+"""Where one experiment's state lives under the config's state_path.
+
+Work is identified by (the experiment file, the values of the top-level fields its save_path
+uses, parameters, run). The first picks the folder; the second, when the save_path uses any such
+field, suffixes done/, attempts/ and leases/ with a hash of their values (`done-<hash8>`), so a
+changed `agent` in `results/{agent}/...` finds nothing done while the old value's records stay.
+The ledger, started markers, scripts and settings are shared by every scope.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from pyexp.experiment import ExperimentDescription
+from pyexp.experiment import ExperimentDescription, canonical_json
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -17,14 +24,18 @@ class StateDirs:
     """The folders of one experiment's state."""
 
     root: str
+    scope: str = ""  # hash of the save path's top-level field values; "" when it uses none
+
+    def _scoped(self, name: str) -> str:
+        return os.path.join(self.root, f"{name}-{self.scope}" if self.scope else name)
 
     @property
     def done(self) -> str:
-        return os.path.join(self.root, "done")
+        return self._scoped("done")
 
     @property
     def attempts(self) -> str:
-        return os.path.join(self.root, "attempts")
+        return self._scoped("attempts")
 
     @property
     def started(self) -> str:
@@ -32,7 +43,7 @@ class StateDirs:
 
     @property
     def leases(self) -> str:
-        return os.path.join(self.root, "leases")
+        return self._scoped("leases")
 
     @property
     def ledger(self) -> str:
@@ -72,4 +83,12 @@ def _safe(parts: list[str]) -> str:
 
 def state_dirs(exp: ExperimentDescription) -> StateDirs:
     """The state folders of exp."""
-    return StateDirs(os.path.join(exp.config.state_path, experiment_id(exp)))
+    return StateDirs(os.path.join(exp.config.state_path, experiment_id(exp)), work_scope(exp))
+
+
+def work_scope(exp: ExperimentDescription) -> str:
+    """8 hex digits naming the values of the top-level fields exp's save_path uses; "" if none."""
+    fields = exp.savePathFields()
+    if not fields:
+        return ""
+    return hashlib.blake2b(canonical_json(fields).encode(), digest_size=4).hexdigest()

@@ -1,18 +1,47 @@
-"""Completion records: one fact per (canonical parameters, run), written atomically on success."""
+"""Completion records: one fact per (canonical parameters, run), written atomically on success.
+
+Each completion is a loose file `<hash>-<run>`. A writer folds many loose files into a segment
+`segments/seg-<uuid>` (write the segment, then delete what it holds), so asking "what is done"
+costs a few directory reads and file reads, not one stat per index. Contracts:
+- reading never writes: completed(compact=False) and is_complete() only read; with compact=True
+  the fold is an optimisation done only when the folder is writable, and its failure (read-only
+  mount, quota, no space) never reaches the reader.
+- a fold writes only the loose records into a new segment; segments are merged into one only
+  when there are more than MERGE_AT; temp files of folds killed midway are removed after an hour.
+- a segment starts with `pyexp-segment 1 <count> <sha256 of the rest>`; one that does not match
+  (truncated, overwritten, binary junk) raises StateCorrupt naming the file and the repair
+  command, so finished work is never taken for missing; repair_records() rebuilds the folder.
+- a segment that vanishes while being read (a concurrent merge) makes the reader list again, a
+  bounded number of times with backoff.
+- writing a record that fails raises an OSError naming the record's file.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import time
 import uuid
+from dataclasses import dataclass, field
 
+from pyexp.errors import PyExpError
 from pyexp.experiment import paramsHash
-from pyexp.state.atomic import scan_names, write_atomic
+from pyexp.state.atomic import clean_temp, scan_names, write_atomic
 
 SEGMENTS = "segments"
-COMPACT_AT = 2000  # loose records before readers fold them into one segment file
+DAMAGED = "damaged"
+COMPACT_AT = 2000  # loose records before a writer folds them into one segment file
+MERGE_AT = 16  # segments before a fold merges them into one
+_HEADER = b"pyexp-segment 1 "
+_KEY = re.compile(rb"[0-9a-f]+-[0-9]+")
+_RELISTS = 8
+
+
+class StateCorrupt(PyExpError, RuntimeError):
+    """A state file is damaged: nothing is decided from it until it is repaired."""
 
 
 def record_key(params: dict, run: int) -> str:
@@ -21,12 +50,7 @@ def record_key(params: dict, run: int) -> str:
 
 
 class CompletionRecords:
-    """The completion records of one experiment, in one folder on the shared filesystem.
-
-    Each completion is a loose file `<hash>-<run>`; readers fold many loose files into
-    `segments/seg-*` files (write segment, then delete what it holds), so asking "what is done"
-    costs a few directory reads and file reads, not one stat per index.
-    """
+    """The completion records of one experiment, in one folder on the shared filesystem."""
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
@@ -54,43 +78,135 @@ class CompletionRecords:
         return any(key in keys for keys in self._segments().values())
 
     def completed(self, compact: bool = True) -> set[str]:
-        """Every completed record key; folds loose records into a segment when there are many."""
-        loose = [n for n in scan_names(self.folder) if n != SEGMENTS]
+        """Every completed record key; with compact, a writable folder's many loose records
+        are folded into a segment (never failing the read)."""
+        loose = [n for n in scan_names(self.folder) if n not in (SEGMENTS, DAMAGED)]
         segments = self._segments()
         keys = set(loose).union(*segments.values())
-        if compact and len(loose) >= COMPACT_AT:
-            self._fold(loose, segments, keys)
+        if compact and len(loose) >= COMPACT_AT and os.access(self.folder, os.W_OK):
+            with contextlib.suppress(OSError):
+                self._fold(loose, segments)
         return keys
 
     def _segments(self) -> dict[str, frozenset[str]]:
         folder = os.path.join(self.folder, SEGMENTS)
-        while True:
+        for attempt in range(_RELISTS):
             names = scan_names(folder)
-            vanished = False
-            for name in names:
-                if name not in self._segments_seen:
-                    try:
-                        with open(os.path.join(folder, name), encoding="utf-8") as f:
-                            self._segments_seen[name] = frozenset(f.read().split())
-                    except FileNotFoundError:
-                        # Folded away by another reader meanwhile; the segment that holds its
-                        # keys was written before this one was deleted, so list again.
-                        vanished = True
-            if not vanished:
+            if self._read_new(folder, names):
                 self._segments_seen = {n: self._segments_seen[n] for n in names}
                 return dict(self._segments_seen)
+            # Merged away by a writer meanwhile; the segment that holds its keys was written
+            # before this one was deleted, so list again.
+            time.sleep(0.005 * 2**attempt)
+        raise StateCorrupt(f"{folder}: segments kept vanishing while being read; try again")
 
-    def _fold(self, loose: list[str], segments: dict[str, frozenset[str]], keys: set[str]) -> None:
+    def _read_new(self, folder: str, names: list[str]) -> bool:
+        """Read the segments not seen yet; False if one vanished meanwhile."""
+        for name in names:
+            if name not in self._segments_seen:
+                try:
+                    self._segments_seen[name] = read_segment(os.path.join(folder, name))
+                except FileNotFoundError:
+                    return False
+        return True
+
+    def _fold(self, loose: list[str], segments: dict[str, frozenset[str]]) -> None:
         # Safe with concurrent folders and writers: a key is deleted only after a segment holds it.
         folder = os.path.join(self.folder, SEGMENTS)
-        name = f"seg-{uuid.uuid4().hex}"
-        write_atomic(os.path.join(folder, name), "\n".join(sorted(keys)) + "\n")
-        self._segments_seen[name] = frozenset(keys)
+        clean_temp(self.folder)
+        clean_temp(folder)
+        keys = {k for k in loose if _KEY.fullmatch(k.encode())}
+        merge = len(segments) >= MERGE_AT
+        self._write_segment(folder, keys.union(*segments.values()) if merge else keys)
         for n in loose:
             _unlink_quietly(os.path.join(self.folder, n))
-        for n in segments:
+        for n in segments if merge else ():
             _unlink_quietly(os.path.join(folder, n))
             self._segments_seen.pop(n, None)
+
+    def _write_segment(self, folder: str, keys) -> None:
+        name = f"seg-{uuid.uuid4().hex}"
+        write_atomic(os.path.join(folder, name), encode_segment(keys))
+        self._segments_seen[name] = frozenset(keys)
+
+
+def encode_segment(keys) -> bytes:
+    """A segment file's bytes: the header (count, checksum), then one key a line."""
+    keys = sorted(keys)
+    body = "".join(f"{k}\n" for k in keys).encode()
+    return _HEADER + f"{len(keys)} {hashlib.sha256(body).hexdigest()}\n".encode() + body
+
+
+def read_segment(path: str) -> frozenset[str]:
+    """The keys of a segment file; StateCorrupt if it fails its check."""
+    with open(path, "rb") as f:
+        data = f.read()
+    keys, why = _decode_segment(data)
+    if why:
+        raise StateCorrupt(
+            f"{path}: damaged completion segment ({why}); "
+            "run `pyexp-repair EXPERIMENT.json` to rebuild it"
+        )
+    return keys
+
+
+def _decode_segment(data: bytes) -> tuple[frozenset[str], str]:
+    """(keys, "") for a sound segment; (the keys that look sound, why) for a damaged one."""
+    head, _, body = data.partition(b"\n")
+    if not head.startswith(_HEADER):
+        body = data
+    lines = body.split(b"\n")  # the last part is empty unless the file was cut mid-line
+    whole = frozenset(k.decode() for k in lines[:-1] if _KEY.fullmatch(k))
+    if not head.startswith(_HEADER):
+        return whole, "no header"
+    count, _, digest = head[len(_HEADER) :].partition(b" ")
+    if digest.decode("ascii", "replace") != hashlib.sha256(body).hexdigest():
+        return whole, "checksum mismatch"
+    if not count.isdigit() or int(count) != len(whole) or len(whole) != len(lines) - 1:
+        return whole, "count mismatch"
+    return whole, ""
+
+
+@dataclass
+class RepairReport:
+    """What repair_records did."""
+
+    segments: int = 0  # segments checked
+    damaged: list[str] = field(default_factory=list)  # where damaged segments were moved
+    salvaged: int = 0  # keys kept from damaged segments
+    lost: int = 0  # keys a damaged segment's header counts but that could not be read
+
+
+def repair_records(folder: str) -> RepairReport:
+    """Move damaged segments of folder aside (to damaged/), keeping every key they still hold
+    in a new sound segment, and remove temp files left by killed writers."""
+    report = RepairReport()
+    seg_dir = os.path.join(folder, SEGMENTS)
+    clean_temp(folder, older_than=0)
+    clean_temp(seg_dir, older_than=0)
+    salvaged: set[str] = set()
+    for name in scan_names(seg_dir):
+        path = os.path.join(seg_dir, name)
+        report.segments += 1
+        with open(path, "rb") as f:
+            data = f.read()
+        keys, why = _decode_segment(data)
+        if not why:
+            continue
+        salvaged |= keys
+        report.lost += max(0, _counted(data) - len(keys))
+        aside = os.path.join(folder, DAMAGED, f"{name}.{uuid.uuid4().hex[:8]}")
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        report.damaged.append(aside)
+        write_atomic(os.path.join(seg_dir, f"seg-{uuid.uuid4().hex}"), encode_segment(keys))
+        os.rename(path, aside)  # after its keys are safe in a sound segment
+    report.salvaged = len(salvaged)
+    return report
+
+
+def _counted(data: bytes) -> int:
+    parts = data.partition(b"\n")[0][len(_HEADER) :].split(b" ")
+    return int(parts[0]) if data.startswith(_HEADER) and parts[0].isdigit() else 0
 
 
 def _unlink_quietly(path: str) -> None:
