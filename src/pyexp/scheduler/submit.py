@@ -6,7 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,11 +23,15 @@ if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
     from pyexp.reconcile import QueueSnapshot
 
-LOCK_LEASE_SECONDS = 30.0
+LOCK_LEASE_SECONDS = float(os.environ.get("PYEXP_SUBMIT_LOCK_SECONDS") or 30.0)
 
 
 class SubmitBusy(PyExpError, RuntimeError):
     """Another pyexp-submit of the same experiment holds its submit lock."""
+
+
+class SubmitLockLost(PyExpError, RuntimeError):
+    """This submitter's lock was taken over (it was paused past its lease): it stops."""
 
 
 class SubmitFailed(PyExpError, RuntimeError):
@@ -74,15 +78,18 @@ def submit_experiment(exp: ExperimentDescription, opts: SubmitOptions) -> Submit
             "or set 'command' in config.json"
         )
     if opts.dry_run:
-        return _submit_locked(exp, opts, command)
-    with submit_lock(state_dirs(exp).submit_lock, opts.lock_timeout):
-        return _submit_locked(exp, opts, command)
+        return _submit_locked(exp, opts, command, lambda: True)
+    with submit_lock(state_dirs(exp).submit_lock, opts.lock_timeout) as held:
+        return _submit_locked(exp, opts, command, held)
 
 
 @contextmanager
-def submit_lock(path: str, timeout: float) -> Iterator[None]:
-    """Hold the experiment's submit lock (a lease, so it works across login nodes on NFS)."""
+def submit_lock(path: str, timeout: float) -> Iterator[Callable[[], bool]]:
+    """Hold the experiment's submit lock (a lease, so it works across login nodes on NFS);
+    yields a check that it is still ours (renewed, not taken over), for fencing each sbatch."""
     from filelock import SoftFileLease, Timeout
+
+    from pyexp.state.leases import still_holds
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     lock = SoftFileLease(path, lease_duration=LOCK_LEASE_SECONDS, timeout=timeout)
@@ -94,12 +101,14 @@ def submit_lock(path: str, timeout: float) -> Iterator[None]:
             "try again later"
         ) from None
     try:
-        yield
+        yield lambda: still_holds(lock)
     finally:
         lock.release()
 
 
-def _submit_locked(exp: ExperimentDescription, opts: SubmitOptions, command: str) -> Submitted:
+def _submit_locked(
+    exp: ExperimentDescription, opts: SubmitOptions, command: str, held: Callable[[], bool]
+) -> Submitted:
     from pyexp.reconcile import QueueSnapshot, max_attempts, settle, to_submit
 
     submitting = not (opts.local or opts.dry_run)
@@ -128,7 +137,7 @@ def _submit_locked(exp: ExperimentDescription, opts: SubmitOptions, command: str
     if opts.local:
         done.failed_tasks = _run_local(exp, opts, entries, done)
     else:
-        _sbatch_all(exp, entries, done)
+        _sbatch_all(exp, entries, done, held)
     return done
 
 
@@ -215,9 +224,18 @@ def _write_script(
     return entry.script
 
 
-def _sbatch_all(exp: ExperimentDescription, entries: list[LedgerEntry], done: Submitted) -> None:
+def _sbatch_all(
+    exp: ExperimentDescription, entries: list[LedgerEntry], done: Submitted, held: Callable
+) -> None:
     ledger = Ledger(state_dirs(exp).ledger)
     for n, entry in enumerate(entries):
+        if not held():  # fencing: another submitter took the lock while this one was paused
+            _forget(ledger, entries[n:], keep_first=False)
+            raise SubmitLockLost(
+                f"{done.experiment}: lost the submit lock {state_dirs(exp).submit_lock} "
+                f"(paused past its {LOCK_LEASE_SECONDS:g} s lease); stopped after {n} of "
+                f"{len(entries)} arrays, another submitter handles the rest"
+            )
         # Recorded before sbatch: a task that starts at once finds its entry, and an array
         # whose sbatch hangs but gets queued anyway is still found in squeue by its job name.
         ledger.write(entry)

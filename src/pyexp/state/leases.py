@@ -221,6 +221,14 @@ class IndexLeases:
         }
 
 
+def still_holds(lock: SoftFileLease) -> bool:
+    """Whether lock is held, no loss was seen, and its marker still carries its claim's token."""
+    token = lock.token
+    if not lock.is_locked or lock.compromise is not None or token is None:
+        return False
+    return (_read_marker(lock.lock_file) or {}).get("token") == token
+
+
 def held_keys(folder: str, duration: float | None = None, now: float | None = None) -> dict:
     """Every lease marker in folder as {record key: Holder}; duration is assumed for markers
     that record none (empty, garbage), $PYEXP_LEASE_SECONDS by default."""
