@@ -273,3 +273,17 @@ def test_paused_submitter_that_lost_its_lock_submits_nothing_more(project, monke
     assert len(jobs.read_text().splitlines()) >= 3
     time.sleep(0.1)
     assert len(_submitted_indices(project)) == 30  # nothing submitted after the resume
+
+
+def test_status_on_a_damaged_segment_is_one_line_naming_the_repair(tmp_path, monkeypatch, capsys):
+    exp = experiment(tmp_path, SWEEP)
+    monkeypatch.setattr(records, "COMPACT_AT", 1)
+    mark(exp, 0, 1)
+    CompletionRecords(state_dirs(exp).done).completed()
+    seg_dir = os.path.join(state_dirs(exp).done, SEGMENTS)
+    with open(os.path.join(seg_dir, os.listdir(seg_dir)[0]), "wb") as f:
+        f.write(b"\x00\xff")
+    monkeypatch.setenv("PYEXP_CONFIG", str(tmp_path / "config.json"))
+    assert status_main([exp.path, "--no-slurm"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pyexp-repair" in err and seg_dir in err
