@@ -229,7 +229,9 @@ def still_holds(lock: SoftFileLease) -> bool:
     return (_read_marker(lock.lock_file) or {}).get("token") == token
 
 
-def held_keys(folder: str, duration: float | None = None, now: float | None = None) -> dict:
+def held_keys(
+    folder: str, duration: float | None = None, now: float | None = None
+) -> dict[str, Holder]:
     """Every lease marker in folder as {record key: Holder}; duration is assumed for markers
     that record none (empty, garbage), $PYEXP_LEASE_SECONDS by default."""
     fallback = lease_seconds() if duration is None else duration
