@@ -218,3 +218,16 @@ def test_folding_everything_then_marking_again(tmp_path, monkeypatch, compact_at
         if run % 7 == 0:
             assert recs.completed() == keys
     assert CompletionRecords(str(tmp_path)).completed() == keys
+
+
+def test_headerless_segment_of_pyexp_0_1_is_read(tmp_path):
+    keys = [record_key({"a": i}, 0) for i in range(3)]
+    write_atomic(str(tmp_path / SEGMENTS / "seg-old"), "\n".join(sorted(keys)) + "\n")
+    assert CompletionRecords(str(tmp_path)).completed(compact=False) == set(keys)
+
+
+def test_headerless_segment_cut_mid_line_is_damaged(tmp_path):
+    keys = sorted(record_key({"a": i}, 0) for i in range(3))
+    write_atomic(str(tmp_path / SEGMENTS / "seg-old"), "\n".join(keys)[:-3])
+    with pytest.raises(records.StateCorrupt, match="seg-old"):
+        CompletionRecords(str(tmp_path)).completed(compact=False)

@@ -8,7 +8,8 @@ costs a few directory reads and file reads, not one stat per index. Contracts:
   mount, quota, no space) never reaches the reader.
 - a fold writes only the loose records into a new segment; segments are merged into one only
   when there are more than MERGE_AT; temp files of folds killed midway are removed after an hour.
-- a segment starts with `pyexp-segment 1 <count> <sha256 of the rest>`; one that does not match
+- a segment starts with `pyexp-segment 1 <count> <sha256 of the rest>` (pyexp 0.1's headerless
+  segments are read when every line is a whole key); one that does not match
   (truncated, overwritten, binary junk) raises StateCorrupt naming the file and the repair
   command, so finished work is never taken for missing; repair_records() rebuilds the folder.
 - a segment that vanishes while being read (a concurrent merge) makes the reader list again, a
@@ -158,7 +159,9 @@ def _decode_segment(data: bytes) -> tuple[frozenset[str], str]:
     lines = body.split(b"\n")  # the last part is empty unless the file was cut mid-line
     whole = frozenset(k.decode() for k in lines[:-1] if _KEY.fullmatch(k))
     if not head.startswith(_HEADER):
-        return whole, "no header"
+        # pyexp 0.1 wrote segments without a header: sound if every line is a whole key.
+        legacy = data.endswith(b"\n") and len(whole) == len(lines) - 1
+        return whole, "" if legacy else "no header"
     count, _, digest = head[len(_HEADER) :].partition(b" ")
     if digest.decode("ascii", "replace") != hashlib.sha256(body).hexdigest():
         return whole, "checksum mismatch"
