@@ -226,8 +226,8 @@ def test_sbatch_that_hangs_or_cannot_reach_slurmctld_submits_nothing_twice(tmp_p
         "#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Unable to contact slurm "
         "controller (connect failure)' >&2\nexit 1\n"
     )
-    hangs = tmp_path / "sbatch-hangs"  # queues the job, then never answers
-    hangs.write_text('#!/bin/sh\nsbatch "$@" > /dev/null\nexec sleep 60\n')
+    hangs = tmp_path / "sbatch-hangs"  # queues the job (held, to look at it), never answers
+    hangs.write_text('#!/bin/sh\nsbatch --hold "$@" > /dev/null\nexec sleep 60\n')
     for fake in (down, hangs):
         fake.chmod(0o755)
     result = sweep.submit(PYEXP_SBATCH=str(down))
@@ -240,6 +240,8 @@ def test_sbatch_that_hangs_or_cannot_reach_slurmctld_submits_nothing_twice(tmp_p
     assert our_jobs(sweep.state)  # queued although sbatch never said so
     again = sweep.submit()  # the queued array's indices are found by its job name
     assert again.returncode == 0 and "nothing to submit" in again.stdout, again.stdout
+    for job in {j.split("_")[0] for j in our_jobs(sweep.state)}:
+        subprocess.run(["scontrol", "release", job], check=True)
     sweep.converge()
     sweep.check()
     assert sweep.starts() == Counter(range(6))
