@@ -16,12 +16,14 @@ from pyexp.reconcile import (
     MISSING,
     QUEUED,
     RUNNING,
+    STATUSES,
     QueueSnapshot,
     classify,
     settle,
     to_submit,
 )
-from pyexp.state.attempts import FAILED, LOST, OOM, TIMEOUT, Attempts
+from pyexp.scheduler.submit import log_dir
+from pyexp.state.attempts import FAILED, LOST, OOM, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import state_dirs
 from pyexp.state.leases import IndexLeases
 from pyexp.state.ledger import SETTLED, SUBMITTED, Ledger, LedgerEntry, new_entry_id
@@ -83,7 +85,14 @@ def test_every_index_has_exactly_one_status(project):
         leases.release()
     assert standing.status[:6] == [DONE, RUNNING, QUEUED, MISSING, FAILED_OUT, MISSING]
     assert standing.status[7] == MISSING
-    assert standing.counts() == {"done": 1, "running": 1, "queued": 1, "failed": 1, "missing": 8}
+    assert standing.counts() == {
+        "done": 1,
+        "running": 1,
+        "held": 0,
+        "queued": 1,
+        "failed": 1,
+        "missing": 8,
+    }
     assert standing.failed_keys == {4: _key(exp, 4)}
     assert submit == [3, 5, 6, 7, 8, 9, 10, 11]
     assert 4 in to_submit(exp, 2, queue, retry_failed=True)
@@ -118,49 +127,124 @@ def _started(exp, attempt):
     open(os.path.join(folder, attempt), "w").close()
 
 
-def test_settle_records_how_vanished_tasks_ended(project):
+def _launched(exp, entry, task):
+    """The task's Slurm output file, which exists once Slurm launched its script."""
+    os.makedirs(log_dir(exp), exist_ok=True)
+    open(os.path.join(log_dir(exp), f"{entry.job_name}_{task}.err"), "w").close()
+
+
+def test_settle_charges_only_the_index_the_task_was_running(project):
     exp = _exp(project)
     CompletionRecords(state_dirs(exp).done).mark_complete(exp.getPermutation(0), 0)
     attempts = Attempts(state_dirs(exp).attempts)
     attempts.record(_key(exp, 1), FAILED, {"exit_code": 1}, "500_0")  # the runner's own record
-    entry = _entry(exp, [[0, 1], [2, 3], [4]])
-    _started(exp, "500_0")
-    _started(exp, "500_1")
-    asked = []
-
-    def sacct(jobs):
-        asked.append(jobs)
-        return {"500_1": "OUT_OF_MEMORY", "500_2": "NODE_FAIL"}
-
-    assert settle(exp, QueueSnapshot(), sacct) == 3
-    assert asked == [["500"]]
+    entry = _entry(exp, [[0, 1], [2, 3], [4, 5]])
+    for t in range(3):
+        _started(exp, f"500_{t}")
+    # Task 1 was running index 3 (its lease names the task) when it ran out of memory; index 2
+    # never started. Index 5 is run by a live runner of another job: not task 2's to account.
+    dead = IndexLeases(state_dirs(exp).leases, 60, job="500_1")
+    other = IndexLeases(state_dirs(exp).leases, 60, job="900_0")
+    assert dead.try_take(_key(exp, 3)) and other.try_take(_key(exp, 5))
+    queue = QueueSnapshot({(entry.id, 1): "OUT_OF_MEMORY", (entry.id, 2): "NODE_FAIL"})
+    try:
+        assert settle(exp, queue) == 3
+    finally:
+        dead.release()
+        other.release()
     assert set(attempts.names()) == {
-        (_key(exp, 1), FAILED, "500_0"),  # index 0 was done, index 1 had its own record
-        (_key(exp, 2), OOM, "500_1"),  # running when the task ran out of memory
-        (_key(exp, 3), LOST, "500_1"),  # never started: not charged with the OOM
+        (_key(exp, 1), FAILED, "500_0"),
+        (_key(exp, 2), LOST, "500_1"),  # never started: not charged with the OOM
+        (_key(exp, 3), OOM, "500_1"),
         (_key(exp, 4), LOST, "500_2"),  # node failure
     }
     assert Ledger(state_dirs(exp).ledger).load(entry.id).state == SETTLED
-    assert settle(exp, QueueSnapshot(), sacct) == 0  # settled once
+    assert settle(exp, queue) == 0  # settled once
     # OOM counts towards the attempt cap; lost never does.
-    assert classify(exp, 1, QueueSnapshot(), max_attempts=1).indices(FAILED_OUT) == [1, 2]
+    assert classify(exp, 1, QueueSnapshot(), max_attempts=1).indices(FAILED_OUT) == [1, 3]
 
 
 def test_settle_without_sacct(project):
     exp = _exp(project)
     active = _entry(exp, [[0], [1]], job_id="600")
     broken = _entry(exp, [[2]], job_id="601")  # its script failed before pyexp-run started
+    _launched(exp, broken, 0)
     vanished = _entry(exp, [[3]], job_id="602")  # its runner started, then the node died
+    _launched(exp, vanished, 0)
     _started(exp, "602_0")
+    never = _entry(exp, [[4]], job_id="603")  # cancelled while pending, long ago: no output
     queue = QueueSnapshot({(active.id, 1): "RUNNING"})
-    assert settle(exp, queue, lambda jobs: None) == 2
+    assert settle(exp, queue) == 3
     names = set(Attempts(state_dirs(exp).attempts).names())
-    assert names == {(_key(exp, 2), FAILED, "601_0"), (_key(exp, 3), LOST, "602_0")}
+    assert names == {
+        (_key(exp, 2), FAILED, "601_0"),
+        (_key(exp, 3), LOST, "602_0"),
+        (_key(exp, 4), LOST, "603_0"),
+    }
     ledger = Ledger(state_dirs(exp).ledger)
     assert ledger.load(active.id).state == SUBMITTED
-    assert {ledger.load(e.id).state for e in (broken, vanished)} == {SETTLED}
+    assert {ledger.load(e.id).state for e in (broken, vanished, never)} == {SETTLED}
     assert to_submit(exp, 1, queue) == [0, 2, 3, 4, 5]  # one failure is under the cap
     assert 2 not in to_submit(exp, 1, queue, max_attempts=1)  # a broken script stops
+    assert 4 in to_submit(exp, 1, queue, max_attempts=1)
+
+
+def _fake(tmp_path, name, body):
+    fake = tmp_path / name
+    fake.write_text("#!/bin/sh\n" + 'echo "$@" > "$0.args"\n' + body)
+    fake.chmod(0o755)
+    return fake
+
+
+def test_pending_array_cancelled_three_times_is_not_failed(project, tmp_path, monkeypatch):
+    from pyexp.scheduler import slurm
+
+    exp = _exp(project)
+    for round_ in range(3):
+        entry = _entry(exp, [[0, 1], [2]], job_id=str(700 + round_))
+        lines = "".join(f"{entry.job_id}_{t}|{entry.job_name}|CANCELLED\\n" for t in (0, 1))
+        squeue = _fake(tmp_path, "squeue", f"printf '{lines}'\n")
+        monkeypatch.setenv("PYEXP_SQUEUE", str(squeue))
+        queue = slurm.queue_snapshot()
+        assert "-t all" in (tmp_path / "squeue.args").read_text()
+        assert settle(exp, queue) == 3
+    outcomes = {o for _, o, _ in Attempts(state_dirs(exp).attempts).names()}
+    assert outcomes == {PREEMPTED}
+    assert to_submit(exp, 1, QueueSnapshot(), max_attempts=1) == list(range(6))
+
+
+def test_sacct_running_or_pending_task_is_not_settled_nor_resubmitted(
+    project, tmp_path, monkeypatch
+):
+    from pyexp.reconcile import with_accounting
+    from pyexp.scheduler import slurm
+
+    exp = _exp(project)
+    entry = _entry(exp, [[0], [1], [2], [3], [4]], job_id="800")
+    sacct = _fake(
+        tmp_path,
+        "sacct",
+        "printf '800_0|RUNNING\\n800_[1-2]|PENDING\\n800_3|REQUEUED\\n800_4|PREEMPTED\\n'\n",
+    )
+    monkeypatch.setenv("PYEXP_SACCT", str(sacct))
+    queue = with_accounting(exp, QueueSnapshot(), slurm.sacct_states)  # squeue forgot them
+    assert "-j 800" in (tmp_path / "sacct.args").read_text()
+    assert settle(exp, queue) == 0
+    assert Ledger(state_dirs(exp).ledger).load(entry.id).state == SUBMITTED
+    assert classify(exp, 1, queue).indices(QUEUED) == [0, 1, 2, 3]
+    assert to_submit(exp, 1, queue) == [4, 5]
+
+    sacct.write_text("#!/bin/sh\nprintf '800_[0-3]|COMPLETED\\n800_4|PREEMPTED\\n'\n")
+    queue = with_accounting(exp, QueueSnapshot(), slurm.sacct_states)
+    assert settle(exp, queue) == 5  # no runner left a record: none started, none charged
+    assert {o for _, o, _ in Attempts(state_dirs(exp).attempts).names()} == {LOST, PREEMPTED}
+    assert to_submit(exp, 1, queue, max_attempts=1) == list(range(6))
+
+
+def test_squeue_listing_wins_over_lagging_accounting():
+    queue = QueueSnapshot({("e", 0): "COMPLETED", ("e", 1): "PENDING"})
+    merged = queue.merged({("e", 0): "RUNNING", ("e", 1): "CANCELLED", ("e", 2): "RUNNING"})
+    assert [merged.active("e", t) for t in range(3)] == [False, True, True]
 
 
 def test_requeued_task_attempts_are_counted_separately(project, monkeypatch):
@@ -201,7 +285,8 @@ def test_status_shows_counts_and_failed_indices_with_reason_and_log(project, cap
     assert status_main([path, "--runs", "1", "--no-slurm", "-v"]) == 0
     table = capsys.readouterr().out
     assert "index 2: failed (exit 7) log: /logs/2.log" in table
-    assert table.splitlines()[1].split()[1:] == ["1", "0", "0", "1", "4"]
+    assert table.splitlines()[0].split()[1:] == list(STATUSES)
+    assert table.splitlines()[1].split()[1:] == ["1", "0", "0", "0", "1", "4"]
 
 
 def test_status_of_a_broken_experiment_is_one_line(project, capsys):
@@ -285,3 +370,99 @@ def test_status_uses_the_attempt_cap_of_the_last_explicit_submit(project):
     assert max_attempts(exp, 1, remember=False) == 1 and max_attempts(exp, None) == 3
     assert max_attempts(exp, 1, remember=True) == 1
     assert max_attempts(exp, None) == 1  # status and later cron runs agree with it
+
+
+def _garbage_entry(exp, entry_id="0badc0ffee00"):
+    folder = state_dirs(exp).ledger
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{entry_id}.json")
+    with open(path, "wb") as f:
+        f.write(b'{"id": "0badc0ffee00", "tasks": [[0, 1], [2')  # truncated mid-write
+    return path
+
+
+def test_unreadable_ledger_entry_is_named_in_one_line_by_status(project, capsys):
+    exp = _exp(project)
+    bad = _garbage_entry(exp)
+    path = str(project / "experiments" / "sweep.json")
+    assert status_main([path, "--no-slurm"]) == 0
+    out = capsys.readouterr().out
+    (warning,) = [line for line in out.splitlines() if "warning" in line]
+    assert bad in warning and "unreadable ledger entry" in warning and "not in squeue" in warning
+    assert status_main([path, "--no-slurm", "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert len(report["problems"]) == 1 and report["missing"] == 6
+
+
+def test_submit_refuses_while_an_unreadable_entrys_array_is_in_squeue(project):
+    from pyexp.reconcile import LedgerUnreadable, check_ledger
+
+    exp = _exp(project)
+    bad = _garbage_entry(exp)
+    with open(bad, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n\xff\xfe")  # binary junk
+    queue = QueueSnapshot({("0badc0ffee00", 3): "RUNNING"})
+    with pytest.raises(LedgerUnreadable) as refused:
+        check_ledger(exp, queue)
+    message = str(refused.value)
+    assert "\n" not in message and bad in message and "scancel -n pyexp-0badc0ffee00" in message
+    gone = QueueSnapshot({("0badc0ffee00", 3): "CANCELLED"})
+    (warning,) = check_ledger(exp, gone)
+    assert bad in warning and "\n" not in warning
+    assert to_submit(exp, 1, gone) == list(range(6))
+
+
+def _marker(exp, i, body, age):
+    folder = state_dirs(exp).leases
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, _key(exp, i) + ".lease")
+    with open(path, "w") as f:
+        f.write(body)
+    os.utime(path, (os.path.getmtime(path) - age,) * 2)
+    return path
+
+
+def test_index_whose_stale_lease_no_runner_can_take_is_held_not_resubmitted(project, capsys):
+    from pyexp.reconcile import HELD
+
+    exp = _exp(project)
+    foreign = "filelock/2\npid=4242\nhost=node7\nmode=lease\ntoken=t\nduration=600.0\n"
+    _marker(exp, 1, foreign + "slurm_job=31_2\n", age=120)  # another lease duration
+    empty = _marker(exp, 2, "", age=3600)  # killed between creating and writing it
+    ours = "filelock/2\npid=4242\nhost=node7\nmode=lease\ntoken=t\nduration=60.0\n"
+    _marker(exp, 3, ours, age=120)  # a dead holder we take over: resubmitted
+    standing = classify(exp, 1, QueueSnapshot())
+    assert standing.indices(HELD) == [1, 2]
+    assert to_submit(exp, 1, QueueSnapshot()) == [0, 3, 4, 5]
+
+    path = str(project / "experiments" / "sweep.json")
+    assert status_main([path, "--no-slurm"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[1:] == ["0", "0", "2", "0", "0", "4"]
+    assert any(
+        "index 1: held" in line and "job 31_2 pid 4242 on node7" in line and "120 s ago" in line
+        for line in lines
+    ), lines
+    assert any("index 2: held" in line and "nobody" in line and empty in line for line in lines)
+
+
+def test_python_dash_m_status_runs_the_command(project):
+    import subprocess
+    import sys
+
+    path = str(project / "experiments" / "sweep.json")
+    for module in ("status", "run", "submit"):
+        result = subprocess.run(
+            [sys.executable, "-m", f"pyexp.cli.{module}", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0 and "usage:" in result.stdout, module
+    result = subprocess.run(
+        [sys.executable, "-m", "pyexp.cli.status", path, "--no-slurm"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0 and "missing" in result.stdout, result.stderr

@@ -31,7 +31,9 @@ def _slurm_problem() -> str | None:
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"sinfo: {e}"
     states = out.stdout.split()
-    if out.returncode != 0 or not any(s.rstrip("*~#") in ("idle", "mix", "alloc") for s in states):
+    if out.returncode != 0 or not any(
+        s.rstrip("*~#") in ("idle", "mix", "alloc", "comp") for s in states
+    ):
         return f"sinfo exit {out.returncode}: {(out.stderr or out.stdout).strip() or 'no node up'}"
     return None
 

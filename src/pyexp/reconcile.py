@@ -2,67 +2,49 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pyexp.errors import PyExpError
 from pyexp.experiment import ExperimentDescription
 from pyexp.missing import permutation_hashes
+from pyexp.scheduler.slurm_states import NOT_THE_SCRIPTS_FAULT, SLURM_OUTCOMES, QueueSnapshot
 from pyexp.state import leases, settings
 from pyexp.state.atomic import scan_names
-from pyexp.state.attempts import FAILED, LOST, OOM, PREEMPTED, TIMEOUT, Attempts
-from pyexp.state.layout import state_dirs
-from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry, split_changed
+from pyexp.state.attempts import FAILED, LOST, OOM, Attempts
+from pyexp.state.layout import experiment_id, state_dirs
+from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry, LedgerScan, split_changed
 from pyexp.state.records import CompletionRecords, record_key
 
 DEFAULT_MAX_ATTEMPTS = 3
-DONE, RUNNING, QUEUED, FAILED_OUT, MISSING = "done", "running", "queued", "failed", "missing"
-STATUSES = (DONE, RUNNING, QUEUED, FAILED_OUT, MISSING)
-# Anything squeue shows may still run (REQUEUE_HOLD, SUSPENDED, STOPPED, ...) except these ends.
-FINAL_SLURM_STATES = frozenset(
-    {
-        "COMPLETED",
-        "FAILED",
-        "CANCELLED",
-        "TIMEOUT",
-        "OUT_OF_MEMORY",
-        "NODE_FAIL",
-        "BOOT_FAIL",
-        "DEADLINE",
-        "PREEMPTED",
-    }
+DONE, RUNNING, HELD, QUEUED, FAILED_OUT, MISSING = (
+    "done",
+    "running",
+    "held",
+    "queued",
+    "failed",
+    "missing",
 )
-# How sacct's final task states read as attempt outcomes; any other end without a record is lost.
-SACCT_OUTCOMES = {
-    "OUT_OF_MEMORY": OOM,
-    "TIMEOUT": TIMEOUT,
-    "DEADLINE": TIMEOUT,
-    "CANCELLED": PREEMPTED,
-    "PREEMPTED": PREEMPTED,
-    "NODE_FAIL": LOST,
-    "BOOT_FAIL": LOST,
-}
+STATUSES = (DONE, RUNNING, HELD, QUEUED, FAILED_OUT, MISSING)
 
 
-@dataclass(frozen=True)
-class QueueSnapshot:
-    """What squeue shows of our arrays: (ledger entry id, array task id) -> Slurm state."""
-
-    tasks: dict[tuple[str, int], str] = field(default_factory=dict)
-
-    def active(self, entry_id: str, task_id: int) -> bool:
-        """Whether that task is still pending or running."""
-        state = self.tasks.get((entry_id, task_id))
-        return state is not None and state not in FINAL_SLURM_STATES
+class LedgerUnreadable(PyExpError, RuntimeError):
+    """A ledger entry cannot be read while its array may still run: its indices are unknown."""
 
 
 @dataclass
 class Standing:
-    """Each index's status, and the record keys of the failed and running ones."""
+    """Each index's status, the record keys of the failed and running ones, who holds the held
+    ones, and one line for each ledger entry that cannot be read."""
 
     status: list[str]
     failed_keys: dict[int, str]
     running_keys: dict[int, str] = field(default_factory=dict)
+    held: dict[int, dict[str, str]] = field(default_factory=dict)
+    ledger_problems: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """How many indices have each status."""
@@ -74,14 +56,26 @@ class Standing:
         return [i for i, s in enumerate(self.status) if s == status]
 
 
-def queued_indices(exp: ExperimentDescription, queue: QueueSnapshot) -> set[int]:
+def queued_indices(
+    exp: ExperimentDescription, queue: QueueSnapshot, scan: LedgerScan | None = None
+) -> set[int]:
     """Indices that a pending or running array task of ours still owns, under today's meaning."""
     out: set[int] = set()
-    for entry in Ledger(state_dirs(exp).ledger).entries():
+    for entry in (scan or Ledger(state_dirs(exp).ledger).scan()).entries:
         owned = [i for t, task in enumerate(entry.tasks) if queue.active(entry.id, t) for i in task]
         # The runner refuses indices whose parameters changed since submission: not queued.
         out.update(split_changed(entry, exp, owned)[0])
     return out
+
+
+def ledger_problems(scan: LedgerScan, queue: QueueSnapshot) -> list[str]:
+    """One line per unreadable ledger entry, saying whether its array may still run."""
+    return [
+        f"{why}; its array pyexp-{entry_id} is still in squeue, so the indices it owns are unknown"
+        if queue.entry_active(entry_id)
+        else f"{why}; its array is not in squeue: ignored (delete the file to silence this)"
+        for entry_id, why in sorted(scan.unreadable.items())
+    ]
 
 
 def classify(
@@ -91,34 +85,66 @@ def classify(
     max_attempts: int = 3,
     retry_failed: bool = False,
 ) -> Standing:
-    """Every index of exp x runs as exactly one of done, running, queued, failed, missing."""
+    """Every index of exp x runs as exactly one of done, running, held, queued, failed, missing."""
     dirs = state_dirs(exp)
     live = leases.live_keys(dirs.leases)  # before done: a runner may finish in between
     done = CompletionRecords(dirs.done).completed()
+    held = held_keys(dirs.leases, live)
     attempts = Attempts(dirs.attempts).counts()
-    queued = queued_indices(exp, queue)
+    scan = Ledger(dirs.ledger).scan()
+    queued = queued_indices(exp, queue, scan)
     hashes = permutation_hashes(exp)
     n = len(hashes)
-    status: list[str] = []
-    failed: dict[int, str] = {}
-    running: dict[int, str] = {}
+    standing = Standing([], {}, ledger_problems=ledger_problems(scan, queue))
     for run in range(runs):
         for p, h in enumerate(hashes):
             key = f"{h}-{run}"
             i = run * n + p
             if key in done:
-                status.append(DONE)
+                standing.status.append(DONE)
             elif key in live:
-                status.append(RUNNING)
-                running[i] = key
+                standing.status.append(RUNNING)
+                standing.running_keys[i] = key
+            elif key in held:
+                standing.status.append(HELD)
+                standing.held[i] = held[key]
             elif i in queued:
-                status.append(QUEUED)
+                standing.status.append(QUEUED)
             elif _exhausted(attempts.get(key), max_attempts) and not retry_failed:
-                status.append(FAILED_OUT)
-                failed[i] = key
+                standing.status.append(FAILED_OUT)
+                standing.failed_keys[i] = key
             else:
-                status.append(MISSING)
-    return Standing(status, failed, running)
+                standing.status.append(MISSING)
+    return standing
+
+
+def held_keys(folder: str, live: set[str], now: float | None = None) -> dict[str, dict[str, str]]:
+    """Stale lease markers that no runner of ours can take over (empty or unreadable, or another
+    lease duration than ours): key -> the holder's fields plus `age` (seconds) and `marker`."""
+    now = time.time() if now is None else now
+    ours = leases.lease_seconds()
+    out = {}
+    for name in scan_names(folder):
+        key = name.removesuffix(leases.SUFFIX)
+        if key == name or key in live:
+            continue
+        path = os.path.join(folder, name)
+        try:
+            age = now - os.lstat(path).st_mtime
+        except FileNotFoundError:  # released or taken over meanwhile
+            continue
+        holder = leases.read_holder(path)
+        if _takeable(holder, ours):
+            continue
+        out[key] = {**holder, "age": f"{age:.0f}", "marker": path}
+    return out
+
+
+def _takeable(holder: dict[str, str], duration: float) -> bool:
+    try:
+        return holder.get("mode") == "lease" and float(holder.get("duration", "")) == duration
+    except ValueError:
+        return False
 
 
 def _exhausted(outcomes: Counter | None, max_attempts: int) -> bool:
@@ -150,19 +176,63 @@ def to_submit(
     return classify(exp, runs, queue, max_attempts, retry_failed).indices(MISSING)
 
 
-def settle(
+def check_ledger(exp: ExperimentDescription, queue: QueueSnapshot) -> list[str]:
+    """One line per unreadable ledger entry whose array has left the queue (its indices count
+    as missing); LedgerUnreadable if one's array may still run, since which indices it owns is
+    unknown and submitting any might run one twice."""
+    ledger = Ledger(state_dirs(exp).ledger)
+    scan = ledger.scan()
+    for entry_id in scan.unreadable:
+        if queue.entry_active(entry_id):
+            raise LedgerUnreadable(
+                f"{scan.unreadable[entry_id]}; its array pyexp-{entry_id} is still in squeue and "
+                f"which indices it owns is unknown: nothing submitted until it leaves the queue "
+                f"(scancel -n pyexp-{entry_id}) or the file is repaired"
+            )
+    return ledger_problems(scan, queue)
+
+
+def with_accounting(
     exp: ExperimentDescription,
     queue: QueueSnapshot,
-    final_states: Callable[[list[str]], dict[str, str] | None],
-) -> int:
+    states: Callable[[list[str]], dict[str, str] | None],
+) -> QueueSnapshot:
+    """squeue's snapshot completed by sacct's word (states: job ids -> '123_4' -> state, None
+    when accounting cannot say) on our unsettled arrays that squeue no longer shows as active."""
+    unsettled = [e for e in Ledger(state_dirs(exp).ledger).entries() if _left_queue(e, queue)]
+    answer = states([e.job_id for e in unsettled if e.job_id]) if unsettled else None
+    if not answer:
+        return queue
+    seen = {
+        (e.id, t): answer[f"{e.job_id}_{t}"]
+        for e in unsettled
+        for t in range(len(e.tasks))
+        if f"{e.job_id}_{t}" in answer
+    }
+    return queue.merged(seen)
+
+
+@dataclass(frozen=True)
+class _TaskEnd:
+    """What is known of how one array task ended."""
+
+    job: str  # '<array job>_<task>'
+    state: str | None  # its final Slurm state, if squeue or sacct said
+    runner_started: bool  # pyexp-run left its `started` marker
+    launched: bool  # Slurm started the script: its .out or .err file exists
+
+
+def settle(exp: ExperimentDescription, queue: QueueSnapshot) -> int:
     """Record how finished arrays ended for the indices they left unfinished; how many recorded.
 
-    A task that left the queue without a completion or attempt record for an index vanished.
-    If its runner never started (setup error in the script, or cancelled while pending), every
-    index counts as failed, so a broken script is not resubmitted forever; sacct's state wins
-    when it answers. If the runner started, the indices it was running (the first `cores`
-    unfinished ones) get sacct's state (out of memory, timeout, cancelled) or lost; the rest
-    never started and are lost. Each array is settled once.
+    queue holds what squeue (and sacct, see with_accounting) said; an array is finished when
+    none of its tasks may still run. An index is charged with the task's end (out of memory,
+    timeout, cancelled, else lost) only when the task was running it: its lease marker still
+    names that task (a runner that ends normally records the index and removes the marker).
+    Indices the task never started are lost (retried, not charged). A task whose script failed
+    before pyexp-run started charges every index as failed, so a broken script is not
+    resubmitted forever; one cancelled, preempted or never launched (no output file) is not
+    charged. Each array is settled once.
     """
     dirs = state_dirs(exp)
     ledger = Ledger(dirs.ledger)
@@ -173,32 +243,47 @@ def settle(
     done = CompletionRecords(dirs.done).completed()
     attempts = Attempts(dirs.attempts)
     tried = {(key, attempt.split("-")[0]) for key, _, attempt in attempts.names()}
-    started = set(scan_names(dirs.started))
-    states = final_states([e.job_id for e in finished if e.job_id]) or {}
+    started = {name.split("-")[0] for name in scan_names(dirs.started)}
+    outputs = set(scan_names(os.path.join(exp.config.log_path, experiment_id(exp))))
+    markers = set(scan_names(dirs.leases))
     recorded = 0
     for entry in finished:
         old = ExperimentDescription(entry.snapshot, path=entry.experiment, config=exp.config)
         for t, task in enumerate(entry.tasks):
             job = f"{entry.job_id}_{t}"
-            keys = [(i, record_key(old.getPermutation(i), old.getRun(i))) for i in task]
-            left = [
-                (i, k) for i, k in keys if k not in done and k not in live and (k, job) not in tried
-            ]
-            for n, (i, key) in enumerate(left):
-                outcome = _vanished(states.get(job), job in started, n < entry.cores)
-                info = {"index": i, "job": job, "slurm": states.get(job), "started": job in started}
+            launched = any(f"{entry.job_name}_{t}.{s}" in outputs for s in ("out", "err"))
+            end = _TaskEnd(job, queue.state(entry.id, t), job in started, launched)
+            for i in task:
+                key = record_key(old.getPermutation(i), old.getRun(i))
+                if key in done or (key, job) in tried:
+                    continue
+                ran = key + leases.SUFFIX in markers and _holder_job(dirs.leases, key) == job
+                if key in live and not ran:  # another runner is on it
+                    continue
+                outcome, why = _vanished(end, ran)
+                info = {"index": i, "job": job, "slurm": end.state, "why": why}
                 attempts.record(key, outcome, info, job)
-            recorded += len(left)
+                recorded += 1
         ledger.settle(entry)
     return recorded
 
 
-def _vanished(slurm_state: str | None, started: bool, was_running: bool) -> str:
-    if started and not was_running:
-        return LOST
-    if slurm_state in SACCT_OUTCOMES:
-        return SACCT_OUTCOMES[slurm_state]
-    return LOST if started else FAILED
+def _holder_job(folder: str, key: str) -> str | None:
+    return leases.read_holder(os.path.join(folder, key + leases.SUFFIX)).get("slurm_job")
+
+
+def _vanished(end: _TaskEnd, ran: bool) -> tuple[str, str]:
+    """The outcome of an index a finished task left without a record, and why."""
+    state = end.state or "state unknown"
+    if ran:
+        return SLURM_OUTCOMES.get(end.state or "", LOST), f"running when the task ended ({state})"
+    if end.runner_started:
+        return LOST, f"not started before the task ended ({state})"
+    if end.state in NOT_THE_SCRIPTS_FAULT:
+        return SLURM_OUTCOMES[end.state], f"task ended before pyexp-run started ({state})"
+    if not end.launched:
+        return LOST, f"task never launched: no output file ({state}; cancelled while pending?)"
+    return FAILED, f"task script failed before pyexp-run started ({state}); see its .err file"
 
 
 def _left_queue(entry: LedgerEntry, queue: QueueSnapshot) -> bool:

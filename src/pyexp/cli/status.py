@@ -1,4 +1,4 @@
-"""pyexp-status: done, running, queued, failed and missing per experiment."""
+"""pyexp-status: done, running, held, queued, failed and missing per experiment."""
 
 from __future__ import annotations
 
@@ -43,15 +43,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(path: str, args: argparse.Namespace) -> dict:
     from pyexp.experiment import loadExperiment
-    from pyexp.reconcile import QueueSnapshot, classify, max_attempts
+    from pyexp.reconcile import classify, max_attempts
     from pyexp.state.attempts import Attempts
     from pyexp.state.layout import state_dirs
     from pyexp.state.leases import IndexLeases, read_holder
 
     exp = loadExperiment(path)
-    queue = QueueSnapshot() if args.no_slurm else _queue_or_empty()
+    queue = _queue_or_empty(exp, args.no_slurm)
     standing = classify(exp, args.runs, queue, max_attempts(exp, args.max_attempts))
     report: dict = {"experiment": path, "runs": args.runs, **standing.counts()}
+    report["problems"] = standing.ledger_problems
+    report["held_indices"] = [_held(i, h) for i, h in sorted(standing.held.items())]
     if args.verbose or args.json:
         latest = Attempts(state_dirs(exp).attempts).latest(set(standing.failed_keys.values()))
         report["failed_indices"] = [
@@ -65,13 +67,14 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     return report
 
 
-def _queue_or_empty():
-    from pyexp.reconcile import QueueSnapshot
+def _queue_or_empty(exp, no_slurm: bool):
+    from pyexp.reconcile import with_accounting
     from pyexp.scheduler import slurm
+    from pyexp.scheduler.slurm_states import QueueSnapshot
 
-    if not slurm.available():
+    if no_slurm or not slurm.available():
         return QueueSnapshot()
-    return slurm.queue_snapshot()
+    return with_accounting(exp, slurm.queue_snapshot(), slurm.sacct_states)
 
 
 def _failure(index: int, attempt) -> dict:
@@ -93,12 +96,33 @@ def _holder(index: int, fields: dict[str, str]) -> dict:
     }
 
 
+def _held(index: int, fields: dict[str, str]) -> dict:
+    return {
+        "index": index,
+        "host": fields.get("host"),
+        "pid": fields.get("pid"),
+        "job": fields.get("slurm_job"),
+        "age_seconds": int(fields["age"]),
+        "marker": fields["marker"],
+    }
+
+
 def _table(reports: list[dict], verbose: bool) -> str:
-    cols = ("done", "running", "queued", "failed", "missing")
+    cols = ("done", "running", "held", "queued", "failed", "missing")
     width = max(len("experiment"), *(len(r["experiment"]) for r in reports))
     lines = [f"{'experiment':<{width}}  " + "  ".join(f"{c:>8}" for c in cols)]
     for r in reports:
         lines.append(f"{r['experiment']:<{width}}  " + "  ".join(f"{r[c]:>8}" for c in cols))
+        lines += [f"  warning: {p}" for p in r["problems"]]
+        # Always listed: these need a person (a runner with another lease duration, a marker
+        # left empty); no runner of ours takes them over and pyexp-submit leaves them alone.
+        for h in r["held_indices"]:
+            who = f"job {h['job']} pid {h['pid']} on {h['host']}" if h["host"] else "nobody"
+            lines.append(
+                f"  index {h['index']}: held by a lease no runner can take ({who}, "
+                f"last renewed {h['age_seconds']} s ago): remove {h['marker']} if that "
+                "runner is gone"
+            )
         for h in r.get("running_indices", []) if verbose else []:
             lines.append(
                 f"  index {h['index']}: running on {h['host']} pid {h['pid']} job {h['job']}"
@@ -108,3 +132,7 @@ def _table(reports: list[dict], verbose: bool) -> str:
                 f"  index {f['index']}: {f['outcome']} (exit {f['exit_code']}) log: {f['log']}"
             )
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

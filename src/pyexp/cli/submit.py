@@ -68,6 +68,8 @@ def _submit_all(args: argparse.Namespace) -> int:
     status = 0
     for path in args.experiments:
         done = submit_experiment(loadExperiment(path), opts)
+        for warning in done.warnings:
+            print(f"{PROG}: {warning}", file=sys.stderr, flush=True)
         print(report(done, opts), flush=True)
         status = max(status, 1 if done.failed_tasks else 0)
     return status

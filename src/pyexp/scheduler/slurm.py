@@ -13,13 +13,10 @@ import re
 import shutil
 import signal
 import subprocess
-from typing import TYPE_CHECKING
 
 from pyexp.errors import SlurmError
+from pyexp.scheduler.slurm_states import QueueSnapshot
 from pyexp.state.ledger import entry_id_from_job_name
-
-if TYPE_CHECKING:
-    from pyexp.reconcile import QueueSnapshot
 
 DEFAULT_TIMEOUT = 60.0
 
@@ -111,15 +108,14 @@ def parse_job_id(out: str) -> str:
 
 
 def queue_snapshot(timeout: float | None = None) -> QueueSnapshot:
-    """Our pyexp array tasks that squeue shows, with their states."""
-    out = run("squeue", ["--me", "-a", "-h", "-r", "-o", SQUEUE_FORMAT], timeout)
+    """Our pyexp array tasks that squeue shows, with their states, recently ended ones too."""
+    # -t all: tasks that ended within MinJobAge (CANCELLED while pending, ...) say how they ended.
+    out = run("squeue", ["--me", "-a", "-h", "-r", "-t", "all", "-o", SQUEUE_FORMAT], timeout)
     return parse_squeue(out)
 
 
 def parse_squeue(text: str) -> QueueSnapshot:
     """Parse `squeue -h -r -o '%i|%j|%T'` lines; jobs that are not pyexp arrays are ignored."""
-    from pyexp.reconcile import QueueSnapshot
-
     tasks: dict[tuple[str, int], str] = {}
     for line in text.splitlines():
         parts = line.strip().split("|")
@@ -161,7 +157,8 @@ def max_array_size(timeout: float | None = None) -> int | None:
 
 
 def sacct_states(job_ids: list[str], timeout: float | None = None) -> dict[str, str] | None:
-    """Final state of each array task ('123_4' -> 'OUT_OF_MEMORY'), or None when sacct can't say."""
+    """Each array task's state by sacct ('123_4' -> 'OUT_OF_MEMORY', pending ones too), or None
+    when sacct cannot say (no accounting here)."""
     if not job_ids or shutil.which(command("sacct")) is None:
         return None
     args = ["-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(job_ids)]
@@ -169,9 +166,21 @@ def sacct_states(job_ids: list[str], timeout: float | None = None) -> dict[str, 
         out = run("sacct", args, timeout)
     except SlurmError:  # no slurmdbd: accounting is optional
         return None
+    return parse_sacct(out)
+
+
+def parse_sacct(text: str) -> dict[str, str]:
+    """Parse `sacct -n -P -X -o JobID,State` lines; a pending array's '123_[5-9]' is expanded."""
     states = {}
-    for line in out.splitlines():
+    for line in text.splitlines():
         job, _, state = line.strip().partition("|")
-        if job and state:
-            states[job] = state.split()[0]  # 'CANCELLED by 0' -> 'CANCELLED'
+        array, sep, spec = job.partition("_")
+        if not (sep and state.strip()):
+            continue  # not an array task
+        try:
+            tasks = expand_task_ids(spec)
+        except SlurmError:
+            continue  # accounting is a hint: an unreadable line is no answer for that task
+        for task in tasks:
+            states[f"{array}_{task}"] = state.split()[0]  # 'CANCELLED by 0' -> 'CANCELLED'
     return states

@@ -21,7 +21,7 @@ from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
-    from pyexp.reconcile import QueueSnapshot
+    from pyexp.scheduler.slurm_states import QueueSnapshot
 
 LOCK_LEASE_SECONDS = float(os.environ.get("PYEXP_SUBMIT_LOCK_SECONDS") or 30.0)
 
@@ -67,6 +67,7 @@ class Submitted:
     failed_tasks: int = 0
     logs: str = ""
     queue_seen: bool = True  # False: squeue could not be asked, queued work was not subtracted
+    warnings: list[str] = field(default_factory=list)  # one line each, e.g. unreadable ledger
 
 
 def submit_experiment(exp: ExperimentDescription, opts: SubmitOptions) -> Submitted:
@@ -109,17 +110,21 @@ def submit_lock(path: str, timeout: float) -> Iterator[Callable[[], bool]]:
 def _submit_locked(
     exp: ExperimentDescription, opts: SubmitOptions, command: str, held: Callable[[], bool]
 ) -> Submitted:
-    from pyexp.reconcile import QueueSnapshot, max_attempts, settle, to_submit
+    from pyexp.reconcile import check_ledger, max_attempts, settle, to_submit, with_accounting
+    from pyexp.scheduler.slurm_states import QueueSnapshot
 
     submitting = not (opts.local or opts.dry_run)
     queue = _queue(required=submitting)
     seen = queue is not None
     queue = queue or QueueSnapshot()
     if submitting:
-        settle(exp, queue, slurm.sacct_states)
+        queue = with_accounting(exp, queue, slurm.sacct_states)
+        settle(exp, queue)
+    warnings = check_ledger(exp, queue)
     cap = max_attempts(exp, opts.max_attempts, remember=submitting)
     missing = to_submit(exp, opts.runs, queue, cap, opts.retry_failed)
     done = Submitted(_experiment_path(exp), missing, logs=log_dir(exp), queue_seen=seen)
+    done.warnings = warnings
     if not missing:
         return done
     check_runnable(exp, command, missing)

@@ -89,15 +89,31 @@ class Ledger:
             return LedgerEntry(**json.load(f))
 
     def entries(self) -> list[LedgerEntry]:
-        """Every entry, oldest first."""
-        out = []
+        """Every readable entry, oldest first."""
+        return self.scan().entries
+
+    def scan(self) -> LedgerScan:
+        """Every entry, oldest first, and the files that are not readable entries."""
+        out, unreadable = [], {}
         for name in scan_names(self.folder):
-            if name.endswith(".json"):
-                try:
-                    out.append(self.load(name[: -len(".json")]))
-                except (FileNotFoundError, ValueError, TypeError):  # gone, or not an entry
-                    continue
-        return sorted(out, key=lambda e: e.created)
+            if not name.endswith(".json"):
+                continue
+            entry_id = name[: -len(".json")]
+            try:
+                out.append(self.load(entry_id))
+            except FileNotFoundError:  # discarded meanwhile
+                continue
+            except (OSError, ValueError, TypeError) as e:  # truncated, junk, not an entry
+                unreadable[entry_id] = f"{self.path(entry_id)}: unreadable ledger entry ({e})"
+        return LedgerScan(sorted(out, key=lambda e: e.created), unreadable)
+
+
+@dataclass
+class LedgerScan:
+    """The ledger as read: its entries, and why each unreadable file (by entry id) is not one."""
+
+    entries: list[LedgerEntry]
+    unreadable: dict[str, str]
 
 
 def split_changed(
