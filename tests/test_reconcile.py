@@ -422,28 +422,33 @@ def _marker(exp, i, body, age):
     return path
 
 
-def test_index_whose_stale_lease_no_runner_can_take_is_held_not_resubmitted(project, capsys):
-    from pyexp.reconcile import HELD
+def test_stale_lease_markers_are_held_and_resubmitted_live_foreign_ones_are_running(
+    project, capsys
+):
+    from pyexp.reconcile import HELD, RUNNING
 
     exp = _exp(project)
     foreign = "filelock/2\npid=4242\nhost=node7\nmode=lease\ntoken=t\nduration=600.0\n"
-    _marker(exp, 1, foreign + "slurm_job=31_2\n", age=120)  # another lease duration
-    empty = _marker(exp, 2, "", age=3600)  # killed between creating and writing it
-    ours = "filelock/2\npid=4242\nhost=node7\nmode=lease\ntoken=t\nduration=60.0\n"
-    _marker(exp, 3, ours, age=120)  # a dead holder we take over: resubmitted
+    _marker(exp, 1, foreign, age=120)  # a longer lease duration than ours, still renewed
+    _marker(exp, 2, "", age=3600)  # killed between creating and writing it
+    ours = "filelock/2\npid=4243\nhost=node8\nmode=lease\ntoken=t\nduration=60.0\n"
+    _marker(exp, 3, ours, age=120)  # a dead holder
     standing = classify(exp, 1, QueueSnapshot())
-    assert standing.indices(HELD) == [1, 2]
-    assert to_submit(exp, 1, QueueSnapshot()) == [0, 3, 4, 5]
+    assert standing.indices(RUNNING) == [1]
+    assert standing.indices(HELD) == [2, 3]
+    assert to_submit(exp, 1, QueueSnapshot()) == [0, 2, 3, 4, 5]
 
     path = str(project / "experiments" / "sweep.json")
     assert status_main([path, "--no-slurm"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split()[1:] == ["0", "0", "2", "0", "0", "4"]
+    assert lines[1].split()[1:] == ["0", "1", "2", "0", "0", "3"]
     assert any(
-        "index 1: held" in line and "job 31_2 pid 4242 on node7" in line and "120 s ago" in line
+        "index 3: held by a stale lease" in line
+        and "pid 4243 on node8" in line
+        and "120 s ago" in line
         for line in lines
     ), lines
-    assert any("index 2: held" in line and "nobody" in line and empty in line for line in lines)
+    assert any("index 2: held" in line and "nobody" in line for line in lines)
 
 
 def test_python_dash_m_status_runs_the_command(project):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ class Standing:
     status: list[str]
     failed_keys: dict[int, str]
     running_keys: dict[int, str] = field(default_factory=dict)
-    held: dict[int, dict[str, str]] = field(default_factory=dict)
+    held: dict[int, leases.Holder] = field(default_factory=dict)
     ledger_problems: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
@@ -87,9 +86,10 @@ def classify(
 ) -> Standing:
     """Every index of exp x runs as exactly one of done, running, held, queued, failed, missing."""
     dirs = state_dirs(exp)
-    live = leases.live_keys(dirs.leases)  # before done: a runner may finish in between
+    markers = leases.held_keys(dirs.leases)  # before done: a runner may finish in between
     done = CompletionRecords(dirs.done).completed()
-    held = held_keys(dirs.leases, live)
+    live = {k for k, h in markers.items() if h.live}
+    held = {k: h for k, h in markers.items() if not h.live}
     attempts = Attempts(dirs.attempts).counts()
     scan = Ledger(dirs.ledger).scan()
     queued = queued_indices(exp, queue, scan)
@@ -118,35 +118,6 @@ def classify(
     return standing
 
 
-def held_keys(folder: str, live: set[str], now: float | None = None) -> dict[str, dict[str, str]]:
-    """Stale lease markers that no runner of ours can take over (empty or unreadable, or another
-    lease duration than ours): key -> the holder's fields plus `age` (seconds) and `marker`."""
-    now = time.time() if now is None else now
-    ours = leases.lease_seconds()
-    out = {}
-    for name in scan_names(folder):
-        key = name.removesuffix(leases.SUFFIX)
-        if key == name or key in live:
-            continue
-        path = os.path.join(folder, name)
-        try:
-            age = now - os.lstat(path).st_mtime
-        except FileNotFoundError:  # released or taken over meanwhile
-            continue
-        holder = leases.read_holder(path)
-        if _takeable(holder, ours):
-            continue
-        out[key] = {**holder, "age": f"{age:.0f}", "marker": path}
-    return out
-
-
-def _takeable(holder: dict[str, str], duration: float) -> bool:
-    try:
-        return holder.get("mode") == "lease" and float(holder.get("duration", "")) == duration
-    except ValueError:
-        return False
-
-
 def _exhausted(outcomes: Counter | None, max_attempts: int) -> bool:
     return outcomes is not None and outcomes[FAILED] + outcomes[OOM] >= max_attempts
 
@@ -172,8 +143,10 @@ def to_submit(
     max_attempts: int = 3,
     retry_failed: bool = False,
 ) -> list[int]:
-    """The indices pyexp-submit should submit: exactly the missing ones."""
-    return classify(exp, runs, queue, max_attempts, retry_failed).indices(MISSING)
+    """The indices pyexp-submit should submit: the missing ones, and those whose lease holder
+    stopped renewing (held), which the next runner takes over."""
+    standing = classify(exp, runs, queue, max_attempts, retry_failed)
+    return sorted(standing.indices(MISSING) + standing.indices(HELD))
 
 
 def check_ledger(exp: ExperimentDescription, queue: QueueSnapshot) -> list[str]:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from pyexp.cli.args import Parser, count
 from pyexp.errors import PyExpError, describe
+
+if TYPE_CHECKING:
+    from pyexp.state.leases import Holder
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -96,14 +100,13 @@ def _holder(index: int, fields: dict[str, str]) -> dict:
     }
 
 
-def _held(index: int, fields: dict[str, str]) -> dict:
+def _held(index: int, holder: Holder) -> dict:
     return {
         "index": index,
-        "host": fields.get("host"),
-        "pid": fields.get("pid"),
-        "job": fields.get("slurm_job"),
-        "age_seconds": int(fields["age"]),
-        "marker": fields["marker"],
+        "host": holder.host,
+        "pid": holder.pid,
+        "job": holder.job,
+        "age_seconds": int(holder.age),
     }
 
 
@@ -114,14 +117,11 @@ def _table(reports: list[dict], verbose: bool) -> str:
     for r in reports:
         lines.append(f"{r['experiment']:<{width}}  " + "  ".join(f"{r[c]:>8}" for c in cols))
         lines += [f"  warning: {p}" for p in r["problems"]]
-        # Always listed: these need a person (a runner with another lease duration, a marker
-        # left empty); no runner of ours takes them over and pyexp-submit leaves them alone.
         for h in r["held_indices"]:
             who = f"job {h['job']} pid {h['pid']} on {h['host']}" if h["host"] else "nobody"
             lines.append(
-                f"  index {h['index']}: held by a lease no runner can take ({who}, "
-                f"last renewed {h['age_seconds']} s ago): remove {h['marker']} if that "
-                "runner is gone"
+                f"  index {h['index']}: held by a stale lease ({who}, last renewed "
+                f"{h['age_seconds']} s ago); the next runner takes it over"
             )
         for h in r.get("running_indices", []) if verbose else []:
             lines.append(
