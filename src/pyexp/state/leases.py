@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from filelock import LeaseSettingsMismatch, SoftFileLease, Timeout
 
 from pyexp.errors import ConfigError
+from pyexp.job_environment import JobEnvironment
 from pyexp.state.atomic import scan_names
 
 DEFAULT_LEASE_SECONDS = 60.0
@@ -56,19 +58,12 @@ def lease_seconds() -> float:
 
 def slurm_attempt() -> str | None:
     """This array task's try as `<array job>_<task>[-<requeue count>]`, None outside an array."""
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if not (array and task):
-        return None
-    restart = os.environ.get("SLURM_RESTART_COUNT", "0")
-    return f"{array}_{task}" if restart in ("", "0") else f"{array}_{task}-{restart}"
+    return JobEnvironment.read().attempt
 
 
 def slurm_job() -> str | None:
     """This process's Slurm job as `<array job>_<task>` or `<job>`, None outside Slurm."""
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array and task:
-        return f"{array}_{task}"
-    return os.environ.get("SLURM_JOB_ID") or None
+    return JobEnvironment.read().job
 
 
 class _JobLease(SoftFileLease):
@@ -107,8 +102,15 @@ class Lease:
 class IndexLeases:
     """The leases of one experiment's folder, as one contender sees them."""
 
-    def __init__(self, folder: str, duration: float | None = None, job: str | None = None) -> None:
+    def __init__(
+        self,
+        folder: str,
+        duration: float | None = None,
+        job: str | None = None,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> None:
         self.folder = folder
+        self.on_lost = on_lost  # called with the key, from the heartbeat thread, on loss
         self.duration = lease_seconds() if duration is None else duration
         self.job = job
         # One lock object per key, kept across tries: takeover of a foreign lease needs the same
@@ -149,10 +151,19 @@ class IndexLeases:
     def _lock(self, key: str) -> _JobLease:
         lock = self._locks.get(key)
         if lock is None:
-            lock = _JobLease(self.path(key), lease_duration=self.duration, thread_local=False)
+            lock = _JobLease(
+                self.path(key),
+                lease_duration=self.duration,
+                thread_local=False,
+                on_compromise=self._reporter(key),
+            )
             lock.job = self.job
             self._locks[key] = lock
         return lock
+
+    def _reporter(self, key: str) -> Callable[[object], None] | None:
+        on_lost = self.on_lost
+        return None if on_lost is None else lambda _compromise: on_lost(key)
 
 
 def live_keys(folder: str, duration: float | None = None, now: float | None = None) -> set[str]:
