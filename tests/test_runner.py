@@ -581,3 +581,24 @@ def test_attempt_write_failure_fails_that_index_only(project):
     [line] = [x for x in out.getvalue().splitlines() if "index 1:" in x]
     assert "unrecorded" in line and "No space left" in line and "stays missing" in line
     assert project.leases(path) == []
+
+
+def test_ctrl_c_during_a_local_submit_is_one_line_and_records_the_stop(project):
+    exp = project.experiment("ctrlc", {"a": [1, 2, 3, 4, 5, 6]})
+    starts = project.root / "starts"
+    command = sh('echo "$PYEXP_INDEX" >> "$1"; exec sleep 30', starts)
+    argv = [str(exp), "--runs", "1", "--cluster", "local", "--local", "--parallel", "1"]
+    argv += ["--command", command]
+    submit = subprocess.Popen(
+        [sys.executable, "-m", "pyexp.cli.submit", *argv],
+        env=project.env, cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,  # its own group, as a terminal's foreground job
+    )  # fmt: skip
+    wait_for(lambda: starts.exists() and starts.read_text().endswith("\n"), 30)
+    os.killpg(submit.pid, signal.SIGINT)  # what Ctrl-C does
+    out, err = submit.communicate(timeout=30)
+    assert submit.returncode != 0 and "Traceback" not in out + err
+    assert err.count("\n") == 1 and "interrupted" in err
+    assert {a["outcome"] for a in project.attempts(exp)} == {PREEMPTED}
+    assert len(starts.read_text().split()) < 6  # the queued tasks never started
+    assert project.leases(exp) == []

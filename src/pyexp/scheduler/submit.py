@@ -263,11 +263,12 @@ def _run_local(
         env["PYEXP_CONFIG"] = exp.config.source
     python = opts.cluster.python or sys.executable
     workers = max(1, opts.parallel or os.cpu_count() or 1)
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
             codes = list(pool.map(lambda job: _run_task(exp, python, env, *job), jobs))
-    except KeyboardInterrupt:  # the tasks got the same SIGINT: each recorded its stop
-        raise SubmitFailed("interrupted: running indices were stopped and stay missing") from None
+        except KeyboardInterrupt:  # running tasks got the same SIGINT: each recorded its stop
+            pool.shutdown(cancel_futures=True)
+            raise SubmitFailed("interrupted: stopped indices stay missing") from None
     return sum(1 for c in codes if c != 0)
 
 
