@@ -80,7 +80,7 @@ def child(phase: str, n: int, root: str) -> None:
     path = make_project(root, max(n, 1))
     exp = loadExperiment(path, config=load_config(os.path.join(root, "config.json")))
     if phase == "spawn":
-        prefix = processes.die_with_parent_prefix()
+        prefix = processes.die_with_parent_prefix(os.getpid())
         start = time.perf_counter()
         for _ in range(n):
             subprocess.Popen([*prefix, "/bin/true"], start_new_session=True).wait()
@@ -89,7 +89,7 @@ def child(phase: str, n: int, root: str) -> None:
     if phase == "noop":
         processes.Spawner.start = lambda self, argv, log, env: _NoProcess()
     if phase == "nodeath":
-        processes.die_with_parent_prefix = lambda: []
+        processes.die_with_parent_prefix = lambda parent: []
     if phase in ("fallback", "killfallback"):
         processes._has_pdeathsig = lambda setpriv: False
     if phase.startswith("kill"):  # run `sleep 60` and wait to be killed by the parent

@@ -81,17 +81,13 @@ class Spawner:
     """Starts commands in their own session, stdin closed, output to a log descriptor."""
 
     def __init__(self) -> None:
-        self._prefix = die_with_parent_prefix()
+        self._prefix = die_with_parent_prefix(os.getpid())
         self._programs: dict[str, str] = {}
 
     def start(self, argv: list[str], log: int, env: Mapping[str, str]) -> subprocess.Popen:
         """Start argv; OSError when its program cannot be found or started."""
-        program = self._resolve(argv[0])
-        prefix = self._prefix
-        if prefix and prefix[0] == sys.executable:
-            prefix = [*prefix, str(os.getpid())]
         return subprocess.Popen(
-            [*prefix, program, *argv[1:]],
+            [*self._prefix, self._resolve(argv[0]), *argv[1:]],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -111,14 +107,14 @@ class Spawner:
         return self._programs[name]
 
 
-def die_with_parent_prefix() -> list[str]:
-    """The argv prefix that has Linux SIGKILL the command when the runner dies ([] if none)."""
+def die_with_parent_prefix(parent: int) -> list[str]:
+    """The argv prefix that has Linux SIGKILL the command when parent dies ([] if none)."""
     if not sys.platform.startswith("linux"):
         return []
     setpriv = shutil.which("setpriv")
     if setpriv and _has_pdeathsig(setpriv):
         return [setpriv, "--pdeathsig", "SIGKILL", "--"]
-    return [sys.executable, "-S", "-c", _TRAMPOLINE]
+    return [sys.executable, "-S", "-c", _TRAMPOLINE, str(parent)]
 
 
 def _has_pdeathsig(setpriv: str) -> bool:
