@@ -602,3 +602,17 @@ def test_ctrl_c_during_a_local_submit_is_one_line_and_records_the_stop(project):
     assert {a["outcome"] for a in project.attempts(exp)} == {PREEMPTED}
     assert len(starts.read_text().split()) < 6  # the queued tasks never started
     assert project.leases(exp) == []
+
+
+def test_command_exiting_0_after_its_lease_was_lost_is_not_recorded_done(project):
+    path = project.experiment("lost0", {"a": [1]})
+    loaded = project.load(path)
+    marker = Path(state_dirs(loaded).leases) / f"{record_key(loaded.getPermutation(0), 0)}.lease"
+    runner, out = in_process_runner(project, path, sh('rm "$1"; sleep 1.5; exit 0', marker))
+    runner.leases.duration = 1.0
+    runner._kill_lost = lambda: None  # the loss is noticed too late to stop the command
+    assert runner.run([0]) == 1
+    [attempt] = project.attempts(path)
+    assert attempt["outcome"] == LEASE_LOST and attempt["exit_code"] == 0
+    assert not project.complete(path, 0)
+    assert "index 0: lease_lost (exit 0" in out.getvalue()
