@@ -16,11 +16,18 @@ import pytest
 
 from pyexp.config import load_config
 from pyexp.experiment import ExperimentDescription, loadExperiment
-from pyexp.runner import CommandTemplate, RunnerError, oom_kills, parse_indices
-from pyexp.state.attempts import FAILED, PREEMPTED, TIMEOUT
+from pyexp.runner import (
+    DEFAULT_GRACE_SECONDS,
+    CommandTemplate,
+    Runner,
+    RunnerError,
+    oom_kills,
+    parse_indices,
+)
+from pyexp.state.attempts import FAILED, LEASE_LOST, PREEMPTED, TIMEOUT
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
-from pyexp.state.records import CompletionRecords
+from pyexp.state.records import CompletionRecords, record_key
 
 RUN = [sys.executable, "-m", "pyexp.cli.run"]
 
@@ -259,19 +266,37 @@ def write_entry(project: Project, path: Path, tasks: list[list[int]], **fields) 
     return ledger.path(entry.id)
 
 
-def test_ledger_refuses_indices_whose_parameters_changed(project):
-    exp = project.experiment("fp", {"a": [1, 2], "b": [10, 20]})
-    out = project.root / "ran"
-    ledger = write_entry(
-        project, exp, [[0, 1, 2, 3]], command=sh('echo "$PYEXP_INDEX" >> "$1"', out)
+def test_experiment_edited_while_a_task_runs_each_index_runs_what_was_planned(project):
+    exp = project.experiment("edit", {"x": [10, 20, 30, 40]})
+    out, go = project.root / "ran.jsonl", project.root / "go"
+    code = (
+        "import json, os, sys, time\n"
+        "from pyexp.experiment import loadExperiment\n"
+        "e, i = loadExperiment(sys.argv[1]), int(sys.argv[2])\n"
+        "while i == 0 and not os.path.exists(sys.argv[4]): time.sleep(0.02)\n"
+        "row = dict(i=i, x=e.getPermutation(i)['x'], save=e.interpolateSavePath(i),\n"
+        "           env=os.environ['PYEXP_SAVE_PATH'], path=e.path, arg=sys.argv[1])\n"
+        "print(json.dumps(row), file=open(sys.argv[3], 'a'))\n"
     )
-    exp.write_text(json.dumps({"metaParameters": {"a": [1, 2], "b": [10, 30]}}))
-    result = project.run("--ledger", ledger, env={"SLURM_ARRAY_TASK_ID": "0"})
-    assert result.returncode == 1
-    refused = [line for line in result.stderr.splitlines() if "refused" in line and "index" in line]
-    assert [line.split()[2] for line in refused] == ["1", "3"]
-    assert sorted(out.read_text().split()) == ["0", "2"]
-    assert [project.complete(exp, i) for i in range(4)] == [True, False, True, False]
+    command = shlex.join([sys.executable, "-c", code, "{experiment}", "{index}", str(out), str(go)])
+    planned = project.load(exp)
+    ledger = write_entry(project, exp, [[0, 1, 2, 3]], command=command)
+    task = project.start("--ledger", ledger, "--task", "0")
+    wait_for(lambda: list(project.root.glob("logs/**/0.log")))
+    exp.write_text(json.dumps({"metaParameters": {"x": [50, 10, 20, 40]}}))  # edited mid-task
+    go.touch()
+    _, err = task.communicate(timeout=60)
+    assert task.returncode == 0, err
+    rows = sorted((json.loads(line) for line in out.read_text().splitlines()), key=lambda r: r["i"])
+    assert [r["x"] for r in rows] == [10, 20, 30, 40]  # each index once, as planned
+    for r in rows:
+        assert r["save"] == r["env"] == planned.interpolateSavePath(r["i"])
+        assert r["path"] == str(exp) and r["arg"].endswith(
+            f"snapshots/{planned.fingerprint()}.json"
+        )
+    records = CompletionRecords(state_dirs(planned).done)
+    assert all(records.is_complete(planned.getPermutation(i), 0) for i in range(4))
+    assert not records.is_complete({"x": 50}, 0)  # recorded done only what ran
 
 
 def test_ledger_task_runs_its_indices_cores_at_a_time(project):
@@ -435,5 +460,159 @@ def test_unwritable_state_is_one_line_and_the_other_indices_go_on(project):
     # Index 1 either ran (its record then failed) or was not started (its check failed):
     # either way it stays missing, index 0 was not killed, and each says so in one line.
     assert "0" in log.read_text().split()
-    assert result.stderr.count("not recorded") + result.stderr.count("not started") == 3
+    lines = [x for x in result.stderr.splitlines() if "cannot be" in x]
+    assert sorted(x.split()[2] for x in lines) == ["0:", "1:"]
+    assert {a["outcome"] for a in project.attempts(path)} == {FAILED}
     assert "Traceback" not in result.stderr
+
+
+def test_stop_records_every_attempt_at_once_when_children_exited_before_the_signal(project):
+    # scancel signals every process at once: the children may exit before the runner's
+    # handler runs, and their SIGCHLD wake-up is consumed before the stop starts waiting.
+    exp = project.experiment("race", {"a": [1, 2, 3]})
+    pids = project.root / "pids"
+    env = {k: v for k, v in project.env.items() if k != "PYEXP_GRACE_SECONDS"}
+    runner = subprocess.Popen(
+        [*RUN, str(exp), "--indices", "0-2", "--parallel", "3", "--command",
+         sh('echo $$ >> "$1"; exec sleep 100', pids)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(lambda: pids.exists() and len(pids.read_text().split("\n")) == 4)
+    children = [int(p) for p in pids.read_text().split()]
+    runner.send_signal(signal.SIGSTOP)
+    for child in children:
+        os.kill(child, signal.SIGTERM)
+    time.sleep(0.3)
+    runner.send_signal(signal.SIGTERM)
+    start = time.monotonic()
+    runner.send_signal(signal.SIGCONT)
+    _, err = runner.communicate(timeout=60)
+    assert time.monotonic() - start < 1.5, err  # not the grace period
+    assert runner.returncode == 128 + signal.SIGTERM
+    attempts = project.attempts(exp)
+    assert sorted(a["index"] for a in attempts) == [0, 1, 2]
+    assert {(a["outcome"], a["exit_code"]) for a in attempts} == {(PREEMPTED, -signal.SIGTERM)}
+    assert project.leases(exp) == []
+    assert DEFAULT_GRACE_SECONDS <= 30 - 5  # a stop ends before Slurm's default KillWait
+
+
+def test_lease_lost_mid_run_kills_the_command_and_records_lease_lost(project):
+    exp = project.experiment("lost", {"a": [1, 2]})
+    pids = project.root / "pids"
+    command = sh(
+        'echo "$PYEXP_INDEX $$" >> "$1"; [ "$PYEXP_INDEX" = 0 ] && exec sleep 30; sleep 3', pids
+    )
+    runner = project.start(
+        exp, "--indices", "0-1", "--parallel", "2", "--command", command,
+        env={"PYEXP_LEASE_SECONDS": "1"},
+    )  # fmt: skip
+    wait_for(lambda: pids.exists() and len(pids.read_text().splitlines()) == 2)
+    child = dict(line.split() for line in pids.read_text().splitlines())["0"]
+    loaded = project.load(exp)
+    marker = Path(state_dirs(loaded).leases) / f"{record_key(loaded.getPermutation(0), 0)}.lease"
+    marker.unlink()  # as if another runner had broken it and taken the index
+    lost = time.monotonic()
+    wait_for(lambda: not alive(int(child)), 5)
+    assert time.monotonic() - lost < 2  # two heartbeats (1/3 s each) and a kill
+    assert alive(runner.pid)  # the sibling index keeps running
+    _, err = runner.communicate(timeout=30)
+    assert runner.returncode == 1, err
+    [attempt] = project.attempts(exp)
+    assert attempt["outcome"] == LEASE_LOST and attempt["index"] == 0
+    assert attempt["exit_code"] == -signal.SIGKILL
+    assert not project.complete(exp, 0) and project.complete(exp, 1)
+    assert "index 0: lease_lost" in err and "1 done" in err
+
+
+def test_log_that_cannot_be_opened_fails_that_index_only(project):
+    exp = project.experiment("badlog", {"a": [1, 2, 3]})
+    log_dir = project.root / "logs" / "experiments" / "badlog"
+    (log_dir / "1.log").mkdir(parents=True)  # open(O_WRONLY) fails: EISDIR
+    result = project.run(exp, "--indices", "0-2", "--parallel", "3", "--command", "sleep 0.3")
+    assert result.returncode == 1
+    assert [project.complete(exp, i) for i in range(3)] == [True, False, True]
+    [attempt] = project.attempts(exp)
+    assert attempt["outcome"] == FAILED and attempt["index"] == 1
+    assert attempt["exit_code"] is None and "log cannot be written" in attempt["error"]
+    [line] = [x for x in result.stderr.splitlines() if "index 1:" in x]
+    assert "Is a directory" in line and project.leases(exp) == []
+
+
+def in_process_runner(project: Project, path: Path, command: str, parallel: int = 3):
+    import io
+
+    exp = project.load(path)
+    out = io.StringIO()
+    return Runner(exp, CommandTemplate(command), parallel=parallel, out=out), out
+
+
+def failing_for(index: int, real):
+    def write(*args, **kwargs):
+        info = args[2] if len(args) > 2 else kwargs.get("info", {})
+        if info.get("index") == index:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    return write
+
+
+def test_completion_record_write_failure_fails_that_index_only(project):
+    path = project.experiment("norec", {"a": [1, 2, 3]})
+    runner, out = in_process_runner(project, path, "true")
+    runner.records.mark_complete = failing_for(1, runner.records.mark_complete)
+    assert runner.run(range(3)) == 1
+    assert [project.complete(path, i) for i in range(3)] == [True, False, True]
+    [attempt] = project.attempts(path)
+    assert attempt["outcome"] == FAILED and attempt["index"] == 1 and attempt["exit_code"] == 0
+    assert "No space left" in attempt["error"]
+    assert "2 done" in out.getvalue() and project.leases(path) == []
+
+
+def test_attempt_write_failure_fails_that_index_only(project):
+    path = project.experiment("noatt", {"a": [1, 2, 3]})
+    runner, out = in_process_runner(project, path, sh('[ "$PYEXP_INDEX" = 1 ] && exit 4; exit 0'))
+
+    def record(key, outcome, info, attempt=None):
+        raise OSError(28, "No space left on device")
+
+    runner.attempts.record = record
+    assert runner.run(range(3)) == 1
+    assert [project.complete(path, i) for i in range(3)] == [True, False, True]
+    [line] = [x for x in out.getvalue().splitlines() if "index 1:" in x]
+    assert "unrecorded" in line and "No space left" in line and "stays missing" in line
+    assert project.leases(path) == []
+
+
+def test_ctrl_c_during_a_local_submit_is_one_line_and_records_the_stop(project):
+    exp = project.experiment("ctrlc", {"a": [1, 2, 3, 4, 5, 6]})
+    starts = project.root / "starts"
+    command = sh('echo "$PYEXP_INDEX" >> "$1"; exec sleep 30', starts)
+    argv = [str(exp), "--runs", "1", "--cluster", "local", "--local", "--parallel", "1"]
+    argv += ["--command", command]
+    submit = subprocess.Popen(
+        [sys.executable, "-m", "pyexp.cli.submit", *argv],
+        env=project.env, cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,  # its own group, as a terminal's foreground job
+    )  # fmt: skip
+    wait_for(lambda: starts.exists() and starts.read_text().endswith("\n"), 30)
+    os.killpg(submit.pid, signal.SIGINT)  # what Ctrl-C does
+    out, err = submit.communicate(timeout=30)
+    assert submit.returncode != 0 and "Traceback" not in out + err
+    assert err.count("\n") == 1 and "interrupted" in err
+    assert {a["outcome"] for a in project.attempts(exp)} == {PREEMPTED}
+    assert len(starts.read_text().split()) < 6  # the queued tasks never started
+    assert project.leases(exp) == []
+
+
+def test_command_exiting_0_after_its_lease_was_lost_is_not_recorded_done(project):
+    path = project.experiment("lost0", {"a": [1]})
+    loaded = project.load(path)
+    marker = Path(state_dirs(loaded).leases) / f"{record_key(loaded.getPermutation(0), 0)}.lease"
+    runner, out = in_process_runner(project, path, sh('rm "$1"; sleep 1.5; exit 0', marker))
+    runner.leases.duration = 1.0
+    runner._kill_lost = lambda: None  # the loss is noticed too late to stop the command
+    assert runner.run([0]) == 1
+    [attempt] = project.attempts(path)
+    assert attempt["outcome"] == LEASE_LOST and attempt["exit_code"] == 0
+    assert not project.complete(path, 0)
+    assert "index 0: lease_lost (exit 0" in out.getvalue()

@@ -220,4 +220,12 @@ def loadExperiment(path: str, config: Config | None = None) -> ExperimentDescrip
         d = json.loads(text)
     except json.JSONDecodeError as e:
         raise ExperimentError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
-    return ExperimentDescription(d, path=path, config=config)
+    return ExperimentDescription(d, path=_original_path(path), config=config)
+
+
+def _original_path(path: str) -> str:
+    """The experiment file a pyexp-run snapshot was taken of (it names the state), else path."""
+    snapshot = os.environ.get("PYEXP_SNAPSHOT")
+    if snapshot and os.path.abspath(path) == os.path.abspath(snapshot):
+        return os.environ.get("PYEXP_EXPERIMENT") or path
+    return path

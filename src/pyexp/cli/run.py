@@ -5,10 +5,12 @@
 
 The command comes from --command, else the ledger entry, else config.json's "command";
 placeholders {experiment}, {index} and {run} fill single arguments (no shell is involved;
-inside a `sh -c` script of your own, pass them as "$1" instead). The command also sees
-PYEXP_INDEX, PYEXP_RUN, PYEXP_EXPERIMENT and PYEXP_SAVE_PATH. Its output goes to
+inside a `sh -c` script of your own, pass them as "$1" instead). With --ledger, {experiment}
+is a frozen copy of the experiment as submitted (PYEXP_SNAPSHOT), which loadExperiment names
+after the original (PYEXP_EXPERIMENT). The command also sees PYEXP_INDEX, PYEXP_RUN,
+PYEXP_EXPERIMENT and PYEXP_SAVE_PATH. Its output goes to
 <log_path>/<experiment>/<index>.log. Exit status: 0 when every index is done (or left to a
-live runner elsewhere), 1 when one failed or was refused, 2 on bad usage, 128+N on signal N.
+live runner elsewhere), 1 when one failed or lost its lease, 2 on bad usage, 128+N on signal N.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except (PyExpError, OSError) as e:
         print(f"pyexp-run: {describe(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the runner's own handler is installed, or after
+        print("pyexp-run: interrupted", file=sys.stderr)
+        return 128 + 2
 
 
 if __name__ == "__main__":

@@ -287,7 +287,11 @@ def _run_local(
     python = opts.cluster.python or sys.executable
     workers = max(1, opts.parallel or os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        codes = list(pool.map(lambda job: _run_task(exp, python, env, *job), jobs))
+        try:
+            codes = list(pool.map(lambda job: _run_task(exp, python, env, *job), jobs))
+        except KeyboardInterrupt:  # running tasks got the same SIGINT: each recorded its stop
+            pool.shutdown(cancel_futures=True)
+            raise SubmitFailed("interrupted: stopped indices stay missing") from None
     return sum(1 for c in codes if c != 0)
 
 

@@ -13,7 +13,8 @@ from pyexp.state.atomic import scan_names, write_atomic
 
 # Outcomes a runner records; "completed" is the completion record itself.
 FAILED, TIMEOUT, PREEMPTED, OOM, LOST = "failed", "timeout", "preempted", "oom", "lost"
-RETRIED_ALWAYS = frozenset({TIMEOUT, PREEMPTED, LOST})
+LEASE_LOST = "lease_lost"  # the runner lost the index's lease mid-run and stopped it
+RETRIED_ALWAYS = frozenset({TIMEOUT, PREEMPTED, LOST, LEASE_LOST})
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,10 @@ class StateDirs:
         return os.path.join(self.root, "ledger")
 
     @property
+    def snapshots(self) -> str:
+        return os.path.join(self.root, "snapshots")
+
+    @property
     def scripts(self) -> str:
         return os.path.join(self.root, "scripts")
 

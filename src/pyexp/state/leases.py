@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from filelock import LeaseSettingsMismatch, SoftFileLease, Timeout
 
 from pyexp.errors import ConfigError
+from pyexp.job_environment import JobEnvironment
 from pyexp.state.atomic import scan_names, write_atomic
 
 DEFAULT_LEASE_SECONDS = 60.0
@@ -66,19 +67,12 @@ def lease_seconds() -> float:
 
 def slurm_attempt() -> str | None:
     """This array task's try as `<array job>_<task>[-<requeue count>]`, None outside an array."""
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if not (array and task):
-        return None
-    restart = os.environ.get("SLURM_RESTART_COUNT", "0")
-    return f"{array}_{task}" if restart in ("", "0") else f"{array}_{task}-{restart}"
+    return JobEnvironment.read().attempt
 
 
 def slurm_job() -> str | None:
     """This process's Slurm job as `<array job>_<task>` or `<job>`, None outside Slurm."""
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array and task:
-        return f"{array}_{task}"
-    return os.environ.get("SLURM_JOB_ID") or None
+    return JobEnvironment.read().job
 
 
 @dataclass

@@ -1,0 +1,361 @@
+"""The Runner: per index, lease, run the user's command, record, release.
+
+Per index: skip it if complete; take its lease without waiting (held elsewhere: retry it after
+the rest); run the command in its own process group, stdout and stderr appended to
+`<log_path>/<experiment id>/<index>.log`; on exit 0 write the completion record, then release;
+otherwise record a failed attempt, then release. An index whose log or record cannot be written
+fails alone; the others go on. A lease lost while its command runs (the heartbeat found the
+marker gone or taken) kills that command's process group and records a `lease_lost` attempt,
+never a completion. SIGUSR1 (Slurm's pre-timeout signal) and SIGTERM/SIGINT (preemption,
+scancel) stop it: children get SIGTERM, then SIGKILL after the grace period, their attempts are
+recorded as timeout/preempted, leases released, no new index starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TextIO
+
+from pyexp.errors import PyExpError
+from pyexp.experiment import ExperimentDescription
+from pyexp.job_environment import JobEnvironment
+from pyexp.runner.command import CommandTemplate, env_number
+from pyexp.runner.processes import SignalWatch, Spawner, oom_kills, signal_group, write_all
+from pyexp.state.atomic import write_atomic
+from pyexp.state.attempts import FAILED, LEASE_LOST, OOM, PREEMPTED, TIMEOUT, Attempts
+from pyexp.state.layout import experiment_id, state_dirs
+from pyexp.state.leases import DEFAULT_LEASE_SECONDS, IndexLeases, Lease
+from pyexp.state.records import CompletionRecords, record_key
+
+# Below Slurm's default KillWait (30 s), so a stop ends before Slurm SIGKILLs the runner.
+DEFAULT_GRACE_SECONDS = 20.0
+
+
+@dataclass
+class _Item:
+    """One index and what it stands for."""
+
+    index: int
+    params: dict
+    run: int
+    key: str
+
+
+@dataclass
+class _Running:
+    """A started command (or one that could not start)."""
+
+    item: _Item
+    lease: Lease
+    proc: subprocess.Popen | None  # None: the program could not be started
+    log: int | None  # descriptor of the index's log file, appended to; None: it cannot be
+    log_path: str
+    started: float
+
+
+class Runner:
+    """Runs indices of one experiment under leases; stops cleanly on SIGUSR1/SIGTERM/SIGINT."""
+
+    def __init__(
+        self,
+        exp: ExperimentDescription,
+        command: CommandTemplate,
+        *,
+        experiment_path: str | None = None,
+        snapshot_path: str | None = None,
+        parallel: int = 1,
+        lease_duration: float | None = None,
+        grace: float | None = None,
+        job: JobEnvironment | None = None,
+        out: TextIO | None = None,
+    ) -> None:
+        self.exp = exp
+        self.command = command
+        self.experiment_path = experiment_path or exp.path or ""
+        self.snapshot_path = snapshot_path
+        self.parallel = max(1, parallel)
+        if grace is None:
+            grace = env_number(
+                "PYEXP_GRACE_SECONDS", os.environ.get("PYEXP_GRACE_SECONDS"), DEFAULT_GRACE_SECONDS
+            )
+        self.grace = grace
+        self.out = out or sys.stderr
+        job = job or JobEnvironment.read()
+        self.host, self.job, self.attempt = socket.gethostname(), job.job, job.attempt
+        dirs = state_dirs(exp)
+        self.started_marker = os.path.join(dirs.started, self.attempt) if self.attempt else None
+        self.records = CompletionRecords(dirs.done)
+        self.attempts = Attempts(dirs.attempts)
+        if lease_duration is None:
+            value = os.environ.get("PYEXP_LEASE_SECONDS")
+            lease_duration = env_number("PYEXP_LEASE_SECONDS", value, DEFAULT_LEASE_SECONDS)
+        self.leases = IndexLeases(dirs.leases, lease_duration, job=self.job, on_lost=self._on_lost)
+        self.log_dir = os.path.join(exp.config.log_path, experiment_id(exp))
+        self.tally: Counter[str] = Counter()
+        self.running: dict[int, _Running] = {}
+        self._lost: deque[str] = deque()  # keys whose lease the heartbeat found lost
+        self._watch: SignalWatch | None = None
+        self._spawner = Spawner()
+        self._environ = dict(os.environ)
+        self._oom_seen = oom_kills()
+
+    def run(self, indices: Iterable[int]) -> int:
+        """Run every index not yet complete; returns the exit status (128+signal when stopped)."""
+        if self.started_marker:  # tells reconcile this array task got as far as pyexp-run
+            write_atomic(self.started_marker, f"{self.host} {os.getpid()} {_now()}\n")
+        done = self.records.completed(compact=False)
+        items = deque(self._item(i) for i in indices)
+        with contextlib.suppress(OSError):  # if it cannot be made, each index says so
+            os.makedirs(self.log_dir, exist_ok=True)
+        with SignalWatch() as self._watch:
+            try:
+                self._loop(items, done)
+            finally:
+                self._abandon()
+        return self._summary()
+
+    def _item(self, index: int) -> _Item:
+        params, run = self.exp.getPermutation(index), self.exp.getRun(index)
+        return _Item(index, params, run, record_key(params, run))
+
+    def _on_lost(self, key: str) -> None:
+        # Called from a heartbeat thread: hand the key over and wake the loop.
+        self._lost.append(key)
+        if self._watch is not None:
+            self._watch.wake()
+
+    def _loop(self, queue: deque[_Item], done: set[str]) -> None:
+        deferred: list[_Item] = []
+        window_end = next_poll = 0.0
+        # Slow enough for a shared filesystem; fine enough that a dead foreign lease is taken
+        # within duration * 7/6 of the first try, inside the 1.5 * duration window.
+        poll = self.leases.duration / 6
+        while True:
+            # Signal first: a child reaped after a stop signal may have exited 0 because of it.
+            if self._watch.signum is not None:
+                self._stop(self._watch.signum)
+                return
+            self._kill_lost()
+            self._reap()
+            while queue and self._free() and self._watch.signum is None:
+                self._first_try(queue.popleft(), done, deferred)
+            now = time.monotonic()
+            if not queue and deferred and self._free():
+                window_end = window_end or now + 1.5 * self.leases.duration
+                if now >= window_end:
+                    self._give_up(deferred)
+                elif now >= next_poll:
+                    self._retry(deferred)
+                    next_poll = now + poll
+            if not (queue or deferred or self.running):
+                return
+            waiting_on_leases = not queue and deferred and self._free()
+            self._watch.wait(max(0.0, next_poll - now) if waiting_on_leases else None)
+
+    def _free(self) -> bool:
+        return len(self.running) < self.parallel
+
+    def _first_try(self, item: _Item, done: set[str], deferred: list[_Item]) -> None:
+        if item.key in done:
+            self.tally["skipped"] += 1
+            return
+        lease = self.leases.try_take(item.key)
+        if lease is None:
+            deferred.append(item)
+        else:
+            self._launch(item, lease)
+
+    def _retry(self, deferred: list[_Item]) -> None:
+        for item in list(deferred):
+            if not self._free():
+                return
+            if self.records.is_complete(item.params, item.run):
+                deferred.remove(item)
+                self.leases.forget(item.key)
+                self.tally["skipped"] += 1
+            elif (lease := self.leases.try_take(item.key)) is not None:
+                deferred.remove(item)
+                self._launch(item, lease)
+
+    def _give_up(self, deferred: list[_Item]) -> None:
+        for item in deferred:
+            self.leases.forget(item.key)
+            self._say(f"index {item.index}: still leased by a live runner elsewhere; left to it")
+        self.tally["elsewhere"] += len(deferred)
+        deferred.clear()
+
+    def _launch(self, item: _Item, lease: Lease) -> None:
+        log_path = os.path.join(self.log_dir, f"{item.index}.log")
+        started = time.monotonic()
+        # Checked under the lease: another runner may have finished it since our first listing.
+        try:
+            complete = self.records.is_complete(item.params, item.run, fresh=True)
+        except OSError as e:  # cannot tell: running it might run it twice
+            unstarted = _Running(item, lease, None, None, log_path, started)
+            self._finish(unstarted, None, error=f"not started, its record cannot be checked: {e}")
+            return
+        if complete:
+            self.leases.forget(item.key)
+            self.tally["skipped"] += 1
+            return
+        log = None
+        try:
+            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            write_all(log, self._header(item))
+        except OSError as e:
+            unstarted = _Running(item, lease, None, log, log_path, started)
+            self._finish(unstarted, None, error=f"not started, its log cannot be written: {e}")
+            return
+        argv = self.command.argv(self.snapshot_path or self.experiment_path, item.index, item.run)
+        try:
+            proc = self._spawner.start(argv, log, self._env(item, log))
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                write_all(log, f"pyexp-run: cannot start {argv[0]!r}: {e.strerror}\n")
+            self._finish(_Running(item, lease, None, log, log_path, started), 127)
+            return
+        self.running[proc.pid] = _Running(item, lease, proc, log, log_path, started)
+
+    def _header(self, item: _Item) -> str:
+        return (
+            f"=== {_now()} pyexp-run index={item.index} run={item.run} key={item.key} "
+            f"host={self.host} job={self.job or 'local'} pid={os.getpid()}\n"
+        )
+
+    def _env(self, item: _Item, log: int) -> dict[str, str]:
+        env = dict(self._environ)
+        env.update(
+            PYEXP_INDEX=str(item.index),
+            PYEXP_RUN=str(item.run),
+            PYEXP_EXPERIMENT=self.experiment_path,
+        )
+        if self.snapshot_path:
+            env["PYEXP_SNAPSHOT"] = self.snapshot_path
+        try:
+            env["PYEXP_SAVE_PATH"] = self.exp.interpolateSavePath(item.index)
+        except PyExpError as e:
+            env.pop("PYEXP_SAVE_PATH", None)
+            with contextlib.suppress(OSError):
+                write_all(log, f"pyexp-run: PYEXP_SAVE_PATH not set: {e}\n")
+        return env
+
+    def _kill_lost(self) -> None:
+        while self._lost:
+            key = self._lost.popleft()
+            for r in self.running.values():
+                if r.item.key == key:  # another runner may hold it now: stop at once
+                    signal_group(r.proc, signal.SIGKILL)
+
+    def _reap(self, outcome: str | None = None) -> None:
+        for pid, r in list(self.running.items()):
+            if (rc := r.proc.poll()) is not None:
+                del self.running[pid]
+                self._finish(r, rc, outcome)
+
+    def _finish(
+        self, r: _Running, rc: int | None, outcome: str | None = None, error: str | None = None
+    ) -> None:
+        duration = time.monotonic() - r.started
+        if r.log is not None:
+            with contextlib.suppress(OSError):
+                write_all(r.log, f"=== {_now()} exit {rc} after {duration:.1f}s\n")
+            with contextlib.suppress(OSError):
+                os.close(r.log)
+        info = {
+            "index": r.item.index,
+            "host": self.host,
+            "job": self.job,
+            "duration": round(duration, 3),
+            "log": r.log_path,
+        }
+        try:
+            if r.lease.lost:  # someone else may be running it: its exit status proves nothing
+                outcome = LEASE_LOST
+            elif error is not None:
+                outcome = FAILED
+            elif rc == 0 and outcome is None:
+                try:
+                    self.records.mark_complete(r.item.params, r.item.run, info)
+                    outcome = "done"
+                except OSError as e:
+                    outcome, error = FAILED, f"its completion record cannot be written: {e}"
+            else:
+                outcome = outcome or (OOM if self._oom(rc) else FAILED)
+            if outcome != "done":
+                details = {**info, "exit_code": rc, **({"error": error} if error else {})}
+                self.attempts.record(r.item.key, outcome, details, self.attempt)
+        except OSError as e:  # quota, stale NFS handle: say so, keep the other indices going
+            error = f"{error}; " if error else ""
+            error += f"not recorded ({e}); it stays missing"
+            outcome = "unrecorded"
+        finally:
+            self.leases.forget(r.item.key)
+        self.tally[outcome] += 1
+        why = f"; {error}" if error else ""
+        self._say(
+            f"index {r.item.index}: {outcome} (exit {rc}, {duration:.1f}s{why}) log: {r.log_path}"
+        )
+
+    def _oom(self, rc: int) -> bool:
+        if rc not in (-signal.SIGKILL, 128 + signal.SIGKILL):
+            return False
+        seen, self._oom_seen = self._oom_seen, oom_kills()
+        return seen is not None and self._oom_seen is not None and self._oom_seen > seen
+
+    def _stop(self, signum: int) -> None:
+        outcome = TIMEOUT if signum == signal.SIGUSR1 else PREEMPTED
+        name = signal.Signals(signum).name
+        self._say(f"{name}: stopping {len(self.running)} running index(es), starting no more")
+        self.tally["stopped_by"] = signum
+        for r in self.running.values():
+            signal_group(r.proc, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        while True:
+            # Reap before waiting: an exit's SIGCHLD wake-up may have been consumed already.
+            self._reap(outcome)
+            left = deadline - time.monotonic()
+            if not self.running or left <= 0:
+                break
+            self._watch.wait(left)
+        for pid, r in list(self.running.items()):
+            signal_group(r.proc, signal.SIGKILL)
+            del self.running[pid]
+            self._finish(r, r.proc.wait(), outcome)
+
+    def _abandon(self) -> None:
+        # Only reached with children left when something raised: kill them, record nothing.
+        for r in self.running.values():
+            signal_group(r.proc, signal.SIGKILL)
+            r.proc.wait()
+            with contextlib.suppress(OSError):
+                os.close(r.log)
+        self.running.clear()
+        self.leases.release()
+
+    def _summary(self) -> int:
+        t = self.tally
+        self._say(
+            f"{t['done']} done, {t['skipped']} already complete, {t[FAILED] + t[OOM]} failed, "
+            f"{t[TIMEOUT] + t[PREEMPTED]} stopped, {t['elsewhere']} left to other runners"
+            + (f", {t[LEASE_LOST]} lease lost" if t[LEASE_LOST] else "")
+            + (f", {t['unrecorded']} not recorded" if t["unrecorded"] else "")
+        )
+        if t["stopped_by"]:
+            return 128 + t["stopped_by"]
+        return 1 if t[FAILED] or t[OOM] or t[LEASE_LOST] or t["unrecorded"] else 0
+
+    def _say(self, message: str) -> None:
+        print(f"pyexp-run: {message}", file=self.out, flush=True)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,173 @@
+"""Process supervision: start commands in their own process group, watch signals, stop them.
+
+A started command is killed by Linux when the runner dies, even by SIGKILL (the parent-death
+signal). It is set by exec'ing the command through util-linux `setpriv --pdeathsig SIGKILL`,
+not by a `preexec_fn`: that would run Python in a child forked while lease heartbeat threads run
+(unsafe) and costs a full fork per index. Without setpriv, a small Python trampoline sets it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+
+# Sets the parent-death signal, checks the runner did not die before it took effect, execs.
+_TRAMPOLINE = (
+    "import ctypes, os, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, 9)\n"
+    "os.getppid() == int(sys.argv[1]) or os._exit(1)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+class SignalWatch:
+    """One select() woken by SIGCHLD, the stop signals and wake(); remembers the first stop."""
+
+    def __enter__(self) -> SignalWatch:
+        self.signum: int | None = None
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+        self._open = threading.Lock()
+        self._closed = False
+        self._old_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+        sigs = (signal.SIGCHLD, *STOP_SIGNALS)
+        self._old = {s: signal.signal(s, self._handle) for s in sigs}
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if signum != signal.SIGCHLD and self.signum is None:
+            self.signum = signum
+
+    def wake(self) -> None:
+        """End the current or next wait(); safe from any thread, a no-op once closed."""
+        with self._open:
+            if not self._closed:
+                with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
+                    os.write(self._w, b"w")
+
+    def wait(self, timeout: float | None) -> None:
+        """Sleep until a signal or wake() arrives or timeout seconds pass (None: no limit)."""
+        if timeout is not None and timeout <= 0:
+            return
+        select.select([self._r], [], [], timeout)
+        try:
+            while os.read(self._r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        signal.set_wakeup_fd(self._old_fd)
+        with self._open:
+            self._closed = True
+            os.close(self._r)
+            os.close(self._w)
+
+
+class Spawner:
+    """Starts commands in their own session, stdin closed, output to a log descriptor."""
+
+    def __init__(self) -> None:
+        self._prefix = die_with_parent_prefix(os.getpid())
+        self._programs: dict[str, str] = {}
+
+    def start(self, argv: list[str], log: int, env: Mapping[str, str]) -> subprocess.Popen:
+        """Start argv; OSError when its program cannot be found or started."""
+        return subprocess.Popen(
+            [*self._prefix, self._resolve(argv[0]), *argv[1:]],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,  # its own process group, signalled as one
+        )
+
+    def _resolve(self, name: str) -> str:
+        # One PATH lookup per program instead of one failed exec per PATH entry per index.
+        if os.sep in name:
+            return name
+        if name not in self._programs:
+            found = shutil.which(name)
+            if found is None:
+                raise FileNotFoundError(errno.ENOENT, "not found on PATH", name)
+            self._programs[name] = found
+        return self._programs[name]
+
+
+def die_with_parent_prefix(parent: int) -> list[str]:
+    """The argv prefix that has Linux SIGKILL the command when parent dies ([] if none)."""
+    if not sys.platform.startswith("linux"):
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv and _has_pdeathsig(setpriv):
+        return [setpriv, "--pdeathsig", "SIGKILL", "--"]
+    return [sys.executable, "-S", "-c", _TRAMPOLINE, str(parent)]
+
+
+def _has_pdeathsig(setpriv: str) -> bool:
+    # --pdeathsig came with util-linux 2.33 (2018); older clusters may lack it.
+    try:
+        out = subprocess.run([setpriv, "--help"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "--pdeathsig" in out.stdout
+
+
+def signal_group(proc: subprocess.Popen, signum: int) -> None:
+    """Signal proc's process group, only while proc is unreaped."""
+    # A reaped child's group id may belong to someone else by now.
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signum)
+
+
+def write_all(fd: int, text: str) -> None:
+    """Write all of text to fd."""
+    data = text.encode()
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def oom_kills(root: str = "/sys/fs/cgroup", membership: str = "/proc/self/cgroup") -> int | None:
+    """OOM kills so far in this process's cgroup (v2 or v1); None if unknown."""
+    try:
+        with open(membership, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hierarchy, controllers, path = line.split(":", 2)
+        if hierarchy == "0" and not controllers:
+            found = _counter(f"{root}{path}/memory.events", "oom_kill")
+        elif "memory" in controllers.split(","):
+            found = _counter(f"{root}/memory{path}/memory.oom_control", "oom_kill")
+        else:
+            continue
+        if found is not None:
+            return found
+    return None
+
+
+def _counter(path: str, name: str) -> int | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == name:
+                    return int(value)
+    except (OSError, ValueError):
+        return None
+    return None

@@ -1,0 +1,122 @@
+"""The runner's entry points: one array task of a ledger entry, or indices of a file."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TextIO
+
+from pyexp.config import Config
+from pyexp.experiment import ExperimentDescription, loadExperiment
+from pyexp.job_environment import JobEnvironment
+from pyexp.runner.command import RunnerError, env_number, parse_indices, resolve_command
+from pyexp.runner.loop import Runner
+from pyexp.state.atomic import write_atomic
+from pyexp.state.layout import state_dirs
+from pyexp.state.ledger import Ledger, LedgerEntry
+
+
+def default_parallel(entry: LedgerEntry | None, job: JobEnvironment) -> int:
+    """Indices at once: the ledger entry's cores, else $SLURM_CPUS_PER_TASK, else 1."""
+    if entry is not None:
+        return max(1, entry.cores)
+    return max(1, int(env_number("SLURM_CPUS_PER_TASK", job.cpus_per_task, 1)))
+
+
+def load_task(
+    ledger_path: str, task: int | None, job: JobEnvironment | None = None
+) -> tuple[LedgerEntry, list[int]]:
+    """The ledger entry at ledger_path and its task's indices (task from $SLURM_ARRAY_TASK_ID)."""
+    folder, name = os.path.split(os.path.abspath(ledger_path))
+    try:
+        entry = Ledger(folder).load(name.removesuffix(".json"))
+    except FileNotFoundError:
+        raise RunnerError(f"{ledger_path}: no such ledger entry") from None
+    except (OSError, ValueError, TypeError) as e:
+        raise RunnerError(f"{ledger_path}: unreadable ledger entry: {e}") from None
+    if task is None:
+        value = (job or JobEnvironment.read()).array_task_id
+        if value is None:
+            raise RunnerError("no task: pass --task N or run inside a Slurm array task")
+        if not value.isdigit():
+            raise RunnerError(f"SLURM_ARRAY_TASK_ID={value!r}: not a task number")
+        task = int(value)
+    if not 0 <= task < len(entry.tasks):
+        raise RunnerError(f"{ledger_path}: task {task} out of range (0-{len(entry.tasks) - 1})")
+    return entry, list(entry.tasks[task])
+
+
+def write_snapshot(exp: ExperimentDescription, fingerprint: str) -> str:
+    """Store exp's dict once under its fingerprint (content-addressed, atomic); its path."""
+    path = os.path.join(state_dirs(exp).snapshots, f"{fingerprint}.json")
+    if not os.path.exists(path):  # same name, same content: a concurrent writer is harmless
+        write_atomic(path, json.dumps(exp.description, indent=1))
+    return path
+
+
+def run_ledger(
+    ledger_path: str,
+    task: int | None = None,
+    command: str | None = None,
+    parallel: int | None = None,
+    config: Config | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Run one array task of a ledger entry, as the experiment was when submitted."""
+    job = JobEnvironment.read()
+    entry, indices = load_task(ledger_path, task, job)
+    # The entry's snapshot, not the file (which may have been edited since): the record, the
+    # save path and the command all see the experiment the indices were planned from.
+    exp = ExperimentDescription(entry.snapshot, path=entry.experiment, config=config)
+    _check_ledger_home(ledger_path, exp)
+    template = resolve_command(command, entry, exp.config)
+    runner = Runner(
+        exp,
+        template,
+        experiment_path=entry.experiment,
+        snapshot_path=write_snapshot(exp, entry.fingerprint),
+        parallel=parallel or default_parallel(entry, job),
+        job=job,
+        out=out,
+    )
+    return runner.run(indices)
+
+
+def _check_ledger_home(ledger_path: str, exp: ExperimentDescription) -> None:
+    here = os.path.realpath(os.path.dirname(os.path.abspath(ledger_path)))
+    expected = os.path.realpath(state_dirs(exp).ledger)
+    if here != expected:
+        raise RunnerError(
+            f"{ledger_path} is not in this config's state folder ({expected}); run from the "
+            "project folder or set PYEXP_CONFIG to the config.json it was submitted with"
+        )
+
+
+def run_direct(
+    experiment: str,
+    indices: str | None = None,
+    runs: int | None = None,
+    command: str | None = None,
+    parallel: int | None = None,
+    config: Config | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Run the given indices (or every index of runs) of an experiment file; the exit status."""
+    exp = loadExperiment(experiment, config=config)
+    template = resolve_command(command, None, exp.config)
+    if indices is None and runs is None:
+        raise RunnerError("which indices? pass --indices 0-9,12 or --runs R")
+    total = exp.numPermutations() * runs if runs is not None else None
+    chosen = parse_indices(indices) if indices is not None else list(range(total or 0))
+    if total is not None and chosen and max(chosen) >= total:
+        raise RunnerError(f"--indices: {max(chosen)} is beyond {runs} run(s) ({total} indices)")
+    job = JobEnvironment.read()
+    runner = Runner(
+        exp,
+        template,
+        experiment_path=experiment,
+        parallel=parallel or default_parallel(None, job),
+        job=job,
+        out=out,
+    )
+    return runner.run(chosen)
