@@ -135,10 +135,7 @@ class Runner:
 
     def _loop(self, queue: deque[_Item], done: set[str]) -> None:
         deferred: list[_Item] = []
-        window_end = next_poll = 0.0
-        # Slow enough for a shared filesystem; fine enough that a dead foreign lease is taken
-        # within duration * 7/6 of the first try, inside the 1.5 * duration window.
-        poll = self.leases.duration / 6
+        window_end = next_poll = poll = 0.0
         while True:
             # Signal first: a child reaped after a stop signal may have exited 0 because of it.
             if self._watch.signum is not None:
@@ -150,7 +147,12 @@ class Runner:
                 self._first_try(queue.popleft(), done, deferred)
             now = time.monotonic()
             if not queue and deferred and self._free():
-                window_end = window_end or now + 1.5 * self.leases.duration
+                if not window_end:
+                    # A holder's own duration rules its takeover (one it wrote in its marker).
+                    longest = max(self.leases.duration_for(i.key) for i in deferred)
+                    # Slow enough for a shared filesystem; fine enough that a dead foreign lease
+                    # is taken within duration * 7/6 of the first try, inside the window.
+                    window_end, poll = now + 1.5 * longest, longest / 6
                 if now >= window_end:
                     self._give_up(deferred)
                 elif now >= next_poll:
