@@ -765,7 +765,10 @@ def test_non_utf8_config_is_one_line(tmp_path):
         ),
         ({"b": True, "n": None, "s": "x", "f": 1e-05, "g": 0.1}, "b-True_f-1e-05_g-0.1_n-None_s-x"),
         ({"e": {}, "x": 1}, "x-1"),
-        ({"h": list(range(12))}, "_".join(f"h.[{i}]-{i}" for i in sorted(range(12), key=str))),
+        (
+            {"h": list(range(12))},
+            "_".join(f"h.[{i}]-{i}" for i in sorted(range(12), key=lambda i: f"h.[{i}]")),
+        ),
     ],
 )
 def test_params_string_is_pyexputils_for_every_value_type(params, expected):
