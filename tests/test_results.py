@@ -439,3 +439,82 @@ def test_whereParameterGreaterEq_with_dotted_names_and_lacking_params(tmp_path, 
     assert len(kept) == 8
     big = list(whereParameterGreaterEq(results, "alpha", 0.75))
     assert len(big) == 6 and all(r.params["alpha"] == 1.0 for r in big)
+
+
+# --- runs: a Result is a permutation with all its runs ----------------------------------------
+
+
+def _save_runs(exp, p: int, curves: list, filename: str = "returns.npy") -> None:
+    n = exp.numPermutations()
+    for run, curve in enumerate(curves):
+        path = exp.buildSaveContext(p + run * n).ensureExists(filename)
+        np.save(path, np.asarray(curve, dtype=float))
+
+
+def test_getBest_picks_the_best_mean_over_runs_not_a_lucky_run(exp):
+    _save_runs(exp, 0, [[0.0], [10.0], [10.0]])  # one lucky run, mean 6.67
+    _save_runs(exp, 1, [[2.0], [2.0], [2.0]])  # steady, mean 2
+    results = list(loadResults(exp, "returns.npy", runs=3))[:2]
+    assert min(results[0].load().ravel()) < min(results[1].load().ravel())
+    assert getBest(results).idx == 1
+    assert getBest(results, prefer="big").idx == 0
+    assert results[1].runs() == 3
+    np.testing.assert_allclose(results[0].stderr(), [np.std([0, 10, 10], ddof=1) / np.sqrt(3)])
+
+
+def test_uneven_runs_are_nan_padded_with_one_warning(exp, caplog):
+    _save_runs(exp, 0, [[1.0, 2.0, 3.0], [3.0]])
+    _save_runs(exp, 1, [[1.0], [1.0, 1.0]])
+    results = list(loadResults(exp, "returns.npy", runs=2))
+    with caplog.at_level(logging.WARNING, logger="pyexp.results"):
+        data = results[0].load()
+        results[1].load()
+    np.testing.assert_array_equal(data, [[1.0, 2.0, 3.0], [3.0, np.nan, np.nan]])
+    np.testing.assert_array_equal(results[0].mean(), [2.0, 2.0, 3.0])
+    assert sum("uneven" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_missing_runs_are_left_out_with_one_line(exp, caplog):
+    n = exp.numPermutations()
+    np.save(exp.buildSaveContext(n).ensureExists("returns.npy"), np.ones(2))  # run 1 only
+    result = next(loadResults(exp, "returns.npy", runs=3))
+    with caplog.at_level(logging.WARNING, logger="pyexp.results"):
+        assert result.runs() == 1
+    assert [r.getMessage().split(": ", 1)[1][:26] for r in caplog.records] == [
+        "2 run(s) missing (0, 2), e"
+    ]
+
+
+def test_runs_default_to_the_submitted_runs_then_to_those_found(exp):
+    from pyexp.state.layout import state_dirs
+    from pyexp.state.records import CompletionRecords
+    from pyexp.state.settings import remember
+
+    for p in range(exp.numPermutations()):
+        _save_runs(exp, p, [[1.0], [2.0], [3.0]])
+    assert {r.runs() for r in loadResults(exp, "returns.npy")} == {3}  # found on disk
+    CompletionRecords(state_dirs(exp).done).mark_complete(exp.getPermutation(0), 1)
+    assert {r.runs() for r in loadResults(exp, "returns.npy")} == {2}  # records: runs 0-1
+    remember(state_dirs(exp).settings, runs=1)
+    assert {r.runs() for r in loadResults(exp, "returns.npy")} == {1}  # as submitted
+    assert {r.runs() for r in loadResults(exp, "returns.npy", runs=3)} == {3}
+
+
+def test_whereParametersEqual_matches_nested_and_dotted_keys(tmp_path, noLoads):
+    from pyexp.results import whereParametersEqual
+
+    exp = _experiment(tmp_path, CONDITIONAL)
+    results = list(loadResults(exp, "returns.npy"))
+    kept = list(whereParametersEqual(results, {"alpha": 0.5, "features": {"tiles": 8}}))
+    assert {(r.params["alpha"], r.params["features"].get("tiles")) for r in kept} == {
+        (0.5, 8),
+        (0.5, None),
+    }
+    assert len(list(whereParametersEqual(results, {"features.kind": "raw"}))) == 4
+
+
+def test_getBest_rejects_bad_prefer(curves):
+    with pytest.raises(ValueError, match="prefer"):
+        getBest(curves, prefer="largest")
+    with pytest.raises(ValueError, match="not both"):
+        getBest(curves, prefer="big", comparator=lambda a, b: a > b)
