@@ -40,7 +40,7 @@ SPEC_EXAMPLE = {
         "lambda": [1.0, 0.99, 0.98, 0.96],
         "optimizer": {"name": "adam", "beta": [0.9, 0.99]},
         "hidden": [[32, 32]],
-        "features": [{"kind": "tiles", "tiles": [8, 16]}, {"kind": "raw"}],
+        "features": {"$choice": [{"kind": "tiles", "tiles": [8, 16]}, {"kind": "raw"}]},
     },
 }
 
@@ -154,6 +154,46 @@ def test_nested_dicts_are_dotted_in_permutable_and_nested_in_permutations(config
     assert exp.getPermutation(1) == {"optimizer": {"name": "adam", "beta": 0.99}}
 
 
+def test_list_of_dicts_is_a_fixed_array_whose_inner_sweeps_expand(config):
+    layers = [{"units": [64, 128], "act": "relu"}, {"units": 10, "act": "softmax"}]
+    exp = make({"metaParameters": {"layers": layers}}, config)
+    assert exp.numPermutations() == 2
+    assert exp.permutable() == {"layers.[0].units": [64, 128]}
+    assert [exp.getPermutation(i) for i in range(2)] == [
+        {"layers": [{"units": 64, "act": "relu"}, {"units": 10, "act": "softmax"}]},
+        {"layers": [{"units": 128, "act": "relu"}, {"units": 10, "act": "softmax"}]},
+    ]
+
+
+def test_fixed_array_keeps_element_order_past_ten_elements(config):
+    exp = make({"metaParameters": {"l": [{"u": [i, -i]} for i in range(1, 13)]}}, config)
+    assert exp.numPermutations() == 2**12
+    assert [layer["u"] for layer in exp.getPermutation(0)["l"]] == list(range(1, 13))
+
+
+def test_choice_inside_a_choice_and_inside_a_fixed_array(config):
+    inner = {"$choice": [{"k": [1, 2]}, {"j": 0}]}
+    exp = make({"metaParameters": {"a": [{"c": inner}], "b": {"$choice": [{"x": inner}]}}}, config)
+    assert exp.numPermutations() == 9
+    assert exp.getPermutation(0) == {"a": [{"c": {"k": 1}}], "b": {"x": {"k": 1}}}
+    assert exp.getPermutation(8) == {"a": [{"c": {"j": 0}}], "b": {"x": {"j": 0}}}
+
+
+@pytest.mark.parametrize(
+    ("meta", "match"),
+    [
+        ({"f": {"$choice": []}}, r"f: empty '\$choice'"),
+        ({"f": {"$choice": [1]}}, r"f\.\$choice\[0\]: an alternative must be an object"),
+        ({"f": {"$choice": [{}], "x": 1}}, r"f: '\$choice' must be the only key"),
+        ({"f": [{"a": 1}, 2]}, r"f\[1\]: a list that starts with an object"),
+    ],
+)
+def test_malformed_choice_or_array_names_the_key(config, meta, match):
+    with pytest.raises(ExperimentError, match=match) as err:
+        make({"metaParameters": meta}, config)
+    one_line(err)
+
+
 def test_conditional_sweep_gives_one_permutation_per_alternative(config):
     exp = make({"metaParameters": {"features": SPEC_EXAMPLE["metaParameters"]["features"]}}, config)
     assert exp.numPermutations() == 3
@@ -235,12 +275,13 @@ def test_returned_permutation_can_be_mutated_without_corrupting_later_calls(conf
     first["optimizer"]["name"] = "sgd"
     first["features"]["kind"] = "changed"
     assert exp.getPermutation(16) == expected
-    sub = make({"metaParameters": {"f": [{"layers": [[1, 2]]}, [3, 4]]}}, config)
-    a, b = sub.getPermutation(0), sub.getPermutation(1)
+    meta = {"f": {"$choice": [{"layers": [[1, 2]]}]}, "g": [[3, 4]], "h": [{"u": [[5]]}]}
+    sub = make({"metaParameters": meta}, config)
+    a = sub.getPermutation(0)
     a["f"]["layers"].append(0)
-    b["f"].append(0)
-    assert sub.getPermutation(0) == {"f": {"layers": [1, 2]}}
-    assert sub.getPermutation(1) == {"f": [3, 4]}
+    a["g"].append(0)
+    a["h"][0]["u"].append(0)
+    assert sub.getPermutation(0) == {"f": {"layers": [1, 2]}, "g": [3, 4], "h": [{"u": [5]}]}
 
 
 def test_mutating_permutable_does_not_corrupt_permutations(config):
@@ -280,15 +321,16 @@ LITERAL_LISTS = st.lists(st.one_of(SCALARS, st.dictionaries(KEYS, SCALARS, max_s
 
 
 def sweep_dicts(depth: int) -> st.SearchStrategy:
-    """metaParameters-like: constants, nested dicts, sweeps with literal and dict alternatives."""
+    """metaParameters-like: constants, nested dicts, sweeps, fixed arrays and $choice."""
     element = st.one_of(SCALARS, LITERAL_LISTS)
     value = st.one_of(SCALARS, st.lists(element, min_size=1, max_size=3))
     if depth > 0:
         sub = sweep_dicts(depth - 1)
-        element = st.one_of(SCALARS, LITERAL_LISTS, sub)
+        subs = st.lists(sub, min_size=1, max_size=3)
         value = st.one_of(
-            SCALARS,
-            st.lists(element, min_size=1, max_size=3),
+            value,
+            subs,  # a fixed array of structures
+            subs.map(lambda alternatives: {"$choice": alternatives}),
             st.dictionaries(
                 KEYS,
                 st.one_of(SCALARS, st.lists(SCALARS, min_size=1, max_size=3)),
@@ -302,47 +344,59 @@ def sweep_dicts(depth: int) -> st.SearchStrategy:
 def ref_leaves(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     out = []
     for key, value in d.items():
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict) and value and "$choice" not in value:
             out.extend(ref_leaves(value, f"{prefix}{key}."))
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            for i, element in enumerate(value):
+                out.extend(ref_leaves({f"[{i}]": element}, f"{prefix}{key}."))
         else:
             out.append((prefix + key, value))
     return out
 
 
-def ref_set(d: dict, dotted: str, value) -> None:
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        d = d.setdefault(part, {})
-    d[parts[-1]] = value
+def ref_nest(flat: list[tuple[str, object]]) -> dict:
+    tree: dict = {}
+    for dotted, value in flat:
+        node = tree
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = ("leaf", value)
+
+    def build(node):
+        if isinstance(node, tuple):
+            return node[1]
+        if node and all(k.startswith("[") for k in node):
+            return [build(node[f"[{i}]"]) for i in range(len(node))]
+        return {k: build(v) for k, v in node.items()}
+
+    return build(tree)
+
+
+def ref_options(value) -> list:
+    if isinstance(value, dict) and "$choice" in value:
+        return [p for alternative in value["$choice"] for p in ref_enumerate(alternative)]
+    return list(value) if isinstance(value, list) else [value]
 
 
 def ref_count(d: dict) -> int:
     total = 1
     for _, value in ref_leaves(d):
-        if isinstance(value, list):
-            total *= sum(ref_count(v) if isinstance(v, dict) else 1 for v in value)
+        if isinstance(value, dict) and "$choice" in value:
+            total *= sum(ref_count(v) for v in value["$choice"])
+        elif isinstance(value, list):
+            total *= len(value)
     return total
 
 
 def ref_enumerate(d: dict) -> list[dict]:
     """The documented order, independently: product over sorted dotted keys, last fastest."""
     leaves = sorted(ref_leaves(d))
-    options = []
-    for _, value in leaves:
-        if isinstance(value, list):
-            alts = []
-            for element in value:
-                alts.extend(ref_enumerate(element) if isinstance(element, dict) else [element])
-            options.append(alts)
-        else:
-            options.append([value])
-    out = []
-    for combo in itertools.product(*options):
-        nested: dict = {}
-        for (key, _), value in zip(leaves, combo, strict=True):
-            ref_set(nested, key, copy.deepcopy(value))
-        out.append(nested)
-    return out
+    options = [ref_options(value) for _, value in leaves]
+    return [
+        ref_nest([(key, copy.deepcopy(v)) for (key, _), v in zip(leaves, combo, strict=True)])
+        for combo in itertools.product(*options)
+    ]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -357,7 +411,11 @@ def test_indices_map_one_to_one_onto_reference_enumeration(meta, k, data):
     i = data.draw(st.integers(0, n - 1))
     assert exp.getPermutation(i + k * n) == exp.getPermutation(i)
     assert exp.getRun(i + k * n) == k
-    swept = {key: value for key, value in sorted(ref_leaves(meta)) if isinstance(value, list)}
+    swept = {
+        key: value["$choice"] if isinstance(value, dict) else value
+        for key, value in sorted(ref_leaves(meta))
+        if isinstance(value, list) or (isinstance(value, dict) and "$choice" in value)
+    }
     assert exp.permutable() == swept
 
 
@@ -374,7 +432,7 @@ def test_params_are_sorted_dotted_and_include_constants(tmp_path):
     config = with_config(tmp_path, save_path="out/{params}")
     exp = make(SPEC_EXAMPLE, config)
     assert exp.interpolateSavePath(16) == str(
-        tmp_path / "out/alpha-1.0_features.kind-raw_hidden-[32, 32]_lambda-1.0_"
+        tmp_path / "out/alpha-1.0_features.kind-raw_hidden.[0]-32_hidden.[1]-32_lambda-1.0_"
         "optimizer.beta-0.9_optimizer.name-adam"
     )
 
@@ -516,7 +574,8 @@ def test_missing_meta_parameters(tmp_path, config):
     [
         ({"alpha": []}, "alpha"),
         ({"optimizer": {"beta": []}}, r"optimizer\.beta"),
-        ({"features": [{"tiles": []}]}, r"features\[0\]\.tiles"),
+        ({"features": [{"tiles": []}]}, r"features\.\[0\]\.tiles"),
+        ({"f": {"$choice": [{"tiles": []}]}}, r"f\.\$choice\[0\]\.tiles"),
     ],
 )
 def test_empty_list_names_the_key(config, meta, key):
@@ -616,3 +675,103 @@ def test_experiment_pickles_with_its_index_math(tmp_path, config):
     assert [copied.getPermutation(i) for i in range(n)] == [exp.getPermutation(i) for i in range(n)]
     assert copied.interpolateSavePath(5) == exp.interpolateSavePath(5)
     assert copy.deepcopy(exp).getPermutation(7) == exp.getPermutation(7)
+
+
+# ---------------------------------------------------------------- what PyExpUtils users rely on
+
+
+class MyModel(ExperimentDescription):
+    """A user's subclass, as PyExpUtils projects write them."""
+
+    def __init__(self, d: dict, path: str | None = None, config=None) -> None:
+        super().__init__(d, path=path, config=config)
+        self.env = d["environment"]
+
+    @property
+    def tag(self) -> str:
+        return f"{self.agent}-v2"
+
+
+def test_load_experiment_builds_the_given_model(tmp_path, config):
+    path = write_json(tmp_path / "experiments/mc/sarsa.json", SPEC_EXAMPLE)
+    exp = loadExperiment(path, MyModel, config=config)
+    assert type(exp) is MyModel and exp.env == "MountainCar"
+    assert type(loadExperiment(path, config)) is ExperimentDescription  # older positional use
+    with pytest.raises(TypeError, match="Model must be ExperimentDescription") as err:
+        loadExperiment(path, dict)
+    one_line(err)
+
+
+def test_attributes_of_a_subclass_are_placeholders(tmp_path, monkeypatch, config):
+    monkeypatch.chdir(tmp_path)
+    path = write_json(tmp_path / "experiments/mc/sarsa.json", SPEC_EXAMPLE)
+    exp = loadExperiment(path, MyModel, config=config)
+    got = exp.interpolateSavePath(0, key="r/{env}/{tag}/{run}")
+    assert got == "r/MountainCar/SARSA-v2/0"
+    relative = loadExperiment(os.path.relpath(path), MyModel, config=config)
+    assert relative.interpolateSavePath(0, key="{path}") == os.path.relpath(path)
+    with pytest.raises(SavePathError, match=r"unknown placeholder \{nope\}") as err:
+        exp.interpolateSavePath(0, key="{nope}")
+    one_line(err)
+
+
+def test_nameless_dict_experiment_interpolates_keys_without_name(config):
+    exp = ExperimentDescription(copy.deepcopy(TWO_KEYS), config=config)
+    assert exp.interpolateSavePath(17, key="{params}/{run}") == "alpha-1.0_lambda-0.99/1"
+    with pytest.raises(SavePathError, match=r"\{name\} needs a 'name' field") as err:
+        exp.interpolateSavePath(0, key="{name}/{params}")
+    one_line(err)
+
+
+def test_files_outside_experiment_directory_never_share_a_name(tmp_path, config):
+    a = write_json(tmp_path / "study_a/Dyna/exp.json", TWO_KEYS)
+    b = write_json(tmp_path / "study_b/Dyna/exp.json", TWO_KEYS)
+    far = write_json(tmp_path.parent / f"{tmp_path.name}-far/Dyna/exp.json", TWO_KEYS)
+    exps = [loadExperiment(p, config=config) for p in (a, b, far)]
+    names = [e.getExperimentName() for e in exps]
+    assert names[:2] == ["study_a/Dyna", "study_b/Dyna"]
+    assert names[2] == os.path.dirname(far).lstrip("/")
+    assert len({e.interpolateSavePath(0) for e in exps}) == 3
+
+
+@pytest.mark.parametrize(
+    "data",
+    ['{"metaParameters": {"a": "caf\xe9"}}'.encode("latin-1"), b"\xff\xfe{}"],
+)
+def test_non_utf8_experiment_file_is_one_line(tmp_path, config, data):
+    path = tmp_path / "e.json"
+    path.write_bytes(data)
+    with pytest.raises(ExperimentError, match=r"e\.json: not UTF-8 text") as err:
+        loadExperiment(str(path), config=config)
+    one_line(err)
+
+
+def test_non_utf8_config_is_one_line(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_bytes('{"save_path": "r\xe9s"}'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"config\.json: not UTF-8 text") as err:
+        load_config(str(path))
+    one_line(err)
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"hidden": [32, 32]}, "hidden.[0]-32_hidden.[1]-32"),
+        ({"h": [[1, 2], [3]]}, "h.[0]-[1, 2]_h.[1]-[3]"),
+        (
+            {"l": [{"u": 1, "a": "relu"}, {"u": [2, 3]}]},
+            "l.[0].a-relu_l.[0].u-1_l.[1].u.[0]-2_l.[1].u.[1]-3",
+        ),
+        ({"b": True, "n": None, "s": "x", "f": 1e-05, "g": 0.1}, "b-True_f-1e-05_g-0.1_n-None_s-x"),
+        ({"e": {}, "x": 1}, "x-1"),
+        (
+            {"h": list(range(12))},
+            "_".join(f"h.[{i}]-{i}" for i in sorted(range(12), key=lambda i: f"h.[{i}]")),
+        ),
+    ],
+)
+def test_params_string_is_pyexputils_for_every_value_type(params, expected):
+    from pyexp.experiment import paramsString
+
+    assert paramsString(params) == expected

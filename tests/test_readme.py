@@ -35,7 +35,7 @@ def _expected(comment: str):
 def examples(tmp_path, monkeypatch):
     """A copy of examples/ after the README's first command ran in it (less the pip install)."""
     command = _block("bash", "## Try it").strip()
-    install = "pip install -e . && "
+    install = "pip install -e '.[plot]' && "
     assert command.startswith(install + "cd examples && ")
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
@@ -44,6 +44,8 @@ def examples(tmp_path, monkeypatch):
     )
     assert run.returncode == 0, run.stderr
     assert "best parameters:" in run.stdout
+    assert (tmp_path / "examples/sensitivity.png").stat().st_size > 1000
+    assert "examples/sensitivity.png" in README
     assert re.search(r"sarsa\.json\s+144\s+0\s+0\s+0\s+0", run.stdout), run.stdout
     monkeypatch.chdir(tmp_path / "examples")
     monkeypatch.delenv("PYEXP_CONFIG", raising=False)

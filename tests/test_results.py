@@ -40,7 +40,7 @@ CONDITIONAL = {
     "agent": "SARSA",
     "metaParameters": {
         "alpha": [1.0, 0.5],
-        "features": [{"kind": "tiles", "tiles": [8, 16]}, {"kind": "raw"}],
+        "features": {"$choice": [{"kind": "tiles", "tiles": [8, 16]}, {"kind": "raw"}]},
         "hidden": [[32, 32], [64]],
     },
 }
@@ -103,23 +103,23 @@ def counters(monkeypatch) -> dict[str, int]:
 # --- loadResults and Result ----------------------------------------------------------------
 
 
-def test_loadResults_yields_one_result_per_index_with_its_attributes(exp, tmp_path):
+def test_loadResults_yields_one_result_per_permutation_with_its_runs(exp, tmp_path):
     results = list(loadResults(exp, "returns.npy", runs=2))
-    assert [r.idx for r in results] == list(range(16))
+    assert [r.idx for r in results] == list(range(8))
     for r in results:
         assert r.exp is exp
-        assert r.run == r.idx // 8
         assert r.params == exp.getPermutation(r.idx)
         assert r.path == exp.buildSaveContext(r.idx).resolve("returns.npy")
+        assert r.paths() == [r.path, exp.buildSaveContext(r.idx + 8).resolve("returns.npy")]
         assert r.path.startswith(str(tmp_path))
-    assert len({r.path for r in results}) == 16
+    assert len({p for r in results for p in r.paths()}) == 16
 
 
 def test_loadResults_is_lazy_and_opens_no_file(exp, counters):
     results = loadResults(exp, "returns.npy", runs=3)
     assert iter(results) is results
-    touched = [(r.path, r.params, r.run) for r in results]
-    assert len(touched) == 24
+    touched = [(r.path, r.params, r.paths()) for r in results]
+    assert len(touched) == 8
     assert counters == {"open": 0, "stat": 0, "np.load": 0}
     assert not os.path.exists(os.path.dirname(touched[0][0]))
 
@@ -152,15 +152,15 @@ def test_load_reads_builtin_formats(exp, tmp_path, filename, data):
     if isinstance(data, dict):
         assert isinstance(loaded, dict) and set(loaded) == set(data)
         for key in data:
-            np.testing.assert_array_equal(loaded[key], data[key])
+            np.testing.assert_array_equal(loaded[key], [data[key]])
     else:
-        np.testing.assert_array_equal(loaded, data)
+        np.testing.assert_array_equal(loaded, [data])  # runs first
 
 
 def test_load_uses_the_given_loader(exp, tmp_path):
     result = list(loadResults(exp, "returns.pkl", loader=_pickleLoader))[3]
     _save(result, {"curve": [1, 2, 3]}, tmp_path)
-    assert result.load() == {"curve": [1, 2, 3]}
+    np.testing.assert_array_equal(result.load()["curve"], [[1, 2, 3]])
 
 
 def test_load_reads_once_and_caches(exp, tmp_path, counters):
@@ -169,12 +169,12 @@ def test_load_reads_once_and_caches(exp, tmp_path, counters):
     first = result.load()
     os.remove(result.path)
     assert result.load() is first
-    np.testing.assert_array_equal(first, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(first, [[1.0, 2.0, 3.0]])
     assert counters["np.load"] == 1
 
 
 def test_missing_file_gives_none_and_logs_once(exp, caplog):
-    result = list(loadResults(exp, "returns.npy"))[5]
+    result = list(loadResults(exp, "returns.npy", runs=1))[5]
     with caplog.at_level(logging.WARNING, logger="pyexp.results"):
         assert result.load() is None
         assert result.load() is None
@@ -182,7 +182,7 @@ def test_missing_file_gives_none_and_logs_once(exp, caplog):
     assert len(records) == 1
     assert records[0].levelno == logging.WARNING
     assert result.path in records[0].getMessage()
-    assert "index 5" in records[0].getMessage()
+    assert "1 run(s) missing (0)" in records[0].getMessage()
 
 
 @pytest.mark.parametrize("filename", ["returns.npy", "returns.npz", "returns.csv"])
@@ -203,7 +203,7 @@ def test_failing_loader_gives_none_not_an_exception(exp, tmp_path, caplog):
     def broken(path):
         raise EOFError("truncated")
 
-    result = next(loadResults(exp, "returns.pkl", loader=broken))
+    result = next(loadResults(exp, "returns.pkl", runs=1, loader=broken))
     with caplog.at_level(logging.WARNING, logger="pyexp.results"):
         assert result.load() is None
     assert "truncated" in caplog.text
@@ -219,10 +219,11 @@ def test_reducer_chains_over_the_base_cache(exp, tmp_path, counters):
     total = doubled.reducer(np.sum)
     assert isinstance(doubled, ResultView) and isinstance(total, ResultView)
     assert total.load() == 12.0
-    np.testing.assert_array_equal(doubled.load(), [2.0, 4.0, 6.0])
-    np.testing.assert_array_equal(result.load(), [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(doubled.load(), [[2.0, 4.0, 6.0]])
+    np.testing.assert_array_equal(result.load(), [[1.0, 2.0, 3.0]])
+    np.testing.assert_array_equal(doubled.mean(), [2.0, 4.0, 6.0])
     assert counters["np.load"] == 1
-    for attr in ("path", "params", "idx", "run", "exp"):
+    for attr in ("path", "params", "idx", "exp"):
         assert getattr(total, attr) == getattr(result, attr)
 
 
@@ -344,11 +345,11 @@ def test_splitOverParameter_groups_by_nested_value_without_loading(exp, noLoads)
     groups = splitOverParameter(results, "optimizer.beta")
     assert list(groups) == [0.9, 0.99]
     for beta, group in groups.items():
-        assert len(group) == 8
+        assert len(group) == 4
         assert all(r.params["optimizer"]["beta"] == beta for r in group)
     alphas = splitOverParameter(iter(results), "alpha")
     assert sorted(alphas) == [0.125, 0.25, 0.5, 1.0]
-    assert all(len(group) == 4 for group in alphas.values())
+    assert all(len(group) == 2 for group in alphas.values())
 
 
 def test_splitOverParameter_keys_lists_as_tuples_and_leaves_out_lacking(tmp_path, noLoads):
@@ -370,7 +371,6 @@ def test_sliceOverParameter_keeps_everything_else_fixed(exp, noLoads):
     for alpha, r in sliced.items():
         assert r.params["alpha"] == alpha
         assert r.params["optimizer"] == anchor.params["optimizer"]
-        assert r.run == 0  # the first run per value
     assert sliced[0.5] is anchor
     betas = sliceOverParameter(results, anchor, "optimizer.beta")
     assert sorted(betas) == [0.9, 0.99]
@@ -439,3 +439,82 @@ def test_whereParameterGreaterEq_with_dotted_names_and_lacking_params(tmp_path, 
     assert len(kept) == 8
     big = list(whereParameterGreaterEq(results, "alpha", 0.75))
     assert len(big) == 6 and all(r.params["alpha"] == 1.0 for r in big)
+
+
+# --- runs: a Result is a permutation with all its runs ----------------------------------------
+
+
+def _save_runs(exp, p: int, curves: list, filename: str = "returns.npy") -> None:
+    n = exp.numPermutations()
+    for run, curve in enumerate(curves):
+        path = exp.buildSaveContext(p + run * n).ensureExists(filename)
+        np.save(path, np.asarray(curve, dtype=float))
+
+
+def test_getBest_picks_the_best_mean_over_runs_not_a_lucky_run(exp):
+    _save_runs(exp, 0, [[0.0], [10.0], [10.0]])  # one lucky run, mean 6.67
+    _save_runs(exp, 1, [[2.0], [2.0], [2.0]])  # steady, mean 2
+    results = list(loadResults(exp, "returns.npy", runs=3))[:2]
+    assert min(results[0].load().ravel()) < min(results[1].load().ravel())
+    assert getBest(results).idx == 1
+    assert getBest(results, prefer="big").idx == 0
+    assert results[1].runs() == 3
+    np.testing.assert_allclose(results[0].stderr(), [np.std([0, 10, 10], ddof=1) / np.sqrt(3)])
+
+
+def test_uneven_runs_are_nan_padded_with_one_warning(exp, caplog):
+    _save_runs(exp, 0, [[1.0, 2.0, 3.0], [3.0]])
+    _save_runs(exp, 1, [[1.0], [1.0, 1.0]])
+    results = list(loadResults(exp, "returns.npy", runs=2))
+    with caplog.at_level(logging.WARNING, logger="pyexp.results"):
+        data = results[0].load()
+        results[1].load()
+    np.testing.assert_array_equal(data, [[1.0, 2.0, 3.0], [3.0, np.nan, np.nan]])
+    np.testing.assert_array_equal(results[0].mean(), [2.0, 2.0, 3.0])
+    assert sum("uneven" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_missing_runs_are_left_out_with_one_line(exp, caplog):
+    n = exp.numPermutations()
+    np.save(exp.buildSaveContext(n).ensureExists("returns.npy"), np.ones(2))  # run 1 only
+    result = next(loadResults(exp, "returns.npy", runs=3))
+    with caplog.at_level(logging.WARNING, logger="pyexp.results"):
+        assert result.runs() == 1
+    assert [r.getMessage().split(": ", 1)[1][:26] for r in caplog.records] == [
+        "2 run(s) missing (0, 2), e"
+    ]
+
+
+def test_runs_default_to_the_submitted_runs_then_to_those_found(exp):
+    from pyexp.state.layout import state_dirs
+    from pyexp.state.records import CompletionRecords
+    from pyexp.state.settings import remember
+
+    for p in range(exp.numPermutations()):
+        _save_runs(exp, p, [[1.0], [2.0], [3.0]])
+    assert {r.runs() for r in loadResults(exp, "returns.npy")} == {3}  # found on disk
+    CompletionRecords(state_dirs(exp).done).mark_complete(exp.getPermutation(0), 1)
+    assert {r.runs() for r in loadResults(exp, "returns.npy")} == {2}  # records: runs 0-1
+    remember(state_dirs(exp).settings, runs=1)
+    assert {r.runs() for r in loadResults(exp, "returns.npy")} == {1}  # as submitted
+    assert {r.runs() for r in loadResults(exp, "returns.npy", runs=3)} == {3}
+
+
+def test_whereParametersEqual_matches_nested_and_dotted_keys(tmp_path, noLoads):
+    from pyexp.results import whereParametersEqual
+
+    exp = _experiment(tmp_path, CONDITIONAL)
+    results = list(loadResults(exp, "returns.npy"))
+    kept = list(whereParametersEqual(results, {"alpha": 0.5, "features": {"tiles": 8}}))
+    assert {(r.params["alpha"], r.params["features"].get("tiles")) for r in kept} == {
+        (0.5, 8),
+        (0.5, None),
+    }
+    assert len(list(whereParametersEqual(results, {"features.kind": "raw"}))) == 4
+
+
+def test_getBest_rejects_bad_prefer(curves):
+    with pytest.raises(ValueError, match="prefer"):
+        getBest(curves, prefer="largest")
+    with pytest.raises(ValueError, match="not both"):
+        getBest(curves, prefer="big", comparator=lambda a, b: a > b)

@@ -17,6 +17,10 @@ class SavePathError(PyExpError, ValueError):
     """A save path that cannot be built: unknown placeholder, escaping value, too-long part."""
 
 
+class ResultsError(PyExpError, ValueError):
+    """A results file that does not fit the experiment (PyExpUtils CSV columns)."""
+
+
 class ClusterConfigError(PyExpError, ValueError):
     """A malformed cluster config or sbatch option."""
 

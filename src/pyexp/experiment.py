@@ -16,6 +16,7 @@ from pyexp.errors import ExperimentError, SavePathError
 
 MAX_COMPONENT_BYTES = 255
 _BUILTIN_FIELDS = ("name", "params", "run", "params_hash")
+_NONE: Any = object()
 
 
 def canonical_json(value: Any) -> str:
@@ -29,8 +30,8 @@ def paramsHash(params: dict) -> str:
 
 
 def paramsString(params: dict) -> str:
-    """'key-value' pairs of every (dotted, sorted) parameter joined by '_'."""
-    return "_".join(f"{k}-{v}" for k, v in sweep.flatten(params).items())
+    """PyExpUtils' string: 'key-value' per flat key (sorted, lists as 'key.[i]') joined by '_'."""
+    return "_".join(f"{k}-{v}" for k, v in sweep.flat_items(params))
 
 
 class ExperimentDescription:
@@ -98,19 +99,21 @@ class ExperimentDescription:
         return hashlib.blake2b(canonical_json(self._d).encode(), digest_size=10).hexdigest()
 
     def getExperimentName(self) -> str:
-        """d['name'], else the file's folder relative to experiment_directory."""
+        """d['name'], else the file's folder relative to experiment_directory (or its whole
+        folder path when outside it, so two files in different folders never share a name)."""
         if "name" in self._d:
             return str(self._d["name"])
         if self.path is None:
             raise ExperimentError("experiment has neither a 'name' field nor a path")
         path = os.path.abspath(self.path)
         folder = os.path.dirname(path)
-        base = self.config.experiment_directory
-        if folder == base:
-            return os.path.splitext(os.path.basename(path))[0]
-        if folder.startswith(base + os.sep):
-            return os.path.relpath(folder, base)
-        return os.path.basename(folder) or os.path.splitext(os.path.basename(path))[0]
+        stem = os.path.splitext(os.path.basename(path))[0]
+        for base in (self.config.experiment_directory, self.config.root):
+            if folder == base:
+                return stem
+            if folder.startswith(base.rstrip(os.sep) + os.sep):
+                return os.path.relpath(folder, base)
+        return folder.lstrip(os.sep)
 
     def _fields(self) -> dict[str, Any]:
         # Top-level scalar fields and the name: fixed for this experiment, so computed once.
@@ -121,26 +124,60 @@ class ExperimentDescription:
                 for k, v in self._d.items()
                 if isinstance(v, scalars) and k not in _BUILTIN_FIELDS
             }
-            self._fields_cache = {**top, "name": self.getExperimentName()}
-            self._available = tuple(sorted({*self._fields_cache, *_BUILTIN_FIELDS}))
+            if "name" in self._d or self.path is not None:  # else {name} cannot be filled
+                top["name"] = self.getExperimentName()
+            self._fields_cache = top
+            self._available = tuple(sorted({*top, *_BUILTIN_FIELDS}))
         return self._fields_cache
 
     def savePathFields(self) -> dict[str, Any]:
-        """The top-level fields save_path uses besides params and run ('name' only if set)."""
+        """The top-level fields and attributes save_path uses besides params and run ('name'
+        only when the JSON sets it: a name from the path already selects the state folder)."""
+        used = _check_template(self.config.save_path)
+        out = {k: self._d["name"] for k in used & {"name"} if "name" in self._d}
         fields = self._fields()
-        used = _check_template(self.config.save_path, self._available)
-        return {k: fields[k] for k in sorted(used & fields.keys()) if k != "name" or k in self._d}
+        for k in sorted(used - set(_BUILTIN_FIELDS)):
+            value = fields[k] if k in fields else self._attribute(k)
+            if value is not _NONE:
+                out[k] = value if k in fields else str(value)
+        return out
+
+    def _attribute(self, key: str) -> Any:
+        """A placeholder from an attribute of this object (PyExpUtils allowed any), or _NONE."""
+        if key.startswith("_") or not (key in self.__dict__ or hasattr(type(self), key)):
+            return _NONE
+        value = getattr(self, key)
+        return _NONE if callable(value) else value
+
+    def _check_fields(self, used: frozenset[str], template: str) -> None:
+        """Every placeholder is known and every field it uses is path-safe."""
+        fields = self._fields()
+        for k in sorted(used):
+            if k in fields:
+                _check_value(f"field {k}", str(fields[k]), allow_slash=k == "name")
+            elif k == "name":
+                raise SavePathError(
+                    f"save_path {template!r}: {{name}} needs a 'name' field or an experiment file"
+                )
+            elif k not in _BUILTIN_FIELDS and self._attribute(k) is _NONE:
+                known = ", ".join("{" + f + "}" for f in self._available)
+                raise SavePathError(
+                    f"save_path {template!r}: unknown placeholder {{{k}}}; known: {known} "
+                    "and the experiment's attributes"
+                )
 
     def interpolateSavePath(self, idx: int, key: str | None = None) -> str:
         """Fill the config's save_path (or key) with this index's name, params, run and fields."""
         template = key if key is not None else self.config.save_path
         fields = self._fields()
-        used = _check_template(template, self._available)
+        used = _check_template(template)
         if not used <= self._checked:  # only fields the template uses must be path-safe
-            for k in used & fields.keys():
-                _check_value(f"field {k}", str(fields[k]), allow_slash=k == "name")
+            self._check_fields(used, template)
             self._checked = self._checked | used
         values = dict(fields)
+        for k in used - fields.keys() - set(_BUILTIN_FIELDS):
+            values[k] = self._attribute(k)
+            _check_value(f"attribute {k}", str(values[k]), allow_slash=True)
         if "run" in used:
             values["run"] = self.getRun(idx)
         if "params" in used or "params_hash" in used:
@@ -148,7 +185,7 @@ class ExperimentDescription:
             if "params" in used:
                 joined = paramsString(params)
                 if "/" in joined or "\0" in joined or "-." in joined:  # rare: check each
-                    _check_params(sweep.flatten(params))
+                    _check_params(sweep.flat_items(params))
                 values["params"] = joined
             if "params_hash" in used:
                 values["params_hash"] = paramsHash(params)
@@ -170,19 +207,16 @@ class ExperimentDescription:
 
 
 @lru_cache(maxsize=64)
-def _check_template(template: str, available: tuple[str, ...]) -> frozenset[str]:
-    """The placeholder names template uses; SavePathError if one is unknown."""
+def _check_template(template: str) -> frozenset[str]:
+    """The placeholder names template uses; SavePathError if it cannot be parsed."""
     try:
         fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as e:
         raise SavePathError(f"save_path {template!r}: {e}") from None
-    roots = {f.split(".")[0].split("[")[0] for f in fields}
-    unknown = sorted(f for f in fields if f.split(".")[0].split("[")[0] not in available)
-    if unknown or "" in roots:
-        bad = ", ".join("{" + f + "}" for f in unknown) or "{}"
-        known = ", ".join("{" + f + "}" for f in available)
-        raise SavePathError(f"save_path {template!r}: unknown placeholder {bad}; known: {known}")
-    return frozenset(roots)
+    roots = frozenset(f.split(".")[0].split("[")[0] for f in fields)
+    if "" in roots:
+        raise SavePathError(f"save_path {template!r}: empty placeholder {{}}")
+    return roots
 
 
 def _check_value(what: str, text: str, allow_slash: bool = False) -> None:
@@ -193,8 +227,8 @@ def _check_value(what: str, text: str, allow_slash: bool = False) -> None:
         raise SavePathError(f"{what}={text!r} would climb out of the results tree")
 
 
-def _check_params(flat: dict[str, Any]) -> None:
-    for k, v in flat.items():
+def _check_params(flat: list[tuple[str, Any]]) -> None:
+    for k, v in flat:
         if "/" in k or "\0" in k:
             raise SavePathError(f"parameter name {k!r} would add path components to the save path")
         _check_value(f"parameter {k}", str(v))
@@ -209,18 +243,33 @@ def _check_components(path: str) -> None:
             )
 
 
-def loadExperiment(path: str, config: Config | None = None) -> ExperimentDescription:
-    """Read an experiment JSON file."""
+def loadExperiment(
+    path: str,
+    Model: type[ExperimentDescription] | Config | None = None,
+    config: Config | None = None,
+) -> ExperimentDescription:
+    """Read an experiment JSON file into Model (ExperimentDescription or a user's subclass)."""
+    if isinstance(Model, Config):  # the older positional use: loadExperiment(path, config)
+        Model, config = None, Model
+    Model = Model or ExperimentDescription
+    if not (isinstance(Model, type) and issubclass(Model, ExperimentDescription)):
+        raise TypeError(
+            f"loadExperiment({path!r}, Model): Model must be ExperimentDescription or a "
+            f"subclass of it, got {Model!r}"
+        )
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
         raise ExperimentError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ExperimentError(f"{path}: not UTF-8 text (byte {e.start})") from None
     try:
         d = json.loads(text)
     except json.JSONDecodeError as e:
         raise ExperimentError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
-    return ExperimentDescription(d, path=_original_path(path), config=config)
+    path = _original_path(path)
+    return Model(d, path=path) if config is None else Model(d, path=path, config=config)
 
 
 def _original_path(path: str) -> str:

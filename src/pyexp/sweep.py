@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ from typing import Any
 from pyexp.errors import ExperimentError
 
 _SCALARS = (str, int, float, bool, type(None))
+CHOICE = "$choice"
+_INDEX = re.compile(r"\[(\d+)\]")  # a dotted part naming a list element: 'layers.[0].units'
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,12 @@ def _check_literal(value: Any, where: str) -> None:
 
 
 def _choice(values: list, where: str) -> Choice:
+    """A sweep over literal values, or a $choice over sub-sweeps (dicts)."""
     if not values:
         raise ExperimentError(f"{where}: empty list; a sweep needs at least one value")
     alternatives, starts, total = [], [], 0
     for pos, value in enumerate(values):
-        if isinstance(value, dict):
-            value = parse_product(value, f"{where}[{pos}]")
+        if isinstance(value, Product):
             size = value.count
         else:
             _check_literal(value, f"{where}[{pos}]")
@@ -73,22 +76,58 @@ def _choice(values: list, where: str) -> Choice:
     return Choice(tuple(alternatives), tuple(starts), total)
 
 
+def _alternatives(value: dict, where: str) -> Choice:
+    """{"$choice": [{...}, ...]}: each alternative is a sub-sweep."""
+    options = value[CHOICE]
+    if len(value) != 1 or not isinstance(options, list):
+        raise ExperimentError(
+            f"{where}: '{CHOICE}' must be the only key, holding a list of objects"
+        )
+    if not options:
+        raise ExperimentError(f"{where}: empty '{CHOICE}'; it needs at least one alternative")
+    subs = []
+    for pos, option in enumerate(options):
+        if not isinstance(option, dict):
+            raise ExperimentError(
+                f"{where}.{CHOICE}[{pos}]: an alternative must be an object, got {option!r}"
+            )
+        subs.append(parse_product(option, f"{where}.{CHOICE}[{pos}]"))
+    return _choice(subs, where)
+
+
+def _value_leaves(value: Any, dotted: str, where: str) -> list[tuple[str, Const | Choice]]:
+    """The leaves of one value at a dotted key, with PyExpUtils' meaning of lists and dicts."""
+    if isinstance(value, dict):
+        if CHOICE in value:
+            return [(dotted, _alternatives(value, where))]
+        if value:
+            return _leaves(value, dotted + ".", where)
+        return [(dotted, Const({}))]
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        # A list of objects is a fixed array of structures whose inner sweeps expand.
+        out = []
+        for pos, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise ExperimentError(
+                    f"{where}[{pos}]: a list that starts with an object must hold only objects"
+                )
+            out.extend(_value_leaves(item, f"{dotted}.[{pos}]", f"{where}.[{pos}]"))
+        return out
+    if isinstance(value, list):
+        return [(dotted, _choice(value, where))]
+    _check_literal(value, where)
+    return [(dotted, Const(value))]
+
+
 def _leaves(d: dict, prefix: str, where: str) -> list[tuple[str, Const | Choice]]:
     if not isinstance(d, dict):
         raise ExperimentError(f"{where}: expected an object, got {type(d).__name__}")
     out: list[tuple[str, Const | Choice]] = []
     for key, value in d.items():
-        if not isinstance(key, str) or not key or "." in key:
+        if not isinstance(key, str) or not key or "." in key or _INDEX.fullmatch(key):
             raise ExperimentError(f"{where}: key {key!r} must be a non-empty string without '.'")
-        dotted = prefix + key
         here = f"{where}.{key}" if where else key
-        if isinstance(value, dict) and value:
-            out.extend(_leaves(value, dotted + ".", here))
-        elif isinstance(value, list):
-            out.append((dotted, _choice(value, here)))
-        else:
-            _check_literal(value, here)
-            out.append((dotted, Const(value)))
+        out.extend(_value_leaves(value, prefix + key, here))
     return out
 
 
@@ -114,32 +153,84 @@ def permutable(product: Product) -> dict[str, list]:
 def _as_written(alternative: Any) -> Any:
     if not isinstance(alternative, Product):
         return alternative
-    nested: dict = {}
-    for key, node in zip(alternative.keys, alternative.nodes, strict=True):
-        value = (
-            node.value if isinstance(node, Const) else [_as_written(a) for a in node.alternatives]
-        )
-        set_dotted(nested, key, value)
-    return nested
+    return nest(
+        {key: _written(node) for key, node in zip(alternative.keys, alternative.nodes, strict=True)}
+    )
 
 
-def set_dotted(d: dict, dotted: str, value: Any) -> None:
-    """Set d['a']['b'] for 'a.b', creating inner dicts."""
-    *outer, last = dotted.split(".")
-    for part in outer:
-        d = d.setdefault(part, {})
-    d[last] = value
+def _written(node: Const | Choice) -> Any:
+    """A node as the experiment file wrote it."""
+    if isinstance(node, Const):
+        return node.value
+    values = [_as_written(a) for a in node.alternatives]
+    if any(isinstance(a, Product) for a in node.alternatives):
+        return {CHOICE: values}
+    return values
 
 
-def flatten(params: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested params to {dotted key: value}, sorted by key."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{prefix}{key}."))
+class _Leaf:
+    """A value in a tree of dotted parts (so a dict value is never taken for a branch)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _tree(flat: dict[str, Any]) -> dict:
+    """Dotted keys to a tree of dicts; list parts '[i]' stay dict keys until built."""
+    tree: dict = {}
+    for dotted, value in flat.items():
+        *outer, last = dotted.split(".")
+        node = tree
+        for part in outer:
+            node = node.setdefault(part, {})
+        node[last] = _Leaf(value)
+    return tree
+
+
+def _children(node: dict) -> tuple[bool, list]:
+    """Whether node is a list (all parts '[i]') and its (part, child) pairs in order."""
+    if node and all(_INDEX.fullmatch(k) for k in node):
+        return True, sorted(node.items(), key=lambda kv: int(kv[0][1:-1]))
+    return False, list(node.items())
+
+
+def _build(node: Any) -> Any:
+    if isinstance(node, _Leaf):
+        return node.value
+    is_list, children = _children(node)
+    if is_list:
+        return [_build(v) for _, v in children]
+    return {k: _build(v) for k, v in children}
+
+
+def nest(flat: dict[str, Any]) -> dict:
+    """{dotted key: value} to nested params; parts like '[0]' ('layers.[0].units') build lists."""
+    return _build(_tree(flat))
+
+
+def flat_items(params: dict) -> list[tuple[str, Any]]:
+    """PyExpUtils' flat keys of resolved params, sorted: dicts dotted, list elements '.[i]'."""
+    out: list[tuple[str, Any]] = []
+
+    def walk(key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{key}.{k}", v)
+        elif isinstance(value, list) and value:
+            objects = isinstance(value[0], dict)
+            for pos, item in enumerate(value):
+                if objects and isinstance(item, dict):
+                    walk(f"{key}.[{pos}]", item)
+                else:
+                    out.append((f"{key}.[{pos}]", item))
         else:
-            out[prefix + key] = value
-    return dict(sorted(out.items()))
+            out.append((key, value))
+
+    for k, v in params.items():
+        walk(k, v)
+    return sorted(out, key=lambda kv: kv[0])
 
 
 def _mutable(value: Any) -> bool:
@@ -187,15 +278,15 @@ def compile_product(product: Product) -> Callable[[int], dict]:
 
 
 def _dict_literal(exprs: dict[str, str]) -> str:
-    tree: dict = {}
-    for key, expr in exprs.items():
-        set_dotted(tree, key, expr)
+    def render(node: Any) -> str:
+        if isinstance(node, _Leaf):
+            return node.value
+        is_list, children = _children(node)
+        if is_list:
+            return "[" + ", ".join(render(v) for _, v in children) + "]"
+        return "{" + ", ".join(f"{k!r}: {render(v)}" for k, v in children) + "}"
 
-    def render(node: dict) -> str:
-        items = (f"{k!r}: {render(v) if isinstance(v, dict) else v}" for k, v in node.items())
-        return "{" + ", ".join(items) + "}"
-
-    return render(tree)
+    return render(_tree(exprs))
 
 
 def _compile_choice(choice: Choice) -> Callable[[int], Any]:

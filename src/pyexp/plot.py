@@ -1,0 +1,84 @@
+"""Parameter-sensitivity plots: mean over runs with stderr bands (matplotlib, optional)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from pyexp.results import _checkWindow, _numeric, getBest, splitOverParameter
+
+if TYPE_CHECKING:
+    from pyexp.results import ResultLike
+
+
+def plotSensitivity(
+    results: Iterable[ResultLike],
+    param: str,
+    by: str | None = None,
+    *,
+    steps: int | None = None,
+    percent: float | None = None,
+    comparator: Callable[[float, float], bool] | None = None,
+    prefer: str | None = None,
+    ax: Any = None,
+    logx: bool = False,
+) -> Any:
+    """Draw, per value of `param`, the mean over runs (inside the window) with a stderr band;
+    one line per value of `by`. Where other parameters vary, each point is the best of them
+    (as getBest picks). Returns the matplotlib Axes."""
+    _checkWindow(steps, percent)
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError(
+            "plotSensitivity needs matplotlib: pip install 'pyexp-utils[plot]'"
+        ) from None
+    import numpy as np
+
+    ax = ax if ax is not None else plt.gca()
+    lines = splitOverParameter(results, by) if by else {None: list(results)}
+    for value, group in lines.items():
+        points = []
+        for x, candidates in sorted(splitOverParameter(group, param).items()):
+            best = getBest(candidates, steps, percent, comparator=comparator, prefer=prefer)
+            scores = None if best is None else _runScores(best, steps, percent)
+            if scores is not None and scores.size:
+                stderr = np.std(scores, ddof=1) / np.sqrt(scores.size) if scores.size > 1 else 0.0
+                points.append((x, float(np.mean(scores)), float(stderr)))
+        if not points:
+            continue
+        xs, ys, errs = (np.asarray(column) for column in zip(*points, strict=True))
+        label = None if by is None else f"{by}={value}"
+        (line,) = ax.plot(xs, ys, marker="o", label=label)
+        ax.fill_between(xs, ys - errs, ys + errs, color=line.get_color(), alpha=0.25)
+    ax.set_xlabel(param)
+    ax.set_ylabel("mean over runs" + ("" if steps is None and percent is None else " (window)"))
+    if logx:
+        ax.set_xscale("log")
+    if by is not None:
+        ax.legend()
+    return ax
+
+
+def _runScores(result: ResultLike, steps: int | None, percent: float | None) -> Any:
+    """Each run's mean over the window of steps (runs first), NaN runs left out."""
+    import math
+    import warnings
+
+    import numpy as np
+
+    data = _numeric(result.load(), result)
+    if data is None:
+        return None
+    if data.ndim == 1:  # one number per run
+        data = data[:, None]
+    length = data.shape[1]
+    if percent is not None:
+        steps = max(1, math.ceil(length * percent - 1e-9))
+    window = data if steps is None else data[:, -steps:]
+    if not window.size:
+        return np.array([])
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        scores = np.nanmean(window.reshape(len(window), -1), axis=1)
+    return scores[~np.isnan(scores)]
