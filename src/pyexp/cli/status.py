@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from pyexp.cli.args import Parser, count
+from pyexp.cli.args import Parser, count, runs_for
 from pyexp.errors import PyExpError, describe
 
 
@@ -14,7 +14,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line of pyexp-status."""
     p = Parser(prog="pyexp-status", description=__doc__)
     p.add_argument("experiments", nargs="+", metavar="EXPERIMENT.json")
-    p.add_argument("--runs", type=count, default=1, help="runs per permutation (default 1)")
+    p.add_argument(
+        "--runs", type=count, help="runs per permutation (default: as the last pyexp-submit)"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-v", "--verbose", action="store_true", help="list failed indices")
     p.add_argument(
@@ -37,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(reports, indent=2))
     else:
+        for r in reports:
+            if r["runs_unknown"]:
+                print(f"{r['experiment']}: never submitted and no --runs: counting 1 run")
         print(_table(reports, args.verbose))
     return 0
 
@@ -49,9 +54,11 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     from pyexp.state.leases import IndexLeases, read_holder
 
     exp = loadExperiment(path)
+    runs = runs_for(exp, args.runs)
     queue = QueueSnapshot() if args.no_slurm else _queue_or_empty()
-    standing = classify(exp, args.runs, queue, max_attempts(exp, args.max_attempts))
-    report: dict = {"experiment": path, "runs": args.runs, **standing.counts()}
+    standing = classify(exp, runs or 1, queue, max_attempts(exp, args.max_attempts))
+    report: dict = {"experiment": path, "runs": runs or 1, "runs_unknown": runs is None}
+    report.update(standing.counts())
     if args.verbose or args.json:
         latest = Attempts(state_dirs(exp).attempts).latest(set(standing.failed_keys.values()))
         report["failed_indices"] = [

@@ -210,6 +210,7 @@ def _write_script(
         log_dir=log_dir(exp),
         experiment=entry.experiment,
         config=exp.config.source,
+        workdir=exp.config.root,
     )
     write_atomic(entry.script, render.render(context, opts.template))
     return entry.script
@@ -275,7 +276,9 @@ def _run_task(
     stem = os.path.join(log_dir(exp), f"{entry.job_name}_{task}")
     argv = [python, "-m", "pyexp.cli.run", "--ledger", ledger_path, "--task", str(task)]
     with open(f"{stem}.out", "w") as out, open(f"{stem}.err", "w") as err:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+        proc = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=exp.config.root
+        )
     return proc.returncode
 
 
