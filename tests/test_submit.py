@@ -333,7 +333,6 @@ def test_no_command_is_an_error(project, capsys):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["x.json"],
         ["x.json", "--runs", "0"],
         ["x.json", "--runs", "1", "--parallel", "2"],
         ["x.json", "--runs", "1", "--max-attempts", "0"],
@@ -343,6 +342,19 @@ def test_usage_errors_exit_2_with_one_line(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("pyexp-submit: ") and err.count("\n") == 1, err
+
+
+def test_without_runs_a_never_submitted_experiment_is_refused_with_one_line(project, capsys):
+    assert main([project["exp"], "--cluster", project["cluster"]]) == 1
+    assert "never submitted, so how many runs? pass --runs N" in _stderr_line(capsys)
+    assert _sbatch_calls(project) == []
+
+
+def test_runs_default_to_the_last_submission(project, capsys):
+    assert main([project["exp"], "--runs", "2", "--cluster", project["cluster"]]) == 0
+    assert "submitted 60 indices" in capsys.readouterr().out
+    assert main([project["exp"], "--cluster", project["cluster"], "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("nothing to submit")
 
 
 def test_account_is_required_on_alliance_clusters(project, capsys):

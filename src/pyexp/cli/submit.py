@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 def _submit_all(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from pyexp.cli.progress import Progress
     from pyexp.errors import PyExpError
     from pyexp.experiment import loadExperiment
     from pyexp.scheduler.cluster import load_cluster
@@ -77,7 +78,7 @@ def _submit_all(args: argparse.Namespace) -> int:
             raise PyExpError(f"{path}: never submitted, so how many runs? pass --runs N")
     status = 0
     for exp, n in zip(exps, runs, strict=True):
-        one = replace(opts, runs=n)
+        one = replace(opts, runs=n, progress=Progress(exp.path or "") if args.local else None)
         done = submit_experiment(exp, one)
         if not args.dry_run:  # later runs without --runs, pyexp-status and loadResults use it
             remember(state_dirs(exp).settings, runs=n)

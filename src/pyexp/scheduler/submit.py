@@ -6,8 +6,8 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
@@ -49,6 +49,7 @@ class SubmitOptions:
     retry_failed: bool = False
     lock_timeout: float = 60.0
     out: TextIO = field(default_factory=lambda: sys.stdout)
+    progress: Callable[[int, int, int], None] | None = None  # local: (finished, tasks, failed)
 
 
 @dataclass
@@ -264,9 +265,14 @@ def _run_local(
         env["PYEXP_CONFIG"] = exp.config.source
     python = opts.cluster.python or sys.executable
     workers = max(1, opts.parallel or os.cpu_count() or 1)
+    failed = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        codes = list(pool.map(lambda job: _run_task(exp, python, env, *job), jobs))
-    return sum(1 for c in codes if c != 0)
+        futures = [pool.submit(_run_task, exp, python, env, *job) for job in jobs]
+        for finished, future in enumerate(as_completed(futures), 1):
+            failed += future.result() != 0
+            if opts.progress:
+                opts.progress(finished, len(jobs), failed)
+    return failed
 
 
 def _run_task(
