@@ -20,7 +20,7 @@ class Progress:
         self.shown = -1
 
     def __call__(self, finished: int, total: int, failed: int) -> None:
-        """Show that finished of total tasks are done, failed of them with failures."""
+        """Show that finished of total indices have run, in tasks of which failed had failures."""
         step = finished * 10 // total
         if not self.tty and step == self.shown and finished < total:
             return
@@ -29,8 +29,8 @@ class Progress:
         elapsed = time.monotonic() - self.start
         eta = elapsed / finished * (total - finished)
         text = (
-            f"{self.label}: [{'#' * filled}{'.' * (WIDTH - filled)}] {finished}/{total} tasks"
-            f"{f', {failed} failed' if failed else ''}, {_clock(elapsed)} elapsed"
+            f"{self.label}: [{'#' * filled}{'.' * (WIDTH - filled)}] {finished}/{total} indices"
+            f"{f', {failed} tasks with failures' if failed else ''}, {_clock(elapsed)} elapsed"
             f"{f', ~{_clock(eta)} left' if finished < total else ''}"
         )
         end = "\n" if finished == total or not self.tty else ""

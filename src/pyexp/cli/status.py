@@ -9,6 +9,8 @@ import sys
 from pyexp.cli.args import Parser, count, runs_for
 from pyexp.errors import PyExpError, describe
 
+NO_RUNS = "never submitted and no --runs: counting 1 run (pass --runs N)"
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line of pyexp-status."""
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for r in reports:
             if r["runs_unknown"]:
-                print(f"{r['experiment']}: never submitted and no --runs: counting 1 run")
+                print(f"{r['experiment']}: {NO_RUNS}")
         print(_table(reports, args.verbose))
     return 0
 

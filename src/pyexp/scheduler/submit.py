@@ -49,7 +49,7 @@ class SubmitOptions:
     retry_failed: bool = False
     lock_timeout: float = 60.0
     out: TextIO = field(default_factory=lambda: sys.stdout)
-    progress: Callable[[int, int, int], None] | None = None  # local: (finished, tasks, failed)
+    progress: Callable[[int, int, int], None] | None = None  # local: indices done, of, failed tasks
 
 
 @dataclass
@@ -265,13 +265,14 @@ def _run_local(
         env["PYEXP_CONFIG"] = exp.config.source
     python = opts.cluster.python or sys.executable
     workers = max(1, opts.parallel or os.cpu_count() or 1)
-    failed = 0
+    failed = finished = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(_run_task, exp, python, env, *job) for job in jobs]
-        for finished, future in enumerate(as_completed(futures), 1):
+        sizes = {pool.submit(_run_task, exp, python, env, e, t): len(e.tasks[t]) for e, t in jobs}
+        for future in as_completed(sizes):
             failed += future.result() != 0
+            finished += sizes[future]
             if opts.progress:
-                opts.progress(finished, len(jobs), failed)
+                opts.progress(finished, sum(sizes.values()), failed)
     return failed
 
 
