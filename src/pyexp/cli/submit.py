@@ -80,6 +80,8 @@ def _submit_all(args: argparse.Namespace) -> int:
     for exp, n in zip(exps, runs, strict=True):
         one = replace(opts, runs=n, progress=Progress(exp.path or "") if args.local else None)
         done = submit_experiment(exp, one)
+        for warning in done.warnings:
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
         if not args.dry_run:  # later runs without --runs, pyexp-status and loadResults use it
             remember(state_dirs(exp).settings, runs=n)
         print(report(done, one), flush=True)

@@ -64,6 +64,7 @@ class Submitted:
     failed_tasks: int = 0
     logs: str = ""
     queue_seen: bool = True  # False: squeue could not be asked, queued work was not subtracted
+    warnings: list[str] = field(default_factory=list)
 
 
 def submit_experiment(exp: ExperimentDescription, opts: SubmitOptions) -> Submitted:
@@ -114,7 +115,7 @@ def _submit_locked(exp: ExperimentDescription, opts: SubmitOptions, command: str
     done = Submitted(_experiment_path(exp), missing, logs=log_dir(exp), queue_seen=seen)
     if not missing:
         return done
-    check_runnable(exp, command, missing)
+    done.warnings = check_runnable(exp, command, missing, opts.runs)
     size = None if opts.local else slurm.max_array_size()
     done.plans = planner.plan_for(missing, opts.cluster, size)
     entries = [_entry(exp, opts, command, plan) for plan in done.plans]
@@ -133,19 +134,33 @@ def _submit_locked(exp: ExperimentDescription, opts: SubmitOptions, command: str
     return done
 
 
-def check_runnable(exp: ExperimentDescription, command: str, indices: list[int]) -> None:
-    """Refuse, before anything is submitted, a command or save path the tasks would fail on."""
+def check_runnable(
+    exp: ExperimentDescription, command: str, indices: list[int], runs: int = 1
+) -> list[str]:
+    """Refuse, before anything is submitted, a command or save paths the tasks would fail on or
+    share; the warnings worth a line (runs > 1 with no {run} in the save path)."""
     from pyexp.runner import CommandTemplate
 
     CommandTemplate(command)
-    n, seen = exp.numPermutations(), set()
-    for i in indices:  # one save path per permutation: the run cannot make it invalid
-        if i % n not in seen:
-            seen.add(i % n)
-            try:
-                exp.interpolateSavePath(i)
-            except SavePathError as e:
-                raise SavePathError(f"{_experiment_path(exp)}: index {i}: {e}") from None
+    n, owner = exp.numPermutations(), {}
+    for p in sorted({i % n for i in indices}):  # run 0 of each: the run cannot make it invalid
+        try:
+            path = exp.interpolateSavePath(p)
+        except SavePathError as e:
+            raise SavePathError(f"{_experiment_path(exp)}: index {p}: {e}") from None
+        if path in owner:
+            raise SavePathError(
+                f"{_experiment_path(exp)}: indices {owner[path]} and {p} have the same save path "
+                f"{path} (parameters {exp.getPermutation(owner[path])} and "
+                f"{exp.getPermutation(p)}); make the values differ or use {{params_hash}}"
+            )
+        owner[path] = p
+    if runs > 1 and "{run" not in exp.config.save_path:
+        return [
+            f"{_experiment_path(exp)}: {runs} runs but save_path {exp.config.save_path} has no "
+            "{run}: the runs of a permutation share one folder"
+        ]
+    return []
 
 
 def _queue(required: bool) -> QueueSnapshot | None:
