@@ -32,7 +32,7 @@ def slurm_problem() -> str | None:
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"sinfo: {e}"
     if out.returncode != 0 or not any(
-        s.rstrip("*~#") in ("idle", "mix", "alloc") for s in out.stdout.split()
+        s.rstrip("*~#") in ("idle", "mix", "alloc", "comp") for s in out.stdout.split()
     ):
         return f"sinfo exit {out.returncode}: {(out.stderr or out.stdout).strip() or 'no node up'}"
     return None

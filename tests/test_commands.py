@@ -29,6 +29,7 @@ class Project:
         self.experiment.parent.mkdir(parents=True)
         self.experiment.write_text(json.dumps({"metaParameters": {"x": list(range(permutations))}}))
         (self.root / "config.json").write_text(json.dumps({"command": command}))
+        self.env: dict[str, str] = {}
 
     def cli(
         self, *args: str, cwd=None, slurm: bool = False, scancel: str | None = None
@@ -38,6 +39,7 @@ class Project:
             env |= {f"PYEXP_{c}": "/nonexistent" for c in ("SQUEUE", "SBATCH", "SCANCEL")}
         if scancel:
             env["PYEXP_SCANCEL"] = scancel
+        env |= self.env
         argv = [sys.executable, "-m", "pyexp", *args]
         return subprocess.run(
             argv, cwd=cwd or self.root, env=env, capture_output=True, text=True, timeout=120
@@ -174,6 +176,8 @@ def _squeue_names() -> str:
 @pytest.mark.slurm
 def test_cancel_scancels_the_experiments_jobs_and_their_indices_become_missing(tmp_path):
     project = Project(tmp_path, 3, "sleep 300")
+    # A runner that Slurm kills before it releases its lease holds it one lease duration more.
+    project.env["PYEXP_LEASE_SECONDS"] = "5"
     submit = project.cli(
         "submit", str(project.experiment), "--runs", "1", "--cluster", "local", slurm=True
     )
@@ -190,9 +194,12 @@ def test_cancel_scancels_the_experiments_jobs_and_their_indices_become_missing(t
     assert out.returncode == 0, out.stderr
     assert f"cancelled job {entries[0].job_id}" in out.stdout
     assert {e.state for e in Ledger(state_dirs(project.exp()).ledger).entries()} == {CANCELLED}
-    wait_for(lambda: not any(n in _squeue_names() for n in names), 60, 0.5)
+    # The runner stops its command and records a preemption; squeue lets go of the job soon after.
+    wait_for(lambda: project.status(slurm=True)["missing"] == 3, 60, 1)
     report = project.status(slurm=True)
-    assert report["missing"] == 3 and report["failed"] == 0 and report["queued"] == 0
+    assert report["failed"] == 0 and report["queued"] == 0 and report["running"] == 0
+    plan = project.cli("submit", str(project.experiment), "--dry-run", slurm=True)
+    assert "would submit 3 indices" in plan.stdout
     again = project.cli("cancel", str(project.experiment), slurm=True)
     assert "nothing queued or running in Slurm" in again.stdout
     assert SUBMITTED not in {e.state for e in Ledger(state_dirs(project.exp()).ledger).entries()}
