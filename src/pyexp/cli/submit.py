@@ -61,7 +61,7 @@ def _submit_all(args: argparse.Namespace) -> int:
     needed = not (args.local or args.dry_run)
     cluster = load_cluster(args.cluster).with_account(args.account, required=needed)
     opts = SubmitOptions(
-        runs=0,
+        runs=0,  # per experiment below: --runs, else remembered
         cluster=cluster,
         command=args.command,
         template=args.template,
