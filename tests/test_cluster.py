@@ -146,3 +146,45 @@ def test_account_flag_env_and_file(tmp_path):
     assert mine.with_account(None, env={}).account == "def-file"
     assert mine.with_account(None, env={"SBATCH_ACCOUNT": "rrg-x"}).account == "rrg-x"
     assert load_cluster("local").with_account(None, env={}).account is None
+
+
+@pytest.mark.parametrize(("name", "hours"), [("fir", 168), ("nibi", 168), ("trillium", 24)])
+def test_alliance_configs_state_their_time_limit(name, hours):
+    assert load_cluster(name).max_time_hours == hours
+
+
+def test_fir_refuses_200_hours_before_submitting(tmp_path):
+    with open(load_cluster("fir").source) as f:
+        data = {**json.load(f), "time_hours": 200}
+    path = tmp_path / "fir.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ClusterConfigError) as err:
+        load_cluster(str(path))
+    assert str(err.value) == (
+        f"{path}: time_hours = 200 is beyond cluster 'fir' limit max_time_hours = 168; "
+        "ask for fewer indices_per_task"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"cores": 8, "cores_per_node": 4},
+            "cores = 8 is beyond cluster 'mine' limit cores_per_node = 4",
+        ),
+        (
+            {"cores": 4, "mem_per_core_gb": 2, "mem_per_node_gb": 6},
+            "mem_per_core_gb x cores = 8 is beyond cluster 'mine' limit mem_per_node_gb = 6",
+        ),
+        ({"max_time_hours": 0}, "'max_time_hours' must be positive, got 0"),
+    ],
+)
+def test_requests_beyond_the_node_are_refused(tmp_path, fields, message):
+    with pytest.raises(ClusterConfigError, match=message):
+        load_cluster(_write(tmp_path, **fields))
+
+
+def test_requests_within_the_limits_load(tmp_path):
+    path = _write(tmp_path, time_hours=168, max_time_hours=168, cores=4, cores_per_node=4)
+    assert load_cluster(path).time == "167:59:59"

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pyexp import ConfigError, ExperimentDescription, getConfig
+from pyexp import ConfigError, ExperimentDescription, getConfig, loadExperiment
 from pyexp.config import DEFAULTS, load_config
 
 
@@ -52,15 +52,53 @@ def test_relative_paths_resolve_against_the_config_folder_not_cwd(tmp_path, monk
     assert config.save_path == str(project / "r/{run}")
 
 
-def test_pyexp_config_wins_over_the_nearest_file(tmp_path, monkeypatch):
-    write_config(tmp_path / "here", save_path="here/{run}")
+def test_nearest_file_wins_over_pyexp_config(tmp_path, monkeypatch):
+    here = write_config(tmp_path / "here", save_path="here/{run}")
     elsewhere = write_config(tmp_path / "elsewhere", save_path="there/{run}", log_path="lg")
+    monkeypatch.chdir(tmp_path / "here")
+    monkeypatch.setenv("PYEXP_CONFIG", elsewhere)
+    assert getConfig().source == here
+
+
+def test_pyexp_config_when_no_file_is_near(tmp_path, monkeypatch):
+    above = [p for p in [tmp_path, *tmp_path.parents] if (p / "config.json").exists()]
+    if above:
+        pytest.skip(f"a config.json exists above the temporary folder: {above[0]}")
+    elsewhere = write_config(tmp_path / "elsewhere", save_path="there/{run}", log_path="lg")
+    (tmp_path / "here").mkdir()
     monkeypatch.chdir(tmp_path / "here")
     monkeypatch.setenv("PYEXP_CONFIG", elsewhere)
     config = getConfig()
     assert config.source == elsewhere
     assert config.save_path == str(tmp_path / "elsewhere/there/{run}")
     assert config.log_path == str(tmp_path / "elsewhere/lg")
+
+
+def test_experiment_file_finds_its_projects_config_from_any_folder(tmp_path, monkeypatch):
+    project = write_config(tmp_path / "project", save_path="r/{name}/{run}")
+    other = write_config(tmp_path / "other", save_path="wrong/{run}")
+    monkeypatch.setenv("PYEXP_CONFIG", other)
+    path = tmp_path / "project" / "experiments" / "mc" / "sarsa.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"metaParameters": {"a": [1, 2]}}))
+    for cwd in (tmp_path / "other", tmp_path, "/"):
+        monkeypatch.chdir(cwd)
+        exp = loadExperiment(str(path))
+        assert exp.config.source == project
+        assert exp.interpolateSavePath(3) == str(tmp_path / "project/r/mc/1")
+
+
+def test_defaults_anchor_at_the_experiments_folder_from_any_folder(tmp_path, monkeypatch):
+    above = [p for p in [tmp_path, *tmp_path.parents] if (p / "config.json").exists()]
+    if above:
+        pytest.skip(f"a config.json exists above the temporary folder: {above[0]}")
+    path = tmp_path / "project" / "experiments" / "mc" / "sarsa.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"metaParameters": {"a": [1, 2]}}))
+    monkeypatch.chdir(tmp_path)
+    config = loadExperiment(str(path)).config
+    assert config.source is None and config.root == str(tmp_path / "project")
+    assert config.state_path == str(tmp_path / "project" / ".pyexp")
 
 
 def test_relative_pyexp_config_is_taken_from_cwd(tmp_path, monkeypatch):

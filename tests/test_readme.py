@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import shutil
@@ -68,3 +69,21 @@ def test_first_command_and_api_example(examples):
         assert eval(code, namespace) == expected, code
         checked += 1
     assert checked >= 8
+
+
+def test_json_examples_are_valid_json_and_the_cluster_config_loads():
+    from pyexp.scheduler.cluster import parse_cluster
+
+    blocks = re.findall(r"```json\n(.*?)```", README, re.S)
+    assert len(blocks) >= 3
+    for block in blocks:
+        json.loads(block)
+    cluster = parse_cluster(json.loads(_block("json", "### Cluster configs")), "fir", "README")
+    assert cluster.max_time_hours == 168 and cluster.sbatch == {"partition": "cpubase_bycore_b1"}
+
+
+def test_every_cluster_config_field_is_explained_in_the_table():
+    from pyexp.scheduler.cluster import _FIELDS
+
+    table = README[README.index("| field | meaning |") :].split("\n\n", 1)[0]
+    assert sorted(re.findall(r"^\| `(\w+)` \|", table, re.M)) == sorted(_FIELDS)

@@ -1,6 +1,7 @@
 """End to end against the real single-node Slurm of scripts/slurm-local.sh (`--cluster local`).
 
-In CI (CI=true) these fail when Slurm is not reachable; elsewhere they skip.
+They run only when asked (PYEXP_TEST_SLURM=1, CI=true, or the local script's marker: see
+conftest.py), and then fail when Slurm is not reachable.
 """
 
 from __future__ import annotations
@@ -21,33 +22,6 @@ from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry
 
 pytestmark = pytest.mark.slurm
-
-
-def _slurm_problem() -> str | None:
-    try:
-        out = subprocess.run(
-            ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=15
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"sinfo: {e}"
-    states = out.stdout.split()
-    if out.returncode != 0 or not any(
-        s.rstrip("*~#") in ("idle", "mix", "alloc", "comp") for s in states
-    ):
-        return f"sinfo exit {out.returncode}: {(out.stderr or out.stdout).strip() or 'no node up'}"
-    return None
-
-
-@pytest.fixture(scope="module", autouse=True)
-def slurm_up():
-    """Slurm must answer: fail in CI, skip elsewhere."""
-    problem = _slurm_problem()
-    if problem is None:
-        return
-    message = f"local Slurm not reachable ({problem}); run scripts/slurm-local.sh start"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 class Project:

@@ -269,6 +269,27 @@ def test_an_invalid_save_path_is_refused_at_planning_time(project, capsys):
     assert _ledger(project) == [] and _sbatch_calls(project) == []
 
 
+def test_two_permutations_sharing_a_save_path_are_refused_at_planning_time(project, capsys):
+    with open(project["exp"], "w") as f:
+        json.dump({"name": "sweep", "metaParameters": {"p": [0.1, "0.1", 0.2]}}, f)
+    assert _submit(project, "--dry-run") == 1
+    err = _stderr_line(capsys)
+    assert "indices 0 and 1 have the same save path" in err and "{params_hash}" in err
+    assert _ledger(project) == [] and _sbatch_calls(project) == []
+
+
+def test_runs_without_run_in_the_save_path_get_a_one_line_warning(project, capsys):
+    project["root"].joinpath("config.json").write_text(
+        json.dumps({"command": "true {index}", "save_path": "results/{name}/{params}"})
+    )
+    argv = [project["exp"], "--cluster", project["cluster"], "--dry-run"]
+    assert main([*argv, "--runs", "2"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "warning:" in err and "2 runs but save_path" in err
+    assert main([*argv, "--runs", "1"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_two_submits_at_once_submit_each_index_once(project):
     env = {**os.environ, "FAKE_SBATCH_DELAY": "0.3"}
     argv = [sys.executable, "-m", "pyexp.cli.submit", project["exp"], "--runs", "1"]
@@ -333,7 +354,6 @@ def test_no_command_is_an_error(project, capsys):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["x.json"],
         ["x.json", "--runs", "0"],
         ["x.json", "--runs", "1", "--parallel", "2"],
         ["x.json", "--runs", "1", "--max-attempts", "0"],
@@ -343,6 +363,19 @@ def test_usage_errors_exit_2_with_one_line(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("pyexp-submit: ") and err.count("\n") == 1, err
+
+
+def test_without_runs_a_never_submitted_experiment_is_refused_with_one_line(project, capsys):
+    assert main([project["exp"], "--cluster", project["cluster"]]) == 1
+    assert "never submitted, so how many runs? pass --runs N" in _stderr_line(capsys)
+    assert _sbatch_calls(project) == []
+
+
+def test_runs_default_to_the_last_submission(project, capsys):
+    assert main([project["exp"], "--runs", "2", "--cluster", project["cluster"]]) == 0
+    assert "submitted 60 indices" in capsys.readouterr().out
+    assert main([project["exp"], "--cluster", project["cluster"], "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("nothing to submit")
 
 
 def test_account_is_required_on_alliance_clusters(project, capsys):

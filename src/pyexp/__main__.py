@@ -1,11 +1,14 @@
-"""`python -m pyexp submit|run|status ...`: the console scripts under one entry point."""
+"""`python -m pyexp submit|run|status|cancel|logs|adopt ...`: the console scripts under one entry
+point."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-COMMANDS = {"submit": "pyexp.cli.submit", "run": "pyexp.cli.run", "status": "pyexp.cli.status"}
+COMMANDS = {
+    name: f"pyexp.cli.{name}" for name in ("submit", "run", "status", "cancel", "logs", "adopt")
+}
 
 
 def main(argv: list[str] | None = None) -> int:

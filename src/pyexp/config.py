@@ -1,4 +1,9 @@
-"""config.json: where results, logs, state and experiments live, read once per process."""
+"""config.json: where results, logs, state and experiments live.
+
+Which config.json: the nearest one from the experiment file's folder upwards, else the nearest
+from the working directory upwards, else $PYEXP_CONFIG, else the defaults. So every command gives
+the same answer from any folder. (Array tasks use the config their script names: see pyexp-run.)
+"""
 
 from __future__ import annotations
 
@@ -32,12 +37,20 @@ class Config:
     source: str | None  # the config.json read, or None for defaults
 
 
-def find_config_file(start: str) -> str | None:
-    """$PYEXP_CONFIG, else the nearest config.json from start upwards."""
+def find_config_file(start: str, first: str | None = None) -> str | None:
+    """The nearest config.json from first upwards, else from start upwards, else $PYEXP_CONFIG."""
+    for folder in ([first] if first else []) + [start]:
+        if found := nearest_config(folder):
+            return found
     if env := os.environ.get("PYEXP_CONFIG"):
         if not os.path.isfile(env):
             raise ConfigError(f"PYEXP_CONFIG={env}: no such file")
         return os.path.abspath(env)
+    return None
+
+
+def nearest_config(start: str) -> str | None:
+    """The nearest config.json in start or a folder above it."""
     here = os.path.abspath(start)
     while True:
         candidate = os.path.join(here, "config.json")
@@ -47,6 +60,17 @@ def find_config_file(start: str) -> str | None:
         if parent == here:
             return None
         here = parent
+
+
+def default_root(folder: str, cwd: str) -> str:
+    """Where the defaults are anchored without config.json: the folder above the 'experiments'
+    folder holding the experiment, so that the answer is the same from any folder; else cwd."""
+    here = os.path.abspath(folder)
+    while os.path.dirname(here) != here:
+        if os.path.basename(here) == DEFAULTS["experiment_directory"]:
+            return os.path.dirname(here)
+        here = os.path.dirname(here)
+    return cwd
 
 
 def load_config(path: str | None, cwd: str | None = None) -> Config:
@@ -92,5 +116,14 @@ def _read_json_object(path: str) -> dict:
 
 @cache
 def getConfig() -> Config:
-    """The process's config: read once, from $PYEXP_CONFIG or the nearest config.json."""
+    """The process's config, read once: the nearest config.json from the working directory
+    upwards, else $PYEXP_CONFIG, else the defaults."""
     return load_config(find_config_file(os.getcwd()))
+
+
+def config_for_experiment(path: str) -> Config:
+    """The config of the experiment file at path: the nearest config.json from its folder
+    upwards, else from the working directory upwards, else $PYEXP_CONFIG, else the defaults."""
+    folder, cwd = os.path.dirname(os.path.abspath(path)), os.getcwd()
+    found = find_config_file(cwd, folder)
+    return load_config(found, default_root(folder, cwd) if found is None else None)

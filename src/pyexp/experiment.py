@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 from pyexp import sweep
-from pyexp.config import Config, getConfig
+from pyexp.config import Config, config_for_experiment, getConfig
 from pyexp.context import FileSystemContext
 from pyexp.errors import ExperimentError, SavePathError
 
@@ -63,8 +63,11 @@ class ExperimentDescription:
 
     @property
     def config(self) -> Config:
-        """The config this experiment resolves paths with (the process's by default)."""
-        return self._config or getConfig()
+        """The config this experiment resolves paths with: by default, its file's (else the
+        process's), resolved once."""
+        if self._config is None:
+            self._config = config_for_experiment(self.path) if self.path else getConfig()
+        return self._config
 
     @property
     def description(self) -> dict:

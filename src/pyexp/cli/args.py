@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from pyexp.experiment import ExperimentDescription
 
 
 class Parser(argparse.ArgumentParser):
@@ -24,3 +27,11 @@ def count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def runs_for(exp: ExperimentDescription, given: int | None) -> int | None:
+    """--runs, else the runs of the experiment's last pyexp-submit, else None (never submitted)."""
+    from pyexp.state.layout import state_dirs
+    from pyexp.state.settings import remembered_int
+
+    return given or remembered_int(state_dirs(exp).settings, "runs")

@@ -16,6 +16,7 @@ live runner elsewhere), 1 when one failed or lost its lease, 2 on bad usage, 128
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pyexp.cli.args import Parser, count
@@ -53,11 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Imported here so that `--help` and importing this module stay fast.
     from pyexp import runner
+    from pyexp.config import load_config
     from pyexp.errors import PyExpError, describe
 
     try:
         if args.ledger is not None:
-            return runner.run_ledger(args.ledger, args.task, args.command, args.parallel)
+            # An array task uses the config its script exports: the one pyexp-submit used.
+            env = os.environ.get("PYEXP_CONFIG")
+            config = load_config(env) if env else None
+            return runner.run_ledger(args.ledger, args.task, args.command, args.parallel, config)
         return runner.run_direct(
             args.experiment, args.indices, args.runs, args.command, args.parallel
         )

@@ -7,18 +7,21 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from pyexp.cli.args import Parser, count
+from pyexp.cli.args import Parser, count, runs_for
 from pyexp.errors import PyExpError, describe
 
 if TYPE_CHECKING:
     from pyexp.state.leases import Holder
+NO_RUNS = "never submitted and no --runs: counting 1 run (pass --runs N)"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line of pyexp-status."""
     p = Parser(prog="pyexp-status", description=__doc__)
     p.add_argument("experiments", nargs="+", metavar="EXPERIMENT.json")
-    p.add_argument("--runs", type=count, default=1, help="runs per permutation (default 1)")
+    p.add_argument(
+        "--runs", type=count, help="runs per permutation (default: as the last pyexp-submit)"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-v", "--verbose", action="store_true", help="list failed indices")
     p.add_argument(
@@ -41,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(reports, indent=2))
     else:
+        for r in reports:
+            if r["runs_unknown"]:
+                print(f"{r['experiment']}: {NO_RUNS}")
         print(_table(reports, args.verbose))
     return 0
 
@@ -53,9 +59,11 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     from pyexp.state.leases import IndexLeases, read_holder
 
     exp = loadExperiment(path)
+    runs = runs_for(exp, args.runs)
     queue = _queue_or_empty(exp, args.no_slurm)
-    standing = classify(exp, args.runs, queue, max_attempts(exp, args.max_attempts))
-    report: dict = {"experiment": path, "runs": args.runs, **standing.counts()}
+    standing = classify(exp, runs or 1, queue, max_attempts(exp, args.max_attempts))
+    report: dict = {"experiment": path, "runs": runs or 1, "runs_unknown": runs is None}
+    report.update(standing.counts())
     report["problems"] = standing.ledger_problems
     report["held_indices"] = [_held(i, h) for i, h in sorted(standing.held.items())]
     if args.verbose or args.json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pyexp.cli.args import Parser, count
+from pyexp.cli.args import Parser, count, runs_for
 
 PROG = "pyexp-submit"
 
@@ -15,7 +15,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = Parser(prog=PROG, description=__doc__)
     add = p.add_argument
     add("experiments", nargs="+", metavar="EXPERIMENT.json")
-    add("--runs", type=count, required=True, help="runs per permutation")
+    add("--runs", type=count, help="runs per permutation (default: as the last pyexp-submit)")
     add("--cluster", metavar="NAME|PATH", help="cluster config (default: $CC_CLUSTER, else local)")
     add("--account", help="Slurm account (default: $SBATCH_ACCOUNT, else the config's)")
     add("--dry-run", action="store_true", help="print the plan, write scripts, submit nothing")
@@ -47,15 +47,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _submit_all(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from pyexp.cli.progress import Progress
+    from pyexp.errors import PyExpError
     from pyexp.experiment import loadExperiment
     from pyexp.scheduler.cluster import load_cluster
     from pyexp.scheduler.submit import SubmitOptions, report, submit_experiment
+    from pyexp.state.layout import state_dirs
+    from pyexp.state.settings import remember
 
     # An account is needed to submit; a dry run or a local run goes without one.
     needed = not (args.local or args.dry_run)
     cluster = load_cluster(args.cluster).with_account(args.account, required=needed)
     opts = SubmitOptions(
-        runs=args.runs,
+        runs=0,  # per experiment below: --runs, else remembered
         cluster=cluster,
         command=args.command,
         template=args.template,
@@ -65,12 +71,20 @@ def _submit_all(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         retry_failed=args.retry_failed,
     )
+    exps = [loadExperiment(path) for path in args.experiments]
+    runs = [runs_for(exp, args.runs) for exp in exps]
+    for path, n in zip(args.experiments, runs, strict=True):
+        if n is None:  # refused before anything is submitted
+            raise PyExpError(f"{path}: never submitted, so how many runs? pass --runs N")
     status = 0
-    for path in args.experiments:
-        done = submit_experiment(loadExperiment(path), opts)
+    for exp, n in zip(exps, runs, strict=True):
+        one = replace(opts, runs=n, progress=Progress(exp.path or "") if args.local else None)
+        done = submit_experiment(exp, one)
         for warning in done.warnings:
-            print(f"{PROG}: {warning}", file=sys.stderr, flush=True)
-        print(report(done, opts), flush=True)
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
+        if not args.dry_run:  # later runs without --runs, pyexp-status and loadResults use it
+            remember(state_dirs(exp).settings, runs=n)
+        print(report(done, one), flush=True)
         status = max(status, 1 if done.failed_tasks else 0)
     return status
 

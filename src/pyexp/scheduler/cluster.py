@@ -52,6 +52,9 @@ class ClusterConfig:
     whole_node: bool = False
     python: str | None = None
     description: str = ""
+    max_time_hours: float | None = None  # the cluster's limits: a request beyond them is refused
+    cores_per_node: int | None = None
+    mem_per_node_gb: float | None = None
 
     @property
     def time(self) -> str:
@@ -94,6 +97,9 @@ _FIELDS = {
     "sbatch": (dict,),
     "whole_node": (bool,),
     "python": (str, type(None)),
+    "max_time_hours": (Real, type(None)),
+    "cores_per_node": (int, type(None)),
+    "mem_per_node_gb": (Real, type(None)),
 }
 _REQUIRED = ("time_hours",)
 
@@ -213,7 +219,7 @@ def _check_values(c: ClusterConfig) -> None:
                 check(value)
         except ValueError as e:
             raise ClusterConfigError(f"{where}: '{key}' = {value!r}: {e}") from None
-    for key in ("cores", "indices_per_task", "array_throttle"):
+    for key in ("cores", "indices_per_task", "array_throttle", "cores_per_node"):
         value = getattr(c, key)
         if value is not None and value < 1:
             raise ClusterConfigError(f"{where}: '{key}' must be at least 1, got {value}")
@@ -224,12 +230,30 @@ def _check_values(c: ClusterConfig) -> None:
             f"{where}: 'signal_lead_seconds' ({c.signal_lead_seconds}) must be >= 0 and "
             f"shorter than the time limit ({c.time})"
         )
+    _check_limits(c)
     if c.whole_node and c.mem_per_core_gb is not None:
         raise ClusterConfigError(f"{where}: a whole_node cluster takes no 'mem_per_core_gb'")
     if c.account is not None:
         _check_text(c.account, f"{where}: account")
     if c.python is not None:
         _check_text(c.python, f"{where}: python")
+
+
+def _check_limits(c: ClusterConfig) -> None:
+    """Refuse on the login node what the cluster would refuse, or fail, in the queue."""
+    mem = None if c.mem_per_core_gb is None else c.mem_per_core_gb * c.cores
+    for asked, what, limit, name, hint in (
+        (c.time_hours, "time_hours", c.max_time_hours, "max_time_hours", "fewer indices_per_task"),
+        (c.cores, "cores", c.cores_per_node, "cores_per_node", "fewer cores"),
+        (mem, "mem_per_core_gb x cores", c.mem_per_node_gb, "mem_per_node_gb", "less memory"),
+    ):
+        if limit is not None and limit <= 0:
+            raise ClusterConfigError(f"{c.source}: '{name}' must be positive, got {limit}")
+        if asked is not None and limit is not None and asked > limit:
+            raise ClusterConfigError(
+                f"{c.source}: {what} = {asked:g} is beyond cluster '{c.name}' limit "
+                f"{name} = {limit:g}; ask for {hint}"
+            )
 
 
 def _check_text(value: str, where: str) -> str:

@@ -1,8 +1,9 @@
-"""The only place that runs Slurm commands: sbatch, squeue, scontrol and sacct, with timeouts.
+"""The only place that runs Slurm commands: sbatch, squeue, scancel, scontrol and sacct, with
+timeouts.
 
 Each command's path can be overridden by environment (PYEXP_SBATCH, PYEXP_SQUEUE,
-PYEXP_SCONTROL, PYEXP_SACCT), and the timeout by PYEXP_SLURM_TIMEOUT (seconds), so tests can
-inject fakes.
+PYEXP_SCANCEL, PYEXP_SCONTROL, PYEXP_SACCT), and the timeout by PYEXP_SLURM_TIMEOUT (seconds),
+so tests can inject fakes.
 """
 
 from __future__ import annotations
@@ -144,6 +145,12 @@ def expand_task_ids(spec: str) -> list[int]:
         first, last, step = match.groups()
         ids.extend(range(int(first), int(last or first) + 1, int(step or 1)))
     return ids
+
+
+def scancel(job_ids: list[str], timeout: float | None = None) -> None:
+    """Cancel these jobs (whole arrays: pending and running tasks)."""
+    if job_ids:
+        run("scancel", list(job_ids), timeout)
 
 
 def max_array_size(timeout: float | None = None) -> int | None:

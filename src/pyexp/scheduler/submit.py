@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
@@ -53,6 +53,7 @@ class SubmitOptions:
     retry_failed: bool = False
     lock_timeout: float = 60.0
     out: TextIO = field(default_factory=lambda: sys.stdout)
+    progress: Callable[[int, int, int], None] | None = None  # local: indices done, of, failed tasks
 
 
 @dataclass
@@ -127,7 +128,7 @@ def _submit_locked(
     done.warnings = warnings
     if not missing:
         return done
-    check_runnable(exp, command, missing)
+    done.warnings = check_runnable(exp, command, missing, opts.runs)
     size = None if opts.local else slurm.max_array_size()
     done.plans = planner.plan_for(missing, opts.cluster, size)
     entries = [_entry(exp, opts, command, plan) for plan in done.plans]
@@ -146,19 +147,33 @@ def _submit_locked(
     return done
 
 
-def check_runnable(exp: ExperimentDescription, command: str, indices: list[int]) -> None:
-    """Refuse, before anything is submitted, a command or save path the tasks would fail on."""
+def check_runnable(
+    exp: ExperimentDescription, command: str, indices: list[int], runs: int = 1
+) -> list[str]:
+    """Refuse, before anything is submitted, a command or save paths the tasks would fail on or
+    share; the warnings worth a line (runs > 1 with no {run} in the save path)."""
     from pyexp.runner import CommandTemplate
 
     CommandTemplate(command)
-    n, seen = exp.numPermutations(), set()
-    for i in indices:  # one save path per permutation: the run cannot make it invalid
-        if i % n not in seen:
-            seen.add(i % n)
-            try:
-                exp.interpolateSavePath(i)
-            except SavePathError as e:
-                raise SavePathError(f"{_experiment_path(exp)}: index {i}: {e}") from None
+    n, owner = exp.numPermutations(), {}
+    for p in sorted({i % n for i in indices}):  # run 0 of each: the run cannot make it invalid
+        try:
+            path = exp.interpolateSavePath(p)
+        except SavePathError as e:
+            raise SavePathError(f"{_experiment_path(exp)}: index {p}: {e}") from None
+        if path in owner:
+            raise SavePathError(
+                f"{_experiment_path(exp)}: indices {owner[path]} and {p} have the same save path "
+                f"{path} (parameters {exp.getPermutation(owner[path])} and "
+                f"{exp.getPermutation(p)}); make the values differ or use {{params_hash}}"
+            )
+        owner[path] = p
+    if runs > 1 and "{run" not in exp.config.save_path:
+        return [
+            f"{_experiment_path(exp)}: {runs} runs but save_path {exp.config.save_path} has no "
+            "{run}: the runs of a permutation share one folder"
+        ]
+    return []
 
 
 def _queue(required: bool) -> QueueSnapshot | None:
@@ -224,6 +239,7 @@ def _write_script(
         log_dir=log_dir(exp),
         experiment=entry.experiment,
         config=exp.config.source,
+        workdir=exp.config.root,
     )
     write_atomic(entry.script, render.render(context, opts.template))
     return entry.script
@@ -286,13 +302,19 @@ def _run_local(
         env["PYEXP_CONFIG"] = exp.config.source
     python = opts.cluster.python or sys.executable
     workers = max(1, opts.parallel or os.cpu_count() or 1)
+    failed = finished = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
+        sizes = {pool.submit(_run_task, exp, python, env, e, t): len(e.tasks[t]) for e, t in jobs}
         try:
-            codes = list(pool.map(lambda job: _run_task(exp, python, env, *job), jobs))
+            for future in as_completed(sizes):
+                failed += future.result() != 0
+                finished += sizes[future]
+                if opts.progress:
+                    opts.progress(finished, sum(sizes.values()), failed)
         except KeyboardInterrupt:  # running tasks got the same SIGINT: each recorded its stop
             pool.shutdown(cancel_futures=True)
             raise SubmitFailed("interrupted: stopped indices stay missing") from None
-    return sum(1 for c in codes if c != 0)
+    return failed
 
 
 def _run_task(
@@ -302,7 +324,9 @@ def _run_task(
     stem = os.path.join(log_dir(exp), f"{entry.job_name}_{task}")
     argv = [python, "-m", "pyexp.cli.run", "--ledger", ledger_path, "--task", str(task)]
     with open(f"{stem}.out", "w") as out, open(f"{stem}.err", "w") as err:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+        proc = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=exp.config.root
+        )
     return proc.returncode
 
 

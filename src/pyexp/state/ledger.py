@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -14,6 +15,10 @@ from pyexp.state.atomic import scan_names, write_atomic
 from pyexp.state.records import record_key
 
 PENDING, SUBMITTED, SETTLED = "pending", "submitted", "settled"
+CANCELLED = "cancelled"  # by pyexp-cancel: its unfinished indices are missing, never charged
+NAME_CHARS = 40  # of the experiment's name in job names: squeue shows the start of a name
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_JOB_NAME = re.compile(r"(?:.*-)?pyexp-([A-Za-z0-9]+)")
 
 
 @dataclass
@@ -36,8 +41,15 @@ class LedgerEntry:
 
     @property
     def job_name(self) -> str:
-        """The Slurm job name, which names this entry even before its job id is recorded."""
-        return f"pyexp-{self.id}"
+        """The Slurm job name, `<experiment>-pyexp-<id>`: it names this entry even before its
+        job id is recorded, and says in squeue whose work it is."""
+        return f"{self.short_name()}-pyexp-{self.id}"
+
+    def short_name(self) -> str:
+        """The experiment's name for job names: its 'name', else folder-stem, shell-safe."""
+        folder, stem = os.path.split(os.path.splitext(self.experiment)[0])
+        name = str(self.snapshot.get("name") or f"{os.path.basename(folder)}-{stem}")
+        return _UNSAFE.sub("_", name)[:NAME_CHARS] or "exp"
 
     def indices(self) -> list[int]:
         """Every index of every task."""
@@ -50,8 +62,10 @@ def new_entry_id() -> str:
 
 
 def entry_id_from_job_name(name: str) -> str | None:
-    """The ledger entry id inside a job name, or None for jobs that are not ours."""
-    return name[len("pyexp-") :] if name.startswith("pyexp-") else None
+    """The ledger entry id inside a job name (`NAME-pyexp-ID`, or the older `pyexp-ID`), or None
+    for jobs that are not ours."""
+    match = _JOB_NAME.fullmatch(name)
+    return match.group(1) if match else None
 
 
 class Ledger:
@@ -71,6 +85,12 @@ class Ledger:
     def mark_submitted(self, entry: LedgerEntry, job_id: str) -> None:
         """Record the job id Slurm gave the entry's array."""
         entry.state, entry.job_id = SUBMITTED, job_id
+        self.write(entry)
+
+    def mark_cancelled(self, entry: LedgerEntry) -> None:
+        """Record that pyexp-cancel cancels the array: it is never settled, so the indices it
+        leaves unfinished are missing, not failed."""
+        entry.state = CANCELLED
         self.write(entry)
 
     def settle(self, entry: LedgerEntry) -> None:

@@ -1,0 +1,54 @@
+"""pyexp-adopt: record as done the indices whose result file already exists, so none is rerun."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pyexp.cli.args import Parser, count, runs_for
+
+PROG = "pyexp-adopt"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line of pyexp-adopt."""
+    p = Parser(prog=PROG, description=__doc__)
+    p.add_argument("experiments", nargs="+", metavar="EXPERIMENT.json")
+    p.add_argument(
+        "--result-file", required=True, metavar="NAME", help="e.g. returns.npy, in each save path"
+    )
+    p.add_argument(
+        "--runs", type=count, help="runs per permutation (default: as the last pyexp-submit)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="count them, record nothing")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Adopt each experiment's existing results; the exit status."""
+    args = parse_args(argv)
+    from pyexp.adopt import adopt
+    from pyexp.errors import PyExpError, describe
+    from pyexp.experiment import loadExperiment
+
+    try:
+        for path in args.experiments:
+            exp = loadExperiment(path)
+            runs = runs_for(exp, args.runs)
+            if runs is None:
+                raise PyExpError(f"{path}: never submitted, so how many runs? pass --runs N")
+            adopted, already = adopt(exp, runs, args.result_file, args.dry_run)
+            verb = "would adopt" if args.dry_run else "adopted"
+            print(
+                f"{path}: {verb} {len(adopted)} of {exp.numPermutations() * runs} indices "
+                f"with {args.result_file} ({already} already done)",
+                flush=True,
+            )
+    except (PyExpError, OSError) as e:
+        print(f"{PROG}: {describe(e)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

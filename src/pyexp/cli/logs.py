@@ -1,0 +1,58 @@
+"""pyexp-logs: an index's log file with the tail of every attempt, and its array tasks' files."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pyexp.cli.args import Parser, count
+
+PROG = "pyexp-logs"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line of pyexp-logs."""
+    p = Parser(prog=PROG, description=__doc__)
+    p.add_argument("experiment", metavar="EXPERIMENT.json")
+    p.add_argument("index", type=int, metavar="INDEX")
+    p.add_argument("-n", "--lines", type=count, default=20, help="lines per attempt (default 20)")
+    args = p.parse_args(argv)
+    if args.index < 0:
+        p.error(f"INDEX must be at least 0, got {args.index}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print where the index's output is, with the tail of each attempt."""
+    args = parse_args(argv)
+    from pyexp.errors import PyExpError, describe
+    from pyexp.experiment import loadExperiment
+
+    try:
+        print("\n".join(_lines(loadExperiment(args.experiment), args.index, args.lines)))
+    except (PyExpError, OSError) as e:
+        print(f"{PROG}: {describe(e)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _lines(exp, index: int, keep: int) -> list[str]:
+    from pyexp.index_logs import attempts_in, index_log, task_files
+
+    path = index_log(exp, index)
+    if not os.path.exists(path):
+        out = [f"{path}: no log yet (index {index} has not started)"]
+    else:
+        attempts = attempts_in(path, keep)
+        out = [f"{path}: {len(attempts)} attempt(s)"]
+        for n, a in enumerate(attempts, 1):
+            shown = f"last {len(a.tail)} of {a.lines} lines" if a.lines > len(a.tail) else "all"
+            out += [f"--- attempt {n}: {a.header} ({shown})", *(f"  {x}" for x in a.tail)]
+    files = [(job, f) for job, f in task_files(exp, index) if os.path.exists(f)]
+    out += [f"array task {job}: {f}" for job, f in files]
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

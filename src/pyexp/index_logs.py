@@ -1,0 +1,66 @@
+"""Where an index's output went: its log file, attempt by attempt, and its array tasks' files."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass, field
+
+from pyexp.experiment import ExperimentDescription
+from pyexp.state.layout import experiment_id, state_dirs
+from pyexp.state.ledger import Ledger
+
+HEADER = "=== "  # the runner starts each attempt with '=== <time> pyexp-run index=...'
+
+
+@dataclass
+class AttemptLog:
+    """One attempt's header line and the last lines it wrote."""
+
+    header: str
+    tail: list[str] = field(default_factory=list)
+    lines: int = 0
+
+
+def index_log(exp: ExperimentDescription, index: int) -> str:
+    """The runner's log file of an index: <log_path>/<experiment id>/<index>.log."""
+    return os.path.join(exp.config.log_path, experiment_id(exp), f"{index}.log")
+
+
+def attempts_in(path: str, keep: int) -> list[AttemptLog]:
+    """Each attempt in a log file with its last `keep` lines; read once, in bounded memory."""
+    out: list[AttemptLog] = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        tail: deque[str] = deque(maxlen=keep)
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith(HEADER) and "pyexp-run index=" in line:
+                _close(out, tail)
+                out.append(AttemptLog(line))
+                tail = deque(maxlen=keep)
+            else:
+                if not out:  # output before any header: an attempt of its own
+                    out.append(AttemptLog("(before the first header)"))
+                out[-1].lines += 1
+                tail.append(line)
+        _close(out, tail)
+    return out
+
+
+def _close(out: list[AttemptLog], tail: deque[str]) -> None:
+    if out:
+        out[-1].tail = list(tail)
+
+
+def task_files(exp: ExperimentDescription, index: int) -> list[tuple[str, str]]:
+    """(job, file) of the .out/.err files of every array task that held index, oldest first."""
+    from pyexp.scheduler.submit import log_dir
+
+    out = []
+    for entry in Ledger(state_dirs(exp).ledger).entries():
+        for t, task in enumerate(entry.tasks):
+            if index in task:
+                stem = os.path.join(log_dir(exp), f"{entry.job_name}_{t}")
+                job = f"{entry.job_id or entry.id}_{t}"
+                out += [(job, f"{stem}.{ext}") for ext in ("out", "err")]
+    return out

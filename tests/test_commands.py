@@ -1,0 +1,205 @@
+"""The researcher's day: the same answer from any folder, remembered runs, cancel, logs, adopt."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pyexp.cli.progress import Progress
+from pyexp.experiment import loadExperiment
+from pyexp.state.layout import state_dirs
+from pyexp.state.ledger import CANCELLED, SUBMITTED, Ledger, LedgerEntry, entry_id_from_job_name
+
+
+class Project:
+    """A project folder with config.json and experiments/day/e.json, and a sibling folder."""
+
+    def __init__(self, root, permutations: int = 4, command: str = "true {index}") -> None:
+        self.root = root / "project"
+        self.sibling = root / "sibling"
+        self.sibling.mkdir(parents=True)
+        self.experiment = self.root / "experiments" / "day" / "e.json"
+        self.experiment.parent.mkdir(parents=True)
+        self.experiment.write_text(json.dumps({"metaParameters": {"x": list(range(permutations))}}))
+        (self.root / "config.json").write_text(json.dumps({"command": command}))
+        self.env: dict[str, str] = {}
+
+    def cli(
+        self, *args: str, cwd=None, slurm: bool = False, scancel: str | None = None
+    ) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
+        if not slurm:  # no squeue: local runs and status see no queue
+            env |= {f"PYEXP_{c}": "/nonexistent" for c in ("SQUEUE", "SBATCH", "SCANCEL")}
+        if scancel:
+            env["PYEXP_SCANCEL"] = scancel
+        env |= self.env
+        argv = [sys.executable, "-m", "pyexp", *args]
+        return subprocess.run(
+            argv, cwd=cwd or self.root, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    def status(self, *args: str, cwd=None, slurm: bool = False) -> dict:
+        extra = () if slurm else ("--no-slurm",)
+        out = self.cli(
+            "status", str(self.experiment), "--json", *extra, *args, cwd=cwd, slurm=slurm
+        )
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)[0]
+
+    def exp(self):
+        return loadExperiment(str(self.experiment))
+
+
+@pytest.fixture
+def project(tmp_path):
+    return Project(tmp_path)
+
+
+def test_cli_gives_the_same_answer_from_root_and_a_sibling_folder(project):
+    ran = project.cli("submit", str(project.experiment), "--runs", "2", "--local")
+    assert ran.returncode == 0, ran.stderr
+    here = project.status()
+    assert here["done"] == 8 and here["runs"] == 2
+    before = set(os.listdir("/"))
+    for cwd in ("/", project.sibling):
+        assert project.status(cwd=cwd) == here
+        plan = project.cli("submit", str(project.experiment), "--dry-run", cwd=cwd)
+        assert plan.returncode == 0 and plan.stdout.strip().endswith("nothing to submit")
+    assert os.listdir(project.sibling) == [] and set(os.listdir("/")) == before
+
+
+def test_status_without_runs_or_history_says_so_in_its_first_line(project):
+    out = project.cli("status", str(project.experiment), "--no-slurm")
+    assert out.returncode == 0
+    first = out.stdout.splitlines()[0]
+    assert first.endswith("never submitted and no --runs: counting 1 run (pass --runs N)")
+    assert project.status()["runs_unknown"] is True
+
+
+def test_status_counts_the_runs_of_the_last_submission(project):
+    assert project.cli("submit", str(project.experiment), "--runs", "3", "--local").returncode == 0
+    report = project.status()
+    assert report["runs"] == 3 and not report["runs_unknown"] and report["done"] == 12
+    assert project.status("--runs", "4")["missing"] == 4
+
+
+def test_local_runs_show_progress_on_stderr(project):
+    out = project.cli("submit", str(project.experiment), "--runs", "1", "--local")
+    assert out.returncode == 0
+    assert "4/4 indices" in out.stderr.splitlines()[-1]
+
+
+def test_progress_off_a_terminal_prints_a_line_per_tenth():
+    stream = io.StringIO()
+    progress = Progress("e.json", stream)
+    for n in range(1, 101):
+        progress(n, 100, n // 50)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 11 and lines[-1].startswith("e.json: [" + "#" * 30 + "] 100/100 indices")
+    assert "2 tasks with failures" in lines[-1] and "left" not in lines[-1]
+
+
+def test_logs_show_every_attempt_and_the_array_task_files(tmp_path):
+    script = 'echo "try of $1"; seq 1 50; exit 3'
+    project = Project(tmp_path, 2, f"sh -c {shlex.quote(script)} sh {{index}}")
+    for _ in range(2):
+        project.cli("submit", str(project.experiment), "--runs", "1", "--local")
+    out = project.cli("logs", str(project.experiment), "1", "-n", "3", cwd="/")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"{project.root}/logs/experiments/day/e/1.log: 2 attempt(s)"
+    attempts = [n for n, line in enumerate(lines) if line.startswith("--- attempt")]
+    assert len(attempts) == 2 and "pyexp-run index=1" in lines[attempts[1]]
+    assert "(last 3 of" in lines[attempts[0]]
+    assert lines[attempts[0] + 1 : attempts[0] + 3] == ["  49", "  50"]
+    assert lines[attempts[0] + 3].startswith("  === ") and "exit 3" in lines[attempts[0] + 3]
+    task_lines = [line for line in lines if line.startswith("array task local-")]
+    assert len(task_lines) == 4 and all("day-e-pyexp-" in line for line in task_lines)
+
+
+def test_logs_of_an_index_that_never_ran(project):
+    out = project.cli("logs", str(project.experiment), "3")
+    assert out.returncode == 0 and "no log yet (index 3 has not started)" in out.stdout
+
+
+def test_adopt_records_existing_results_so_they_are_never_rerun(project):
+    exp = project.exp()
+    for i in (0, 2, 5):
+        folder = exp.buildSaveContext(i).ensureExists("returns.npy")
+        open(folder, "w").close()
+    args = ("adopt", str(project.experiment), "--result-file", "returns.npy", "--runs", "2")
+    out = project.cli(*args, cwd=project.sibling)
+    assert out.returncode == 0, out.stderr
+    assert "adopted 3 of 8 indices with returns.npy (0 already done)" in out.stdout
+    assert "(3 already done)" in project.cli(*args).stdout
+    report = project.status("--runs", "2")
+    assert report["done"] == 3 and report["missing"] == 5
+    plan = project.cli("submit", str(project.experiment), "--runs", "2", "--dry-run")
+    assert "would submit 5 indices" in plan.stdout
+
+
+def test_adopt_without_runs_or_history_is_refused_with_one_line(project):
+    out = project.cli("adopt", str(project.experiment), "--result-file", "r.npy")
+    assert out.returncode == 1 and out.stderr.count("\n") == 1
+    assert "never submitted, so how many runs? pass --runs N" in out.stderr
+
+
+def test_job_names_carry_the_experiment_name_and_old_names_still_parse():
+    entry = LedgerEntry("abc123", "/p/experiments/mc/sarsa.json", "f", {}, 1, [[0]])
+    assert entry.job_name == "mc-sarsa-pyexp-abc123"
+    named = LedgerEntry("abc123", "/p/x.json", "f", {"name": "Mountain Car/v0;rm"}, 1, [[0]])
+    assert named.job_name == "Mountain_Car_v0_rm-pyexp-abc123"
+    assert len(LedgerEntry("a1", "/p/x.json", "f", {"name": "n" * 99}, 1, []).job_name) == 49
+    for name in (entry.job_name, named.job_name, "pyexp-abc123"):
+        assert entry_id_from_job_name(name) == "abc123"
+    assert entry_id_from_job_name("train-model") is None
+
+
+def wait_for(predicate, timeout: float, every: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(every)
+
+
+def _squeue_names() -> str:
+    return subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True).stdout
+
+
+@pytest.mark.slurm
+def test_cancel_scancels_the_experiments_jobs_and_their_indices_become_missing(tmp_path):
+    project = Project(tmp_path, 3, "sleep 300")
+    # A runner that Slurm kills before it releases its lease holds it one lease duration more.
+    project.env["PYEXP_LEASE_SECONDS"] = "5"
+    submit = project.cli(
+        "submit", str(project.experiment), "--runs", "1", "--cluster", "local", slurm=True
+    )
+    assert submit.returncode == 0, submit.stderr
+    entries = Ledger(state_dirs(project.exp()).ledger).entries()
+    names = {e.job_name for e in entries}
+    wait_for(lambda: all(n in _squeue_names() for n in names), 30)
+    dry = project.cli("cancel", str(project.experiment), "--dry-run", slurm=True, cwd="/")
+    assert dry.returncode == 0 and "would cancel job" in dry.stdout
+    refused = project.cli("cancel", str(project.experiment), slurm=True, scancel="false")
+    assert refused.returncode == 1 and refused.stderr.startswith("pyexp-cancel: scancel failed")
+    assert {e.state for e in Ledger(state_dirs(project.exp()).ledger).entries()} == {SUBMITTED}
+    out = project.cli("cancel", str(project.experiment), slurm=True, cwd=project.sibling)
+    assert out.returncode == 0, out.stderr
+    assert f"cancelled job {entries[0].job_id}" in out.stdout
+    assert {e.state for e in Ledger(state_dirs(project.exp()).ledger).entries()} == {CANCELLED}
+    # The runner stops its command and records a preemption; squeue lets go of the job soon after.
+    wait_for(lambda: project.status(slurm=True)["missing"] == 3, 60, 1)
+    report = project.status(slurm=True)
+    assert report["failed"] == 0 and report["queued"] == 0 and report["running"] == 0
+    plan = project.cli("submit", str(project.experiment), "--dry-run", slurm=True)
+    assert "would submit 3 indices" in plan.stdout
+    again = project.cli("cancel", str(project.experiment), slurm=True)
+    assert "nothing queued or running in Slurm" in again.stdout
+    assert SUBMITTED not in {e.state for e in Ledger(state_dirs(project.exp()).ledger).entries()}
