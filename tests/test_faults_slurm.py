@@ -20,8 +20,6 @@ from itertools import pairwise
 
 import pytest
 
-from tests.test_slurm_e2e import slurm_up  # noqa: F401  (module fixture: Slurm must answer)
-
 pytestmark = pytest.mark.slurm
 
 JOB = """

@@ -16,7 +16,7 @@ PARAMS = {"alpha": 0.5, "optimizer": {"name": "adam", "beta": 0.9}}
 
 
 def loose_names(folder) -> list[str]:
-    return [n for n in os.listdir(folder) if n != SEGMENTS]
+    return [n for n in os.listdir(folder) if n not in (SEGMENTS, records.DURATIONS)]
 
 
 def test_mark_then_is_complete_and_completed(tmp_path):
@@ -231,3 +231,24 @@ def test_headerless_segment_cut_mid_line_is_damaged(tmp_path):
     write_atomic(str(tmp_path / SEGMENTS / "seg-old"), "\n".join(keys)[:-3])
     with pytest.raises(records.StateCorrupt, match="seg-old"):
         CompletionRecords(str(tmp_path)).completed(compact=False)
+
+
+def test_durations_survive_folding_and_merging(tmp_path, monkeypatch):
+    monkeypatch.setattr(records, "COMPACT_AT", 3)
+    monkeypatch.setattr(records, "MERGE_AT", 2)
+    recs = CompletionRecords(str(tmp_path))
+    for i in range(7):
+        recs.mark_complete({"a": i}, 0, {"duration": float(i)})
+        recs.completed()  # folds every third record, merges every second segment
+    assert sorted(recs.durations()) == [float(i) for i in range(7)]
+    assert len(scan_names(str(tmp_path / records.DURATIONS))) <= 2
+    assert len(recs.completed()) == 7
+
+
+def test_durations_skip_records_without_one_and_sample_loose_ones(tmp_path):
+    recs = CompletionRecords(str(tmp_path))
+    recs.mark_complete({"a": 0}, 0)
+    for i in range(1, 5):
+        recs.mark_complete({"a": i}, 0, {"duration": 2.0})
+    assert recs.durations() == [2.0] * 4
+    assert len(recs.durations(sample=2)) <= 2

@@ -15,6 +15,9 @@ costs a few directory reads and file reads, not one stat per index. Contracts:
 - a segment that vanishes while being read (a concurrent merge) makes the reader list again, a
   bounded number of times with backoff.
 - writing a record that fails raises an OSError naming the record's file.
+- durations(): how long completed indices took, for planning and ETAs; a fold keeps the
+  durations of the records it folds in `durations/dur-<uuid>` (merged with the segments), so
+  reading them costs a handful of file reads plus a bounded sample of loose records.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pyexp.experiment import paramsHash
 from pyexp.state.atomic import clean_temp, scan_names, write_atomic
 
 SEGMENTS = "segments"
+DURATIONS = "durations"
 DAMAGED = "damaged"
 COMPACT_AT = 2000  # loose records before a writer folds them into one segment file
 MERGE_AT = 16  # segments before a fold merges them into one
@@ -81,13 +85,35 @@ class CompletionRecords:
     def completed(self, compact: bool = True) -> set[str]:
         """Every completed record key; with compact, a writable folder's many loose records
         are folded into a segment (never failing the read)."""
-        loose = [n for n in scan_names(self.folder) if n not in (SEGMENTS, DAMAGED)]
+        loose = self._loose()
         segments = self._segments()
         keys = set(loose).union(*segments.values())
         if compact and len(loose) >= COMPACT_AT and os.access(self.folder, os.W_OK):
             with contextlib.suppress(OSError):
                 self._fold(loose, segments)
         return keys
+
+    def durations(self, sample: int = 200) -> list[float]:
+        """Seconds each completed index took: every folded record's, and up to sample loose
+        ones' (an estimate for planning: damaged or missing figures are skipped)."""
+        out = [d for name in scan_names(self._durations_dir()) for d in self._durations_in(name)]
+        for name in self._loose()[:sample]:
+            with contextlib.suppress(OSError, ValueError, TypeError, LookupError):
+                out.append(float(_read_json(os.path.join(self.folder, name))["duration"]))
+        return out
+
+    def _loose(self) -> list[str]:
+        return [n for n in scan_names(self.folder) if n not in (SEGMENTS, DAMAGED, DURATIONS)]
+
+    def _durations_dir(self) -> str:
+        return os.path.join(self.folder, DURATIONS)
+
+    def _durations_in(self, name: str) -> list[float]:
+        try:
+            with open(os.path.join(self._durations_dir(), name), encoding="ascii") as f:
+                return [float(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            return []
 
     def _segments(self) -> dict[str, frozenset[str]]:
         folder = os.path.join(self.folder, SEGMENTS)
@@ -118,12 +144,26 @@ class CompletionRecords:
         clean_temp(folder)
         keys = {k for k in loose if _KEY.fullmatch(k.encode())}
         merge = len(segments) >= MERGE_AT
+        self._fold_durations(keys, merge)
         self._write_segment(folder, keys.union(*segments.values()) if merge else keys)
         for n in loose:
             _unlink_quietly(os.path.join(self.folder, n))
         for n in segments if merge else ():
             _unlink_quietly(os.path.join(folder, n))
             self._segments_seen.pop(n, None)
+
+    def _fold_durations(self, keys: set[str], merge: bool) -> None:
+        # Written before the records are deleted, so no duration is lost with them; merged
+        # along with the segments so the folder stays a handful of files.
+        old = scan_names(self._durations_dir()) if merge else []
+        figures = [d for name in old for d in self._durations_in(name)]
+        for k in keys:
+            with contextlib.suppress(OSError, ValueError, TypeError, LookupError):
+                figures.append(float(_read_json(os.path.join(self.folder, k))["duration"]))
+        text = "".join(f"{d:.3f}\n" for d in figures)
+        write_atomic(os.path.join(self._durations_dir(), f"dur-{uuid.uuid4().hex}"), text)
+        for name in old:
+            _unlink_quietly(os.path.join(self._durations_dir(), name))
 
     def _write_segment(self, folder: str, keys) -> None:
         name = f"seg-{uuid.uuid4().hex}"
@@ -210,6 +250,11 @@ def repair_records(folder: str) -> RepairReport:
 def _counted(data: bytes) -> int:
     parts = data.partition(b"\n")[0][len(_HEADER) :].split(b" ")
     return int(parts[0]) if data.startswith(_HEADER) and parts[0].isdigit() else 0
+
+
+def _read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def _unlink_quietly(path: str) -> None:
