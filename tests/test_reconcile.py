@@ -439,7 +439,7 @@ def test_stale_lease_markers_are_held_and_resubmitted_live_foreign_ones_are_runn
     assert to_submit(exp, 1, QueueSnapshot()) == [0, 2, 3, 4, 5]
 
     path = str(project / "experiments" / "sweep.json")
-    assert status_main([path, "--no-slurm"]) == 0
+    assert status_main([path, "--no-slurm", "--runs", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split()[1:] == ["0", "1", "2", "0", "0", "3"]
     assert any(
