@@ -12,19 +12,17 @@ import sys
 import numpy as np
 import pytest
 
-from pyexp.config import load_config
-from pyexp.experiment import ExperimentDescription
-from pyexp.results import (
-    Result,
-    ResultView,
+from pyexp.analysis import (
     find,
     getBest,
-    loadResults,
     sliceOverParameter,
     splitOverParameter,
     whereParameterEquals,
     whereParameterGreaterEq,
 )
+from pyexp.config import load_config
+from pyexp.experiment import ExperimentDescription
+from pyexp.results import Result, ResultView, loadResults
 
 SWEEP = {
     "name": "results-test",
@@ -481,7 +479,7 @@ def test_missing_runs_are_left_out_with_one_line(exp, caplog):
     with caplog.at_level(logging.WARNING, logger="pyexp.results"):
         assert result.runs() == 1
     assert [r.getMessage().split(": ", 1)[1][:26] for r in caplog.records] == [
-        "2 run(s) missing (0, 2), e"
+        "2 run(s) missing (0,2), e"
     ]
 
 
@@ -501,7 +499,7 @@ def test_runs_default_to_the_submitted_runs_then_to_those_found(exp):
 
 
 def test_whereParametersEqual_matches_nested_and_dotted_keys(tmp_path, noLoads):
-    from pyexp.results import whereParametersEqual
+    from pyexp.analysis import whereParametersEqual
 
     exp = _experiment(tmp_path, CONDITIONAL)
     results = list(loadResults(exp, "returns.npy"))

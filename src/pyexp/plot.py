@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from pyexp.results import _checkWindow, _numeric, getBest, splitOverParameter
+from pyexp.analysis import _checkWindow, getBest, splitOverParameter
+from pyexp.results import _numeric
 
 if TYPE_CHECKING:
     from pyexp.results import ResultLike

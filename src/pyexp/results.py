@@ -1,17 +1,17 @@
-"""Analysis side: lazy, cached Result objects over an experiment's saved files, and filters."""
+"""Analysis side: lazy, cached Result objects over an experiment's saved files (filters and
+getBest are in pyexp.analysis)."""
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from pyexp.errors import ResultsError
-from pyexp.sweep import flat_items
+from pyexp.csv_results import csv_runs
+from pyexp.indexset import IndexSet
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -24,7 +24,6 @@ logger = logging.getLogger("pyexp.results")
 
 Loader = Callable[[str], Any]
 _BUILTIN_SUFFIXES = (".npy", ".npz", ".csv")
-_MISSING: Any = object()
 _UNLOADED: Any = object()
 _UNREADABLE: Any = object()
 
@@ -162,7 +161,7 @@ class Result(_ResultBase):
         """Every run's data, runs first, read on first call and cached; None if none exists."""
         if self._data is _UNLOADED:
             if self._shared.shared_file and _suffix(self.filename) == ".csv":
-                found = _csvRuns(self._shared, self.idx, self.params)
+                found = csv_runs(self._shared, self.idx, self.params)
             else:
                 found = {
                     run: _readOrNone(path, self._shared.loader)
@@ -178,7 +177,7 @@ class Result(_ResultBase):
                 "%s: %d run(s) missing (%s), e.g. %s",
                 self.label(),
                 len(lost),
-                _ranges(lost),
+                IndexSet.of(lost).text(),
                 self.path,
             )
         datas = [data for data in found.values() if data is not None and data is not _UNREADABLE]
@@ -339,17 +338,6 @@ def _numeric(data: Any, result: Any) -> Any:
         ) from e
 
 
-def _ranges(runs: list[int]) -> str:
-    """'0-2, 5' for [0, 1, 2, 5]."""
-    parts, start = [], None
-    for pos, run in enumerate(runs):
-        start = run if start is None else start
-        if pos + 1 == len(runs) or runs[pos + 1] != run + 1:
-            parts.append(str(run) if start == run else f"{start}-{run}")
-            start = None
-    return ", ".join(parts)
-
-
 def _runsOnDisk(shared: _Shared) -> int:
     """How many runs exist: from completion records (one folder read), else result files."""
     from pyexp.missing import permutation_hashes
@@ -377,244 +365,3 @@ def _runsOnDisk(shared: _Shared) -> int:
     while any(exists(shared.path(p + run * n)) for p in range(n)):
         run += 1
     return run
-
-
-class _CsvTable:
-    """A PyExpUtils CSV results file: rows of parameter values, the run, then the data."""
-
-    def __init__(self, path: str, lines: list[str]) -> None:
-        self.path = path
-        self.lines = lines
-        self._by_cols: dict[int, dict[str, dict[int, list[str]]]] = {}
-
-    def rows(
-        self, exp: ExperimentDescription, header: list[str]
-    ) -> dict[str, dict[int, list[str]]]:
-        """{parameter columns joined by ',': {run: values}}; ResultsError if they do not fit."""
-        cols = len(header)
-        if cols not in self._by_cols:
-            table: dict[str, dict[int, list[str]]] = {}
-            for lineno, line in enumerate(self.lines, 1):
-                parts = line.split(",")
-                if len(parts) <= cols or not parts[cols].isdigit():
-                    found = parts[cols] if len(parts) > cols else "nothing"
-                    raise ResultsError(
-                        f"{self.path}:{lineno}: not a PyExpUtils results row for this experiment: "
-                        f"after its {cols} parameter column(s) ({','.join(header)}) comes "
-                        f"{found!r}, not a run number"
-                    )
-                table.setdefault(",".join(parts[:cols]), {})[int(parts[cols])] = parts[cols + 1 :]
-            wanted = {_csvKey(exp.getPermutation(p)) for p in range(exp.numPermutations())}
-            if table and not wanted & table.keys():
-                raise ResultsError(
-                    f"{self.path}: no row's parameter columns ({','.join(header)}) match a "
-                    "permutation of this experiment; was it written for another one?"
-                )
-            self._by_cols[cols] = table
-        return self._by_cols[cols]
-
-
-def _csvKey(params: dict) -> str:
-    """PyExpUtils' CSV parameter columns of a permutation: its flat values, ','-joined."""
-    return ",".join(str(v) for _, v in flat_items(params))
-
-
-def _csvRuns(shared: _Shared, idx: int, params: dict) -> dict[int, Any]:
-    """{run: data} of one permutation in a PyExpUtils CSV file shared by all its runs."""
-    import numpy as np
-
-    path = shared.path(idx)
-    if path not in shared.tables:
-        try:
-            with open(path, encoding="utf-8") as f:
-                shared.tables[path] = _CsvTable(path, f.read().splitlines())
-        except (OSError, UnicodeDecodeError) as e:
-            logger.warning("result file unreadable: %s (%s)", path, e)
-            shared.tables[path] = None
-    table = shared.tables[path]
-    header = [k for k, _ in flat_items(params)]
-    found = {} if table is None else table.rows(shared.exp, header).get(_csvKey(params), {})
-    runs = shared.runs if shared.runs is not None else max(found, default=-1) + 1
-    out: dict[int, Any] = {}
-    for run in range(runs):
-        try:
-            out[run] = None if run not in found else np.asarray(found[run], dtype=float)
-        except ValueError:
-            raise ResultsError(f"{path}: run {run} of {_csvKey(params)}: not numbers") from None
-    return out
-
-
-def _getDotted(params: dict, name: str, default: Any = _MISSING) -> Any:
-    """params['a']['b'] for 'a.b' (list elements as 'a.[0]'), or default if any part is absent."""
-    node: Any = params
-    for part in name.split("."):
-        if isinstance(node, list) and part.startswith("[") and part.endswith("]"):
-            pos = part[1:-1]
-            if not pos.isdigit() or int(pos) >= len(node):
-                return default
-            node = node[int(pos)]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            return default
-    return node
-
-
-def _hashable(value: Any) -> Any:
-    """A hashable stand-in: lists become tuples, dicts sorted (key, value) tuples, recursively."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_hashable(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
-    return value
-
-
-def _withoutIgnored(params: dict, ignore: Iterable[str]) -> dict:
-    """Flattened params minus the ignored dotted names and everything below them."""
-    prefixes = tuple(ignore)
-    return {
-        key: _hashable(value)
-        for key, value in flat_items(params)
-        if not any(key == p or key.startswith(p + ".") for p in prefixes)
-    }
-
-
-def splitOverParameter(results: Iterable[ResultLike], name: str) -> dict[Any, list[ResultLike]]:
-    """Group results by their value of `name` (dotted), in first-seen order; no loads.
-
-    Unhashable values are keyed by a hashable form: a list as a tuple (`[32, 32]` -> `(32, 32)`),
-    a dict as a tuple of sorted (key, value) pairs. Results lacking `name` are left out.
-    """
-    groups: dict[Any, list[ResultLike]] = {}
-    for result in results:
-        value = _getDotted(result.params, name)
-        if value is not _MISSING:
-            groups.setdefault(_hashable(value), []).append(result)
-    return groups
-
-
-def sliceOverParameter(
-    results: Iterable[ResultLike], result: ResultLike, name: str
-) -> dict[Any, ResultLike]:
-    """Results equal to `result` on every parameter but `name`, keyed by their `name`; no loads.
-
-    Keys are hashable forms as in splitOverParameter; the first match per value is kept.
-    """
-    target = _withoutIgnored(result.params, [name])
-    found: dict[Any, ResultLike] = {}
-    for candidate in results:
-        value = _getDotted(candidate.params, name)
-        if value is _MISSING or _withoutIgnored(candidate.params, [name]) != target:
-            continue
-        found.setdefault(_hashable(value), candidate)
-    return found
-
-
-def find(
-    results: Iterable[ResultLike], result: ResultLike, ignore: Iterable[str] = ()
-) -> ResultLike | None:
-    """The first result equal to `result` on all parameters except `ignore` (dotted); no loads."""
-    ignored = list(ignore)
-    target = _withoutIgnored(result.params, ignored)
-    for candidate in results:
-        if _withoutIgnored(candidate.params, ignored) == target:
-            return candidate
-    return None
-
-
-def whereParameterEquals(
-    results: Iterable[ResultLike], name: str, value: Any
-) -> Iterator[ResultLike]:
-    """Lazily keep results whose `name` (dotted) equals value; results lacking `name` pass."""
-    wanted = _hashable(value)
-    for result in results:
-        have = _getDotted(result.params, name)
-        if have is _MISSING or _hashable(have) == wanted:
-            yield result
-
-
-def whereParameterGreaterEq(
-    results: Iterable[ResultLike], name: str, value: Any
-) -> Iterator[ResultLike]:
-    """Lazily keep results whose `name` (dotted) is >= value; results lacking `name` pass."""
-    for result in results:
-        have = _getDotted(result.params, name)
-        if have is _MISSING or have >= value:
-            yield result
-
-
-def whereParametersEqual(results: Iterable[ResultLike], d: dict) -> Iterator[ResultLike]:
-    """Lazily keep results equal to d on each of its (dotted or nested) keys; lacking ones pass."""
-    for result in results:
-        if _partialEqual(d, result.params):
-            yield result
-
-
-def _partialEqual(wanted: dict, params: dict) -> bool:
-    for name, value in wanted.items():
-        have = _getDotted(params, name)
-        if have is _MISSING:
-            continue
-        if isinstance(value, dict) and isinstance(have, dict):
-            if not _partialEqual(value, have):
-                return False
-        elif _hashable(have) != _hashable(value):
-            return False
-    return True
-
-
-_PREFER = {"big": lambda a, b: a > b, "small": lambda a, b: a < b}
-
-
-def getBest(
-    results: Iterable[ResultLike],
-    steps: int | None = None,
-    percent: float | None = None,
-    comparator: Callable[[float, float], bool] | None = None,
-    prefer: str | None = None,
-) -> ResultLike | None:
-    """The permutation whose mean over runs, inside the window, wins `comparator(candidate, best)`.
-
-    Default smallest; `prefer='big'|'small'` as in PyExpUtils' code. The window is the last
-    `steps` entries of the mean curve, or the last ceil(percent * length) (at least one), or
-    all of it. Missing results, empty data and NaN means are skipped; ties keep the earlier one.
-    None if no result has data.
-    """
-    _checkWindow(steps, percent)
-    if prefer is not None and comparator is not None:
-        raise ValueError("give comparator or prefer, not both")
-    if prefer is not None and prefer not in _PREFER:
-        raise ValueError(f"prefer must be 'big' or 'small', got {prefer!r}")
-    better = _PREFER[prefer] if prefer is not None else comparator or _PREFER["small"]
-    best, bestMean = None, math.nan
-    for result in results:
-        mean = _windowMean(result, steps, percent)
-        if mean is None or math.isnan(mean):
-            continue
-        if best is None or better(mean, bestMean):
-            best, bestMean = result, mean
-    return best
-
-
-def _checkWindow(steps: int | None, percent: float | None) -> None:
-    """Raise ValueError unless at most one of steps (>= 1) and percent (in (0, 1]) is given."""
-    if steps is not None and percent is not None:
-        raise ValueError("give steps or percent, not both")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if percent is not None and not 0 < percent <= 1:
-        raise ValueError(f"percent must be in (0, 1], got {percent!r}")
-
-
-def _windowMean(result: ResultLike, steps: int | None, percent: float | None) -> float | None:
-    """The mean over runs, then over the window of steps; None if the result has no data."""
-    import numpy as np
-
-    curve = result.mean()
-    if curve is None:
-        return None
-    array = np.atleast_1d(curve)
-    if percent is not None:
-        steps = max(1, math.ceil(len(array) * percent - 1e-9))
-    window = array if steps is None else array[-steps:]
-    return float(np.mean(window)) if window.size else None
