@@ -478,7 +478,7 @@ def test_missing_runs_are_left_out_with_one_line(exp, caplog):
     result = next(loadResults(exp, "returns.npy", runs=3))
     with caplog.at_level(logging.WARNING, logger="pyexp.results"):
         assert result.runs() == 1
-    assert [r.getMessage().split(": ", 1)[1][:26] for r in caplog.records] == [
+    assert [r.getMessage().split(": ", 1)[1][:25] for r in caplog.records] == [
         "2 run(s) missing (0,2), e"
     ]
 
