@@ -19,6 +19,7 @@ from pyexp.reconcile import (
     STATUSES,
     QueueSnapshot,
     classify,
+    queued_keys,
     settle,
     to_submit,
 )
@@ -109,16 +110,45 @@ def test_finished_work_stays_done_when_a_sweep_value_is_added(project):
     assert classify(grown, 1, QueueSnapshot()).indices(DONE) == [6]
 
 
-def test_queued_index_whose_parameters_changed_is_not_queued(project):
+def test_queued_work_keeps_its_parameters_when_sweep_values_are_added_and_reordered(project):
+    path = project / "experiments" / "sweep.json"
+    path.write_text(json.dumps({"name": "sweep", "metaParameters": {"x": [0, 1], "y": [5, 6]}}))
+    exp = _exp(project)
+    entry = _entry(exp, [[0, 1], [2, 3, 4]])  # index 4 is run 1 of x=0, y=5
+    queue = QueueSnapshot({(entry.id, 0): "PENDING", (entry.id, 1): "RUNNING"})
+    meta = {"x": [0, 7, 1], "y": [6, 5]}  # a value in the middle of x, y reordered
+    path.write_text(json.dumps({"name": "sweep", "metaParameters": meta}))
+    edited = _exp(project)
+    queued = classify(edited, 2, queue).indices(QUEUED)
+    assert sorted(_key(edited, i) for i in queued) == sorted(_key(exp, i) for i in range(5))
+    assert queued == [0, 1, 4, 5, 7]
+    assert queued_keys(edited, queue) == {_key(exp, i) for i in range(5)}
+    submit = to_submit(edited, 2, queue)
+    # x=7 in both runs, and run 1 of the three old permutations that were not queued in run 1
+    assert submit == [2, 3, 6, 8, 9, 10, 11]
+    assert [edited.getPermutation(i)["x"] for i in submit] == [7, 7, 0, 7, 7, 1, 1]
+
+
+def test_queued_work_whose_value_was_removed_is_not_queued(project):
     exp = _exp(project)
     entry = _entry(exp, [[0, 1, 5]])
     queue = QueueSnapshot({(entry.id, 0): "RUNNING"})
     path = project / "experiments" / "sweep.json"
-    path.write_text(json.dumps({"name": "sweep", "metaParameters": {"x": [0, 1, 2, 3, 4, 9]}}))
-    changed = _exp(project)
-    # 0 and 1 mean what they meant; 5 now means x=9, which the runner will refuse.
-    assert classify(changed, 1, queue).indices(QUEUED) == [0, 1]
-    assert 5 in to_submit(changed, 1, queue)
+    path.write_text(json.dumps({"name": "sweep", "metaParameters": {"x": [0, 1, 2, 3, 4]}}))
+    removed = _exp(project)
+    assert classify(removed, 1, queue).indices(QUEUED) == [0, 1]
+    assert queued_keys(removed, queue) == {_key(exp, i) for i in (0, 1, 5)}  # 5 is skipped
+
+
+def test_queued_work_of_other_save_path_field_values_is_not_queued_for_these(project, monkeypatch):
+    config = project / "config.json"
+    config.write_text(json.dumps({"command": "true", "save_path": "results/{agent}/{params}"}))
+    path = project / "experiments" / "sweep.json"
+    path.write_text(json.dumps({"agent": "A", "metaParameters": {"x": list(range(6))}}))
+    entry = _entry(_exp(project), [[0, 1]])
+    queue = QueueSnapshot({(entry.id, 0): "PENDING"})
+    path.write_text(json.dumps({"agent": "B", "metaParameters": {"x": list(range(6))}}))
+    assert classify(_exp(project), 1, queue).indices(QUEUED) == []  # A's work records apart
 
 
 def _started(exp, attempt):

@@ -299,6 +299,55 @@ def test_experiment_edited_while_a_task_runs_each_index_runs_what_was_planned(pr
     assert not records.is_complete({"x": 50}, 0)  # recorded done only what ran
 
 
+def test_index_whose_parameters_were_removed_is_skipped_with_one_line_and_never_recorded(project):
+    exp = project.experiment("removed", {"x": [10, 20, 30, 40]})
+    out = project.root / "ran"
+    planned = project.load(exp)
+    ledger = write_entry(project, exp, [[0, 1, 2, 3]], command=sh(f'echo "$PYEXP_INDEX" >> {out}'))
+    exp.write_text(json.dumps({"metaParameters": {"x": [40, 25, 10]}}))  # 20, 30 removed
+    result = project.run("--ledger", ledger, "--task", "0")
+    assert result.returncode == 0, result.stderr
+    assert sorted(out.read_text().split()) == ["0", "3"]  # x=10 and x=40, under planned indices
+    skipped = [line for line in result.stderr.splitlines() if "skipped" in line]
+    assert skipped == [
+        f"pyexp-run: index {i}: its parameters were removed from {exp}: skipped" for i in (1, 2)
+    ]
+    records = CompletionRecords(state_dirs(planned).done)
+    done = [x for x in (10, 20, 30, 40) if records.is_complete({"x": x}, 0)]
+    assert done == [10, 40]
+    assert project.attempts(exp) == []
+
+
+@pytest.mark.parametrize("damage", ["deleted", "not JSON"])
+def test_task_runs_as_planned_when_the_experiment_file_is_gone_or_broken(project, damage):
+    exp = project.experiment("gone", {"x": [10, 20]})
+    out = project.root / "ran"
+    ledger = write_entry(project, exp, [[0, 1]], command=sh(f'echo "$PYEXP_INDEX" >> {out}'))
+    if damage == "deleted":
+        exp.unlink()
+    else:
+        exp.write_text("{")
+    result = project.run("--ledger", ledger, "--task", "0")
+    assert result.returncode == 0, result.stderr
+    assert sorted(out.read_text().split()) == ["0", "1"]
+    said = [line for line in result.stderr.splitlines() if "as submitted" in line]
+    assert len(said) == 1 and str(exp) in said[0], result.stderr
+
+
+def test_huge_edited_sweep_is_not_checked_for_removals(project, monkeypatch, capsys):
+    from pyexp.runner import sweep_edits
+
+    exp = project.experiment("huge", {"x": [10, 20, 30]})
+    entry = Ledger(state_dirs(project.load(exp)).ledger).load(
+        Path(write_entry(project, exp, [[0, 1, 2]])).stem
+    )
+    planned = project.load(exp)
+    exp.write_text(json.dumps({"metaParameters": {"x": [10]}}))
+    monkeypatch.setattr(sweep_edits, "MAX_CHECKED", 0)
+    assert sweep_edits.still_swept(entry, planned, [0, 1, 2], sys.stdout) == [0, 1, 2]
+    assert "sweeps 1 permutations" in capsys.readouterr().out
+
+
 def test_ledger_task_runs_its_indices_cores_at_a_time(project):
     exp = project.experiment("par", {"a": [1, 2, 3, 4]})
     out = project.root / "events"

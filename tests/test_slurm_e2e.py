@@ -17,7 +17,7 @@ from collections import Counter
 import pytest
 
 from pyexp.config import load_config
-from pyexp.experiment import loadExperiment
+from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry
 
@@ -222,3 +222,84 @@ def test_two_cron_runs_at_the_same_moment_submit_each_index_once(tmp_path):
     assert sorted(i for e in entries for i in e.indices()) == list(range(80))
     _wait_gone([e.job_id for e in entries], timeout=150)
     assert project.counts() == Counter(range(80))  # every index of both runs, once
+
+
+def test_queued_work_survives_added_reordered_and_removed_sweep_values(tmp_path):
+    project = Project(tmp_path, 1)
+    go, ran = project.root / "go", project.root / "ran.txt"
+
+    def sweep(x: list, y: list) -> None:
+        project.experiment.write_text(
+            json.dumps({"name": "e2e", "metaParameters": {"x": x, "y": y}})
+        )
+
+    sweep([1, 2, 3], ["a", "b"])  # index = 2 * x position + y position
+    # Each (params, run) appends its save path once `go` exists; one task per array at a time.
+    wait = f'while [ ! -e {shlex.quote(str(go))} ]; do sleep 0.2; done; echo "$PYEXP_SAVE_PATH"'
+    command = f"sh -c {shlex.quote(wait + ' >> ' + shlex.quote(str(ran)))}"
+    config = {"command": command, "save_path": "results/{params}/{run}"}
+    project.config.write_text(json.dumps(config))
+    cluster = project.root / "one-at-a-time.json"
+    limits = {"time_hours": 0.1, "indices_per_task": 1, "array_throttle": 1}
+    cluster.write_text(json.dumps({**limits, "mem_per_core_gb": 0.25, "account_required": False}))
+
+    def submit(*args: str) -> str:
+        result = project.submit("--runs", "1", *args, cluster=str(cluster))
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def status() -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
+        argv = [sys.executable, "-m", "pyexp", "status", str(project.experiment), "--json"]
+        env["PYEXP_CONFIG"] = str(project.config)
+        out = subprocess.run(argv, cwd=project.root, env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        (report,) = json.loads(out.stdout)
+        return {k: report[k] for k in ("done", "running", "queued", "missing")}
+
+    assert "submitted 6 indices" in submit()
+    (first,) = project.entries()
+    sweep([1, 5, 2, 3], ["b", "a"])  # a value in the middle of x, y reordered
+    assert "would submit 2 indices" in submit("--dry-run")
+    before = status()
+    assert before["queued"] + before["running"] == 6 and before["missing"] == 2, before
+    assert "submitted 2 indices" in submit()
+    (second,) = [e for e in project.entries() if e.id != first.id]
+    assert {_x(second, i) for i in second.indices()} == {5}
+    assert status()["missing"] == 0
+
+    deadline = time.monotonic() + 20
+    while status()["running"] < 2:  # a task of each array takes its index, waits for `go`
+        assert time.monotonic() < deadline, "no task started"
+        time.sleep(0.5)
+    running = [i for t in _running_tasks(first) for i in first.tasks[t]]
+    assert all(_x(first, i) != 3 for i in running), running  # x=3 is still queued
+    assert status() == {"done": 0, "running": 2, "queued": 6, "missing": 0}
+    sweep([1, 5, 2], ["b", "a"])  # x=3 removed
+    assert "nothing to submit" in submit()
+    assert status() == {"done": 0, "running": 2, "queued": 4, "missing": 0}
+
+    go.touch()
+    _wait_gone([first.job_id, second.job_id], timeout=45)
+    paths = Counter(os.path.relpath(p, project.root) for p in ran.read_text().splitlines())
+    final = [f"results/x-{x}_y-{y}/0" for x in (1, 5, 2) for y in "ab"]
+    assert paths == Counter(final)  # each (params, run) of the final sweep once, x=3 never
+    logs = project.root / "logs"
+    skipped = [line for log in logs.rglob("*.err") for line in log.read_text().splitlines()]
+    skipped = sorted(line for line in skipped if "removed" in line)
+    experiment = project.experiment
+    assert skipped == [  # x=3 was indices 4 and 5 when submitted
+        f"pyexp-run: index {i}: its parameters were removed from {experiment}: skipped"
+        for i in (4, 5)
+    ]
+    assert status() == {"done": 6, "running": 0, "queued": 0, "missing": 0}
+
+
+def _x(entry: LedgerEntry, index: int) -> int:
+    """x of an index of the sweep as the entry submitted it."""
+    return ExperimentDescription(entry.snapshot).getPermutation(index)["x"]
+
+
+def _running_tasks(entry: LedgerEntry) -> list[int]:
+    lines = _squeue("-r", "-j", entry.job_id, "-t", "RUNNING", "-o", "%i")
+    return [int(line.split("_")[1]) for line in lines]

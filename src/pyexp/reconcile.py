@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from pyexp.errors import PyExpError
@@ -14,8 +14,8 @@ from pyexp.scheduler.slurm_states import NOT_THE_SCRIPTS_FAULT, SLURM_OUTCOMES, 
 from pyexp.state import leases, settings
 from pyexp.state.atomic import scan_names
 from pyexp.state.attempts import FAILED, LOST, OOM, Attempts
-from pyexp.state.layout import experiment_id, state_dirs
-from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry, LedgerScan, split_changed
+from pyexp.state.layout import experiment_id, state_dirs, work_scope
+from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry, LedgerScan
 from pyexp.state.records import CompletionRecords, record_key
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -58,13 +58,57 @@ class Standing:
 def queued_indices(
     exp: ExperimentDescription, queue: QueueSnapshot, scan: LedgerScan | None = None
 ) -> set[int]:
-    """Indices that a pending or running array task of ours still owns, under today's meaning."""
+    """Today's indices of the (parameters, run) that a pending or running array task of ours
+    still owns: a task runs what it was planned for, under whatever index that has now."""
     out: set[int] = set()
+    moved: set[str] = set()
+    today = exp.fingerprint()
+    for entry, planned, owned in _owned(exp, queue, scan):
+        if entry.fingerprint == today:  # same file: same indices, no hashing
+            out.update(owned)
+        else:
+            moved.update(record_key(planned.getPermutation(i), planned.getRun(i)) for i in owned)
+    if moved:
+        out.update(_today_indices(exp, moved))
+    return out
+
+
+def queued_keys(
+    exp: ExperimentDescription, queue: QueueSnapshot, scan: LedgerScan | None = None
+) -> set[str]:
+    """Record keys (parameters and run) that a pending or running array task of ours still owns
+    in exp's work scope."""
+    return {
+        record_key(planned.getPermutation(i), planned.getRun(i))
+        for _, planned, owned in _owned(exp, queue, scan)
+        for i in owned
+    }
+
+
+def _owned(
+    exp: ExperimentDescription, queue: QueueSnapshot, scan: LedgerScan | None
+) -> Iterator[tuple[LedgerEntry, ExperimentDescription, list[int]]]:
+    """Per ledger entry with active tasks in exp's work scope: the entry, the experiment as
+    submitted, and the indices (of that snapshot) its active tasks own."""
+    today, scope = exp.fingerprint(), work_scope(exp)
     for entry in (scan or Ledger(state_dirs(exp).ledger).scan()).entries:
         owned = [i for t, task in enumerate(entry.tasks) if queue.active(entry.id, t) for i in task]
-        # The runner refuses indices whose parameters changed since submission: not queued.
-        out.update(split_changed(entry, exp, owned)[0])
-    return out
+        if not owned:
+            continue
+        planned = ExperimentDescription(entry.snapshot, path=entry.experiment, config=exp.config)
+        # Other save-path field values are other work: it records elsewhere (the runner skips it).
+        if entry.fingerprint == today or work_scope(planned) == scope:
+            yield entry, planned, owned
+
+
+def _today_indices(exp: ExperimentDescription, keys: set[str]) -> Iterator[int]:
+    """exp's indices of record keys; keys of permutations it no longer sweeps have none."""
+    position = {h: p for p, h in enumerate(permutation_hashes(exp))}
+    n = exp.numPermutations()
+    for key in keys:
+        h, run = key.rsplit("-", 1)
+        if (p := position.get(h)) is not None:
+            yield int(run) * n + p
 
 
 def ledger_problems(scan: LedgerScan, queue: QueueSnapshot) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import TextIO
 
 from pyexp.config import Config
@@ -11,6 +12,7 @@ from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.job_environment import JobEnvironment
 from pyexp.runner.command import RunnerError, env_number, parse_indices, resolve_command
 from pyexp.runner.loop import Runner
+from pyexp.runner.sweep_edits import still_swept
 from pyexp.state.atomic import write_atomic
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import Ledger, LedgerEntry
@@ -70,6 +72,7 @@ def run_ledger(
     exp = ExperimentDescription(entry.snapshot, path=entry.experiment, config=config)
     _check_ledger_home(ledger_path, exp)
     template = resolve_command(command, entry, exp.config)
+    indices = still_swept(entry, exp, indices, out or sys.stderr)
     runner = Runner(
         exp,
         template,

@@ -10,9 +10,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from pyexp.experiment import ExperimentDescription
 from pyexp.state.atomic import scan_names, write_atomic
-from pyexp.state.records import record_key
 
 PENDING, SUBMITTED, SETTLED = "pending", "submitted", "settled"
 CANCELLED = "cancelled"  # by pyexp-cancel: its unfinished indices are missing, never charged
@@ -134,19 +132,3 @@ class LedgerScan:
 
     entries: list[LedgerEntry]
     unreadable: dict[str, str]
-
-
-def split_changed(
-    entry: LedgerEntry, exp: ExperimentDescription, indices: list[int]
-) -> tuple[list[int], list[int]]:
-    """(runnable, refused): indices whose params and run still match the submitted snapshot."""
-    if exp.fingerprint() == entry.fingerprint:
-        return indices, []
-    then = ExperimentDescription(entry.snapshot, path=entry.experiment, config=exp.config)
-    runnable, refused = [], []
-    for i in indices:
-        same = record_key(then.getPermutation(i), then.getRun(i)) == record_key(
-            exp.getPermutation(i), exp.getRun(i)
-        )
-        (runnable if same else refused).append(i)
-    return runnable, refused
