@@ -13,6 +13,7 @@ from pyexp.experiment import loadExperiment
 from pyexp.reconcile import (
     DONE,
     FAILED_OUT,
+    FAILING,
     MISSING,
     QUEUED,
     RUNNING,
@@ -83,18 +84,20 @@ def test_every_index_has_exactly_one_status(project):
         submit = to_submit(exp, 2, queue)
     finally:
         leases.release()
-    assert standing.status[:6] == [DONE, RUNNING, QUEUED, MISSING, FAILED_OUT, MISSING]
-    assert standing.status[7] == MISSING
+    statuses = [standing.status_of(i) for i in range(8)]
+    assert statuses == [DONE, RUNNING, QUEUED, MISSING, FAILED_OUT, FAILING, MISSING, MISSING]
     assert standing.counts() == {
         "done": 1,
         "running": 1,
         "held": 0,
         "queued": 1,
+        "failing": 1,
         "failed": 1,
-        "missing": 8,
+        "missing": 7,
     }
     assert standing.failed_keys == {4: _key(exp, 4)}
-    assert submit == [3, 5, 6, 7, 8, 9, 10, 11]
+    assert standing.failing_keys == {5: _key(exp, 5)}
+    assert list(submit) == [3, 5, 6, 7, 8, 9, 10, 11]
     assert 4 in to_submit(exp, 2, queue, retry_failed=True)
     assert 5 not in to_submit(exp, 2, queue, max_attempts=2)
 
@@ -106,7 +109,7 @@ def test_finished_work_stays_done_when_a_sweep_value_is_added(project):
     path.write_text(json.dumps({"name": "sweep", "metaParameters": {"x": [-1, *range(6)]}}))
     grown = _exp(project)
     assert grown.getPermutation(6) == {"x": 5}
-    assert classify(grown, 1, QueueSnapshot()).indices(DONE) == [6]
+    assert list(classify(grown, 1, QueueSnapshot()).indices(DONE)) == [6]
 
 
 def test_queued_index_whose_parameters_changed_is_not_queued(project):
@@ -117,7 +120,7 @@ def test_queued_index_whose_parameters_changed_is_not_queued(project):
     path.write_text(json.dumps({"name": "sweep", "metaParameters": {"x": [0, 1, 2, 3, 4, 9]}}))
     changed = _exp(project)
     # 0 and 1 mean what they meant; 5 now means x=9, which the runner will refuse.
-    assert classify(changed, 1, queue).indices(QUEUED) == [0, 1]
+    assert list(classify(changed, 1, queue).indices(QUEUED)) == [0, 1]
     assert 5 in to_submit(changed, 1, queue)
 
 
@@ -161,7 +164,7 @@ def test_settle_charges_only_the_index_the_task_was_running(project):
     assert Ledger(state_dirs(exp).ledger).load(entry.id).state == SETTLED
     assert settle(exp, queue) == 0  # settled once
     # OOM counts towards the attempt cap; lost never does.
-    assert classify(exp, 1, QueueSnapshot(), max_attempts=1).indices(FAILED_OUT) == [1, 3]
+    assert list(classify(exp, 1, QueueSnapshot(), max_attempts=1).indices(FAILED_OUT)) == [1, 3]
 
 
 def test_settle_without_sacct(project):
@@ -184,7 +187,7 @@ def test_settle_without_sacct(project):
     ledger = Ledger(state_dirs(exp).ledger)
     assert ledger.load(active.id).state == SUBMITTED
     assert {ledger.load(e.id).state for e in (broken, vanished, never)} == {SETTLED}
-    assert to_submit(exp, 1, queue) == [0, 2, 3, 4, 5]  # one failure is under the cap
+    assert list(to_submit(exp, 1, queue)) == [0, 2, 3, 4, 5]  # one failure is under the cap
     assert 2 not in to_submit(exp, 1, queue, max_attempts=1)  # a broken script stops
     assert 4 in to_submit(exp, 1, queue, max_attempts=1)
 
@@ -210,7 +213,7 @@ def test_pending_array_cancelled_three_times_is_not_failed(project, tmp_path, mo
         assert settle(exp, queue) == 3
     outcomes = {o for _, o, _ in Attempts(state_dirs(exp).attempts).names()}
     assert outcomes == {PREEMPTED}
-    assert to_submit(exp, 1, QueueSnapshot(), max_attempts=1) == list(range(6))
+    assert list(to_submit(exp, 1, QueueSnapshot(), max_attempts=1)) == list(range(6))
 
 
 def test_sacct_running_or_pending_task_is_not_settled_nor_resubmitted(
@@ -231,14 +234,14 @@ def test_sacct_running_or_pending_task_is_not_settled_nor_resubmitted(
     assert "-j 800" in (tmp_path / "sacct.args").read_text()
     assert settle(exp, queue) == 0
     assert Ledger(state_dirs(exp).ledger).load(entry.id).state == SUBMITTED
-    assert classify(exp, 1, queue).indices(QUEUED) == [0, 1, 2, 3]
-    assert to_submit(exp, 1, queue) == [4, 5]
+    assert list(classify(exp, 1, queue).indices(QUEUED)) == [0, 1, 2, 3]
+    assert list(to_submit(exp, 1, queue)) == [4, 5]
 
     sacct.write_text("#!/bin/sh\nprintf '800_[0-3]|COMPLETED\\n800_4|PREEMPTED\\n'\n")
     queue = with_accounting(exp, QueueSnapshot(), slurm.sacct_states)
     assert settle(exp, queue) == 5  # no runner left a record: none started, none charged
     assert {o for _, o, _ in Attempts(state_dirs(exp).attempts).names()} == {LOST, PREEMPTED}
-    assert to_submit(exp, 1, queue, max_attempts=1) == list(range(6))
+    assert list(to_submit(exp, 1, queue, max_attempts=1)) == list(range(6))
 
 
 def test_squeue_listing_wins_over_lagging_accounting():
@@ -409,7 +412,7 @@ def test_submit_refuses_while_an_unreadable_entrys_array_is_in_squeue(project):
     gone = QueueSnapshot({("0badc0ffee00", 3): "CANCELLED"})
     (warning,) = check_ledger(exp, gone)
     assert bad in warning and "\n" not in warning
-    assert to_submit(exp, 1, gone) == list(range(6))
+    assert list(to_submit(exp, 1, gone)) == list(range(6))
 
 
 def _marker(exp, i, body, age):
@@ -434,9 +437,9 @@ def test_stale_lease_markers_are_held_and_resubmitted_live_foreign_ones_are_runn
     ours = "filelock/2\npid=4243\nhost=node8\nmode=lease\ntoken=t\nduration=60.0\n"
     _marker(exp, 3, ours, age=120)  # a dead holder
     standing = classify(exp, 1, QueueSnapshot())
-    assert standing.indices(RUNNING) == [1]
-    assert standing.indices(HELD) == [2, 3]
-    assert to_submit(exp, 1, QueueSnapshot()) == [0, 2, 3, 4, 5]
+    assert list(standing.indices(RUNNING)) == [1]
+    assert list(standing.indices(HELD)) == [2, 3]
+    assert list(to_submit(exp, 1, QueueSnapshot())) == [0, 2, 3, 4, 5]
 
     path = str(project / "experiments" / "sweep.json")
     assert status_main([path, "--no-slurm"]) == 0
