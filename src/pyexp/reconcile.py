@@ -136,7 +136,8 @@ def classify(
     """
     dirs = state_dirs(exp)
     markers = leases.held_keys(dirs.leases)  # before done: a runner may finish in between
-    done = CompletionRecords(dirs.done).completed()
+    # A reader: folding here would also drop the parameters that place keys of huge sweeps.
+    done = CompletionRecords(dirs.done).completed(compact=False)
     attempts = Attempts(dirs.attempts).counts()
     scan = Ledger(dirs.ledger).scan()
     queued = _index_set(queued_indices(exp, queue, scan))
