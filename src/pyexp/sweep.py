@@ -335,7 +335,7 @@ class PermutationFinder:
 
     def __init__(self, product: Product) -> None:
         self._product = product
-        self._positions: dict[int, dict[str, int]] = {}  # id(literal Choice) -> value -> position
+        self._positions: dict[int, dict[Any, int] | None] = {}  # id(Choice) -> value -> position
 
     def __call__(self, params: dict) -> int | None:
         """The index whose permutation has these params, or None if none can."""
@@ -348,7 +348,7 @@ class PermutationFinder:
             if value is ABSENT:
                 return None
             if isinstance(node, Const):
-                if _canonical(value) != _canonical(node.value):
+                if _identity(value) != _identity(node.value):
                     return None
                 continue
             r = self._position(node, value)
@@ -358,15 +358,28 @@ class PermutationFinder:
         return index
 
     def _position(self, node: Choice, value: Any) -> int | None:
-        if any(isinstance(a, Product) for a in node.alternatives):
-            for pos, alternative in enumerate(node.alternatives):
-                local = self._find(alternative, value) if isinstance(value, dict) else None
-                if local is not None:
-                    return node.starts[pos] + local
-            return None
         if id(node) not in self._positions:
-            positions: dict[str, int] = {}
-            for pos, a in enumerate(node.alternatives):
-                positions.setdefault(_canonical(a), pos)
-            self._positions[id(node)] = positions
-        return self._positions[id(node)].get(_canonical(value))
+            self._positions[id(node)] = _literal_positions(node)
+        positions = self._positions[id(node)]
+        if positions is not None:
+            return positions.get(_identity(value))
+        for pos, alternative in enumerate(node.alternatives):
+            local = self._find(alternative, value) if isinstance(value, dict) else None
+            if local is not None:
+                return node.starts[pos] + local
+        return None
+
+
+def _identity(value: Any) -> Any:
+    """A hashable stand-in equal for values paramsHash cannot tell apart (1 and 1.0 differ)."""
+    return (type(value), value) if isinstance(value, _SCALARS) else _canonical(value)
+
+
+def _literal_positions(node: Choice) -> dict[Any, int] | None:
+    """value identity -> first position, for a choice among literals; None for sub-sweeps."""
+    if any(isinstance(a, Product) for a in node.alternatives):
+        return None
+    positions: dict[Any, int] = {}
+    for pos, a in enumerate(node.alternatives):
+        positions.setdefault(_identity(a), pos)
+    return positions
