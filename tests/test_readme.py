@@ -47,7 +47,7 @@ def examples(tmp_path, monkeypatch):
     assert "best parameters:" in run.stdout
     assert (tmp_path / "examples/sensitivity.png").stat().st_size > 1000
     assert "examples/sensitivity.png" in README
-    assert re.search(r"sarsa\.json\s+144\s+0\s+0\s+0\s+0", run.stdout), run.stdout
+    assert re.search(r"sarsa\.json: 144/144 done \(100\.0%\)", run.stdout), run.stdout
     monkeypatch.chdir(tmp_path / "examples")
     monkeypatch.delenv("PYEXP_CONFIG", raising=False)
     getConfig.cache_clear()

@@ -13,6 +13,7 @@ from pyexp.experiment import loadExperiment
 from pyexp.reconcile import (
     DONE,
     FAILED_OUT,
+    FAILING,
     MISSING,
     QUEUED,
     RUNNING,
@@ -84,18 +85,20 @@ def test_every_index_has_exactly_one_status(project):
         submit = to_submit(exp, 2, queue)
     finally:
         leases.release()
-    assert standing.status[:6] == [DONE, RUNNING, QUEUED, MISSING, FAILED_OUT, MISSING]
-    assert standing.status[7] == MISSING
+    statuses = [standing.status_of(i) for i in range(8)]
+    assert statuses == [DONE, RUNNING, QUEUED, MISSING, FAILED_OUT, FAILING, MISSING, MISSING]
     assert standing.counts() == {
         "done": 1,
         "running": 1,
         "held": 0,
         "queued": 1,
+        "failing": 1,
         "failed": 1,
-        "missing": 8,
+        "missing": 7,
     }
     assert standing.failed_keys == {4: _key(exp, 4)}
-    assert submit == [3, 5, 6, 7, 8, 9, 10, 11]
+    assert standing.failing_keys == {5: _key(exp, 5)}
+    assert list(submit) == [3, 5, 6, 7, 8, 9, 10, 11]
     assert 4 in to_submit(exp, 2, queue, retry_failed=True)
     assert 5 not in to_submit(exp, 2, queue, max_attempts=2)
 
@@ -107,7 +110,7 @@ def test_finished_work_stays_done_when_a_sweep_value_is_added(project):
     path.write_text(json.dumps({"name": "sweep", "metaParameters": {"x": [-1, *range(6)]}}))
     grown = _exp(project)
     assert grown.getPermutation(6) == {"x": 5}
-    assert classify(grown, 1, QueueSnapshot()).indices(DONE) == [6]
+    assert list(classify(grown, 1, QueueSnapshot()).indices(DONE)) == [6]
 
 
 def test_queued_work_keeps_its_parameters_when_sweep_values_are_added_and_reordered(project):
@@ -121,11 +124,11 @@ def test_queued_work_keeps_its_parameters_when_sweep_values_are_added_and_reorde
     edited = _exp(project)
     queued = classify(edited, 2, queue).indices(QUEUED)
     assert sorted(_key(edited, i) for i in queued) == sorted(_key(exp, i) for i in range(5))
-    assert queued == [0, 1, 4, 5, 7]
+    assert list(queued) == [0, 1, 4, 5, 7]
     assert queued_keys(edited, queue) == {_key(exp, i) for i in range(5)}
     submit = to_submit(edited, 2, queue)
     # x=7 in both runs, and run 1 of the three old permutations that were not queued in run 1
-    assert submit == [2, 3, 6, 8, 9, 10, 11]
+    assert list(submit) == [2, 3, 6, 8, 9, 10, 11]
     assert [edited.getPermutation(i)["x"] for i in submit] == [7, 7, 0, 7, 7, 1, 1]
 
 
@@ -136,7 +139,7 @@ def test_queued_work_whose_value_was_removed_is_not_queued(project):
     path = project / "experiments" / "sweep.json"
     path.write_text(json.dumps({"name": "sweep", "metaParameters": {"x": [0, 1, 2, 3, 4]}}))
     removed = _exp(project)
-    assert classify(removed, 1, queue).indices(QUEUED) == [0, 1]
+    assert list(classify(removed, 1, queue).indices(QUEUED)) == [0, 1]
     assert queued_keys(removed, queue) == {_key(exp, i) for i in (0, 1, 5)}  # 5 is skipped
 
 
@@ -148,7 +151,7 @@ def test_queued_work_of_other_save_path_field_values_is_not_queued_for_these(pro
     entry = _entry(_exp(project), [[0, 1]])
     queue = QueueSnapshot({(entry.id, 0): "PENDING"})
     path.write_text(json.dumps({"agent": "B", "metaParameters": {"x": list(range(6))}}))
-    assert classify(_exp(project), 1, queue).indices(QUEUED) == []  # A's work records apart
+    assert list(classify(_exp(project), 1, queue).indices(QUEUED)) == []  # A's work records apart
 
 
 def _started(exp, attempt):
@@ -191,7 +194,7 @@ def test_settle_charges_only_the_index_the_task_was_running(project):
     assert Ledger(state_dirs(exp).ledger).load(entry.id).state == SETTLED
     assert settle(exp, queue) == 0  # settled once
     # OOM counts towards the attempt cap; lost never does.
-    assert classify(exp, 1, QueueSnapshot(), max_attempts=1).indices(FAILED_OUT) == [1, 3]
+    assert list(classify(exp, 1, QueueSnapshot(), max_attempts=1).indices(FAILED_OUT)) == [1, 3]
 
 
 def test_settle_without_sacct(project):
@@ -214,7 +217,7 @@ def test_settle_without_sacct(project):
     ledger = Ledger(state_dirs(exp).ledger)
     assert ledger.load(active.id).state == SUBMITTED
     assert {ledger.load(e.id).state for e in (broken, vanished, never)} == {SETTLED}
-    assert to_submit(exp, 1, queue) == [0, 2, 3, 4, 5]  # one failure is under the cap
+    assert list(to_submit(exp, 1, queue)) == [0, 2, 3, 4, 5]  # one failure is under the cap
     assert 2 not in to_submit(exp, 1, queue, max_attempts=1)  # a broken script stops
     assert 4 in to_submit(exp, 1, queue, max_attempts=1)
 
@@ -240,7 +243,7 @@ def test_pending_array_cancelled_three_times_is_not_failed(project, tmp_path, mo
         assert settle(exp, queue) == 3
     outcomes = {o for _, o, _ in Attempts(state_dirs(exp).attempts).names()}
     assert outcomes == {PREEMPTED}
-    assert to_submit(exp, 1, QueueSnapshot(), max_attempts=1) == list(range(6))
+    assert list(to_submit(exp, 1, QueueSnapshot(), max_attempts=1)) == list(range(6))
 
 
 def test_sacct_running_or_pending_task_is_not_settled_nor_resubmitted(
@@ -261,14 +264,14 @@ def test_sacct_running_or_pending_task_is_not_settled_nor_resubmitted(
     assert "-j 800" in (tmp_path / "sacct.args").read_text()
     assert settle(exp, queue) == 0
     assert Ledger(state_dirs(exp).ledger).load(entry.id).state == SUBMITTED
-    assert classify(exp, 1, queue).indices(QUEUED) == [0, 1, 2, 3]
-    assert to_submit(exp, 1, queue) == [4, 5]
+    assert list(classify(exp, 1, queue).indices(QUEUED)) == [0, 1, 2, 3]
+    assert list(to_submit(exp, 1, queue)) == [4, 5]
 
     sacct.write_text("#!/bin/sh\nprintf '800_[0-3]|COMPLETED\\n800_4|PREEMPTED\\n'\n")
     queue = with_accounting(exp, QueueSnapshot(), slurm.sacct_states)
     assert settle(exp, queue) == 5  # no runner left a record: none started, none charged
     assert {o for _, o, _ in Attempts(state_dirs(exp).attempts).names()} == {LOST, PREEMPTED}
-    assert to_submit(exp, 1, queue, max_attempts=1) == list(range(6))
+    assert list(to_submit(exp, 1, queue, max_attempts=1)) == list(range(6))
 
 
 def test_squeue_listing_wins_over_lagging_accounting():
@@ -308,15 +311,21 @@ def test_status_shows_counts_and_failed_indices_with_reason_and_log(project, cap
         "failed": 1,
         "missing": 4,
     }
-    assert report["failed_indices"] == [
-        {"index": 2, "outcome": FAILED, "exit_code": 7, "log": "/logs/2.log"}
-    ]
+    (failed,) = report["failed_indices"]
+    assert {k: failed[k] for k in ("index", "attempts", "outcome", "exit_code", "log")} == {
+        "index": 2,
+        "attempts": 3,
+        "outcome": FAILED,
+        "exit_code": 7,
+        "log": "/logs/2.log",
+    }
 
     assert status_main([path, "--runs", "1", "--no-slurm", "-v"]) == 0
     table = capsys.readouterr().out
-    assert "index 2: failed (exit 7) log: /logs/2.log" in table
-    assert table.splitlines()[0].split()[1:] == list(STATUSES)
-    assert table.splitlines()[1].split()[1:] == ["1", "0", "0", "0", "1", "4"]
+    assert "index 2: failed, 3 attempt(s), last failed (exit 7); log: /logs/2.log" in table
+    assert table.splitlines()[0].startswith(f"{path}: 1/6 done (16.7%) [")
+    counts = [part.rsplit(" ", 2) for part in table.splitlines()[1].strip().split("  ")]
+    assert [c[0].split(" ")[0] for c in counts] == list(STATUSES)
 
 
 def test_status_of_a_broken_experiment_is_one_line(project, capsys):
@@ -369,7 +378,8 @@ def test_stray_files_in_attempts_are_ignored(project):
     with open(os.path.join(state_dirs(exp).attempts, "README"), "w") as f:
         f.write("notes")
     assert attempts.names() == [(_key(exp, 0), FAILED, "5_0")]
-    assert classify(exp, 1, QueueSnapshot()).counts()["missing"] == 6
+    counts = classify(exp, 1, QueueSnapshot()).counts()
+    assert (counts["failing"], counts["missing"]) == (1, 5)
 
 
 def test_bad_lease_seconds_is_a_one_line_error(project, capsys, monkeypatch):
@@ -439,7 +449,7 @@ def test_submit_refuses_while_an_unreadable_entrys_array_is_in_squeue(project):
     gone = QueueSnapshot({("0badc0ffee00", 3): "CANCELLED"})
     (warning,) = check_ledger(exp, gone)
     assert bad in warning and "\n" not in warning
-    assert to_submit(exp, 1, gone) == list(range(6))
+    assert list(to_submit(exp, 1, gone)) == list(range(6))
 
 
 def _marker(exp, i, body, age):
@@ -464,14 +474,15 @@ def test_stale_lease_markers_are_held_and_resubmitted_live_foreign_ones_are_runn
     ours = "filelock/2\npid=4243\nhost=node8\nmode=lease\ntoken=t\nduration=60.0\n"
     _marker(exp, 3, ours, age=120)  # a dead holder
     standing = classify(exp, 1, QueueSnapshot())
-    assert standing.indices(RUNNING) == [1]
-    assert standing.indices(HELD) == [2, 3]
-    assert to_submit(exp, 1, QueueSnapshot()) == [0, 2, 3, 4, 5]
+    assert list(standing.indices(RUNNING)) == [1]
+    assert list(standing.indices(HELD)) == [2, 3]
+    assert list(to_submit(exp, 1, QueueSnapshot())) == [0, 2, 3, 4, 5]
 
     path = str(project / "experiments" / "sweep.json")
-    assert status_main([path, "--no-slurm", "--runs", "1"]) == 0
+    assert status_main([path, "--no-slurm"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split()[1:] == ["0", "1", "2", "0", "0", "3"]
+    assert "never submitted and no --runs" in lines[0]
+    assert lines[2].split("  ")[1:4] == ["done 0", "running 1 (16.7%)", "held 2 (33.3%)"]
     assert any(
         "index 3: held by a stale lease" in line
         and "pid 4243 on node8" in line

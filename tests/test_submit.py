@@ -122,7 +122,7 @@ def _sbatch_calls(project):
 
 
 def _still_missing(project):
-    return to_submit(_exp(project), 1, slurm.queue_snapshot())
+    return list(to_submit(_exp(project), 1, slurm.queue_snapshot()))
 
 
 def _stderr_line(capsys):

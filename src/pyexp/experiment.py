@@ -49,6 +49,7 @@ class ExperimentDescription:
         self._product = sweep.parse_product(d["metaParameters"], f"{where}: metaParameters")
         self._decode = sweep.compile_product(self._product)
         self._count = self._product.count
+        self._finder = sweep.PermutationFinder(self._product)
         self._fields_cache: dict[str, Any] | None = None
         self._available: tuple[str, ...] = ()
         self._checked: frozenset[str] = frozenset()
@@ -92,6 +93,12 @@ class ExperimentDescription:
     def getPermutation(self, idx: int) -> dict:
         """The metaParameters with every sweep resolved for idx (wraps over runs)."""
         return self._decode(idx % self._count)
+
+    def permutationOf(self, params: dict) -> int | None:
+        """The permutation whose resolved parameters are params, or None; O(swept keys)."""
+        p = self._finder(params)
+        same = p is not None and paramsHash(self.getPermutation(p)) == paramsHash(params)
+        return p if same else None
 
     def getRun(self, idx: int) -> int:
         """Which run idx is: idx // numPermutations()."""

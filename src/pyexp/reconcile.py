@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 
 from pyexp.errors import PyExpError
-from pyexp.experiment import ExperimentDescription
-from pyexp.missing import permutation_hashes
+from pyexp.experiment import ExperimentDescription, paramsHash
+from pyexp.indexset import IndexSet
+from pyexp.placement import place
 from pyexp.scheduler.slurm_states import NOT_THE_SCRIPTS_FAULT, SLURM_OUTCOMES, QueueSnapshot
 from pyexp.state import leases, settings
 from pyexp.state.atomic import scan_names
@@ -19,15 +23,17 @@ from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry, LedgerScan
 from pyexp.state.records import CompletionRecords, record_key
 
 DEFAULT_MAX_ATTEMPTS = 3
-DONE, RUNNING, HELD, QUEUED, FAILED_OUT, MISSING = (
+LEDGER_PLACEMENT_BUDGET = 200_000  # ledger indices hashed to place keys of a huge sweep
+DONE, RUNNING, HELD, QUEUED, FAILING, FAILED_OUT, MISSING = (
     "done",
     "running",
     "held",
     "queued",
-    "failed",
+    "failing",  # failed at least once, attempts left: resubmitted
+    "failed",  # attempts exhausted: given up until --retry-failed
     "missing",
 )
-STATUSES = (DONE, RUNNING, HELD, QUEUED, FAILED_OUT, MISSING)
+STATUSES = (DONE, RUNNING, HELD, QUEUED, FAILING, FAILED_OUT, MISSING)
 
 
 class LedgerUnreadable(PyExpError, RuntimeError):
@@ -36,23 +42,31 @@ class LedgerUnreadable(PyExpError, RuntimeError):
 
 @dataclass
 class Standing:
-    """Each index's status, the record keys of the failed and running ones, who holds the held
-    ones, and one line for each ledger entry that cannot be read."""
+    """Where the indices 0..total-1 stand: an IndexSet per status (each index in exactly one),
+    the record keys of the failing, failed and running ones, who holds the held ones, one line
+    for each ledger entry that cannot be read, and the record keys that could not be placed."""
 
-    status: list[str]
-    failed_keys: dict[int, str]
+    total: int
+    sets: dict[str, IndexSet]
+    failed_keys: dict[int, str] = field(default_factory=dict)
+    failing_keys: dict[int, str] = field(default_factory=dict)
     running_keys: dict[int, str] = field(default_factory=dict)
     held: dict[int, leases.Holder] = field(default_factory=dict)
     ledger_problems: list[str] = field(default_factory=list)
+    unplaced: set[str] = field(default_factory=set)
+    jobs: list[str] = field(default_factory=list)  # Slurm job ids of our arrays still queued
 
     def counts(self) -> dict[str, int]:
         """How many indices have each status."""
-        c = Counter(self.status)
-        return {s: c.get(s, 0) for s in STATUSES}
+        return {s: len(self.sets[s]) for s in STATUSES}
 
-    def indices(self, status: str) -> list[int]:
-        """The indices with that status, ascending."""
-        return [i for i, s in enumerate(self.status) if s == status]
+    def indices(self, status: str) -> IndexSet:
+        """The indices with that status."""
+        return self.sets[status]
+
+    def status_of(self, index: int) -> str:
+        """The status of one index."""
+        return next(s for s in STATUSES if index in self.sets[s])
 
 
 def queued_indices(
@@ -61,15 +75,20 @@ def queued_indices(
     """Today's indices of the (parameters, run) that a pending or running array task of ours
     still owns: a task runs what it was planned for, under whatever index that has now."""
     out: set[int] = set()
-    moved: set[str] = set()
+    moved: dict[str, dict] = {}  # record key -> its parameters
     today = exp.fingerprint()
     for entry, planned, owned in _owned(exp, queue, scan):
         if entry.fingerprint == today:  # same file: same indices, no hashing
             out.update(owned)
         else:
-            moved.update(record_key(planned.getPermutation(i), planned.getRun(i)) for i in owned)
+            for i in owned:
+                params = planned.getPermutation(i)
+                moved[record_key(params, planned.getRun(i))] = params
     if moved:
-        out.update(_today_indices(exp, moved))
+        # Keys of permutations no longer swept have no index today: not queued.
+        runs = 1 + max(int(k.rpartition("-")[2]) for k in moved)
+        known = ((paramsHash(p), p) for p in moved.values())
+        out.update(place(exp, runs, moved, known)[0].values())
     return out
 
 
@@ -101,14 +120,35 @@ def _owned(
             yield entry, planned, owned
 
 
-def _today_indices(exp: ExperimentDescription, keys: set[str]) -> Iterator[int]:
-    """exp's indices of record keys; keys of permutations it no longer sweeps have none."""
-    position = {h: p for p, h in enumerate(permutation_hashes(exp))}
-    n = exp.numPermutations()
-    for key in keys:
-        h, run = key.rsplit("-", 1)
-        if (p := position.get(h)) is not None:
-            yield int(run) * n + p
+@dataclass(frozen=True)
+class UnknownQueue(QueueSnapshot):
+    """Stands for squeue when it cannot be asked: every task of the given ledger entries (those
+    submitted to Slurm and not settled) may still run, so their indices are not missing."""
+
+    in_doubt: frozenset[str] = frozenset()
+
+    def active(self, entry_id: str, task_id: int) -> bool:
+        """Whether that task may still run: unknown, so yes for an entry in doubt."""
+        return entry_id in self.in_doubt
+
+    def entry_active(self, entry_id: str) -> bool:
+        """Whether the entry may still run: unknown, so yes for an entry in doubt."""
+        return entry_id in self.in_doubt
+
+
+def unknown_queue(exp: ExperimentDescription) -> UnknownQueue:
+    """The queue as far as the ledger knows it without squeue: every unsettled Slurm array."""
+    entries = Ledger(state_dirs(exp).ledger).entries()
+    return UnknownQueue(in_doubt=frozenset(e.id for e in entries if _unsettled(e)))
+
+
+def _unsettled(entry: LedgerEntry) -> bool:
+    # As _left_queue: local runs record every outcome themselves, Slurm arrays get settled.
+    return (
+        entry.state == SUBMITTED
+        and bool(entry.job_id)
+        and not str(entry.job_id).startswith("local-")
+    )
 
 
 def ledger_problems(scan: LedgerScan, queue: QueueSnapshot) -> list[str]:
@@ -128,42 +168,90 @@ def classify(
     max_attempts: int = 3,
     retry_failed: bool = False,
 ) -> Standing:
-    """Every index of exp x runs as exactly one of done, running, held, queued, failed, missing."""
+    """Every index of exp x runs as exactly one of the STATUSES, in that order of precedence.
+
+    Arithmetic over the few record keys on disk (done, leased, attempted) placed at their
+    indices, and the ledger's queued indices: missing is everything else, never enumerated.
+    """
     dirs = state_dirs(exp)
     markers = leases.held_keys(dirs.leases)  # before done: a runner may finish in between
-    done = CompletionRecords(dirs.done).completed()
-    live = {k for k, h in markers.items() if h.live}
-    held = {k: h for k, h in markers.items() if not h.live}
+    # A reader: folding here would also drop the parameters that place keys of huge sweeps.
+    done = CompletionRecords(dirs.done).completed(compact=False)
     attempts = Attempts(dirs.attempts).counts()
     scan = Ledger(dirs.ledger).scan()
-    queued = queued_indices(exp, queue, scan)
-    hashes = permutation_hashes(exp)
-    n = len(hashes)
-    standing = Standing([], {}, ledger_problems=ledger_problems(scan, queue))
-    for run in range(runs):
-        for p, h in enumerate(hashes):
-            key = f"{h}-{run}"
-            i = run * n + p
-            if key in done:
-                standing.status.append(DONE)
-            elif key in live:
-                standing.status.append(RUNNING)
-                standing.running_keys[i] = key
-            elif key in held:
-                standing.status.append(HELD)
-                standing.held[i] = held[key]
-            elif i in queued:
-                standing.status.append(QUEUED)
-            elif _exhausted(attempts.get(key), max_attempts) and not retry_failed:
-                standing.status.append(FAILED_OUT)
-                standing.failed_keys[i] = key
-            else:
-                standing.status.append(MISSING)
+    queued = _index_set(queued_indices(exp, queue, scan))
+    keys = done | markers.keys() | attempts.keys()
+    where, unplaced = place(exp, runs, keys, _params_on_record(exp, dirs.done, scan))
+    charged = {k: _charged(c) for k, c in attempts.items() if _charged(c)}
+    given_up = {k for k, c in charged.items() if c >= max_attempts and not retry_failed}
+    live = {k for k, h in markers.items() if h.live}
+    total = exp.numPermutations() * runs
+    groups = [
+        (DONE, IndexSet.of(where[k] for k in done if k in where)),
+        (RUNNING, _at(where, live)),
+        (HELD, _at(where, markers.keys() - live)),
+        (QUEUED, queued - (IndexSet.span(total, max(total, _end(queued))))),
+        (FAILED_OUT, _at(where, given_up)),
+        (FAILING, _at(where, charged.keys() - given_up)),
+    ]
+    sets: dict[str, IndexSet] = {}
+    taken = IndexSet()
+    for status, indices in groups:
+        sets[status] = indices - taken
+        taken = taken | sets[status]
+    sets[MISSING] = IndexSet.span(0, total) - taken
+    standing = Standing(total, sets, ledger_problems=ledger_problems(scan, queue))
+    standing.unplaced = unplaced & (done | live)
+    standing.jobs = [e.job_id for e in scan.entries if e.job_id and queue.entry_active(e.id)]
+    for k, i in where.items():
+        if i in sets[FAILED_OUT]:
+            standing.failed_keys[i] = k
+        elif i in sets[FAILING]:
+            standing.failing_keys[i] = k
+        elif i in sets[RUNNING] and k in live:
+            standing.running_keys[i] = k
+        elif i in sets[HELD] and k in markers:
+            standing.held[i] = markers[k]
     return standing
 
 
-def _exhausted(outcomes: Counter | None, max_attempts: int) -> bool:
-    return outcomes is not None and outcomes[FAILED] + outcomes[OOM] >= max_attempts
+def _charged(outcomes: Counter) -> int:
+    """Failures that count towards the attempt cap (failed, out of memory)."""
+    return outcomes[FAILED] + outcomes[OOM]
+
+
+def _at(where: dict[str, int], keys: Iterable[str]) -> IndexSet:
+    return IndexSet.of(where[k] for k in keys if k in where)
+
+
+def _end(indices: IndexSet) -> int:
+    return indices.ranges[-1][1] if indices else 0
+
+
+def _index_set(indices: IndexSet | Iterable[int]) -> IndexSet:
+    return indices if isinstance(indices, IndexSet) else IndexSet.of(indices)
+
+
+def _params_on_record(
+    exp: ExperimentDescription, done_dir: str, scan: LedgerScan
+) -> Iterator[tuple[str, dict]]:
+    """(params hash, params) where the state holds parameters: loose completion records, then
+    the indices of ledger entries under their snapshots (newest first, up to a budget). Read
+    lazily: only for sweeps too big to hash every permutation."""
+    for name in scan_names(done_dir):
+        with contextlib.suppress(OSError, ValueError, TypeError, LookupError):
+            with open(os.path.join(done_dir, name), encoding="utf-8") as f:
+                params = json.load(f)["params"]
+            yield name.rpartition("-")[0], params
+    budget = LEDGER_PLACEMENT_BUDGET
+    for entry in reversed(scan.entries):
+        then = ExperimentDescription(entry.snapshot, path=entry.experiment, config=exp.config)
+        for i in islice((i for task in entry.tasks for i in task), budget):
+            budget -= 1
+            params = then.getPermutation(i)
+            yield paramsHash(params), params
+        if budget <= 0:
+            return
 
 
 def max_attempts(exp: ExperimentDescription, given: int | None, remember: bool = False) -> int:
@@ -186,11 +274,12 @@ def to_submit(
     queue: QueueSnapshot,
     max_attempts: int = 3,
     retry_failed: bool = False,
-) -> list[int]:
-    """The indices pyexp-submit should submit: the missing ones, and those whose lease holder
-    stopped renewing (held), which the next runner takes over."""
+) -> IndexSet:
+    """The indices pyexp-submit should submit: the missing ones, the failing ones (attempts
+    left), and those whose lease holder stopped renewing (held), which the next runner takes
+    over."""
     standing = classify(exp, runs, queue, max_attempts, retry_failed)
-    return sorted(standing.indices(MISSING) + standing.indices(HELD))
+    return standing.indices(MISSING) | standing.indices(FAILING) | standing.indices(HELD)
 
 
 def check_ledger(exp: ExperimentDescription, queue: QueueSnapshot) -> list[str]:

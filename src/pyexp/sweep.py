@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from bisect import bisect_right
@@ -302,3 +303,83 @@ def _compile_choice(choice: Choice) -> Callable[[int], Any]:
         return decode(r - starts[pos]) if decode else json_copy(literal)
 
     return pick
+
+
+ABSENT: Any = object()  # what value_at returns for a key the params lack
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def value_at(params: Any, dotted: str) -> Any:
+    """The value at a dotted key of nested params ('[i]' parts index lists), or ABSENT."""
+    node = params
+    for part in dotted.split("."):
+        match = _INDEX.fullmatch(part)
+        if isinstance(node, list) and match and int(match.group(1)) < len(node):
+            node = node[int(match.group(1))]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return ABSENT
+    return node
+
+
+class PermutationFinder:
+    """Resolved params -> local index of a Product: the decoder's inverse, O(swept keys).
+
+    Values compare as canonical JSON (1 and 1.0 differ, as in paramsHash); keys the product does
+    not know are not checked, so callers confirm a match by hashing the decoded permutation.
+    """
+
+    def __init__(self, product: Product) -> None:
+        self._product = product
+        self._positions: dict[int, dict[Any, int] | None] = {}  # id(Choice) -> value -> position
+
+    def __call__(self, params: dict) -> int | None:
+        """The index whose permutation has these params, or None if none can."""
+        return self._find(self._product, params)
+
+    def _find(self, product: Product, params: Any) -> int | None:
+        index = 0
+        for key, node in zip(product.keys, product.nodes, strict=True):
+            value = value_at(params, key)
+            if value is ABSENT:
+                return None
+            if isinstance(node, Const):
+                if _identity(value) != _identity(node.value):
+                    return None
+                continue
+            r = self._position(node, value)
+            if r is None:
+                return None
+            index = index * node.count + r
+        return index
+
+    def _position(self, node: Choice, value: Any) -> int | None:
+        if id(node) not in self._positions:
+            self._positions[id(node)] = _literal_positions(node)
+        positions = self._positions[id(node)]
+        if positions is not None:
+            return positions.get(_identity(value))
+        for pos, alternative in enumerate(node.alternatives):
+            local = self._find(alternative, value) if isinstance(value, dict) else None
+            if local is not None:
+                return node.starts[pos] + local
+        return None
+
+
+def _identity(value: Any) -> Any:
+    """A hashable stand-in equal for values paramsHash cannot tell apart (1 and 1.0 differ)."""
+    return (type(value), value) if isinstance(value, _SCALARS) else _canonical(value)
+
+
+def _literal_positions(node: Choice) -> dict[Any, int] | None:
+    """value identity -> first position, for a choice among literals; None for sub-sweeps."""
+    if any(isinstance(a, Product) for a in node.alternatives):
+        return None
+    positions: dict[Any, int] = {}
+    for pos, a in enumerate(node.alternatives):
+        positions.setdefault(_identity(a), pos)
+    return positions

@@ -30,15 +30,16 @@ class Progress:
         eta = elapsed / finished * (total - finished)
         text = (
             f"{self.label}: [{'#' * filled}{'.' * (WIDTH - filled)}] {finished}/{total} indices"
-            f"{f', {failed} tasks with failures' if failed else ''}, {_clock(elapsed)} elapsed"
-            f"{f', ~{_clock(eta)} left' if finished < total else ''}"
+            f"{f', {failed} tasks with failures' if failed else ''}, {clock(elapsed)} elapsed"
+            f"{f', ~{clock(eta)} left' if finished < total else ''}"
         )
         end = "\n" if finished == total or not self.tty else ""
         self.stream.write(("\r\x1b[K" if self.tty else "") + text + end)
         self.stream.flush()
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """Seconds as h:mm:ss (or m:ss under an hour)."""
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -1,29 +1,56 @@
-"""pyexp-status: done, running, held, queued, failed and missing per experiment."""
+"""pyexp-status: done, running, held, queued, failing, failed and missing per experiment."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
+import time
 
 from pyexp.cli.args import Parser, count, runs_for
 from pyexp.errors import PyExpError, describe
 
-if TYPE_CHECKING:
-    from pyexp.state.leases import Holder
-NO_RUNS = "never submitted and no --runs: counting 1 run (pass --runs N)"
+PROG = "pyexp-status"
+LIST_LIMIT = 50  # indices listed per kind; the JSON says how many there are in all
+TAIL_LINES = 5  # of each failing index's last attempt
+
+
+def seconds(text: str) -> float:
+    """A positive number of seconds, for --watch."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line of pyexp-status."""
-    p = Parser(prog="pyexp-status", description=__doc__)
+    p = Parser(prog=PROG, description=__doc__)
     p.add_argument("experiments", nargs="+", metavar="EXPERIMENT.json")
     p.add_argument(
         "--runs", type=count, help="runs per permutation (default: as the last pyexp-submit)"
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("-v", "--verbose", action="store_true", help="list failed indices")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="list failing and failed indices (attempts, reason, log tail) and who runs what",
+    )
+    p.add_argument(
+        "--by", metavar="PARAM", help="break the counts down by a parameter's values (dotted)"
+    )
+    p.add_argument(
+        "--watch",
+        nargs="?",
+        type=seconds,
+        const=10.0,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 10) until Ctrl-C",
+    )
     p.add_argument(
         "--max-attempts",
         type=count,
@@ -34,69 +61,116 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print where each experiment stands."""
+    """Print where each experiment stands (again every --watch seconds)."""
     args = parse_args(argv)
+    try:
+        while True:
+            if (code := _show(args)) or args.watch is None:
+                return code
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from pyexp.cli.status_view import render
+
     try:
         reports = [_report(path, args) for path in args.experiments]
     except (PyExpError, OSError) as e:
-        print(f"pyexp-status: {describe(e)}", file=sys.stderr)
+        print(f"{PROG}: {describe(e)}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(reports, indent=2))
-    else:
-        for r in reports:
-            if r["runs_unknown"]:
-                print(f"{r['experiment']}: {NO_RUNS}")
-        print(_table(reports, args.verbose))
+    if args.watch is not None and sys.stdout.isatty():
+        print("\x1b[H\x1b[J", end="")  # redraw in place
+    print(json.dumps(reports, indent=2) if args.json else render(reports, args.verbose))
+    sys.stdout.flush()
     return 0
 
 
 def _report(path: str, args: argparse.Namespace) -> dict:
+    from pyexp import sweep_progress as numbers
     from pyexp.experiment import loadExperiment
     from pyexp.reconcile import classify, max_attempts
-    from pyexp.state.attempts import Attempts
     from pyexp.state.layout import state_dirs
-    from pyexp.state.leases import IndexLeases, read_holder
+    from pyexp.state.records import CompletionRecords
 
     exp = loadExperiment(path)
     runs = runs_for(exp, args.runs)
-    queue = _queue_or_empty(exp, args.no_slurm)
+    queue, problem = _queue(exp, args.no_slurm)
     standing = classify(exp, runs or 1, queue, max_attempts(exp, args.max_attempts))
-    report: dict = {"experiment": path, "runs": runs or 1, "runs_unknown": runs is None}
-    report.update(standing.counts())
-    report["problems"] = standing.ledger_problems
-    report["held_indices"] = [_held(i, h) for i, h in sorted(standing.held.items())]
-    if args.verbose or args.json:
-        latest = Attempts(state_dirs(exp).attempts).latest(set(standing.failed_keys.values()))
-        report["failed_indices"] = [
-            _failure(i, latest.get(key)) for i, key in sorted(standing.failed_keys.items())
-        ]
-        leases = IndexLeases(state_dirs(exp).leases)
-        report["running_indices"] = [
-            _holder(i, read_holder(leases.path(key)))
-            for i, key in sorted(standing.running_keys.items())
-        ]
-    return report
-
-
-def _queue_or_empty(exp, no_slurm: bool):
-    from pyexp.reconcile import with_accounting
-    from pyexp.scheduler import slurm
-    from pyexp.scheduler.slurm_states import QueueSnapshot
-
-    if no_slurm or not slurm.available():
-        return QueueSnapshot()
-    return with_accounting(exp, slurm.queue_snapshot(), slurm.sacct_states)
-
-
-def _failure(index: int, attempt) -> dict:
-    info = attempt.info if attempt else {}
-    return {
-        "index": index,
-        "outcome": attempt.outcome if attempt else "?",
-        "exit_code": info.get("exit_code"),
-        "log": info.get("log"),
+    counts = standing.counts()
+    times = numbers.runtimes(CompletionRecords(state_dirs(exp).done).durations())
+    eta = numbers.eta(standing, times)
+    out: dict = {"experiment": path, "runs": runs or 1, "runs_unknown": runs is None}
+    out.update(total=standing.total, **counts, percent=numbers.percentages(counts, standing.total))
+    out.update(queue_known=problem is None and not args.no_slurm, queue_problem=problem)
+    out.update(jobs=standing.jobs, problems=standing.ledger_problems)
+    out["unplaced"] = len(standing.unplaced)
+    out["runtime"] = times and {"indices": times.count, "median": times.median, "p90": times.p90}
+    out["eta"] = eta and {
+        "seconds": eta.seconds,
+        "remaining": eta.remaining,
+        "running": eta.running,
+        "median": eta.median,
+        "how": "remaining indices x median runtime / indices running now",
     }
+    out["held_indices"] = [_held(i, h) for i, h in sorted(standing.held.items())[:LIST_LIMIT]]
+    if args.verbose or args.json:
+        out.update(_failures(exp, standing), running_indices=_running(exp, standing))
+    if args.by:
+        out["by"] = {"param": args.by, "rows": numbers.breakdown(exp, standing, args.by)}
+    return out
+
+
+def _failures(exp, standing) -> dict:
+    """The failing and failed indices (first LIST_LIMIT of each): attempts, reason, log tail."""
+    from pyexp.index_logs import attempts_in, index_log
+    from pyexp.state.attempts import Attempts
+    from pyexp.state.layout import state_dirs
+
+    attempts = Attempts(state_dirs(exp).attempts)
+    out: dict = {}
+    for name, keys in (("failing", standing.failing_keys), ("failed", standing.failed_keys)):
+        shown = sorted(keys.items())[:LIST_LIMIT]
+        latest = attempts.latest({k for _, k in shown})
+        tries = attempts.counts()
+        rows = []
+        for i, key in shown:
+            info = latest[key].info if key in latest else {}
+            log = info.get("log") or index_log(exp, i)
+            rows.append(
+                {
+                    "index": i,
+                    "attempts": sum(tries.get(key, {}).values()),
+                    "outcome": latest[key].outcome if key in latest else None,
+                    "exit_code": info.get("exit_code"),
+                    "reason": info.get("error") or info.get("why"),
+                    "log": log,
+                    "tail": _tail(attempts_in, log),
+                }
+            )
+        out[f"{name}_indices"] = rows
+        out[f"{name}_indices_total"] = len(keys)
+    return out
+
+
+def _tail(attempts_in, log: str) -> list[str]:
+    try:
+        found = attempts_in(log, TAIL_LINES)
+    except OSError:
+        return []
+    return found[-1].tail if found else []
+
+
+def _running(exp, standing) -> list[dict]:
+    from pyexp.state.layout import state_dirs
+    from pyexp.state.leases import IndexLeases, read_holder
+
+    leases = IndexLeases(state_dirs(exp).leases)
+    return [
+        _holder(i, read_holder(leases.path(key)))
+        for i, key in sorted(standing.running_keys.items())[:LIST_LIMIT]
+    ]
 
 
 def _holder(index: int, fields: dict[str, str]) -> dict:
@@ -108,7 +182,7 @@ def _holder(index: int, fields: dict[str, str]) -> dict:
     }
 
 
-def _held(index: int, holder: Holder) -> dict:
+def _held(index: int, holder) -> dict:
     return {
         "index": index,
         "host": holder.host,
@@ -118,28 +192,21 @@ def _held(index: int, holder: Holder) -> dict:
     }
 
 
-def _table(reports: list[dict], verbose: bool) -> str:
-    cols = ("done", "running", "held", "queued", "failed", "missing")
-    width = max(len("experiment"), *(len(r["experiment"]) for r in reports))
-    lines = [f"{'experiment':<{width}}  " + "  ".join(f"{c:>8}" for c in cols)]
-    for r in reports:
-        lines.append(f"{r['experiment']:<{width}}  " + "  ".join(f"{r[c]:>8}" for c in cols))
-        lines += [f"  warning: {p}" for p in r["problems"]]
-        for h in r["held_indices"]:
-            who = f"job {h['job']} pid {h['pid']} on {h['host']}" if h["host"] else "nobody"
-            lines.append(
-                f"  index {h['index']}: held by a stale lease ({who}, last renewed "
-                f"{h['age_seconds']} s ago); the next runner takes it over"
-            )
-        for h in r.get("running_indices", []) if verbose else []:
-            lines.append(
-                f"  index {h['index']}: running on {h['host']} pid {h['pid']} job {h['job']}"
-            )
-        for f in r.get("failed_indices", []) if verbose else []:
-            lines.append(
-                f"  index {f['index']}: {f['outcome']} (exit {f['exit_code']}) log: {f['log']}"
-            )
-    return "\n".join(lines)
+def _queue(exp, no_slurm: bool):
+    """squeue's snapshot (with sacct's word), else the ledger's guess and why squeue was not
+    asked; with --no-slurm, the guess and no complaint."""
+    from pyexp.errors import SlurmError
+    from pyexp.reconcile import unknown_queue, with_accounting
+    from pyexp.scheduler import slurm
+
+    if no_slurm:
+        return unknown_queue(exp), None
+    if not slurm.available():
+        return unknown_queue(exp), f"{slurm.command('squeue')}: not found on PATH"
+    try:
+        return with_accounting(exp, slurm.queue_snapshot(), slurm.sacct_states), None
+    except SlurmError as e:
+        return unknown_queue(exp), str(e)
 
 
 if __name__ == "__main__":
