@@ -1,0 +1,86 @@
+"""A farm worker whose command takes no index: started once, it claims indices itself.
+
+pyexp-run starts the command with PYEXP_LEDGER and PYEXP_TASK set, and the user's script calls
+pyexp.claim() (pyexp.runner.claim), which takes leases and records outcomes the way pyexp-run
+does. pyexp-run passes a stop signal on as it came (SIGUSR1 stays a timeout), kills the
+script's process group if it has not ended a grace period later, and says so when the script
+never called pyexp.claim() (a command that forgot {index}).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import time
+from typing import TextIO
+
+from pyexp.runner.command import CommandTemplate, env_number
+from pyexp.runner.processes import SignalWatch, Spawner, signal_group
+from pyexp.state.ledger import LedgerEntry
+
+CLAIM_MARK = "PYEXP_CLAIM_MARK"  # a path pyexp.claim() creates: the script did claim
+WORKER_START = (
+    "PYEXP_WORKER_START"  # epoch seconds pyexp-run started: the time limit counts from it
+)
+DEFAULT_GRACE_SECONDS = 20.0
+
+
+def grace_seconds() -> float:
+    """How long a stopped worker script may take to end: $PYEXP_GRACE_SECONDS, else 20 s."""
+    value = os.environ.get("PYEXP_GRACE_SECONDS")
+    return env_number("PYEXP_GRACE_SECONDS", value, DEFAULT_GRACE_SECONDS)
+
+
+def run_worker_script(
+    template: CommandTemplate,
+    ledger_path: str,
+    task: int,
+    snapshot: str,
+    entry: LedgerEntry,
+    out: TextIO | None = None,
+) -> int:
+    """Run the command once as worker task of the entry; its exit status (128+N on signal N)."""
+    out = out or sys.stderr
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="pyexp-worker-") as tmp:
+        mark = os.path.join(tmp, "claimed")
+        env = {
+            **os.environ,
+            "PYEXP_LEDGER": os.path.abspath(ledger_path),
+            "PYEXP_TASK": str(task),
+            "PYEXP_EXPERIMENT": entry.experiment,
+            "PYEXP_SNAPSHOT": snapshot,
+            CLAIM_MARK: mark,
+            WORKER_START: str(started),
+        }
+        with SignalWatch() as watch:
+            try:
+                proc = Spawner().start(template.argv(snapshot, 0, 0), None, env)
+            except OSError as e:
+                print(f"pyexp-run: cannot start {template.tokens[0]!r}: {e.strerror}", file=out)
+                return 127
+            rc = _supervise(proc, watch)
+        if watch.signum is not None:
+            return 128 + watch.signum
+        if not os.path.exists(mark):
+            print(
+                f"pyexp-run: {template.template!r} has no {{index}}, so each worker runs it "
+                "once to call pyexp.claim(), but it never did; add {index} to run it per index",
+                file=out,
+            )
+            return rc or 1
+        return rc
+
+
+def _supervise(proc, watch: SignalWatch) -> int:
+    kill_at = None
+    while proc.poll() is None:
+        if watch.signum is not None and kill_at is None:
+            signal_group(proc, watch.signum)
+            kill_at = time.monotonic() + grace_seconds()
+        if kill_at is not None and time.monotonic() >= kill_at:
+            signal_group(proc, signal.SIGKILL)
+        watch.wait(None if kill_at is None else max(0.05, kill_at - time.monotonic()))
+    return proc.returncode
