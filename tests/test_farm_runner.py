@@ -1,10 +1,18 @@
 """Farm mode, runner side: pool entries in the ledger, pulling workers, pyexp.claim()."""
 
 import json
+import re
+from collections import Counter
 from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from test_runner import Project, sh, wait_for, write_entry
 
 from pyexp.indexset import IndexSet
+from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import FARM, Ledger, LedgerEntry
+from pyexp.state.records import CompletionRecords
 
 
 def test_farm_entry_round_trips_and_lists_its_pool(tmp_path):
@@ -29,3 +37,118 @@ def test_entry_written_before_farm_fields_loads_as_static(tmp_path):
     assert entry.indices() == [3, 1, 2]
     assert entry.index_set() == IndexSet.of([1, 2, 3])
     assert entry.task_count() == 2
+
+
+# --- pulling workers (pyexp-run --ledger on a farm entry), real processes --------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path)
+
+
+def farm_entry(project: Project, path: Path, pool: str, workers: int, **fields) -> str:
+    return write_entry(project, path, [], mode=FARM, pool=pool, workers=workers, **fields)
+
+
+def lease_figures(stderr: str) -> tuple[int, int]:
+    found = re.search(r"(\d+) lease tries \((\d+) refused\)", stderr)
+    assert found, stderr
+    return int(found.group(1)), int(found.group(2))
+
+
+def test_eight_workers_on_one_pool_run_each_index_once_and_rarely_meet(project):
+    path = project.experiment("pool", {"a": list(range(20)), "b": list(range(10))})
+    out = project.root / "ran.txt"
+    ledger = farm_entry(project, path, "0-199", 8)
+    command = sh('I=$2; echo "$I" >> "$1"; sleep 0.02', out, "{index}")
+    procs = [project.start("--ledger", ledger, "--task", w, "--command", command) for w in range(8)]
+    results = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, results
+    ran = Counter(int(x) for x in out.read_text().split())
+    assert sorted(ran) == list(range(200)) and set(ran.values()) == {1}
+    tries, refused = map(sum, zip(*(lease_figures(err) for _, err in results), strict=True))
+    # Workers start 25 indices apart: they meet only where one reaches the next one's start.
+    print(f"lease tries {tries}, refused {refused}")
+    assert refused <= 0.05 * 200, (tries, refused)
+    assert tries - refused >= 200
+
+
+def test_index_of_a_worker_killed_midway_is_run_by_the_next_worker(project):
+    path = project.experiment("killed", {"x": list(range(4))})
+    out, started = project.root / "ran.txt", project.root / "started"
+    ledger = farm_entry(project, path, "0-3", 1)
+    script = (
+        'I=$2; echo "$I" >> "$1"; [ "$I" = 1 ] && [ ! -e "$3" ] && : > "$3" && sleep 60; exit 0'
+    )
+    command = sh(script, out, "{index}", started)
+    first = project.start("--ledger", ledger, "--task", 0, "--command", command)
+    wait_for(lambda: started.exists())
+    first.kill()
+    first.communicate(timeout=30)
+    assert not project.complete(path, 1)  # it was running: no record, its lease is stale
+    second = project.run("--ledger", ledger, "--task", 0, "--command", command)
+    assert second.returncode == 0, second.stderr
+    assert all(project.complete(path, i) for i in range(4))
+
+
+def test_index_failed_by_one_worker_is_not_retried_by_the_others(project):
+    path = project.experiment("failing", {"x": list(range(12))})
+    out = project.root / "ran.txt"
+    ledger = farm_entry(project, path, "0-11", 3)
+    command = sh('I=$2; echo "$I" >> "$1"; sleep 0.05; [ "$I" != 5 ]', out, "{index}")
+    procs = [project.start("--ledger", ledger, "--task", w, "--command", command) for w in range(3)]
+    [p.communicate(timeout=120) for p in procs]
+    ran = Counter(int(x) for x in out.read_text().split())
+    assert ran[5] == 1 and set(ran.values()) == {1}
+    assert [a["index"] for a in project.attempts(path)] == [5]
+
+
+def test_worker_runs_cores_indices_at_once(project):
+    path = project.experiment("cores", {"x": list(range(4))})
+    out = project.root / "ran.txt"
+    ledger = farm_entry(project, path, "0-3", 1, cores=4)
+    command = sh(
+        'I=$2; echo "start $PYEXP_INDEX" >> "$1"; sleep 1; echo "end" >> "$1"', out, "{index}"
+    )
+    result = project.run("--ledger", ledger, "--task", 0, "--command", command)
+    assert result.returncode == 0, result.stderr
+    lines = out.read_text().splitlines()
+    assert [line.split()[0] for line in lines[:4]] == ["start"] * 4  # all four before any end
+
+
+def test_worker_does_not_start_an_index_its_time_cannot_hold(project):
+    path = project.experiment("timed", {"x": list(range(10))})
+    out = project.root / "ran.txt"
+    # Measured: indices take 1.5 s (p90), which beats the 0.1 s index_minutes would say.
+    exp = project.load(path)
+    records = CompletionRecords(state_dirs(exp).done)
+    for i in (8, 9):
+        records.mark_complete(exp.getPermutation(i), exp.getRun(i), {"duration": 1.5})
+    ledger = farm_entry(
+        project,
+        path,
+        "0-9",
+        1,
+        time_limit_seconds=4.0,
+        signal_lead_seconds=0.5,
+        index_minutes=0.1 / 60,
+    )
+    command = sh('I=$2; echo "$I" >> "$1"; sleep 1', out, "{index}")
+    result = project.run("--ledger", ledger, "--task", 0, "--command", command)
+    assert result.returncode == 0, result.stderr
+    ran = [int(x) for x in out.read_text().split()]
+    assert 1 <= len(ran) <= 3  # 3.5 s of budget, 1.5 s per index estimated
+    assert re.search(r"not starting index \d+: it may take 2s and [01]s are left", result.stderr)
+    assert "stopped before the time limit" in result.stderr
+    assert project.attempts(path) == []  # nothing killed, nothing charged
+    assert sum(project.complete(path, i) for i in range(8)) == len(ran)
+
+
+def test_worker_uses_index_minutes_while_nothing_has_finished(project):
+    path = project.experiment("guess", {"x": list(range(10))})
+    ledger = farm_entry(project, path, "0-9", 1, time_limit_seconds=2.0, index_minutes=1.0)
+    result = project.run("--ledger", ledger, "--task", 0, "--command", "true {index}")
+    assert result.returncode == 0, result.stderr
+    assert "not starting index 0: it may take 60s and 2s are left" in result.stderr
+    assert not any(project.complete(path, i) for i in range(10))

@@ -100,7 +100,9 @@ class ClaimWorker:
                 self.claims.held(item)
                 continue
             self.claims.taken(item)
-            if self.records.is_complete(item.params, item.run, fresh=True):
+            if not self.claims.wanted(item) or self.records.is_complete(
+                item.params, item.run, fresh=True
+            ):
                 self.leases.forget(item.key)
                 self.tally["skipped"] += 1
                 continue

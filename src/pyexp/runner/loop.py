@@ -58,6 +58,9 @@ class _InOrder:
     def taken(self, item: Item) -> None:
         pass
 
+    def wanted(self, item: Item) -> bool:
+        return True
+
     def held(self, item: Item) -> None:
         pass
 
@@ -73,6 +76,7 @@ class Source(Protocol):
     def more(self) -> bool: ...
     def pop(self, running: int) -> Item | None: ...
     def taken(self, item: Item) -> None: ...
+    def wanted(self, item: Item) -> bool: ...
     def held(self, item: Item) -> None: ...
     def summary(self) -> str: ...
 
@@ -204,9 +208,13 @@ class Runner:
             source.held(item)
             if source.defers:
                 deferred.append(item)
-        else:
-            source.taken(item)
+            return
+        source.taken(item)
+        if source.wanted(item):
             self._launch(item, lease)
+        else:
+            self.leases.forget(item.key)
+            self.tally["skipped"] += 1
 
     def _retry(self, deferred: list[Item]) -> None:
         for item in list(deferred):

@@ -1,18 +1,22 @@
 """Farm workers: which pool index a worker tries next, and whether its time still holds one.
 
-Worker w of N walks the pool from position (w * size) // N, wrapping, so workers start apart
-and rarely try the same lease. It skips indices that are done or that this array already tried
-and failed (refreshed from the folders at most once a second), tries each other one's lease
-(the Runner does, and reports taken/held back), and leaves held ones to their holder. A pass
-that claimed something is followed by another over the indices that were held; the worker ends
-when a pass claims nothing and none of its own indices runs, or when the next index's estimate
-(a high percentile of this experiment's measured durations, else the entry's index_minutes) no
-longer fits before the deadline: the job's end less the signal lead.
+Worker w of N walks the pool from position (w * size) // N, wrapping, so workers start apart.
+It skips indices that are done or that this array already tried and failed (the folders are
+re-read at most once a second, then the record is stat'ed), and those whose lease marker shows
+a live holder, so workers that meet walk past each other instead of contending on lease files.
+It tries the lease of any other (the Runner does, and reports taken/held back); under the lease
+it asks again whether the array tried it. A pass that claimed something is followed by another
+over the indices that were held; the worker ends when a pass claims nothing and none of its own
+indices runs, or when the next index's estimate (a high percentile of this experiment's
+measured durations, else the entry's index_minutes) no longer fits before the deadline: the
+job's end less the signal lead.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from itertools import chain
@@ -22,6 +26,7 @@ from pyexp.indexset import IndexSet
 from pyexp.job_environment import JobEnvironment
 from pyexp.runner.item import Item
 from pyexp.state.attempts import FAILED, LEASE_LOST, OOM, Attempts
+from pyexp.state.leases import holder_of
 from pyexp.state.ledger import LedgerEntry
 from pyexp.state.records import CompletionRecords
 
@@ -122,6 +127,7 @@ class PoolClaims:
         self._budget = budget or TimeBudget(None)
         self._say = say
         self._settled: set[str] = set()
+        self._leases, self._host = dirs.leases, socket.gethostname()
         self._refreshed = -math.inf
         self.ended = self.out_of_time = False
         self.tries = self.refused = 0
@@ -139,7 +145,10 @@ class PoolClaims:
                     return None
                 continue
             item = Item.of(self._exp, index)
-            if item.key in self._settled_keys():
+            if item.key in self._settled_keys() or self._records.is_complete(item.params, item.run):
+                continue
+            if self._busy(item.key):  # left to its holder without touching its lease
+                self._held.append(index)
                 continue
             if (why := self._budget.refusal()) is not None:
                 self._say(f"not starting index {index}: {why}; the rest stays missing")
@@ -152,6 +161,12 @@ class PoolClaims:
         """The Runner took item's lease."""
         self.tries += 1
         self._claimed += 1
+
+    def wanted(self, item: Item) -> bool:
+        """Asked under item's lease: whether this array has not tried it yet (failures are
+        recorded before their lease is released, so this answer is final)."""
+        self._refreshed = -math.inf
+        return item.key not in self._settled_keys()
 
     def held(self, item: Item) -> None:
         """Someone else (or this worker, for an equal key) holds item's lease."""
@@ -174,6 +189,16 @@ class PoolClaims:
         # Nothing claimed while own indices run: the next pass waits for one of them to end.
         return claimed > 0
 
+    def _busy(self, key: str) -> bool:
+        """Whether key's lease looks held by a live runner: renewed within its duration and,
+        on this host, by a process that still exists (a dead holder's lease is worth a try)."""
+        holder = holder_of(self._leases, key)
+        if holder is None or not holder.live:
+            return False
+        if holder.host == self._host and holder.pid is not None:
+            return _exists(holder.pid)
+        return True
+
     def _settled_keys(self) -> set[str]:
         now = time.monotonic()
         if now - self._refreshed >= REFRESH_SECONDS:
@@ -185,3 +210,13 @@ class PoolClaims:
             }
             self._settled = self._records.completed() | tried
         return self._settled
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
