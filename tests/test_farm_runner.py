@@ -2,6 +2,10 @@
 
 import json
 import re
+import shlex
+import signal
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -152,3 +156,77 @@ def test_worker_uses_index_minutes_while_nothing_has_finished(project):
     assert result.returncode == 0, result.stderr
     assert "not starting index 0: it may take 60s and 2s are left" in result.stderr
     assert not any(project.complete(path, i) for i in range(10))
+
+
+# --- in-process workers: pyexp.claim() in the user's script ---------------------------------
+
+WORKER = """\
+import os, sys, time
+import pyexp
+for job in pyexp.claim({args}):
+    with job:
+        if job.index == 2:
+            raise ValueError("boom at index 2")
+        if job.index == 0 and len(sys.argv) > 2:
+            open(sys.argv[2], "w").close()
+            time.sleep(30)
+        with open(sys.argv[1], "a") as f:
+            f.write(f"{{job.index}}\\n")
+"""
+
+
+def worker_script(project: Project, args: str = "") -> Path:
+    script = project.root / "worker.py"
+    script.write_text(WORKER.format(args=args))
+    return script
+
+
+def test_in_process_workers_run_each_index_once_and_an_exception_fails_only_its_index(project):
+    path = project.experiment("inproc", {"x": list(range(30))})
+    out = project.root / "ran.txt"
+    command = shlex.join([sys.executable, str(worker_script(project)), str(out)])
+    ledger = farm_entry(project, path, "0-29", 3, command=command)
+    procs = [project.start("--ledger", ledger, "--task", w) for w in range(3)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], results
+    ran = Counter(int(x) for x in out.read_text().split())
+    assert sorted(ran) == [i for i in range(30) if i != 2] and set(ran.values()) == {1}
+    assert [(a["index"], a["outcome"]) for a in project.attempts(path)] == [(2, "failed")]
+    log = Path(project.attempts(path)[0]["log"]).read_text()
+    assert "ValueError: boom at index 2" in log
+    assert sum(project.complete(path, i) for i in range(30)) == 29
+
+
+def test_in_process_worker_stopped_by_sigterm_records_its_index_preempted(project):
+    path = project.experiment("stopped", {"x": list(range(5))})
+    out, started = project.root / "ran.txt", project.root / "started"
+    command = shlex.join([sys.executable, str(worker_script(project)), str(out), str(started)])
+    ledger = farm_entry(project, path, "0-4", 1, command=command)
+    proc = project.start("--ledger", ledger, "--task", 0)
+    wait_for(lambda: started.exists(), timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert [(a["index"], a["outcome"]) for a in project.attempts(path)] == [(0, "preempted")]
+    assert not any(project.complete(path, i) for i in range(5))  # no new index started
+    assert project.leases(path) == []
+
+
+def test_claim_with_an_experiment_file_runs_locally(project):
+    path = project.experiment("local", {"x": list(range(6))})
+    out = project.root / "ran.txt"
+    script = worker_script(project, args=f"{str(path)!r}, runs=1")
+    result = subprocess.run(
+        [sys.executable, str(script), str(out)], env=project.env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(int(x) for x in out.read_text().split()) == [0, 1, 3, 4, 5]
+    assert "pyexp.claim: 5 done, 0 already complete, 1 failed" in result.stderr
+
+
+def test_farm_command_without_index_that_never_claims_says_so(project):
+    path = project.experiment("noclaim", {"x": [1, 2]})
+    ledger = farm_entry(project, path, "0-1", 1, command="true")
+    result = project.run("--ledger", ledger, "--task", 0)
+    assert result.returncode == 1
+    assert "never did; add {index} to run it per index" in result.stderr
