@@ -182,10 +182,11 @@ def worker_script(project: Project, args: str = "") -> Path:
 
 
 def test_in_process_workers_run_each_index_once_and_an_exception_fails_only_its_index(project):
+    # 3 workers of 2 cores: pyexp-run starts the script twice per worker.
     path = project.experiment("inproc", {"x": list(range(30))})
     out = project.root / "ran.txt"
     command = shlex.join([sys.executable, str(worker_script(project)), str(out)])
-    ledger = farm_entry(project, path, "0-29", 3, command=command)
+    ledger = farm_entry(project, path, "0-29", 3, command=command, cores=2)
     procs = [project.start("--ledger", ledger, "--task", w) for w in range(3)]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], results

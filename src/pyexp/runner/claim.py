@@ -245,7 +245,10 @@ def _from_ledger() -> ClaimWorker:
     if mark:
         with contextlib.suppress(OSError), open(mark, "w"):
             pass
-    claims = PoolClaims(exp, entry.index_set(), number, entry.workers, pool_tag(job), budget, _say)
+    # pyexp-run starts `cores` copies of the script per worker: each walks from its own start.
+    slot, slots = int(os.environ.get("PYEXP_SLOT") or 0), max(1, entry.cores)
+    pool, worker, workers = entry.index_set(), number * slots + slot, entry.workers * slots
+    claims = PoolClaims(exp, pool, worker, workers, pool_tag(job), budget, _say)
     return ClaimWorker(exp, claims, job)
 
 

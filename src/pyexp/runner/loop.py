@@ -23,13 +23,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, TextIO
+from typing import TextIO
 
 from pyexp.errors import PyExpError
 from pyexp.experiment import ExperimentDescription
 from pyexp.job_environment import JobEnvironment
 from pyexp.runner.command import CommandTemplate, env_number
-from pyexp.runner.item import Item
+from pyexp.runner.item import InOrder, Item, Source
 from pyexp.runner.processes import SignalWatch, Spawner, oom_kills, signal_group, write_all
 from pyexp.state.atomic import write_atomic
 from pyexp.state.attempts import FAILED, LEASE_LOST, OOM, PREEMPTED, TIMEOUT, Attempts
@@ -39,46 +39,6 @@ from pyexp.state.records import CompletionRecords
 
 # Below Slurm's default KillWait (30 s), so a stop ends before Slurm SIGKILLs the runner.
 DEFAULT_GRACE_SECONDS = 20.0
-
-
-class _InOrder:
-    """The given indices in order; a held lease is retried after the rest (see _loop)."""
-
-    defers = True
-
-    def __init__(self, items: deque[Item]) -> None:
-        self.items = items
-
-    def more(self) -> bool:
-        return bool(self.items)
-
-    def pop(self, running: int) -> Item | None:
-        return self.items.popleft() if self.items else None
-
-    def taken(self, item: Item) -> None:
-        pass
-
-    def wanted(self, item: Item) -> bool:
-        return True
-
-    def held(self, item: Item) -> None:
-        pass
-
-    def summary(self) -> str:
-        return ""
-
-
-class Source(Protocol):
-    """Where the Runner's next index comes from: _InOrder, or a farm worker's PoolClaims."""
-
-    defers: bool
-
-    def more(self) -> bool: ...
-    def pop(self, running: int) -> Item | None: ...
-    def taken(self, item: Item) -> None: ...
-    def wanted(self, item: Item) -> bool: ...
-    def held(self, item: Item) -> None: ...
-    def summary(self) -> str: ...
 
 
 @dataclass
@@ -141,7 +101,7 @@ class Runner:
 
     def run(self, indices: Iterable[int]) -> int:
         """Run every index not yet complete; returns the exit status (128+signal when stopped)."""
-        return self.run_from(_InOrder(deque(Item.of(self.exp, i) for i in indices)))
+        return self.run_from(InOrder(deque(Item.of(self.exp, i) for i in indices)))
 
     def run_from(self, source: Source) -> int:
         """Run the indices source gives; returns the exit status (128+signal when stopped)."""

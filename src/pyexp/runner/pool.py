@@ -165,8 +165,7 @@ class PoolClaims:
     def wanted(self, item: Item) -> bool:
         """Asked under item's lease: whether this array has not tried it yet (failures are
         recorded before their lease is released, so this answer is final)."""
-        self._refreshed = -math.inf
-        return item.key not in self._settled_keys()
+        return item.key not in self._tried()
 
     def held(self, item: Item) -> None:
         """Someone else (or this worker, for an equal key) holds item's lease."""
@@ -203,13 +202,15 @@ class PoolClaims:
         now = time.monotonic()
         if now - self._refreshed >= REFRESH_SECONDS:
             self._refreshed = now
-            tried = {
-                key
-                for key, outcome, attempt in self._attempts.names()
-                if outcome in _SETTLED_OUTCOMES and attempt.startswith(self._prefix)
-            }
-            self._settled = self._records.completed() | tried
+            self._settled = self._records.completed() | self._tried()
         return self._settled
+
+    def _tried(self) -> set[str]:
+        return {
+            key
+            for key, outcome, attempt in self._attempts.names()
+            if outcome in _SETTLED_OUTCOMES and attempt.startswith(self._prefix)
+        }
 
 
 def _exists(pid: int) -> bool:

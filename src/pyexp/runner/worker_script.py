@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +42,8 @@ def run_worker_script(
     entry: LedgerEntry,
     out: TextIO | None = None,
 ) -> int:
-    """Run the command once as worker task of the entry; its exit status (128+N on signal N)."""
+    """Run the command as worker task of the entry, once per core (PYEXP_SLOT 0..cores-1);
+    the highest exit status (128+N on signal N)."""
     out = out or sys.stderr
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="pyexp-worker-") as tmp:
@@ -56,12 +58,18 @@ def run_worker_script(
             WORKER_START: str(started),
         }
         with SignalWatch() as watch:
+            procs = []
             try:
-                proc = Spawner().start(template.argv(snapshot, 0, 0), None, env)
+                for slot in range(max(1, entry.cores)):  # one copy per core, each a sub-worker
+                    env["PYEXP_SLOT"] = str(slot)
+                    procs.append(Spawner().start(template.argv(snapshot, 0, 0), None, env))
             except OSError as e:
+                for proc in procs:
+                    signal_group(proc, signal.SIGKILL)
+                    proc.wait()
                 print(f"pyexp-run: cannot start {template.tokens[0]!r}: {e.strerror}", file=out)
                 return 127
-            rc = _supervise(proc, watch)
+            rc = _supervise(procs, watch)
         if watch.signum is not None:
             return 128 + watch.signum
         if not os.path.exists(mark):
@@ -74,13 +82,17 @@ def run_worker_script(
         return rc
 
 
-def _supervise(proc, watch: SignalWatch) -> int:
+def _supervise(procs: list[subprocess.Popen], watch: SignalWatch) -> int:
+    """Wait for procs, passing a stop signal on and SIGKILLing them a grace period later; the
+    highest exit status (128+N for one killed by signal N)."""
     kill_at = None
-    while proc.poll() is None:
+    while any(p.poll() is None for p in procs):
         if watch.signum is not None and kill_at is None:
-            signal_group(proc, watch.signum)
+            for p in procs:
+                signal_group(p, watch.signum)
             kill_at = time.monotonic() + grace_seconds()
         if kill_at is not None and time.monotonic() >= kill_at:
-            signal_group(proc, signal.SIGKILL)
+            for p in procs:
+                signal_group(p, signal.SIGKILL)
         watch.wait(None if kill_at is None else max(0.05, kill_at - time.monotonic()))
-    return proc.returncode
+    return max(128 - p.returncode if p.returncode < 0 else p.returncode for p in procs)
