@@ -12,6 +12,7 @@ _EXPORTS = {
     "ExperimentDescription": "experiment",
     "loadExperiment": "experiment",
     "paramsHash": "experiment",
+    "claim": "runner.claim",
     "getConfig": "config",
     "FileSystemContext": "context",
     "hours": "timefmt",

@@ -16,6 +16,7 @@ class JobEnvironment:
     array_task_id: str | None = None
     restart_count: str | None = None
     cpus_per_task: str | None = None
+    end_time: str | None = None  # epoch seconds; Slurm >= 23.02 sets it, older ones do not
 
     @classmethod
     def read(cls, environ: Mapping[str, str] | None = None) -> JobEnvironment:
@@ -27,7 +28,16 @@ class JobEnvironment:
             array_task_id=env.get("SLURM_ARRAY_TASK_ID") or None,
             restart_count=env.get("SLURM_RESTART_COUNT") or None,
             cpus_per_task=env.get("SLURM_CPUS_PER_TASK") or None,
+            end_time=env.get("SLURM_JOB_END_TIME") or None,
         )
+
+    @property
+    def end(self) -> float | None:
+        """When Slurm ends this job (epoch seconds), if it says; None otherwise or if garbled."""
+        try:
+            return float(self.end_time) if self.end_time else None
+        except ValueError:
+            return None
 
     @property
     def job(self) -> str | None:

@@ -29,15 +29,20 @@ class CommandTemplate:
         if not self.tokens:
             raise RunnerError("the command is empty")
         self.template = template
-        for token in self.tokens:
-            _check_token(template, token)
+        self.fields = {f for token in self.tokens for f in _check_token(template, token)}
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the command takes no index: a farm worker starts it once, and it claims its
+        indices itself with pyexp.claim()."""
+        return not self.fields & {"index", "run"}
 
     def argv(self, experiment: str, index: int, run: int) -> list[str]:
         """The argument vector for one index; values are never re-parsed."""
         return [t.format(experiment=experiment, index=index, run=run) for t in self.tokens]
 
 
-def _check_token(template: str, token: str) -> None:
+def _check_token(template: str, token: str) -> list[str]:
     known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(token) if f is not None]
@@ -49,6 +54,7 @@ def _check_token(template: str, token: str) -> None:
                 f"command {template!r}: unknown placeholder {{{name}}}; known: {known} "
                 "(write {{ and }} for literal braces)"
             )
+    return fields
 
 
 def resolve_command(cli: str | None, entry: LedgerEntry | None, config: Config) -> CommandTemplate:

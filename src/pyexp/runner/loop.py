@@ -29,32 +29,23 @@ from pyexp.errors import PyExpError
 from pyexp.experiment import ExperimentDescription
 from pyexp.job_environment import JobEnvironment
 from pyexp.runner.command import CommandTemplate, env_number
+from pyexp.runner.item import InOrder, Item, Source
 from pyexp.runner.processes import SignalWatch, Spawner, oom_kills, signal_group, write_all
 from pyexp.state.atomic import write_atomic
 from pyexp.state.attempts import FAILED, LEASE_LOST, OOM, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import experiment_id, state_dirs
 from pyexp.state.leases import DEFAULT_LEASE_SECONDS, IndexLeases, Lease
-from pyexp.state.records import CompletionRecords, record_key
+from pyexp.state.records import CompletionRecords
 
 # Below Slurm's default KillWait (30 s), so a stop ends before Slurm SIGKILLs the runner.
 DEFAULT_GRACE_SECONDS = 20.0
 
 
 @dataclass
-class _Item:
-    """One index and what it stands for."""
-
-    index: int
-    params: dict
-    run: int
-    key: str
-
-
-@dataclass
 class _Running:
     """A started command (or one that could not start)."""
 
-    item: _Item
+    item: Item
     lease: Lease
     proc: subprocess.Popen | None  # None: the program could not be started
     log: int | None  # descriptor of the index's log file, appended to; None: it cannot be
@@ -110,22 +101,21 @@ class Runner:
 
     def run(self, indices: Iterable[int]) -> int:
         """Run every index not yet complete; returns the exit status (128+signal when stopped)."""
+        return self.run_from(InOrder(deque(Item.of(self.exp, i) for i in indices)))
+
+    def run_from(self, source: Source) -> int:
+        """Run the indices source gives; returns the exit status (128+signal when stopped)."""
         if self.started_marker:  # tells reconcile this array task got as far as pyexp-run
             write_atomic(self.started_marker, f"{self.host} {os.getpid()} {_now()}\n")
         done = self.records.completed(compact=False)
-        items = deque(self._item(i) for i in indices)
         with contextlib.suppress(OSError):  # if it cannot be made, each index says so
             os.makedirs(self.log_dir, exist_ok=True)
         with SignalWatch() as self._watch:
             try:
-                self._loop(items, done)
+                self._loop(source, done)
             finally:
                 self._abandon()
-        return self._summary()
-
-    def _item(self, index: int) -> _Item:
-        params, run = self.exp.getPermutation(index), self.exp.getRun(index)
-        return _Item(index, params, run, record_key(params, run))
+        return self._summary(source)
 
     def _on_lost(self, key: str) -> None:
         # Called from a heartbeat thread: hand the key over and wake the loop.
@@ -133,8 +123,8 @@ class Runner:
         if self._watch is not None:
             self._watch.wake()
 
-    def _loop(self, queue: deque[_Item], done: set[str]) -> None:
-        deferred: list[_Item] = []
+    def _loop(self, source: Source, done: set[str]) -> None:
+        deferred: list[Item] = []
         window_end = next_poll = poll = 0.0
         while True:
             # Signal first: a child reaped after a stop signal may have exited 0 because of it.
@@ -143,9 +133,12 @@ class Runner:
                 return
             self._kill_lost()
             self._reap()
-            while queue and self._free() and self._watch.signum is None:
-                self._first_try(queue.popleft(), done, deferred)
+            while self._free() and self._watch.signum is None:
+                if (item := source.pop(len(self.running))) is None:
+                    break
+                self._first_try(item, done, source, deferred)
             now = time.monotonic()
+            queue = source.more()
             if not queue and deferred and self._free():
                 if not window_end:
                     # A holder's own duration rules its takeover (one it wrote in its marker).
@@ -166,17 +159,24 @@ class Runner:
     def _free(self) -> bool:
         return len(self.running) < self.parallel
 
-    def _first_try(self, item: _Item, done: set[str], deferred: list[_Item]) -> None:
+    def _first_try(self, item: Item, done: set[str], source: Source, deferred: list[Item]) -> None:
         if item.key in done:
             self.tally["skipped"] += 1
             return
         lease = self.leases.try_take(item.key)
         if lease is None:
-            deferred.append(item)
-        else:
+            source.held(item)
+            if source.defers:
+                deferred.append(item)
+            return
+        source.taken(item)
+        if source.wanted(item):
             self._launch(item, lease)
+        else:
+            self.leases.forget(item.key)
+            self.tally["skipped"] += 1
 
-    def _retry(self, deferred: list[_Item]) -> None:
+    def _retry(self, deferred: list[Item]) -> None:
         for item in list(deferred):
             if not self._free():
                 return
@@ -188,14 +188,14 @@ class Runner:
                 deferred.remove(item)
                 self._launch(item, lease)
 
-    def _give_up(self, deferred: list[_Item]) -> None:
+    def _give_up(self, deferred: list[Item]) -> None:
         for item in deferred:
             self.leases.forget(item.key)
-            self._say(f"index {item.index}: still leased by a live runner elsewhere; left to it")
+            self.say(f"index {item.index}: still leased by a live runner elsewhere; left to it")
         self.tally["elsewhere"] += len(deferred)
         deferred.clear()
 
-    def _launch(self, item: _Item, lease: Lease) -> None:
+    def _launch(self, item: Item, lease: Lease) -> None:
         log_path = os.path.join(self.log_dir, f"{item.index}.log")
         started = time.monotonic()
         # Checked under the lease: another runner may have finished it since our first listing.
@@ -227,13 +227,13 @@ class Runner:
             return
         self.running[proc.pid] = _Running(item, lease, proc, log, log_path, started)
 
-    def _header(self, item: _Item) -> str:
+    def _header(self, item: Item) -> str:
         return (
             f"=== {_now()} pyexp-run index={item.index} run={item.run} key={item.key} "
             f"host={self.host} job={self.job or 'local'} pid={os.getpid()}\n"
         )
 
-    def _env(self, item: _Item, log: int) -> dict[str, str]:
+    def _env(self, item: Item, log: int) -> dict[str, str]:
         env = dict(self._environ)
         env.update(
             PYEXP_INDEX=str(item.index),
@@ -303,7 +303,7 @@ class Runner:
             self.leases.forget(r.item.key)
         self.tally[outcome] += 1
         why = f"; {error}" if error else ""
-        self._say(
+        self.say(
             f"index {r.item.index}: {outcome} (exit {rc}, {duration:.1f}s{why}) log: {r.log_path}"
         )
 
@@ -316,7 +316,7 @@ class Runner:
     def _stop(self, signum: int) -> None:
         outcome = TIMEOUT if signum == signal.SIGUSR1 else PREEMPTED
         name = signal.Signals(signum).name
-        self._say(f"{name}: stopping {len(self.running)} running index(es), starting no more")
+        self.say(f"{name}: stopping {len(self.running)} running index(es), starting no more")
         self.tally["stopped_by"] = signum
         for r in self.running.values():
             signal_group(r.proc, signal.SIGTERM)
@@ -343,19 +343,21 @@ class Runner:
         self.running.clear()
         self.leases.release()
 
-    def _summary(self) -> int:
+    def _summary(self, source: Source) -> int:
         t = self.tally
-        self._say(
+        self.say(
             f"{t['done']} done, {t['skipped']} already complete, {t[FAILED] + t[OOM]} failed, "
             f"{t[TIMEOUT] + t[PREEMPTED]} stopped, {t['elsewhere']} left to other runners"
             + (f", {t[LEASE_LOST]} lease lost" if t[LEASE_LOST] else "")
             + (f", {t['unrecorded']} not recorded" if t["unrecorded"] else "")
+            + source.summary()
         )
         if t["stopped_by"]:
             return 128 + t["stopped_by"]
         return 1 if t[FAILED] or t[OOM] or t[LEASE_LOST] or t["unrecorded"] else 0
 
-    def _say(self, message: str) -> None:
+    def say(self, message: str) -> None:
+        """One line of the runner's report."""
         print(f"pyexp-run: {message}", file=self.out, flush=True)
 
 

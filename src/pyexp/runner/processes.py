@@ -84,8 +84,9 @@ class Spawner:
         self._prefix = die_with_parent_prefix(os.getpid())
         self._programs: dict[str, str] = {}
 
-    def start(self, argv: list[str], log: int, env: Mapping[str, str]) -> subprocess.Popen:
-        """Start argv; OSError when its program cannot be found or started."""
+    def start(self, argv: list[str], log: int | None, env: Mapping[str, str]) -> subprocess.Popen:
+        """Start argv (log None: it writes where this process does); OSError when its program
+        cannot be found or started."""
         return subprocess.Popen(
             [*self._prefix, self._resolve(argv[0]), *argv[1:]],
             stdin=subprocess.DEVNULL,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+from dataclasses import replace
 from typing import TextIO
 
 from pyexp.config import Config
@@ -12,7 +14,9 @@ from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.job_environment import JobEnvironment
 from pyexp.runner.command import RunnerError, env_number, parse_indices, resolve_command
 from pyexp.runner.loop import Runner
+from pyexp.runner.pool import PoolClaims, TimeBudget
 from pyexp.runner.sweep_edits import still_swept
+from pyexp.runner.worker_script import run_worker_script
 from pyexp.state.atomic import write_atomic
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import Ledger, LedgerEntry
@@ -27,8 +31,8 @@ def default_parallel(entry: LedgerEntry | None, job: JobEnvironment) -> int:
 
 def load_task(
     ledger_path: str, task: int | None, job: JobEnvironment | None = None
-) -> tuple[LedgerEntry, list[int]]:
-    """The ledger entry at ledger_path and its task's indices (task from $SLURM_ARRAY_TASK_ID)."""
+) -> tuple[LedgerEntry, int]:
+    """The ledger entry at ledger_path and this array task's number (else $SLURM_ARRAY_TASK_ID)."""
     folder, name = os.path.split(os.path.abspath(ledger_path))
     try:
         entry = Ledger(folder).load(name.removesuffix(".json"))
@@ -43,9 +47,22 @@ def load_task(
         if not value.isdigit():
             raise RunnerError(f"SLURM_ARRAY_TASK_ID={value!r}: not a task number")
         task = int(value)
-    if not 0 <= task < len(entry.tasks):
-        raise RunnerError(f"{ledger_path}: task {task} out of range (0-{len(entry.tasks) - 1})")
-    return entry, list(entry.tasks[task])
+    if not 0 <= task < entry.task_count():
+        raise RunnerError(f"{ledger_path}: task {task} out of range (0-{entry.task_count() - 1})")
+    return entry, task
+
+
+def worker_job(entry: LedgerEntry, task: int, job: JobEnvironment) -> JobEnvironment:
+    """job, or outside Slurm a stand-in naming the entry and task, so a farm worker's attempts
+    say which array tried them (workers do not retry what their array already failed)."""
+    if job.array_task_id is not None:
+        return job
+    return replace(job, array_job_id=f"local-{entry.id}", array_task_id=str(task))
+
+
+def pool_tag(job: JobEnvironment) -> str:
+    """The prefix (before `_<task>`) of the attempt names of a farm worker's array."""
+    return job.array_job_id or ""
 
 
 def write_snapshot(exp: ExperimentDescription, fingerprint: str) -> str:
@@ -66,23 +83,34 @@ def run_ledger(
 ) -> int:
     """Run one array task of a ledger entry, as the experiment was when submitted."""
     job = JobEnvironment.read()
-    entry, indices = load_task(ledger_path, task, job)
+    started = time.monotonic()
+    entry, task = load_task(ledger_path, task, job)
     # The entry's snapshot, not the file (which may have been edited since): the record, the
     # save path and the command all see the experiment the indices were planned from.
     exp = ExperimentDescription(entry.snapshot, path=entry.experiment, config=config)
     _check_ledger_home(ledger_path, exp)
     template = resolve_command(command, entry, exp.config)
-    indices = still_swept(entry, exp, indices, out or sys.stderr)
+    snapshot = write_snapshot(exp, entry.fingerprint)
+    if entry.is_farm:
+        job = worker_job(entry, task, job)
+    if entry.is_farm and template.in_process:
+        return run_worker_script(template, ledger_path, task, snapshot, entry, out)
     runner = Runner(
         exp,
         template,
         experiment_path=entry.experiment,
-        snapshot_path=write_snapshot(exp, entry.fingerprint),
+        snapshot_path=snapshot,
         parallel=parallel or default_parallel(entry, job),
         job=job,
         out=out,
     )
-    return runner.run(indices)
+    if not entry.is_farm:
+        return runner.run(still_swept(entry, exp, entry.tasks[task], out or sys.stderr))
+    budget = TimeBudget.for_entry(entry, job, runner.records, started)
+    claims = PoolClaims(
+        exp, entry.index_set(), task, entry.workers, pool_tag(job), budget, runner.say
+    )
+    return runner.run_from(claims)
 
 
 def _check_ledger_home(ledger_path: str, exp: ExperimentDescription) -> None:

@@ -239,6 +239,15 @@ def held_keys(
     return held
 
 
+def holder_of(folder: str, key: str, duration: float | None = None) -> Holder | None:
+    """Who holds key's lease marker in folder, None if there is none (see held_keys)."""
+    fallback = lease_seconds() if duration is None else duration
+    try:
+        return _holder(os.path.join(folder, key + SUFFIX), fallback, time.time())
+    except FileNotFoundError:
+        return None
+
+
 def live_keys(folder: str, duration: float | None = None, now: float | None = None) -> set[str]:
     """Record keys whose lease marker was renewed within its duration (may be running)."""
     return {k for k, h in held_keys(folder, duration, now).items() if h.live}

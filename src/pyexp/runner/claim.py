@@ -1,0 +1,260 @@
+"""pyexp.claim(): a farm worker inside the user's own script, for indices too short for a
+process each (the script's imports are paid once per worker, not once per index).
+
+    for job in pyexp.claim():
+        with job:
+            train(job.index, job.params)
+
+Each job is claimed the way pyexp-run's pool worker claims (same order, leases, time budget);
+leaving `with job` normally records it done; an exception records it failed (traceback in the
+index's log), is suppressed, and the loop goes on. Without `with`, a job is done when the loop
+asks for the next one. SIGTERM/SIGINT abandon the current index (recorded preempted); SIGUSR1
+lets it run for half the grace period, then abandons it (recorded timeout); either way no new
+index starts. A job whose lease was lost while it ran is recorded lease_lost, never done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+from pyexp.config import load_config
+from pyexp.experiment import ExperimentDescription, loadExperiment
+from pyexp.indexset import IndexSet
+from pyexp.job_environment import JobEnvironment
+from pyexp.runner.command import RunnerError
+from pyexp.runner.item import Item
+from pyexp.runner.pool import PoolClaims, TimeBudget
+from pyexp.runner.task import load_task, pool_tag, worker_job
+from pyexp.runner.worker_script import CLAIM_MARK, WORKER_START, grace_seconds
+from pyexp.state.attempts import FAILED, LEASE_LOST, PREEMPTED, TIMEOUT, Attempts
+from pyexp.state.layout import experiment_id, state_dirs
+from pyexp.state.leases import IndexLeases, Lease
+from pyexp.state.records import CompletionRecords
+
+
+class Stopped(BaseException):
+    """A stop signal ended the current index (a BaseException: `except Exception` lets it by)."""
+
+
+class Job:
+    """One claimed index: use as `with job:` around its work."""
+
+    def __init__(self, worker: ClaimWorker, item: Item, lease: Lease) -> None:
+        self.index, self.params, self.run, self.key = item.index, item.params, item.run, item.key
+        self.exp = worker.exp
+        self.entered = False
+        self._worker, self._item, self.lease = worker, item, lease
+        self._started = time.monotonic()
+
+    def __enter__(self) -> Job:
+        self.entered = True
+        self._worker.begin(self)
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
+        return self._worker.end(self, exc)
+
+
+class ClaimWorker:
+    """The iterable pyexp.claim() returns; iterate it once."""
+
+    def __init__(self, exp: ExperimentDescription, claims: PoolClaims, job: JobEnvironment) -> None:
+        dirs = state_dirs(exp)
+        self.exp, self.claims, self.job = exp, claims, job
+        self.records, self.attempts = CompletionRecords(dirs.done), Attempts(dirs.attempts)
+        self.leases = IndexLeases(dirs.leases, job=job.job)
+        self.log_dir = os.path.join(exp.config.log_path, experiment_id(exp))
+        self.grace = grace_seconds()
+        self.tally: Counter[str] = Counter()
+        self.signum: int | None = None
+        self._body = False  # a job's work runs: a stop signal raises Stopped in it
+        self._old: dict[int, object] = {}
+
+    def __iter__(self) -> Iterator[Job]:
+        with contextlib.suppress(OSError):  # if it cannot be made, each index says so
+            os.makedirs(self.log_dir, exist_ok=True)
+        self._install()
+        try:
+            while self.signum is None and (job := self._next()) is not None:
+                yield job
+                if not job.entered:  # the loop came back: the body did not raise
+                    self.end(job, None)
+        finally:
+            self._restore()
+            self.leases.release()
+            self.say(self._summary())
+
+    def _next(self) -> Job | None:
+        while (item := self.claims.pop(0)) is not None and self.signum is None:
+            lease = self.leases.try_take(item.key)
+            if lease is None:
+                self.claims.held(item)
+                continue
+            self.claims.taken(item)
+            if not self.claims.wanted(item) or self.records.is_complete(
+                item.params, item.run, fresh=True
+            ):
+                self.leases.forget(item.key)
+                self.tally["skipped"] += 1
+                continue
+            return Job(self, item, lease)
+        return None
+
+    def begin(self, job: Job) -> None:
+        """Write the index's log header and let stop signals interrupt its work."""
+        self._log(
+            job,
+            f"=== {_now()} pyexp.claim index={job.index} run={job.run} key={job.key} "
+            f"host={socket.gethostname()} job={self.job.job or 'local'} pid={os.getpid()}\n",
+        )
+        job._started = time.monotonic()
+        self._body = True
+
+    def end(self, job: Job, exc: BaseException | None) -> bool:
+        """Record the job's outcome and release its lease; whether to suppress exc."""
+        self._body = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        duration = time.monotonic() - job._started
+        info = {
+            "index": job.index,
+            "host": socket.gethostname(),
+            "job": self.job.job,
+            "duration": round(duration, 3),
+            "log": self._log_path(job),
+        }
+        suppress = exc is None or isinstance(exc, (Exception, Stopped))
+        if job.lease.lost:
+            outcome = LEASE_LOST
+        elif isinstance(exc, Stopped) or (exc is not None and self.signum is not None):
+            outcome = TIMEOUT if self.signum == signal.SIGUSR1 else PREEMPTED
+        elif exc is None:
+            outcome = "done"
+        else:
+            outcome = FAILED
+        text = "".join(traceback.format_exception(exc)) if outcome == FAILED else ""
+        self._log(job, f"{text}=== {_now()} {outcome} after {duration:.1f}s\n")
+        try:
+            if outcome == "done":
+                self.records.mark_complete(job.params, job.run, info)
+            elif suppress:  # other BaseExceptions (SystemExit) leave the index missing
+                self.attempts.record(job.key, outcome, info, self.job.attempt)
+        except OSError as e:
+            outcome = "unrecorded"
+            self.say(f"index {job.index}: not recorded ({e}); it stays missing")
+        finally:
+            self.leases.forget(job.key)
+        self.tally[outcome] += 1
+        return suppress
+
+    def say(self, message: str) -> None:
+        """One line of the worker's report, on stderr."""
+        _say(message)
+
+    def _summary(self) -> str:
+        t = self.tally
+        stop = f", stopped by {signal.Signals(self.signum).name}" if self.signum else ""
+        return (
+            f"{t['done']} done, {t['skipped']} already complete, {t[FAILED]} failed, "
+            f"{t[TIMEOUT] + t[PREEMPTED]} stopped, {t[LEASE_LOST]} lease lost"
+            f"{self.claims.summary()}{stop}"
+        )
+
+    def _log_path(self, job: Job) -> str:
+        return os.path.join(self.log_dir, f"{job.index}.log")
+
+    def _log(self, job: Job, text: str) -> None:
+        with contextlib.suppress(OSError), open(self._log_path(job), "a") as f:
+            f.write(text)
+
+    def _install(self) -> None:
+        for s in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+            self._old[s] = signal.signal(s, self._handle)
+
+    def _restore(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGALRM:  # SIGUSR1's grace for the current index is over
+            if self._body:
+                raise Stopped(signal.SIGUSR1)
+            return
+        if self.signum is None:
+            self.signum = signum
+        if self._body and signum == signal.SIGUSR1:
+            signal.setitimer(signal.ITIMER_REAL, self.grace / 2)
+        elif self._body:
+            raise Stopped(signum)
+
+
+def claim(
+    experiment: str | None = None, runs: int | None = None, indices: str | None = None
+) -> ClaimWorker:
+    """The indices this worker should run, claimed one at a time (see the module docstring).
+
+    Without arguments, the worker of pyexp-run's farm task (PYEXP_LEDGER, and PYEXP_TASK or
+    SLURM_ARRAY_TASK_ID); with an experiment file, every index of runs (or indices, '0-9,12')
+    on this machine, with any number of such loops running at once."""
+    if experiment is None:
+        return _from_ledger()
+    exp = loadExperiment(experiment)
+    if indices is not None:
+        try:
+            pool = IndexSet.parse(indices)
+        except ValueError as e:
+            raise RunnerError(f"indices {indices!r}: {e}") from None
+    else:
+        pool = IndexSet.span(0, exp.numPermutations() * (runs or 1))
+    local = f"local-{uuid.uuid4().hex[:12]}"
+    job = JobEnvironment(array_job_id=local, array_task_id="0")
+    return ClaimWorker(exp, PoolClaims(exp, pool, 0, 1, local, say=_say), job)
+
+
+def _from_ledger() -> ClaimWorker:
+    ledger = os.environ.get("PYEXP_LEDGER")
+    if not ledger:
+        raise RunnerError(
+            "pyexp.claim(): no PYEXP_LEDGER; run this script as a farm worker's command "
+            "(pyexp-submit/pyexp-run), or pass the experiment file: pyexp.claim(path, runs=N)"
+        )
+    task = os.environ.get("PYEXP_TASK")
+    if task is not None and not task.isdigit():
+        raise RunnerError(f"PYEXP_TASK={task!r}: not a task number")
+    job = JobEnvironment.read()
+    entry, number = load_task(ledger, int(task) if task else None, job)
+    if not entry.is_farm:
+        raise RunnerError(f"{ledger}: pyexp.claim() needs a farm entry, this one is static")
+    config_path = os.environ.get("PYEXP_CONFIG")
+    config = load_config(config_path) if config_path else None
+    exp = ExperimentDescription(entry.snapshot, path=entry.experiment, config=config)
+    job = worker_job(entry, number, job)
+    start = os.environ.get(WORKER_START)
+    started = time.monotonic() - (time.time() - float(start)) if start else time.monotonic()
+    budget = TimeBudget.for_entry(entry, job, CompletionRecords(state_dirs(exp).done), started)
+    mark = os.environ.get(CLAIM_MARK)
+    if mark:
+        with contextlib.suppress(OSError), open(mark, "w"):
+            pass
+    # pyexp-run starts `cores` copies of the script per worker: each walks from its own start.
+    slot, slots = int(os.environ.get("PYEXP_SLOT") or 0), max(1, entry.cores)
+    pool, worker, workers = entry.index_set(), number * slots + slot, entry.workers * slots
+    claims = PoolClaims(exp, pool, worker, workers, pool_tag(job), budget, _say)
+    return ClaimWorker(exp, claims, job)
+
+
+def _say(message: str) -> None:
+    print(f"pyexp.claim: {message}", file=sys.stderr, flush=True)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,223 @@
+"""Farm workers: which pool index a worker tries next, and whether its time still holds one.
+
+Worker w of N walks the pool from position (w * size) // N, wrapping, so workers start apart.
+It skips indices that are done or that this array already tried and failed (the folders are
+re-read at most once a second, then the record is stat'ed), and those whose lease marker shows
+a live holder, so workers that meet walk past each other instead of contending on lease files.
+It tries the lease of any other (the Runner does, and reports taken/held back); under the lease
+it asks again whether the array tried it. A pass that claimed something is followed by another
+over the indices that were held; the worker ends when a pass claims nothing and none of its own
+indices runs, or when the next index's estimate (a high percentile of this experiment's
+measured durations, else the entry's index_minutes) no longer fits before the deadline: the
+job's end less the signal lead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from itertools import chain
+
+from pyexp.experiment import ExperimentDescription
+from pyexp.indexset import IndexSet
+from pyexp.job_environment import JobEnvironment
+from pyexp.runner.item import Item
+from pyexp.state.attempts import FAILED, LEASE_LOST, OOM, Attempts
+from pyexp.state.leases import holder_of
+from pyexp.state.ledger import LedgerEntry
+from pyexp.state.records import CompletionRecords
+
+PERCENTILE = 0.9  # of measured durations: the estimate of the next index
+REFRESH_SECONDS = 1.0  # done and tried sets
+ESTIMATE_SECONDS = 30.0  # durations
+_SETTLED_OUTCOMES = (FAILED, OOM, LEASE_LOST)  # this array does not try them again
+
+
+def high_percentile(values: list[float], q: float = PERCENTILE) -> float:
+    """The q-quantile of values (nearest rank, so an observed value); values must not be empty."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+class TimeBudget:
+    """How long a worker has left and how long its next index may take (monotonic clock)."""
+
+    def __init__(
+        self,
+        deadline: float | None,
+        records: CompletionRecords | None = None,
+        fallback: float | None = None,
+    ) -> None:
+        self.deadline = deadline
+        self.records = records
+        self.fallback = fallback
+        self._estimate: float | None = None
+        self._measured_at = -math.inf
+
+    @classmethod
+    def for_entry(
+        cls, entry: LedgerEntry, job: JobEnvironment, records: CompletionRecords, started: float
+    ) -> TimeBudget:
+        """The budget of a task of entry started at monotonic time started: until the job's
+        end (Slurm's, else started + the entry's time limit) less the signal lead."""
+        lead = entry.signal_lead_seconds or 0.0
+        if job.end is not None:
+            deadline = time.monotonic() + (job.end - time.time()) - lead
+        elif entry.time_limit_seconds:
+            deadline = started + entry.time_limit_seconds - lead
+        else:
+            deadline = None
+        minutes = entry.index_minutes
+        return cls(deadline, records, minutes * 60 if minutes else None)
+
+    def left(self) -> float | None:
+        """Seconds until the deadline (None: no deadline)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def estimate(self) -> float | None:
+        """Seconds the next index may take: the measured high percentile, else the fallback."""
+        now = time.monotonic()
+        if self.records is not None and now - self._measured_at >= ESTIMATE_SECONDS:
+            self._measured_at = now
+            measured = self.records.durations()
+            self._estimate = high_percentile(measured) if measured else None
+        return self._estimate if self._estimate is not None else self.fallback
+
+    def refusal(self) -> str | None:
+        """Why no further index may start (None: one may)."""
+        left = self.left()
+        if left is None:
+            return None
+        estimate = self.estimate()
+        if left > (estimate or 0.0):
+            return None
+        return (
+            f"it may take {estimate or 0:.0f}s and {max(left, 0):.0f}s are left before the deadline"
+        )
+
+
+class PoolClaims:
+    """The indices a pool worker tries, one at a time; see the module docstring."""
+
+    defers = False  # a held lease is left to its holder, not retried by the Runner
+
+    def __init__(
+        self,
+        exp: ExperimentDescription,
+        pool: IndexSet,
+        worker: int,
+        workers: int,
+        tag: str,
+        budget: TimeBudget | None = None,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        from pyexp.state.layout import state_dirs
+
+        start = (worker * len(pool)) // max(1, workers)
+        self._exp = exp
+        self._pass: Iterator[int] = chain(pool.take(start, len(pool)), pool.take(0, start))
+        self._held: list[int] = []
+        self._claimed = 0
+        dirs = state_dirs(exp)
+        self._records, self._attempts = CompletionRecords(dirs.done), Attempts(dirs.attempts)
+        self._prefix = f"{tag}_"
+        self._budget = budget or TimeBudget(None)
+        self._say = say
+        self._settled: set[str] = set()
+        self._leases, self._host = dirs.leases, socket.gethostname()
+        self._refreshed = -math.inf
+        self.ended = self.out_of_time = False
+        self.tries = self.refused = 0
+
+    def more(self) -> bool:
+        """Whether pop() may give an index now or after this worker's running ones end."""
+        return not self.ended
+
+    def pop(self, running: int) -> Item | None:
+        """The next index to try, or None for now (running: this worker's indices running)."""
+        while not self.ended:
+            index = next(self._pass, None)
+            if index is None:
+                if not self._next_pass(running):
+                    return None
+                continue
+            item = Item.of(self._exp, index)
+            if item.key in self._settled_keys() or self._records.is_complete(item.params, item.run):
+                continue
+            if self._busy(item.key):  # left to its holder without touching its lease
+                self._held.append(index)
+                continue
+            if (why := self._budget.refusal()) is not None:
+                self._say(f"not starting index {index}: {why}; the rest stays missing")
+                self.ended = self.out_of_time = True
+                return None
+            return item
+        return None
+
+    def taken(self, item: Item) -> None:
+        """The Runner took item's lease."""
+        self.tries += 1
+        self._claimed += 1
+
+    def wanted(self, item: Item) -> bool:
+        """Asked under item's lease: whether this array has not tried it yet (failures are
+        recorded before their lease is released, so this answer is final)."""
+        return item.key not in self._tried()
+
+    def held(self, item: Item) -> None:
+        """Someone else (or this worker, for an equal key) holds item's lease."""
+        self.tries += 1
+        self.refused += 1
+        self._held.append(item.index)
+
+    def summary(self) -> str:
+        """The worker's lease figures for its final line."""
+        late = ", stopped before the time limit" if self.out_of_time else ""
+        return f", {self.tries} lease tries ({self.refused} refused){late}"
+
+    def _next_pass(self, running: int) -> bool:
+        claimed, held = self._claimed, self._held
+        if not held or not (claimed or running):
+            self.ended = True
+            return False
+        self._pass, self._held, self._claimed = iter(held), [], 0
+        self._refreshed = -math.inf
+        # Nothing claimed while own indices run: the next pass waits for one of them to end.
+        return claimed > 0
+
+    def _busy(self, key: str) -> bool:
+        """Whether key's lease looks held by a live runner: renewed within its duration and,
+        on this host, by a process that still exists (a dead holder's lease is worth a try)."""
+        holder = holder_of(self._leases, key)
+        if holder is None or not holder.live:
+            return False
+        if holder.host == self._host and holder.pid is not None:
+            return _exists(holder.pid)
+        return True
+
+    def _settled_keys(self) -> set[str]:
+        now = time.monotonic()
+        if now - self._refreshed >= REFRESH_SECONDS:
+            self._refreshed = now
+            self._settled = self._records.completed() | self._tried()
+        return self._settled
+
+    def _tried(self) -> set[str]:
+        return {
+            key
+            for key, outcome, attempt in self._attempts.names()
+            if outcome in _SETTLED_OUTCOMES and attempt.startswith(self._prefix)
+        }
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
