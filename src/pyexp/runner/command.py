@@ -8,6 +8,7 @@ import string
 
 from pyexp.config import Config
 from pyexp.errors import PyExpError
+from pyexp.indexset import IndexSet
 from pyexp.state.ledger import LedgerEntry
 
 PLACEHOLDERS = ("experiment", "index", "run")
@@ -70,18 +71,11 @@ def resolve_command(cli: str | None, entry: LedgerEntry | None, config: Config) 
 
 
 def parse_indices(text: str) -> list[int]:
-    """'0-9,12' -> [0, ..., 9, 12], in the order given, without repeats."""
-    out: dict[int, None] = {}
-    for part in text.split(","):
-        lo, dash, hi = part.strip().partition("-")
-        try:
-            first, last = int(lo), int(hi) if dash else int(lo)
-        except ValueError:
-            raise RunnerError(f"--indices {text!r}: {part!r} is not N or N-M") from None
-        if first < 0 or last < first:
-            raise RunnerError(f"--indices {text!r}: {part!r} is not an ascending range of indices")
-        out.update(dict.fromkeys(range(first, last + 1)))
-    return list(out)
+    """'0-9,12' -> [0, ..., 9, 12], ascending, without repeats."""
+    try:
+        return list(IndexSet.parse(text))
+    except ValueError as e:
+        raise RunnerError(f"--indices {text!r}: {e}") from None
 
 
 def env_number(name: str, value: str | None, default: float) -> float:
