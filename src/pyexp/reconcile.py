@@ -61,10 +61,18 @@ def queued_indices(
     """Indices that a pending or running array task of ours still owns, under today's meaning."""
     out: set[int] = set()
     for entry in (scan or Ledger(state_dirs(exp).ledger).scan()).entries:
-        owned = [i for t, task in enumerate(entry.tasks) if queue.active(entry.id, t) for i in task]
+        owned = active_indices(entry, queue)
         # The runner refuses indices whose parameters changed since submission: not queued.
         out.update(split_changed(entry, exp, owned)[0])
     return out
+
+
+def active_indices(entry: LedgerEntry, queue: QueueSnapshot) -> list[int]:
+    """The indices an entry's pending or running tasks own: a farm's whole pool while any of
+    its workers may still run (any of them may take any index), else each active task's."""
+    if entry.is_farm:
+        return entry.indices() if queue.entry_active(entry.id) else []
+    return [i for t, task in enumerate(entry.tasks) if queue.active(entry.id, t) for i in task]
 
 
 def ledger_problems(scan: LedgerScan, queue: QueueSnapshot) -> list[str]:
@@ -179,7 +187,7 @@ def with_accounting(
     seen = {
         (e.id, t): answer[f"{e.job_id}_{t}"]
         for e in unsettled
-        for t in range(len(e.tasks))
+        for t in range(e.task_count())
         if f"{e.job_id}_{t}" in answer
     }
     return queue.merged(seen)
@@ -205,7 +213,8 @@ def settle(exp: ExperimentDescription, queue: QueueSnapshot) -> int:
     Indices the task never started are lost (retried, not charged). A task whose script failed
     before pyexp-run started charges every index as failed, so a broken script is not
     resubmitted forever; one cancelled, preempted or never launched (no output file) is not
-    charged. Each array is settled once.
+    charged. A farm's pool is charged only where a worker's lease marker names the index.
+    Each array is settled once.
     """
     dirs = state_dirs(exp)
     ledger = Ledger(dirs.ledger)
@@ -221,6 +230,10 @@ def settle(exp: ExperimentDescription, queue: QueueSnapshot) -> int:
     markers = set(scan_names(dirs.leases))
     recorded = 0
     for entry in finished:
+        if entry.is_farm:
+            recorded += _settle_farm(entry, queue, dirs.leases, done, tried, attempts)
+            ledger.settle(entry)
+            continue
         old = ExperimentDescription(entry.snapshot, path=entry.experiment, config=exp.config)
         for t, task in enumerate(entry.tasks):
             job = f"{entry.job_id}_{t}"
@@ -238,6 +251,32 @@ def settle(exp: ExperimentDescription, queue: QueueSnapshot) -> int:
                 attempts.record(key, outcome, info, job)
                 recorded += 1
         ledger.settle(entry)
+    return recorded
+
+
+def _settle_farm(
+    entry: LedgerEntry,
+    queue: QueueSnapshot,
+    folder: str,
+    done: set[str],
+    tried: set[tuple[str, str]],
+    attempts: Attempts,
+) -> int:
+    """A finished farm charges only the indices its workers' lease markers still name (they were
+    running them when the worker ended); the rest of its pool is lost: missing, not charged."""
+    workers = {f"{entry.job_id}_{t}": t for t in range(entry.workers)}
+    recorded = 0
+    for name in scan_names(folder):
+        key = name.removesuffix(leases.SUFFIX)
+        if key == name or key in done:
+            continue
+        job = _holder_job(folder, key)
+        if job not in workers or (key, job) in tried:
+            continue
+        state = queue.state(entry.id, workers[job])
+        outcome, why = _vanished(_TaskEnd(job, state, True, True), ran=True)
+        attempts.record(key, outcome, {"index": None, "job": job, "slurm": state, "why": why}, job)
+        recorded += 1
     return recorded
 
 
@@ -265,5 +304,5 @@ def _left_queue(entry: LedgerEntry, queue: QueueSnapshot) -> bool:
         entry.state == SUBMITTED
         and bool(entry.job_id)
         and not str(entry.job_id).startswith("local-")
-        and not any(queue.active(entry.id, t) for t in range(len(entry.tasks)))
+        and not any(queue.active(entry.id, t) for t in range(entry.task_count()))
     )

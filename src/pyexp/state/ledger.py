@@ -11,10 +11,12 @@ import uuid
 from dataclasses import asdict, dataclass, field
 
 from pyexp.experiment import ExperimentDescription
+from pyexp.indexset import IndexSet
 from pyexp.state.atomic import scan_names, write_atomic
 from pyexp.state.records import record_key
 
 PENDING, SUBMITTED, SETTLED = "pending", "submitted", "settled"
+STATIC, FARM = "static", "farm"  # tasks own fixed index lists / workers pull from one pool
 CANCELLED = "cancelled"  # by pyexp-cancel: its unfinished indices are missing, never charged
 NAME_CHARS = 40  # of the experiment's name in job names: squeue shows the start of a name
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -38,6 +40,12 @@ class LedgerEntry:
     state: str = PENDING
     job_id: str | None = None
     created: float = field(default_factory=time.time)
+    mode: str = STATIC
+    pool: str = ""  # farm: the entry's indices as IndexSet.text(); tasks is [] then
+    workers: int = 0  # farm: the array size; task ids 0..workers-1
+    time_limit_seconds: float | None = None  # each task's --time
+    signal_lead_seconds: float | None = None  # how long before the limit Slurm signals
+    index_minutes: float | None = None  # estimate of one index while none has finished
 
     @property
     def job_name(self) -> str:
@@ -51,9 +59,26 @@ class LedgerEntry:
         name = str(self.snapshot.get("name") or f"{os.path.basename(folder)}-{stem}")
         return _UNSAFE.sub("_", name)[:NAME_CHARS] or "exp"
 
+    @property
+    def is_farm(self) -> bool:
+        """Whether the entry's workers pull from a pool instead of owning index lists."""
+        return self.mode == FARM
+
+    def index_set(self) -> IndexSet:
+        """Every index of the entry: the pool (farm) or every task's list (static)."""
+        if self.is_farm:
+            return IndexSet.parse(self.pool)
+        return IndexSet.of(i for task in self.tasks for i in task)
+
     def indices(self) -> list[int]:
-        """Every index of every task."""
+        """Every index of every task (farm: of the pool, ascending)."""
+        if self.is_farm:
+            return list(self.index_set())
         return [i for task in self.tasks for i in task]
+
+    def task_count(self) -> int:
+        """How many array tasks the entry has: its workers (farm) or its index lists (static)."""
+        return self.workers if self.is_farm else len(self.tasks)
 
 
 def new_entry_id() -> str:
