@@ -21,7 +21,7 @@ from pyexp.scheduler.cluster import ClusterConfig
 FARM, STATIC = "farm", "static"
 DEFAULT_INDEX_MINUTES = 10.0  # nothing finished yet and no --index-minutes
 SANE_MISSING = 10**7  # more missing indices than this needs --yes: likely a sweep typo
-MAX_STATIC_TASKS = 10**6  # static bundles beyond this would plan lists of millions of tasks
+MAX_STATIC_TASKS = 10**5  # static bundles beyond this would plan lists of too many tasks
 
 
 class PlanError(PyExpError, ValueError):
@@ -190,8 +190,8 @@ def _static(
         why += f", {tasks} task(s) fit in the queue ({limits.source})"
     if tasks > MAX_STATIC_TASKS:
         raise PlanError(
-            f"static bundles of {per_task} would make {tasks} array tasks; "
-            "use farm mode (drop --indices-per-task) or a larger --indices-per-task"
+            f"static bundles would make {tasks} array tasks (more than {MAX_STATIC_TASKS}; "
+            f"{why}); use farm mode or a larger --indices-per-task"
         )
     pool = missing.take(0, tasks * per_task)
     arrays = plan_arrays(

@@ -312,7 +312,7 @@ def report(done: Submitted, opts: SubmitOptions) -> str:
         return f"{name}: nothing submitted{wait}"
     farm = done.plan is not None and done.plan.mode == planner.FARM
     if opts.local:
-        kind = _mode(done)
+        kind = f"a {_mode(done)}" if farm else _mode(done)
         failed = (
             f", {done.failed_tasks} of them with failures (logs: {done.logs})"
             if done.failed_tasks
@@ -355,7 +355,7 @@ def _dry_run_report(done: Submitted, opts: SubmitOptions) -> str:
     lines = [
         f"{done.experiment}: dry run, would submit {done.submitted} indices as "
         f"{_count(arrays, 'array')} on {opts.cluster.name}:",
-        f"  {plan.mode}: {_mode(done)}: {plan.why}",
+        f"  mode: {'' if plan.mode == planner.FARM else 'static, '}{_mode(done)}: {plan.why}",
     ]
     if arrays:
         lines += [planner.describe(done.plans), _expected(plan)]
