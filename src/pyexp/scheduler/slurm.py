@@ -159,7 +159,9 @@ def user_jobs(timeout: float | None = None) -> int:
     """How many jobs the user has queued or running, each array task counted (as Slurm counts
     them against MaxSubmitJobs)."""
     out = run("squeue", ["--me", "-h", "-r", "-o", "%i"], timeout)
-    return sum(1 for line in out.splitlines() if line.strip())
+    jobs = [line.strip() for line in out.splitlines() if line.strip()]
+    # -r lists one task a line; a folded '123_[5-99%4]' (older squeue) still counts each task.
+    return sum(len(expand_task_ids(job.split("_", 1)[1])) if "_" in job else 1 for job in jobs)
 
 
 def job_limits(timeout: float | None = None) -> JobLimits | None:

@@ -51,7 +51,8 @@ class SlurmBackend(Backend):
             cap, source = found.max_submit, f"{found.source} MaxSubmitJobs {found.max_submit}"
         running = found.max_jobs if found is not None else None
         if cap is None:
-            return Limits(None, size, running, "no limit known")
+            silent = f"Slurm states none, no max_queued_jobs in {os.path.basename(cluster.source)}"
+            return Limits(None, size, running, silent)
         try:
             used = slurm.user_jobs()
         except SlurmError as e:
