@@ -110,7 +110,7 @@ def test_resubmission_after_scancel_submits_exactly_the_cancelled_indices(tmp_pa
 
     unfinished = sorted(i for t in cancelled for i in entry.tasks[t])
     assert project.counts() == Counter(set(range(100)) - set(unfinished))
-    again = project.submit("--runs", "1")
+    again = project.submit("--runs", "1", "--indices-per-task", "4")
     assert again.returncode == 0, again.stderr
     assert f"submitted {len(unfinished)} indices as 1 array" in again.stdout
     (new,) = [e for e in project.entries() if e.id != entry.id]
