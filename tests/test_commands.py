@@ -179,8 +179,9 @@ def test_cancel_scancels_the_experiments_jobs_and_their_indices_become_missing(t
     # A runner that Slurm kills before it releases its lease holds it one lease duration more.
     project.env["PYEXP_LEASE_SECONDS"] = "5"
     submit = project.cli(
-        "submit", str(project.experiment), "--runs", "1", "--cluster", "local", slurm=True
-    )
+        "submit", str(project.experiment), "--runs", "1", "--cluster", "local",
+        "--indices-per-task", "1", slurm=True,
+    )  # fmt: skip
     assert submit.returncode == 0, submit.stderr
     entries = Ledger(state_dirs(project.exp()).ledger).entries()
     names = {e.job_name for e in entries}

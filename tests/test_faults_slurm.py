@@ -71,6 +71,7 @@ class Sweep:
             "account_required": False,
         }
         self.cluster.write_text(json.dumps({**settings, **cluster}))
+        self.per_task = str({**settings, **cluster}["indices_per_task"])  # static bundles
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
         # Short leases and grace: a dead holder's index is free again within seconds.
         self.env.update(
@@ -93,7 +94,7 @@ class Sweep:
 
     def submit(self, *args: str, **env: str) -> subprocess.CompletedProcess:
         """One cron round."""
-        where = ("--runs", "1", "--cluster", str(self.cluster))
+        where = ("--runs", "1", "--cluster", str(self.cluster), "--indices-per-task", self.per_task)
         return self.pyexp("submit", str(self.experiment), *where, *args, **env)
 
     def status(self) -> dict:
@@ -291,7 +292,7 @@ def test_full_state_filesystem_during_record_writes_loses_nothing(tmp_path, tiny
 def test_two_cron_submits_at_the_same_instant_run_each_index_once(tmp_path):
     sweep = Sweep(tmp_path / "p", 12, indices_per_task=2)
     argv = [sys.executable, "-m", "pyexp", "submit", str(sweep.experiment), "--runs", "1"]
-    argv += ["--cluster", str(sweep.cluster)]
+    argv += ["--cluster", str(sweep.cluster), "--indices-per-task", sweep.per_task]
     procs = [
         subprocess.Popen(argv, cwd=sweep.root, env=sweep.env, stdout=subprocess.PIPE, text=True)
         for _ in range(2)

@@ -252,6 +252,8 @@ def test_paused_submitter_that_lost_its_lock_submits_nothing_more(project, monke
         "1",
         "--cluster",
         project["cluster"],
+        "--indices-per-task",
+        "1",
     ]
     slow = {**os.environ, "FAKE_SBATCH_DELAY": "0.4"}
     first = subprocess.Popen(argv, env=slow, stderr=subprocess.PIPE, text=True)

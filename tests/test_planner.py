@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pyexp.indexset import IndexSet
 from pyexp.scheduler.cluster import load_cluster
-from pyexp.scheduler.planner import bundle, describe, plan_arrays, plan_for
+from pyexp.scheduler.planner import (
+    DEFAULT_INDEX_MINUTES,
+    Estimate,
+    Limits,
+    PlanError,
+    bundle,
+    clock,
+    describe,
+    estimate,
+    expected,
+    plan_arrays,
+    plan_for,
+    plan_submission,
+)
 
 missing_indices = st.lists(st.integers(0, 10**9), unique=True, max_size=3000).map(sorted)
 
@@ -59,3 +76,126 @@ def test_describe_names_arrays_tasks_indices_and_core_hours():
     text = describe(plan_arrays(range(25), 2, 6, throttle=2, cores=1, time_hours=0.5))
     assert "array 0: --array=0-4%2  5 tasks  10 indices (0..9)  <= 2.5 core-hours" in text
     assert "total: 3 array(s), 13 tasks, 25 indices, <= 6.5 core-hours" in text
+
+
+# Farm and limit-aware planning (plan_submission).
+
+index_sets = st.lists(st.tuples(st.integers(0, 10**12), st.integers(1, 10**6)), max_size=20).map(
+    lambda spans: IndexSet((a, a + n) for a, n in spans)
+)
+limits = st.builds(
+    Limits,
+    room=st.none() | st.integers(0, 2000),
+    max_array_size=st.integers(2, 5001),
+    running=st.none() | st.integers(1, 500),
+    source=st.just("test"),
+)
+
+
+def _cluster(cores=1, hours=1.0, lead=60, throttle=None):
+    return replace(
+        load_cluster("local"), cores=cores, time_hours=hours, signal_lead_seconds=lead,
+        array_throttle=throttle,
+    )  # fmt: skip
+
+
+@settings(deadline=None)
+@given(
+    index_sets,
+    limits,
+    st.integers(1, 192),
+    st.floats(0.01, 10**4),  # shorter than a task: farm (longer: test_an_index_longer_...)
+    st.none() | st.integers(1, 10**4),
+)
+def test_farm_pool_holds_every_missing_index_once_and_workers_stay_within_limits(
+    missing, lim, cores, seconds, asked
+):
+    est = Estimate(seconds, seconds, "test")
+    plan = plan_submission(missing, _cluster(cores, hours=3), lim, est, workers=asked)
+    if not missing:
+        return
+    if not plan.arrays:
+        assert lim.room == 0 and plan.waiting == len(missing)
+        return
+    (array,) = plan.arrays
+    assert array.pool == missing and plan.waiting == 0
+    assert 1 <= array.task_count <= lim.max_array_size - 1
+    assert array.task_count <= -(-len(missing) // cores)
+    for cap in (lim.room, lim.running, asked):
+        assert cap is None or array.task_count <= cap
+
+
+@settings(deadline=None)
+@given(missing_indices, limits, st.integers(1, 20))
+def test_static_bundles_take_every_index_once_or_leave_it_waiting(indices, lim, per_task):
+    missing = IndexSet.of(indices)
+    plan = plan_submission(missing, _cluster(), lim, Estimate(1, 1, "t"), per_task=per_task)
+    flat = [i for a in plan.arrays for task in a.tasks for i in task]
+    assert flat == indices[: len(flat)]  # the first ones, in order, each once
+    assert len(flat) + plan.waiting == len(indices)
+    assert lim.room is None or plan.tasks <= lim.room
+    assert all(a.task_count <= lim.max_array_size - 1 for a in plan.arrays)
+
+
+def test_farm_workers_follow_the_expected_work():
+    missing, lim = IndexSet.span(0, 1000), Limits(None, 1001)
+    # 1000 x 6 min = 100 h of work in tasks of 1 h less a 1 min lead: 102 workers
+    plan = plan_submission(missing, _cluster(), lim, estimate([], index_minutes=6))
+    assert plan.mode == "farm" and plan.tasks == 102
+    assert "1000 indices x ~6 min (--index-minutes 6)" in plan.why
+    on_4_cores = plan_submission(missing, _cluster(cores=4), lim, estimate([], 6))
+    assert on_4_cores.tasks == 26
+    capped = plan_submission(
+        missing, _cluster(), Limits(7, 1001, None, "max_queued_jobs 7"), plan.estimate
+    )
+    assert capped.tasks == 7 and "capped by room in the queue (max_queued_jobs 7)" in capped.why
+    tiny = plan_submission(IndexSet.span(0, 3), _cluster(cores=8), lim, estimate([], 50))
+    assert (
+        tiny.tasks == 1
+    )  # 150 min of work on 8 cores; more workers than missing / cores would find nothing to take
+
+
+def test_an_index_longer_than_a_task_gets_a_task_of_its_own():
+    plan = plan_submission(
+        IndexSet.span(0, 10), _cluster(hours=1), Limits(None, 1001), estimate([], 90)
+    )
+    assert plan.mode == "static" and plan.tasks == 10 and "does not fit" in plan.why
+
+
+def test_estimate_prefers_the_flag_then_the_measured_median_then_the_default():
+    assert estimate([1, 2, 30], index_minutes=2).seconds == 120
+    measured = estimate([1, 2, 30])
+    assert (measured.seconds, measured.mean, measured.source) == (2, 11, "median of 3 done")
+    assert estimate([]).seconds == DEFAULT_INDEX_MINUTES * 60
+
+
+def test_expected_makespan_and_core_hours_from_the_mean_with_upper_bounds():
+    est = Estimate(60, 60, "t")  # a minute per index
+    plan = plan_submission(
+        IndexSet.span(0, 120), _cluster(hours=1), Limits(None, 1001), est, workers=4
+    )
+    e = expected(plan)
+    assert e.makespan == 30 * 60 and e.core_hours == 2  # 120 min of work over 4 workers
+    assert e.bound_makespan == 3600 and e.bound_core_hours == 4
+    throttled = plan_submission(
+        IndexSet.span(0, 120), _cluster(throttle=2), Limits(None, 1001), est, per_task=30
+    )
+    assert expected(throttled).makespan == 2 * 30 * 60  # 4 tasks of 30 min, 2 at a time
+
+
+def test_a_trillion_missing_indices_plan_without_enumerating():
+    missing = IndexSet.span(0, 10**12) - IndexSet.span(5, 10)
+    start = time.monotonic()
+    plan = plan_submission(missing, _cluster(), Limits(1000, 1001, None, "t"), estimate([5.0]))
+    assert plan.tasks == 1000 and plan.arrays[0].pool == missing
+    assert (
+        plan_submission(missing, _cluster(), Limits(3, 1001), estimate([]), per_task=2).waiting
+        == len(missing) - 6
+    )
+    with pytest.raises(PlanError, match="would make"):
+        plan_submission(missing, _cluster(), Limits(None, 1001), estimate([]), per_task=1)
+    assert time.monotonic() - start < 1
+
+
+def test_clock():
+    assert [clock(s) for s in (5, 600, 3 * 3600, 5 * 86400)] == ["5 s", "10 min", "3 h", "5 days"]

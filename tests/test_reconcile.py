@@ -19,6 +19,7 @@ from pyexp.reconcile import (
     RUNNING,
     STATUSES,
     QueueSnapshot,
+    active_indices,
     classify,
     queued_keys,
     settle,
@@ -512,3 +513,45 @@ def test_python_dash_m_status_runs_the_command(project):
         timeout=60,
     )
     assert result.returncode == 0 and "missing" in result.stdout, result.stderr
+
+
+def _farm(exp, pool, workers, job_id="600"):
+    entry = LedgerEntry(
+        new_entry_id(), exp.path, exp.fingerprint(), exp.description, 1, [],
+        mode="farm", pool=pool, workers=workers,
+    )  # fmt: skip
+    ledger = Ledger(state_dirs(exp).ledger)
+    ledger.write(entry)
+    ledger.mark_submitted(entry, job_id)
+    return entry
+
+
+def test_a_farm_pool_is_queued_while_any_worker_may_run(project):
+    exp = _exp(project)
+    entry = _farm(exp, "1-4", workers=3)
+    one_left = QueueSnapshot({(entry.id, 0): "COMPLETED", (entry.id, 2): "RUNNING"})
+    assert list(active_indices(entry, one_left)) == [1, 2, 3, 4]
+    assert list(classify(exp, 1, one_left).indices(QUEUED)) == [1, 2, 3, 4]
+    all_left = QueueSnapshot({(entry.id, w): "COMPLETED" for w in range(3)})
+    assert list(active_indices(entry, all_left)) == []
+    assert list(classify(exp, 1, all_left).indices(MISSING)) == list(range(6))
+
+
+def test_settled_farm_charges_only_what_its_workers_were_running(project):
+    exp = _exp(project)
+    entry = _farm(exp, "0-5", workers=2)
+    CompletionRecords(state_dirs(exp).done).mark_complete(exp.getPermutation(0), 0)
+    # Worker 1 was running index 3 when it ran out of time; index 4 is another job's, live.
+    dead = IndexLeases(state_dirs(exp).leases, 60, job="600_1")
+    other = IndexLeases(state_dirs(exp).leases, 60, job="900_0")
+    assert dead.try_take(_key(exp, 3)) and other.try_take(_key(exp, 4))
+    queue = QueueSnapshot({(entry.id, 0): "COMPLETED", (entry.id, 1): "TIMEOUT"})
+    try:
+        assert settle(exp, queue) == 1
+    finally:
+        dead.release()
+        other.release()
+    attempts = Attempts(state_dirs(exp).attempts)
+    assert set(attempts.names()) == {(_key(exp, 3), TIMEOUT, "600_1")}  # the rest: lost, uncharged
+    assert Ledger(state_dirs(exp).ledger).load(entry.id).state == SETTLED
+    assert list(classify(exp, 1, queue).indices(MISSING)) == [1, 2, 3, 4, 5]

@@ -75,12 +75,14 @@ def _wait_gone(job_ids: list[str], timeout: float) -> None:
 
 def test_every_index_runs_exactly_once(tmp_path):
     project = Project(tmp_path, 100)
-    first = project.submit("--runs", "3")
+    first = project.submit("--runs", "3", "--indices-per-task", "4")
     assert first.returncode == 0, first.stderr
     assert "submitted 300 indices as 1 array to local" in first.stdout
     entries = project.entries()
     assert [e.state for e in entries] == [SUBMITTED] and len(entries[0].tasks) == 75
-    again = project.submit("--runs", "3")  # queued or running: nothing is submitted twice
+    again = project.submit(
+        "--runs", "3", "--indices-per-task", "4"
+    )  # queued or running: nothing is submitted twice
     assert again.returncode == 0 and "nothing to submit" in again.stdout, again.stderr
     _wait_gone([entries[0].job_id], timeout=150)
     assert project.counts() == Counter(range(300))
@@ -90,7 +92,7 @@ def test_every_index_runs_exactly_once(tmp_path):
 
 def test_resubmission_after_scancel_submits_exactly_the_cancelled_indices(tmp_path):
     project = Project(tmp_path, 100)
-    assert project.submit("--runs", "1").returncode == 0
+    assert project.submit("--runs", "1", "--indices-per-task", "4").returncode == 0
     (entry,) = project.entries()
     job = entry.job_id
     # Hold the array so the tasks picked below cannot start while they are being cancelled.
@@ -108,7 +110,7 @@ def test_resubmission_after_scancel_submits_exactly_the_cancelled_indices(tmp_pa
 
     unfinished = sorted(i for t in cancelled for i in entry.tasks[t])
     assert project.counts() == Counter(set(range(100)) - set(unfinished))
-    again = project.submit("--runs", "1")
+    again = project.submit("--runs", "1", "--indices-per-task", "4")
     assert again.returncode == 0, again.stderr
     assert f"submitted {len(unfinished)} indices as 1 array" in again.stdout
     (new,) = [e for e in project.entries() if e.id != entry.id]
@@ -154,7 +156,7 @@ def test_cron_resubmission_converges_with_failures_timeouts_and_cancellations(tm
     )
 
     def submit():
-        result = project.submit("--runs", "1", cluster=str(cluster))
+        result = project.submit("--runs", "1", "--indices-per-task", "1", cluster=str(cluster))
         assert result.returncode == 0, result.stderr
         assert result.stdout.count("\n") == 1, result.stdout  # one line a run, cron-friendly
         return result.stdout
@@ -210,7 +212,7 @@ def test_two_cron_runs_at_the_same_moment_submit_each_index_once(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
     env["PYEXP_CONFIG"] = str(project.config)
     argv = [sys.executable, "-m", "pyexp.cli.submit", str(project.experiment), "--runs", "2"]
-    argv += ["--cluster", "local"]
+    argv += ["--cluster", "local", "--indices-per-task", "4"]
     runs = [
         subprocess.Popen(argv, cwd=project.root, env=env, stdout=subprocess.PIPE, text=True)
         for _ in range(2)
@@ -303,3 +305,48 @@ def _x(entry: LedgerEntry, index: int) -> int:
 def _running_tasks(entry: LedgerEntry) -> list[int]:
     lines = _squeue("-r", "-j", entry.job_id, "-t", "RUNNING", "-o", "%i")
     return [int(line.split("_")[1]) for line in lines]
+
+
+def _our_tasks(project: Project) -> int:
+    """Array tasks of this project's ledger entries that squeue shows pending or running."""
+    names = {e.job_name for e in project.entries()}
+    return sum(1 for line in _squeue("--me", "-r", "-o", "%j") if line in names)
+
+
+def test_a_queue_limit_of_5_converges_over_cron_runs_never_queueing_more(tmp_path):
+    project = Project(tmp_path, 12)
+    command = f"sh -c 'sleep 1; echo {{index}} >> \"$0\"' {shlex.quote(str(project.count))}"
+    project.config.write_text(json.dumps({"command": command}))
+    cluster = project.root / "limited.json"
+    with open(os.path.join(os.path.dirname(__file__), "..", "cluster_configs", "local.json")) as f:
+        cluster.write_text(json.dumps({**json.load(f), "max_queued_jobs": 5}))
+    deadline, runs, most = time.monotonic() + 400, 0, 0
+    while project.counts() != Counter(range(12)):
+        assert time.monotonic() < deadline, f"not converged after {runs} runs: {project.counts()}"
+        result = project.submit("--runs", "1", "--indices-per-task", "1", cluster=str(cluster))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count("\n") == 1, result.stdout
+        runs += 1
+        for _ in range(6):  # poll between cron runs
+            most = max(most, _our_tasks(project))
+            assert most <= 5, f"{most} of our tasks queued under max_queued_jobs 5"
+            time.sleep(0.5)
+    assert runs >= 3  # 12 one-index tasks through a queue of 5
+    _wait_gone([e.job_id for e in project.entries()], timeout=60)
+    assert project.counts() == Counter(range(12))  # every index exactly once
+    assert "nothing to submit" in project.submit("--runs", "1", cluster=str(cluster)).stdout
+
+
+def test_farm_workers_run_a_pool_once(tmp_path):
+    # Needs the farm worker of pyexp-run (issue 11, runner side).
+    project = Project(tmp_path, 40)
+    first = project.submit("--runs", "1", "--workers", "3")
+    assert first.returncode == 0, first.stderr
+    assert "submitted 40 indices as 1 array to local" in first.stdout
+    assert "a farm of 3 workers" in first.stdout
+    (entry,) = project.entries()
+    assert entry.mode == "farm" and entry.workers == 3 and entry.pool == "0-39"
+    assert "nothing to submit" in project.submit("--runs", "1").stdout  # the pool is queued
+    _wait_gone([entry.job_id], timeout=150)
+    assert project.counts() == Counter(range(40))
+    assert "nothing to submit" in project.submit("--runs", "1").stdout

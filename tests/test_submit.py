@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -15,9 +16,14 @@ from pyexp.cli.submit import main
 from pyexp.config import getConfig
 from pyexp.errors import SlurmError
 from pyexp.experiment import loadExperiment
+from pyexp.indexset import IndexSet
 from pyexp.reconcile import to_submit
-from pyexp.scheduler import slurm
-from pyexp.scheduler.submit import SubmitBusy, submit_lock
+from pyexp.scheduler import planner, slurm
+from pyexp.scheduler.backend import Backend
+from pyexp.scheduler.cluster import load_cluster
+from pyexp.scheduler.local import LocalBackend
+from pyexp.scheduler.slurm_backend import SlurmBackend
+from pyexp.scheduler.submit import SubmitBusy, check_runnable, permutations_of, submit_lock
 from pyexp.state.attempts import FAILED, Attempts
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import PENDING, SUBMITTED, Ledger
@@ -55,17 +61,20 @@ def squeue():
     if os.environ.get("FAKE_SQUEUE_MODE") == "fail":
         print("slurm_load_jobs error: Unable to contact slurm controller", file=sys.stderr)
         sys.exit(1)
-    print("77|interactive|RUNNING")
-    print("78_3|someone-else|PENDING")
+    ids_only = sys.argv[sys.argv.index("-o") + 1] == "%i"
+    def show(line):
+        print(line.split("|")[0] if ids_only else line)
+    show("77|interactive|RUNNING")
+    show("78_3|someone-else|PENDING")
     for line in open(jobs).read().splitlines() if os.path.exists(jobs) else []:
         job, script = line.split("|", 1)
         text = open(script).read()
         jobname = re.search(r"--job-name=(\S+)", text).group(1)
         spec = re.search(r"--array=0-(\d+)(%\d+)?", text)
         last, throttle = int(spec.group(1)), spec.group(2) or ""
-        print(f"{job}_0|{jobname}|RUNNING")  # one task running, the rest folded
+        show(f"{job}_0|{jobname}|RUNNING")  # one task running, the rest folded
         if last >= 1:
-            print(f"{job}_[1-{last}{throttle}]|{jobname}|PENDING")
+            show(f"{job}_[1-{last}{throttle}]|{jobname}|PENDING")
 
 def scontrol():
     print("Configuration data as of now")
@@ -104,8 +113,10 @@ def project(tmp_path, monkeypatch):
     getConfig.cache_clear()
 
 
-def _submit(project, *extra):
-    return main([project["exp"], "--runs", "1", "--cluster", project["cluster"], *extra])
+def _submit(project, *extra, farm=False):
+    """pyexp-submit with static bundles of one index per task, unless farm is asked for."""
+    static = [] if farm or "--workers" in extra else ["--indices-per-task", "1"]
+    return main([project["exp"], "--runs", "1", "--cluster", project["cluster"], *static, *extra])
 
 
 def _exp(project):
@@ -298,7 +309,7 @@ def test_two_submits_at_once_submit_each_index_once(project):
     outs = [p.communicate(timeout=60)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert sum("nothing to submit" in out for out in outs) == 1
-    assert len(_sbatch_calls(project)) == 3
+    assert len(_sbatch_calls(project)) == 1  # one farm array
     indices = [i for e in _ledger(project) for i in e.indices()]
     assert sorted(indices) == list(range(N))
 
@@ -444,3 +455,115 @@ def test_local_failures_exit_1_and_say_where_the_logs_are(project, capsys):
     assert main(argv) == 1
     out = capsys.readouterr().out
     assert "ran 30 indices locally in 8 tasks, 8 of them with failures (logs: " in out
+
+
+def test_farm_dry_run_shows_the_choice_the_expected_cost_and_writes_one_script(project, capsys):
+    assert _submit(project, "--dry-run", "--index-minutes", "6", farm=True) == 0
+    out = capsys.readouterr().out
+    assert "dry run, would submit 30 indices as 1 array on tiny" in out
+    assert "mode: farm of 4 workers: 30 indices x ~6 min (--index-minutes 6) fill 4 task(s)" in out
+    assert "array 0: --array=0-3%3  4 workers  30 indices (0..29)  <= 4 core-hours" in out
+    assert "expected: makespan ~60 min, ~3 core-hours (~6 min per index" in out
+    assert "at most 2 h, 4 core-hours" in out  # 4 workers, 3 at a time: two waves of 1 h
+    assert (
+        "limits: no queue limit known (Slurm states none, no max_queued_jobs in tiny.json)" in out
+    )
+    assert "MaxArraySize 11" in out
+    folder = os.path.join(state_dirs(_exp(project)).scripts, "dry-run")
+    assert len(os.listdir(folder)) == 1 and _ledger(project) == []
+
+
+def test_measured_durations_size_the_farm(project, capsys):
+    exp = _exp(project)
+    records = CompletionRecords(state_dirs(exp).done)
+    for i in range(10):  # indices of 30 min each: 2 fit in an hour's task
+        records.mark_complete(exp.getPermutation(i), 0, {"duration": 1800.0})
+    assert _submit(project, "--dry-run", farm=True) == 0
+    out = capsys.readouterr().out
+    assert "would submit 20 indices" in out
+    assert "20 indices x ~30 min (median of 10 done) fill 11 task(s)" in out
+
+
+def test_submits_only_what_fits_under_max_queued_jobs(project, capsys):
+    path = project["root"] / "tiny.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "max_queued_jobs": 12}))
+    assert _submit(project) == 0  # squeue shows 2 jobs of the user already: room for 10
+    out = capsys.readouterr().out
+    assert "submitted 10 indices as 1 array to tiny (job 1000); 20 indices wait for room" in out
+    assert "(max_queued_jobs 12, 2 queued): the next run submits more" in out
+    assert out.count("\n") == 1
+    assert _submit(project) == 0  # now 12 queued: nothing fits
+    out = capsys.readouterr().out
+    assert "nothing submitted; 20 indices wait for room in the queue" in out
+    assert len(_sbatch_calls(project)) == 1
+
+
+def test_slurms_own_limit_wins_over_the_config(project, capsys, monkeypatch, tmp_path):
+    sacctmgr = tmp_path / "sacctmgr"
+    sacctmgr.write_text("#!/bin/sh\necho '5|'\n")
+    sacctmgr.chmod(0o755)
+    monkeypatch.setenv("PYEXP_SACCTMGR", str(sacctmgr))
+    assert _submit(project) == 0
+    out = capsys.readouterr().out
+    assert "submitted 3 indices" in out and "(sacctmgr MaxSubmitJobs 5, 2 queued)" in out
+
+
+@pytest.mark.parametrize(
+    ("sacctmgr", "scontrol", "want"),
+    [
+        ("1000|200\n", "", (1000, 200, "sacctmgr")),
+        ("|\n", "", None),  # no limit recorded: the config's fallback applies
+        ("500|\n300|50\n", "", (300, 50, "sacctmgr")),  # several accounts: the tightest
+        (
+            None,
+            "ClusterName=c Account=def-x UserName=u(1) ID=3 MaxJobs=N(2) MaxJobsAccrue= "
+            "MaxSubmitJobs=1000(12) MaxWallPJ= GrpSubmitJobs=N(0)\n",
+            (1000, None, "scontrol assoc_mgr"),
+        ),
+        (None, "You are not running a supported accounting_storage plugin\n", None),
+    ],
+)
+def test_job_limits_from_sacctmgr_else_scontrol(sacctmgr, scontrol, want, monkeypatch, tmp_path):
+    for name, text in (("sacctmgr", sacctmgr), ("scontrol", scontrol)):
+        path = tmp_path / name
+        path.write_text(
+            f"#!/bin/sh\n{'exit 1' if text is None else f'printf %s {shlex.quote(text)}'}\n"
+        )
+        path.chmod(0o755)
+        monkeypatch.setenv(f"PYEXP_{name.upper()}", str(path))
+    limits = slurm.job_limits()
+    got = None if limits is None else (limits.max_submit, limits.max_jobs, limits.source)
+    assert got == want
+
+
+def test_more_than_the_sane_bound_needs_yes(project, capsys, monkeypatch):
+    monkeypatch.setattr(planner, "SANE_MISSING", 20)
+    assert _submit(project) == 1
+    err = _stderr_line(capsys)
+    assert "30 missing indices, more than 20: a sweep this large is often a typo" in err
+    assert "pass --yes" in err and _sbatch_calls(project) == []
+    assert _submit(project, "--dry-run") == 0
+    assert "note: " in capsys.readouterr().out  # the dry run answers and says so
+    assert _submit(project, "--yes") == 0 and len(_sbatch_calls(project)) == 3
+
+
+def test_save_paths_of_a_huge_sweep_are_checked_on_a_bounded_sample(project):
+    exp = _exp(project)
+    assert permutations_of(IndexSet.span(0, 10**12), N) == IndexSet.span(0, N)
+    assert permutations_of(IndexSet([(28, 32), (45, 46)]), N) == IndexSet.of([28, 29, 0, 1, 15])
+    assert check_runnable(exp, "true {index}", IndexSet.span(0, 10**12)) == []
+
+
+def test_workers_and_static_bundles_exclude_each_other(project, capsys):
+    assert main([project["exp"], "--workers", "2", "--indices-per-task", "3"]) == 2
+    assert "exclude each other" in _stderr_line(capsys)
+
+
+def test_local_farm_and_static_share_one_backend_interface():
+    cluster = load_cluster("local")
+    for backend in (LocalBackend(cluster, parallel=2), SlurmBackend(cluster)):
+        assert isinstance(backend, Backend)
+    local = LocalBackend(cluster, parallel=2)
+    assert (local.name, local.cores, local.limits().room, local.limits().running) == (
+        "local-machine", 1, None, 2,
+    )  # fmt: skip

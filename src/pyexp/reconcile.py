@@ -71,24 +71,25 @@ class Standing:
 
 def queued_indices(
     exp: ExperimentDescription, queue: QueueSnapshot, scan: LedgerScan | None = None
-) -> set[int]:
+) -> IndexSet:
     """Today's indices of the (parameters, run) that a pending or running array task of ours
     still owns: a task runs what it was planned for, under whatever index that has now."""
-    out: set[int] = set()
+    same: list[IndexSet] = []
     moved: dict[str, dict] = {}  # record key -> its parameters
     today = exp.fingerprint()
     for entry, planned, owned in _owned(exp, queue, scan):
         if entry.fingerprint == today:  # same file: same indices, no hashing
-            out.update(owned)
+            same.append(owned)
         else:
             for i in owned:
                 params = planned.getPermutation(i)
                 moved[record_key(params, planned.getRun(i))] = params
+    out = IndexSet([r for s in same for r in s.ranges])
     if moved:
         # Keys of permutations no longer swept have no index today: not queued.
         runs = 1 + max(int(k.rpartition("-")[2]) for k in moved)
         known = ((paramsHash(p), p) for p in moved.values())
-        out.update(place(exp, runs, moved, known)[0].values())
+        out = out | IndexSet.of(place(exp, runs, moved, known)[0].values())
     return out
 
 
@@ -106,12 +107,12 @@ def queued_keys(
 
 def _owned(
     exp: ExperimentDescription, queue: QueueSnapshot, scan: LedgerScan | None
-) -> Iterator[tuple[LedgerEntry, ExperimentDescription, list[int]]]:
+) -> Iterator[tuple[LedgerEntry, ExperimentDescription, IndexSet]]:
     """Per ledger entry with active tasks in exp's work scope: the entry, the experiment as
     submitted, and the indices (of that snapshot) its active tasks own."""
     today, scope = exp.fingerprint(), work_scope(exp)
     for entry in (scan or Ledger(state_dirs(exp).ledger).scan()).entries:
-        owned = [i for t, task in enumerate(entry.tasks) if queue.active(entry.id, t) for i in task]
+        owned = active_indices(entry, queue)
         if not owned:
             continue
         planned = ExperimentDescription(entry.snapshot, path=entry.experiment, config=exp.config)
@@ -148,6 +149,16 @@ def _unsettled(entry: LedgerEntry) -> bool:
         entry.state == SUBMITTED
         and bool(entry.job_id)
         and not str(entry.job_id).startswith("local-")
+    )
+
+
+def active_indices(entry: LedgerEntry, queue: QueueSnapshot) -> IndexSet:
+    """The indices an entry's pending or running tasks own: a farm's whole pool while any of
+    its workers may still run (any of them may take any index), else each active task's."""
+    if entry.is_farm:
+        return entry.index_set() if queue.entry_active(entry.id) else IndexSet()
+    return IndexSet.of(
+        i for t, task in enumerate(entry.tasks) if queue.active(entry.id, t) for i in task
     )
 
 
@@ -312,7 +323,7 @@ def with_accounting(
     seen = {
         (e.id, t): answer[f"{e.job_id}_{t}"]
         for e in unsettled
-        for t in range(len(e.tasks))
+        for t in range(e.task_count())
         if f"{e.job_id}_{t}" in answer
     }
     return queue.merged(seen)
@@ -338,7 +349,8 @@ def settle(exp: ExperimentDescription, queue: QueueSnapshot) -> int:
     Indices the task never started are lost (retried, not charged). A task whose script failed
     before pyexp-run started charges every index as failed, so a broken script is not
     resubmitted forever; one cancelled, preempted or never launched (no output file) is not
-    charged. Each array is settled once.
+    charged. A farm's pool is charged only where a worker's lease marker names the index.
+    Each array is settled once.
     """
     dirs = state_dirs(exp)
     ledger = Ledger(dirs.ledger)
@@ -354,6 +366,10 @@ def settle(exp: ExperimentDescription, queue: QueueSnapshot) -> int:
     markers = set(scan_names(dirs.leases))
     recorded = 0
     for entry in finished:
+        if entry.is_farm:
+            recorded += _settle_farm(entry, queue, dirs.leases, done, tried, attempts)
+            ledger.settle(entry)
+            continue
         old = ExperimentDescription(entry.snapshot, path=entry.experiment, config=exp.config)
         for t, task in enumerate(entry.tasks):
             job = f"{entry.job_id}_{t}"
@@ -371,6 +387,32 @@ def settle(exp: ExperimentDescription, queue: QueueSnapshot) -> int:
                 attempts.record(key, outcome, info, job)
                 recorded += 1
         ledger.settle(entry)
+    return recorded
+
+
+def _settle_farm(
+    entry: LedgerEntry,
+    queue: QueueSnapshot,
+    folder: str,
+    done: set[str],
+    tried: set[tuple[str, str]],
+    attempts: Attempts,
+) -> int:
+    """A finished farm charges only the indices its workers' lease markers still name (they were
+    running them when the worker ended); the rest of its pool is lost: missing, not charged."""
+    workers = {f"{entry.job_id}_{t}": t for t in range(entry.workers)}
+    recorded = 0
+    for name in scan_names(folder):
+        key = name.removesuffix(leases.SUFFIX)
+        if key == name or key in done:
+            continue
+        job = _holder_job(folder, key)
+        if job not in workers or (key, job) in tried:
+            continue
+        state = queue.state(entry.id, workers[job])
+        outcome, why = _vanished(_TaskEnd(job, state, True, True), ran=True)
+        attempts.record(key, outcome, {"index": None, "job": job, "slurm": state, "why": why}, job)
+        recorded += 1
     return recorded
 
 
@@ -398,5 +440,5 @@ def _left_queue(entry: LedgerEntry, queue: QueueSnapshot) -> bool:
         entry.state == SUBMITTED
         and bool(entry.job_id)
         and not str(entry.job_id).startswith("local-")
-        and not any(queue.active(entry.id, t) for t in range(len(entry.tasks)))
+        and not any(queue.active(entry.id, t) for t in range(entry.task_count()))
     )

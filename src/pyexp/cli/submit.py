@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from pyexp.cli.args import Parser, count, runs_for
+from pyexp.scheduler.planner import SANE_MISSING
 
 PROG = "pyexp-submit"
 
@@ -25,10 +26,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--command", metavar="CMD", help="command per index (default: config.json's 'command')")
     add("--max-attempts", type=count, help="failures before an index is given up (default 3)")
     add("--retry-failed", action="store_true", help="also resubmit indices that were given up")
+    add("--workers", type=count, metavar="N", help="farm mode with N workers (default: from work)")
+    add("--indices-per-task", type=count, metavar="N", help="static bundles of N indices per task")
+    add("--index-minutes", type=minutes, metavar="M", help="one index's time (default: measured)")
+    add("--yes", action="store_true", help=f"submit more than {SANE_MISSING} missing indices")
     args = p.parse_args(argv)
     if args.parallel is not None and not args.local:
         p.error("--parallel N goes with --local")
+    if args.workers is not None and args.indices_per_task is not None:
+        p.error("--workers (farm mode) and --indices-per-task (static bundles) exclude each other")
     return args
+
+
+def minutes(text: str) -> float:
+    """A positive number of minutes, for --index-minutes."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +88,10 @@ def _submit_all(args: argparse.Namespace) -> int:
         parallel=args.parallel,
         max_attempts=args.max_attempts,
         retry_failed=args.retry_failed,
+        workers=args.workers,
+        indices_per_task=args.indices_per_task,
+        index_minutes=args.index_minutes,
+        yes=args.yes,
     )
     exps = [loadExperiment(path) for path in args.experiments]
     runs = [runs_for(exp, args.runs) for exp in exps]

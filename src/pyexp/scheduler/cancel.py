@@ -61,4 +61,4 @@ def _active(ledger: Ledger, queue: QueueSnapshot, dry_run: bool = False) -> Canc
 
 
 def _active_tasks(entry: LedgerEntry, queue: QueueSnapshot) -> int:
-    return sum(1 for t in range(len(entry.tasks)) if queue.active(entry.id, t))
+    return sum(1 for t in range(entry.task_count()) if queue.active(entry.id, t))

@@ -55,6 +55,7 @@ class ClusterConfig:
     max_time_hours: float | None = None  # the cluster's limits: a request beyond them is refused
     cores_per_node: int | None = None
     mem_per_node_gb: float | None = None
+    max_queued_jobs: int | None = None  # jobs a user may queue, when Slurm does not say
 
     @property
     def time(self) -> str:
@@ -100,6 +101,7 @@ _FIELDS = {
     "max_time_hours": (Real, type(None)),
     "cores_per_node": (int, type(None)),
     "mem_per_node_gb": (Real, type(None)),
+    "max_queued_jobs": (int, type(None)),
 }
 _REQUIRED = ("time_hours",)
 
@@ -219,7 +221,7 @@ def _check_values(c: ClusterConfig) -> None:
                 check(value)
         except ValueError as e:
             raise ClusterConfigError(f"{where}: '{key}' = {value!r}: {e}") from None
-    for key in ("cores", "indices_per_task", "array_throttle", "cores_per_node"):
+    for key in ("cores", "indices_per_task", "array_throttle", "cores_per_node", "max_queued_jobs"):
         value = getattr(c, key)
         if value is not None and value < 1:
             raise ClusterConfigError(f"{where}: '{key}' must be at least 1, got {value}")

@@ -110,7 +110,7 @@ def array_context(
     return {
         "job_name": job_name,
         "array": plan.array_spec,
-        "tasks": len(plan.tasks),
+        "tasks": plan.task_count,
         "indices": plan.indices,
         "time": cluster.time,
         "cores": cluster.cores,

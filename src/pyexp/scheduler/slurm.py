@@ -1,14 +1,15 @@
-"""The only place that runs Slurm commands: sbatch, squeue, scancel, scontrol and sacct, with
-timeouts.
+"""The only place that runs Slurm commands: sbatch, squeue, scancel, scontrol, sacct and sacctmgr,
+with timeouts.
 
 Each command's path can be overridden by environment (PYEXP_SBATCH, PYEXP_SQUEUE,
-PYEXP_SCANCEL, PYEXP_SCONTROL, PYEXP_SACCT), and the timeout by PYEXP_SLURM_TIMEOUT (seconds),
-so tests can inject fakes.
+PYEXP_SCANCEL, PYEXP_SCONTROL, PYEXP_SACCT, PYEXP_SACCTMGR), and the timeout by
+PYEXP_SLURM_TIMEOUT (seconds), so tests can inject fakes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import signal
 import subprocess
 
 from pyexp.errors import SlurmError
+from pyexp.scheduler.job_limits import JobLimits, parse_assoc_mgr, parse_sacctmgr
 from pyexp.scheduler.slurm_states import QueueSnapshot
 from pyexp.state.ledger import entry_id_from_job_name
 
@@ -151,6 +153,35 @@ def scancel(job_ids: list[str], timeout: float | None = None) -> None:
     """Cancel these jobs (whole arrays: pending and running tasks)."""
     if job_ids:
         run("scancel", list(job_ids), timeout)
+
+
+def user_jobs(timeout: float | None = None) -> int:
+    """How many jobs the user has queued or running, each array task counted (as Slurm counts
+    them against MaxSubmitJobs)."""
+    out = run("squeue", ["--me", "-h", "-r", "-o", "%i"], timeout)
+    jobs = [line.strip() for line in out.splitlines() if line.strip()]
+    # -r lists one task a line; a folded '123_[5-99%4]' (older squeue) still counts each task.
+    return sum(len(expand_task_ids(job.split("_", 1)[1])) if "_" in job else 1 for job in jobs)
+
+
+def job_limits(timeout: float | None = None) -> JobLimits | None:
+    """The user's MaxSubmitJobs and MaxJobs from sacctmgr, else from scontrol's association
+    manager; None when neither answers (no accounting database, or no limits recorded)."""
+    user = os.environ.get("USER") or getpass.getuser()
+    asks = (
+        ("sacctmgr", ["show", "assoc", f"user={user}", "format=MaxSubmitJobs,MaxJobs", "-n", "-P"]),
+        ("scontrol", ["show", "assoc_mgr", f"users={user}", "flags=assoc"]),
+    )
+    for (name, args), parse in zip(asks, (parse_sacctmgr, parse_assoc_mgr), strict=True):
+        if shutil.which(command(name)) is None:
+            continue
+        try:
+            limits = parse(run(name, args, timeout))
+        except SlurmError:
+            continue
+        if limits is not None and (limits.max_submit, limits.max_jobs) != (None, None):
+            return limits
+    return None
 
 
 def max_array_size(timeout: float | None = None) -> int | None:

@@ -1,41 +1,36 @@
-"""Submitting what is missing: lock, ask squeue, plan, render, then ledger + sbatch per array."""
+"""Submitting what is missing: lock, ask the backend's queue and limits, plan, render, then
+hand the ledger entries to the backend (Slurm, or this machine)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, TextIO
 
-from pyexp.errors import PyExpError, SavePathError, SlurmError
-from pyexp.scheduler import planner, render, slurm
+from pyexp.errors import PyExpError, SavePathError
+from pyexp.indexset import IndexSet
+from pyexp.scheduler import planner, render
+from pyexp.scheduler.backend import Backend, log_dir
 from pyexp.scheduler.cluster import ClusterConfig
 from pyexp.state.atomic import scan_names, write_atomic
-from pyexp.state.layout import experiment_id, state_dirs
+from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
+from pyexp.state.records import CompletionRecords
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
-    from pyexp.scheduler.slurm_states import QueueSnapshot
 
 LOCK_LEASE_SECONDS = float(os.environ.get("PYEXP_SUBMIT_LOCK_SECONDS") or 30.0)
+CHECKED_PERMUTATIONS = 20_000  # save paths checked before submitting, of a huge sweep the first
 
 
 class SubmitBusy(PyExpError, RuntimeError):
     """Another pyexp-submit of the same experiment holds its submit lock."""
-
-
-class SubmitLockLost(PyExpError, RuntimeError):
-    """This submitter's lock was taken over (it was paused past its lease): it stops."""
-
-
-class SubmitFailed(PyExpError, RuntimeError):
-    """Slurm did not accept an array; the arrays accepted before it stay recorded."""
 
 
 @dataclass
@@ -54,6 +49,19 @@ class SubmitOptions:
     lock_timeout: float = 60.0
     out: TextIO = field(default_factory=lambda: sys.stdout)
     progress: Callable[[int, int, int], None] | None = None  # local: indices done, of, failed tasks
+    workers: int | None = None  # farm workers (--workers); None: from the expected work
+    indices_per_task: int | None = None  # static bundles (--indices-per-task)
+    index_minutes: float | None = None  # estimate of one index (--index-minutes)
+    yes: bool = False  # submit more than planner.SANE_MISSING indices
+
+    def backend(self) -> Backend:
+        """Where the arrays go: this machine with --local, else Slurm."""
+        from pyexp.scheduler.local import LocalBackend
+        from pyexp.scheduler.slurm_backend import SlurmBackend
+
+        if self.local:
+            return LocalBackend(self.cluster, self.parallel, self.progress)
+        return SlurmBackend(self.cluster, LOCK_LEASE_SECONDS)
 
 
 @dataclass
@@ -61,14 +69,25 @@ class Submitted:
     """What one submission did for one experiment."""
 
     experiment: str
-    missing: list[int]
-    plans: list[planner.ArrayPlan] = field(default_factory=list)
+    missing: IndexSet
+    plan: planner.Plan | None = None
+    limits: planner.Limits | None = None
     scripts: list[str] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
     failed_tasks: int = 0
     logs: str = ""
     queue_seen: bool = True  # False: squeue could not be asked, queued work was not subtracted
     warnings: list[str] = field(default_factory=list)  # one line each, e.g. unreadable ledger
+
+    @property
+    def plans(self) -> list[planner.ArrayPlan]:
+        """The arrays planned."""
+        return self.plan.arrays if self.plan else []
+
+    @property
+    def submitted(self) -> int:
+        """Indices planned into arrays (the others wait for room in the queue)."""
+        return sum(p.indices for p in self.plans)
 
 
 def submit_experiment(exp: ExperimentDescription, opts: SubmitOptions) -> Submitted:
@@ -112,10 +131,12 @@ def _submit_locked(
     exp: ExperimentDescription, opts: SubmitOptions, command: str, held: Callable[[], bool]
 ) -> Submitted:
     from pyexp.reconcile import check_ledger, max_attempts, settle, to_submit, with_accounting
+    from pyexp.scheduler import slurm
     from pyexp.scheduler.slurm_states import QueueSnapshot
 
+    backend = opts.backend()
     submitting = not (opts.local or opts.dry_run)
-    queue = _queue(required=submitting)
+    queue = backend.queue(required=submitting)
     seen = queue is not None
     queue = queue or QueueSnapshot()
     if submitting:
@@ -123,40 +144,70 @@ def _submit_locked(
         settle(exp, queue)
     warnings = check_ledger(exp, queue)
     cap = max_attempts(exp, opts.max_attempts, remember=submitting)
-    missing = to_submit(exp, opts.runs, queue, cap, opts.retry_failed)
+    missing = _as_set(to_submit(exp, opts.runs, queue, cap, opts.retry_failed))
     done = Submitted(_experiment_path(exp), missing, logs=log_dir(exp), queue_seen=seen)
     done.warnings = warnings
     if not missing:
         return done
-    done.warnings = check_runnable(exp, command, missing, opts.runs)
-    size = None if opts.local else slurm.max_array_size()
-    done.plans = planner.plan_for(missing, opts.cluster, size)
-    entries = [_entry(exp, opts, command, plan) for plan in done.plans]
+    if len(missing) > planner.SANE_MISSING and not (opts.yes or opts.dry_run):
+        raise PyExpError(_too_many(done))
+    done.warnings += check_runnable(exp, command, missing, opts.runs)
+    done.limits = backend.limits()
+    durations = CompletionRecords(state_dirs(exp).done).durations()
+    done.plan = planner.plan_submission(
+        missing,
+        opts.cluster,
+        done.limits,
+        planner.estimate(durations, opts.index_minutes),
+        workers=opts.workers,
+        per_task=_per_task(opts),
+    )
+    entries = [_entry(exp, opts, backend, command, p) for p in done.plans]
     if opts.dry_run:
         _clear_dry_runs(exp)
     done.scripts = [
         _write_script(exp, opts, e, p) for e, p in zip(entries, done.plans, strict=True)
     ]
-    if opts.dry_run:
+    if opts.dry_run or not entries:
         return done
     os.makedirs(done.logs, exist_ok=True)  # Slurm does not create the log folder
-    if opts.local:
-        done.failed_tasks = _run_local(exp, opts, entries, done)
-    else:
-        _sbatch_all(exp, entries, done, held)
+    sent = backend.submit(exp, entries, held)
+    done.job_ids, done.failed_tasks = sent.job_ids, sent.failed_tasks
     return done
 
 
+def _per_task(opts: SubmitOptions) -> int | None:
+    # Locally there is no queue to spare and no time limit to beat: static bundles (each task's
+    # end is progress) unless --workers asks for a farm.
+    if opts.local and opts.workers is None and opts.indices_per_task is None:
+        return opts.cluster.indices_per_task
+    return opts.indices_per_task
+
+
+def _as_set(indices: list[int] | IndexSet) -> IndexSet:
+    return indices if isinstance(indices, IndexSet) else IndexSet.of(indices)
+
+
+def _too_many(done: Submitted) -> str:
+    return (
+        f"{done.experiment}: {len(done.missing)} missing indices, more than "
+        f"{planner.SANE_MISSING}: a sweep this large is often a typo; check with --dry-run, "
+        "then pass --yes to submit it"
+    )
+
+
 def check_runnable(
-    exp: ExperimentDescription, command: str, indices: list[int], runs: int = 1
+    exp: ExperimentDescription, command: str, indices: list[int] | IndexSet, runs: int = 1
 ) -> list[str]:
     """Refuse, before anything is submitted, a command or save paths the tasks would fail on or
-    share; the warnings worth a line (runs > 1 with no {run} in the save path)."""
+    share (of a huge sweep, the first CHECKED_PERMUTATIONS permutations); the warnings worth a
+    line (runs > 1 with no {run} in the save path)."""
     from pyexp.runner import CommandTemplate
 
     CommandTemplate(command)
     n, owner = exp.numPermutations(), {}
-    for p in sorted({i % n for i in indices}):  # run 0 of each: the run cannot make it invalid
+    # run 0 of each: the run cannot make it invalid
+    for p in islice(permutations_of(_as_set(indices), n), CHECKED_PERMUTATIONS):
         try:
             path = exp.interpolateSavePath(p)
         except SavePathError as e:
@@ -176,42 +227,46 @@ def check_runnable(
     return []
 
 
-def _queue(required: bool) -> QueueSnapshot | None:
-    # Submitting to Slurm needs squeue's answer; a local or dry run uses it when there is one.
-    if required:
-        return slurm.queue_snapshot()
-    if not slurm.available():
-        return None
-    try:
-        return slurm.queue_snapshot()
-    except SlurmError:
-        return None
+def permutations_of(indices: IndexSet, n: int) -> IndexSet:
+    """The permutations (index mod n) that indices cover, range by range, never enumerated."""
+    parts: list[tuple[int, int]] = []
+    for start, stop in indices.ranges:
+        if stop - start >= n:
+            return IndexSet.span(0, n)
+        first, last = start % n, (stop - 1) % n
+        parts += [(first, last + 1)] if first <= last else [(first, n), (0, last + 1)]
+    return IndexSet(parts)
 
 
 def _experiment_path(exp: ExperimentDescription) -> str:
     return os.path.abspath(exp.path) if exp.path else exp.getExperimentName()
 
 
-def log_dir(exp: ExperimentDescription) -> str:
-    """Where an experiment's array tasks write their stdout and stderr."""
-    return os.path.join(exp.config.log_path, experiment_id(exp))
-
-
 def _entry(
-    exp: ExperimentDescription, opts: SubmitOptions, command: str, plan: planner.ArrayPlan
+    exp: ExperimentDescription,
+    opts: SubmitOptions,
+    backend: Backend,
+    command: str,
+    plan: planner.ArrayPlan,
 ) -> LedgerEntry:
-    entry_id = new_entry_id()
+    entry_id, farm, local = new_entry_id(), plan.mode == planner.FARM, opts.local
     return LedgerEntry(
         id=entry_id,
         experiment=_experiment_path(exp),
         fingerprint=exp.fingerprint(),
         snapshot=exp.description,
         runs=opts.runs,
-        tasks=plan.tasks,
+        tasks=[] if farm or opts.dry_run else plan.tasks,  # a dry run records no entry
         command=command,
-        cores=1 if opts.local else opts.cluster.cores,  # locally, parallelism is across tasks
-        cluster="local-machine" if opts.local else opts.cluster.name,
+        cores=backend.cores,
+        cluster=backend.name,
         script=os.path.join(_script_folder(exp, opts.dry_run), f"{entry_id}.sbatch"),
+        mode=plan.mode,
+        pool=plan.pool.text() if farm else "",
+        workers=plan.task_count if farm else 0,
+        time_limit_seconds=None if local else opts.cluster.time_hours * 3600,
+        signal_lead_seconds=None if local else opts.cluster.signal_lead_seconds,
+        index_minutes=opts.index_minutes,
     )
 
 
@@ -245,132 +300,92 @@ def _write_script(
     return entry.script
 
 
-def _sbatch_all(
-    exp: ExperimentDescription, entries: list[LedgerEntry], done: Submitted, held: Callable
-) -> None:
-    ledger = Ledger(state_dirs(exp).ledger)
-    for n, entry in enumerate(entries):
-        if not held():  # fencing: another submitter took the lock while this one was paused
-            _forget(ledger, entries[n:], keep_first=False)
-            raise SubmitLockLost(
-                f"{done.experiment}: lost the submit lock {state_dirs(exp).submit_lock} "
-                f"(paused past its {LOCK_LEASE_SECONDS:g} s lease); stopped after {n} of "
-                f"{len(entries)} arrays, another submitter handles the rest"
-            )
-        # Recorded before sbatch: a task that starts at once finds its entry, and an array
-        # whose sbatch hangs but gets queued anyway is still found in squeue by its job name.
-        ledger.write(entry)
-        try:
-            job_id = slurm.sbatch(entry.script)
-        except SlurmError as e:
-            kept = _forget(ledger, entries[n:], keep_first=isinstance(e, slurm.SlurmUncertain))
-            summary = f"{n} of {len(entries)} arrays submitted, the others' indices stay missing"
-            raise SubmitFailed(f"{done.experiment}: {e}; {summary}{kept}") from None
-        ledger.mark_submitted(entry, job_id)
-        done.job_ids.append(job_id)
-
-
-def _forget(ledger: Ledger, unsent: list[LedgerEntry], keep_first: bool) -> str:
-    """Drop the ledger entry and scripts of arrays Slurm did not take; the note for the error."""
-    note = ""
-    if keep_first:
-        # It may have been queued after all: keep its pending entry and script, so squeue's
-        # tasks of pyexp-<id> count as queued and find their indices. If it was not queued,
-        # nothing refers to the entry and its indices stay missing.
-        note = f" (ledger entry {unsent[0].id} kept as pending in case it was queued)"
-        unsent = unsent[1:]
-    for entry in unsent:
-        ledger.discard(entry)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(entry.script)
-    return note
-
-
-def _run_local(
-    exp: ExperimentDescription, opts: SubmitOptions, entries: list[LedgerEntry], done: Submitted
-) -> int:
-    """Run every task of every entry on this machine; returns how many tasks failed."""
-    ledger = Ledger(state_dirs(exp).ledger)
-    jobs = []
-    for entry in entries:
-        ledger.write(entry)
-        ledger.mark_submitted(entry, f"local-{os.getpid()}")
-        done.job_ids.append(entry.job_id or "")
-        jobs += [(entry, t) for t in range(len(entry.tasks))]
-    env = dict(os.environ)
-    if exp.config.source:
-        env["PYEXP_CONFIG"] = exp.config.source
-    python = opts.cluster.python or sys.executable
-    workers = max(1, opts.parallel or os.cpu_count() or 1)
-    failed = finished = 0
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        sizes = {pool.submit(_run_task, exp, python, env, e, t): len(e.tasks[t]) for e, t in jobs}
-        try:
-            for future in as_completed(sizes):
-                failed += future.result() != 0
-                finished += sizes[future]
-                if opts.progress:
-                    opts.progress(finished, sum(sizes.values()), failed)
-        except KeyboardInterrupt:  # running tasks got the same SIGINT: each recorded its stop
-            pool.shutdown(cancel_futures=True)
-            raise SubmitFailed("interrupted: stopped indices stay missing") from None
-    return failed
-
-
-def _run_task(
-    exp: ExperimentDescription, python: str, env: dict[str, str], entry: LedgerEntry, task: int
-) -> int:
-    ledger_path = Ledger(state_dirs(exp).ledger).path(entry.id)
-    stem = os.path.join(log_dir(exp), f"{entry.job_name}_{task}")
-    argv = [python, "-m", "pyexp.cli.run", "--ledger", ledger_path, "--task", str(task)]
-    with open(f"{stem}.out", "w") as out, open(f"{stem}.err", "w") as err:
-        proc = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=exp.config.root
-        )
-    return proc.returncode
-
-
 def report(done: Submitted, opts: SubmitOptions) -> str:
     """What happened, for the terminal: a line per experiment, the plan with --dry-run."""
     name = done.experiment
     if not done.missing:
         return f"{name}: nothing to submit"
-    n, arrays = len(done.missing), len(done.plans)
     if opts.dry_run:
         return _dry_run_report(done, opts)
+    n, arrays, wait = done.submitted, len(done.plans), _waiting(done)
+    if not arrays:
+        return f"{name}: nothing submitted{wait}"
+    farm = done.plan is not None and done.plan.mode == planner.FARM
     if opts.local:
-        tasks = sum(len(p.tasks) for p in done.plans)
+        kind = f"a {_mode(done)}" if farm else _mode(done)
         failed = (
             f", {done.failed_tasks} of them with failures (logs: {done.logs})"
             if done.failed_tasks
             else ""
         )
-        return f"{name}: ran {n} indices locally in {_count(tasks, 'task')}{failed}"
+        return f"{name}: ran {n} indices locally in {kind}{failed}"
     jobs = ", ".join(done.job_ids)
     return (
         f"{name}: submitted {n} indices as {_count(arrays, 'array')} "
-        f"to {opts.cluster.name} (job {jobs})"
+        f"to {opts.cluster.name} (job {jobs}){f', a {_mode(done)}' if farm else ''}{wait}"
     )
+
+
+def _mode(done: Submitted) -> str:
+    tasks = sum(p.task_count for p in done.plans)
+    if done.plan and done.plan.mode == planner.FARM:
+        return f"farm of {_count(tasks, 'worker')}"
+    return _count(tasks, "task")
+
+
+def _waiting(done: Submitted) -> str:
+    """The line's tail for indices left for a later run: the queue has no room for them."""
+    waiting = done.plan.waiting if done.plan else 0
+    if not waiting:
+        return ""
+    why = done.limits.source if done.limits else "queue limit"
+    return f"; {waiting} indices wait for room in the queue ({why}): the next run submits more"
 
 
 def _dry_run_report(done: Submitted, opts: SubmitOptions) -> str:
-    n, arrays, first = len(done.missing), len(done.plans), done.scripts[0]
-    with open(first, encoding="utf-8") as f:
-        script = f.read()
+    plan, arrays = done.plan, len(done.plans)
+    assert plan is not None and done.limits is not None
     notes = [] if done.queue_seen else ["squeue not reachable: queued work not subtracted"]
     if opts.cluster.account_required and not opts.cluster.account:
         notes.append("no account yet: submitting needs --account, or SBATCH_ACCOUNT")
-    others = " (the others differ in --array, job name and ledger)" if arrays > 1 else ""
-    return "\n".join(
-        [
-            f"{done.experiment}: dry run, would submit {n} indices as "
-            f"{_count(arrays, 'array')} on {opts.cluster.name}:",
-            planner.describe(done.plans),
-            *(f"  note: {note}" for note in notes),
+    if len(done.missing) > planner.SANE_MISSING and not opts.yes:
+        notes.append(_too_many(done))
+    if plan.waiting:
+        notes.append(_waiting(done).removeprefix("; "))
+    lines = [
+        f"{done.experiment}: dry run, would submit {done.submitted} indices as "
+        f"{_count(arrays, 'array')} on {opts.cluster.name}:",
+        f"  mode: {'' if plan.mode == planner.FARM else 'static, '}{_mode(done)}: {plan.why}",
+    ]
+    if arrays:
+        lines += [planner.describe(done.plans), _expected(plan)]
+    lines += [_limits(done.limits), *(f"  note: {note}" for note in notes)]
+    if done.scripts:
+        first = done.scripts[0]
+        with open(first, encoding="utf-8") as f:
+            script = f.read()
+        others = " (the others differ in --array, job name and ledger)" if arrays > 1 else ""
+        lines += [
             f"  scripts: {os.path.dirname(first)} ({arrays} written); {first}{others}:",
             script.rstrip("\n"),
         ]
+    return "\n".join(lines)
+
+
+def _expected(plan: planner.Plan) -> str:
+    e, est = planner.expected(plan), plan.estimate
+    clock = planner.clock
+    return (
+        f"  expected: makespan ~{clock(e.makespan)}, ~{e.core_hours:.3g} core-hours "
+        f"(~{clock(est.mean)} per index: {est.source}); "
+        f"at most {clock(e.bound_makespan)}, {e.bound_core_hours:g} core-hours"
     )
+
+
+def _limits(limits: planner.Limits) -> str:
+    room = "no queue limit known" if limits.room is None else f"room for {limits.room} more jobs"
+    running = f", {limits.running} running at once" if limits.running is not None else ""
+    return f"  limits: {room} ({limits.source}){running}, MaxArraySize {limits.max_array_size}"
 
 
 def _count(n: int, noun: str) -> str:
