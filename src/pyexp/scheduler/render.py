@@ -104,6 +104,7 @@ def array_context(
     experiment: str,
     workdir: str | None = None,
     config: str | None = None,
+    grace: int | None = None,
 ) -> dict[str, Any]:
     """Everything the array template needs; values are raw, the template quotes them."""
     lead = cluster.signal_lead_seconds
@@ -124,6 +125,7 @@ def array_context(
         "setup": list(cluster.setup),
         "workdir": workdir or os.getcwd(),
         "config": config,
+        "grace": grace,
         "experiment": experiment,
         "python": cluster.python or sys.executable,
         "ledger": ledger,

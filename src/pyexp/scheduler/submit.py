@@ -129,13 +129,14 @@ def _submit_locked(
     if not missing:
         return done
     done.warnings = check_runnable(exp, command, missing, opts.runs)
-    size = None if opts.local else slurm.max_array_size()
-    done.plans = planner.plan_for(missing, opts.cluster, size)
+    config = "" if opts.local else slurm.show_config()
+    done.plans = planner.plan_for(missing, opts.cluster, slurm.max_array_size(config))
     entries = [_entry(exp, opts, command, plan) for plan in done.plans]
     if opts.dry_run:
         _clear_dry_runs(exp)
     done.scripts = [
-        _write_script(exp, opts, e, p) for e, p in zip(entries, done.plans, strict=True)
+        _write_script(exp, opts, e, p, slurm.grace_seconds(config))
+        for e, p in zip(entries, done.plans, strict=True)
     ]
     if opts.dry_run:
         return done
@@ -229,7 +230,11 @@ def _clear_dry_runs(exp: ExperimentDescription) -> None:
 
 
 def _write_script(
-    exp: ExperimentDescription, opts: SubmitOptions, entry: LedgerEntry, plan: planner.ArrayPlan
+    exp: ExperimentDescription,
+    opts: SubmitOptions,
+    entry: LedgerEntry,
+    plan: planner.ArrayPlan,
+    grace: int | None,
 ) -> str:
     context = render.array_context(
         plan,
@@ -240,6 +245,7 @@ def _write_script(
         experiment=entry.experiment,
         config=exp.config.source,
         workdir=exp.config.root,
+        grace=grace,
     )
     write_atomic(entry.script, render.render(context, opts.template))
     return entry.script
