@@ -84,6 +84,8 @@ def load_template(path: str | None = None) -> jinja2.Template:
         return environment().from_string(text)
     except OSError as e:
         raise RenderError(f"{path}: cannot read template: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise RenderError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except jinja2.TemplateSyntaxError as e:
         raise RenderError(f"{path or DEFAULT_TEMPLATE}:{e.lineno}: {e.message}") from None
 

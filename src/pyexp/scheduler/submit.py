@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -128,12 +129,11 @@ def _submit_locked(
     done.warnings = warnings
     if not missing:
         return done
-    done.warnings = check_runnable(exp, command, missing, opts.runs)
+    done.warnings += check_runnable(exp, command, missing, opts.runs)
     config = "" if opts.local else slurm.show_config()
     done.plans = planner.plan_for(missing, opts.cluster, slurm.max_array_size(config))
-    entries = [_entry(exp, opts, command, plan) for plan in done.plans]
-    if opts.dry_run:
-        _clear_dry_runs(exp)
+    folder = _dry_run_folder(exp, done.warnings) if opts.dry_run else state_dirs(exp).scripts
+    entries = [_entry(exp, opts, command, plan, folder) for plan in done.plans]
     done.scripts = [
         _write_script(exp, opts, e, p, slurm.grace_seconds(config))
         for e, p in zip(entries, done.plans, strict=True)
@@ -199,7 +199,11 @@ def log_dir(exp: ExperimentDescription) -> str:
 
 
 def _entry(
-    exp: ExperimentDescription, opts: SubmitOptions, command: str, plan: planner.ArrayPlan
+    exp: ExperimentDescription,
+    opts: SubmitOptions,
+    command: str,
+    plan: planner.ArrayPlan,
+    folder: str,
 ) -> LedgerEntry:
     entry_id = new_entry_id()
     return LedgerEntry(
@@ -212,21 +216,26 @@ def _entry(
         command=command,
         cores=1 if opts.local else opts.cluster.cores,  # locally, parallelism is across tasks
         cluster="local-machine" if opts.local else opts.cluster.name,
-        script=os.path.join(_script_folder(exp, opts.dry_run), f"{entry_id}.sbatch"),
+        script=os.path.join(folder, f"{entry_id}.sbatch"),
     )
 
 
-def _script_folder(exp: ExperimentDescription, dry_run: bool) -> str:
-    folder = state_dirs(exp).scripts
-    return os.path.join(folder, "dry-run") if dry_run else folder
-
-
-def _clear_dry_runs(exp: ExperimentDescription) -> None:
-    # Each dry run replaces the last one's scripts instead of piling up beside them.
-    folder = _script_folder(exp, dry_run=True)
-    for name in scan_names(folder):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(folder, name))
+def _dry_run_folder(exp: ExperimentDescription, warnings: list[str]) -> str:
+    """Where a dry run writes its scripts: the state folder's dry-run/, emptied (each dry run
+    replaces the last one's), else, when state is read-only, a new temporary folder."""
+    folder = os.path.join(state_dirs(exp).scripts, "dry-run")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        for name in scan_names(folder):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, name))
+        if os.access(folder, os.W_OK):
+            return folder
+    except OSError:  # read-only mount, no write permission, quota: a dry run writes elsewhere
+        pass
+    temporary = tempfile.mkdtemp(prefix="pyexp-dry-run-")
+    warnings.append(f"{folder}: cannot write there; dry-run scripts written to {temporary}")
+    return temporary
 
 
 def _write_script(
