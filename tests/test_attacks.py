@@ -119,3 +119,22 @@ def test_unreadable_ledger_warning_is_kept_when_there_is_work_to_submit(project)
     result = pyexp(project["root"], *argv, "--runs", "2", "--dry-run")
     assert "would submit 60 indices" in result.stdout, result.stdout + result.stderr
     assert "unreadable ledger entry" in result.stderr, result.stderr
+
+
+def test_full_state_filesystem_names_the_lock_file_submit_and_run_stopped_at(
+    tmpfs,  # noqa: F811
+    project,  # noqa: F811
+):
+    config = json.dumps({"command": "true {index}", "state_path": str(tmpfs)})
+    (project["root"] / "config.json").write_text(config)
+    with open(tmpfs / "filler", "wb", buffering=0) as f, pytest.raises(OSError):
+        while True:
+            f.write(b"\0" * 4096)
+    argv = ["submit", project["exp"], "--runs", "1", "--cluster", project["cluster"]]
+    line = one_line(pyexp(project["root"], *argv), "submit")
+    assert "submit.lock: No space left on device" in line
+    line = one_line(pyexp(project["root"], "run", project["exp"], "--indices", "0"), "run")
+    assert ".lease: No space left on device" in line
+    assert not (project["fake"] / "jobs.txt").exists()  # nothing submitted
+    (tmpfs / "filler").unlink()
+    assert pyexp(project["root"], "run", project["exp"], "--indices", "0-2").returncode == 0

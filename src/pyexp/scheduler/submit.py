@@ -103,6 +103,8 @@ def submit_lock(path: str, timeout: float) -> Iterator[Callable[[], bool]]:
             f"another pyexp-submit of this experiment still holds {path} after {timeout:g} s; "
             "try again later"
         ) from None
+    except OSError as e:  # filelock's marker write names no file
+        raise OSError(e.errno, e.strerror, e.filename or path) from None
     try:
         yield lambda: still_holds(lock)
     finally:

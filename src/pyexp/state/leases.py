@@ -148,7 +148,10 @@ class IndexLeases:
         if not self._made_folder:
             os.makedirs(self.folder, exist_ok=True)
             self._made_folder = True
-        lock = self._acquire(key)
+        try:
+            lock = self._acquire(key)
+        except OSError as e:  # filelock's marker write names no file
+            raise OSError(e.errno, e.strerror, e.filename or self.path(key)) from None
         if lock is None:
             return None
         path = self.path(key)
