@@ -79,6 +79,7 @@ def squeue():
 def scontrol():
     print("Configuration data as of now")
     print(f"MaxArraySize            = {os.environ.get('FAKE_MAX_ARRAY', '11')}")
+    print("KillWait                = 30 sec")
 
 {"sbatch": sbatch, "squeue": squeue, "scontrol": scontrol}[name]()
 """
@@ -429,11 +430,21 @@ def test_job_id_garbage(out):
         slurm.parse_job_id(out)
 
 
-def test_max_array_size_from_scontrol_or_none(project, monkeypatch):
+def test_max_array_size_and_grace_from_scontrol_or_none(project, monkeypatch):
     monkeypatch.setenv("FAKE_MAX_ARRAY", "5001")
-    assert slurm.max_array_size() == 5001
+    config = slurm.show_config()
+    assert slurm.max_array_size(config) == 5001
+    assert slurm.grace_seconds(config) == 30 - slurm.GRACE_MARGIN_SECONDS
+    assert slurm.grace_seconds("KillWait = 2 sec") == 1
     monkeypatch.setenv("PYEXP_SCONTROL", str(project["root"] / "nowhere"))
-    assert slurm.max_array_size() is None
+    assert slurm.show_config() == ""
+    assert slurm.max_array_size("") is None and slurm.grace_seconds("") is None
+
+
+def test_script_stops_its_runner_within_killwait(project):
+    assert main([project["exp"], "--runs", "1", "--cluster", "local", "--dry-run"]) == 0
+    script = next((project["root"] / ".pyexp").rglob("dry-run/*.sbatch")).read_text()
+    assert f"export PYEXP_GRACE_SECONDS={30 - slurm.GRACE_MARGIN_SECONDS}\n" in script
 
 
 def test_local_runs_the_plan_here_through_the_runner(project, capsys):

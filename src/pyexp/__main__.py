@@ -1,5 +1,5 @@
-"""`python -m pyexp submit|run|status|cancel|logs|adopt ...`: the console scripts under one entry
-point."""
+"""`python -m pyexp submit|run|status|cancel|logs|adopt|repair ...`: the console scripts under
+one entry point."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import importlib
 import sys
 
 COMMANDS = {
-    name: f"pyexp.cli.{name}" for name in ("submit", "run", "status", "cancel", "logs", "adopt")
+    name: f"pyexp.cli.{name}"
+    for name in ("submit", "run", "status", "cancel", "logs", "adopt", "repair")
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pyexp.cli.args import Parser, count, runs_for
+from pyexp.cli.args import Parser, count, runs_for, unknown_runs
 
 PROG = "pyexp-adopt"
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             exp = loadExperiment(path)
             runs = runs_for(exp, args.runs)
             if runs is None:
-                raise PyExpError(f"{path}: never submitted, so how many runs? pass --runs N")
+                raise PyExpError(unknown_runs(exp, path))
             adopted, already = adopt(exp, runs, args.result_file, args.dry_run)
             verb = "would adopt" if args.dry_run else "adopted"
             print(

@@ -35,3 +35,15 @@ def runs_for(exp: ExperimentDescription, given: int | None) -> int | None:
     from pyexp.state.settings import remembered_int
 
     return given or remembered_int(state_dirs(exp).settings, "runs")
+
+
+def unknown_runs(exp: ExperimentDescription, path: str) -> str:
+    """The one-line error when runs_for found no runs: never submitted, or settings damaged."""
+    import os
+
+    from pyexp.state.layout import state_dirs
+
+    settings = state_dirs(exp).settings
+    if os.path.exists(settings):
+        return f"{path}: how many runs? {settings} cannot be read; pass --runs N to rewrite it"
+    return f"{path}: never submitted, so how many runs? pass --runs N"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pyexp.cli.args import Parser, count, runs_for
+from pyexp.cli.args import Parser, count, runs_for, unknown_runs
 from pyexp.scheduler.planner import SANE_MISSING
 
 PROG = "pyexp-submit"
@@ -95,9 +95,9 @@ def _submit_all(args: argparse.Namespace) -> int:
     )
     exps = [loadExperiment(path) for path in args.experiments]
     runs = [runs_for(exp, args.runs) for exp in exps]
-    for path, n in zip(args.experiments, runs, strict=True):
+    for path, exp, n in zip(args.experiments, exps, runs, strict=True):
         if n is None:  # refused before anything is submitted
-            raise PyExpError(f"{path}: never submitted, so how many runs? pass --runs N")
+            raise PyExpError(unknown_runs(exp, path))
     status = 0
     for exp, n in zip(exps, runs, strict=True):
         one = replace(opts, runs=n, progress=Progress(exp.path or "") if args.local else None)

@@ -251,6 +251,9 @@ class Runner:
         return env
 
     def _kill_lost(self) -> None:
+        if self._watch.resumed:  # paused past a lease, the heartbeat may not have beaten yet
+            self._watch.resumed = False
+            self._lost.extend(r.item.key for r in self.running.values() if r.lease.lost)
         while self._lost:
             key = self._lost.popleft()
             for r in self.running.values():

@@ -31,22 +31,26 @@ _TRAMPOLINE = (
 
 
 class SignalWatch:
-    """One select() woken by SIGCHLD, the stop signals and wake(); remembers the first stop."""
+    """One select() woken by SIGCHLD, SIGCONT, the stop signals and wake(); remembers the first
+    stop."""
 
     def __enter__(self) -> SignalWatch:
         self.signum: int | None = None
+        self.resumed = False  # SIGCONT came: the process was paused, its leases may be gone
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
         self._open = threading.Lock()
         self._closed = False
         self._old_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
-        sigs = (signal.SIGCHLD, *STOP_SIGNALS)
+        sigs = (signal.SIGCHLD, signal.SIGCONT, *STOP_SIGNALS)
         self._old = {s: signal.signal(s, self._handle) for s in sigs}
         return self
 
     def _handle(self, signum: int, frame: object) -> None:
-        if signum != signal.SIGCHLD and self.signum is None:
+        if signum == signal.SIGCONT:
+            self.resumed = True
+        elif signum != signal.SIGCHLD and self.signum is None:
             self.signum = signum
 
     def wake(self) -> None:

@@ -68,9 +68,20 @@ def pool_tag(job: JobEnvironment) -> str:
 def write_snapshot(exp: ExperimentDescription, fingerprint: str) -> str:
     """Store exp's dict once under its fingerprint (content-addressed, atomic); its path."""
     path = os.path.join(state_dirs(exp).snapshots, f"{fingerprint}.json")
-    if not os.path.exists(path):  # same name, same content: a concurrent writer is harmless
-        write_atomic(path, json.dumps(exp.description, indent=1))
+    text = json.dumps(exp.description, indent=1)
+    # Same name, same content: a concurrent writer is harmless. Compared, not just found: a
+    # damaged copy would feed every command garbage, each failure charged to the user.
+    if _read_text(path) != text:
+        write_atomic(path, text)
     return path
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def run_ledger(

@@ -147,6 +147,8 @@ def _read(path: str) -> dict:
         raise ClusterConfigError(f"{path}: cannot read cluster config: {e.strerror}") from None
     except json.JSONDecodeError as e:
         raise ClusterConfigError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise ClusterConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     if not isinstance(data, dict):
         raise ClusterConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data

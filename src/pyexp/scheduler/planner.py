@@ -95,12 +95,14 @@ def estimate(durations: list[float], index_minutes: float | None = None) -> Esti
 @dataclass(frozen=True)
 class Limits:
     """What caps a submission: array tasks the user may still queue (None: no known limit),
-    tasks that may run at once (None: no known limit), and Slurm's MaxArraySize."""
+    tasks that may run at once (None: no known limit), and Slurm's MaxArraySize; and the
+    runner's stop grace that ends before Slurm's KillWait (None: the runner's default)."""
 
     room: int | None
     max_array_size: int
     running: int | None = None
     source: str = ""  # where room came from, e.g. 'sacctmgr MaxSubmitJobs 1000'
+    grace_seconds: int | None = None
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,8 @@ def load_template(path: str | None = None) -> jinja2.Template:
         return environment().from_string(text)
     except OSError as e:
         raise RenderError(f"{path}: cannot read template: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise RenderError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except jinja2.TemplateSyntaxError as e:
         raise RenderError(f"{path or DEFAULT_TEMPLATE}:{e.lineno}: {e.message}") from None
 
@@ -104,6 +106,7 @@ def array_context(
     experiment: str,
     workdir: str | None = None,
     config: str | None = None,
+    grace: int | None = None,
 ) -> dict[str, Any]:
     """Everything the array template needs; values are raw, the template quotes them."""
     lead = cluster.signal_lead_seconds
@@ -124,6 +127,7 @@ def array_context(
         "setup": list(cluster.setup),
         "workdir": workdir or os.getcwd(),
         "config": config,
+        "grace": grace,
         "experiment": experiment,
         "python": cluster.python or sys.executable,
         "ledger": ledger,

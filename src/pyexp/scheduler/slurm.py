@@ -22,6 +22,7 @@ from pyexp.scheduler.slurm_states import QueueSnapshot
 from pyexp.state.ledger import entry_id_from_job_name
 
 DEFAULT_TIMEOUT = 60.0
+GRACE_MARGIN_SECONDS = 4  # after the grace: SIGKILL, reap, record attempts, release leases
 
 
 class SlurmUncertain(SlurmError):
@@ -184,14 +185,29 @@ def job_limits(timeout: float | None = None) -> JobLimits | None:
     return None
 
 
-def max_array_size(timeout: float | None = None) -> int | None:
-    """MaxArraySize from `scontrol show config`, or None when it cannot be read."""
+def show_config(timeout: float | None = None) -> str:
+    """`scontrol show config`'s text, or "" when it cannot be read."""
     try:
-        out = run("scontrol", ["show", "config"], timeout)
+        return run("scontrol", ["show", "config"], timeout)
     except SlurmError:
-        return None
-    match = re.search(r"^\s*MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+        return ""
+
+
+def _config_number(config: str, name: str) -> int | None:
+    match = re.search(rf"^\s*{name}\s*=\s*(\d+)", config, re.MULTILINE)
     return int(match.group(1)) if match else None
+
+
+def max_array_size(config: str) -> int | None:
+    """MaxArraySize from `scontrol show config`'s text, or None when it does not say."""
+    return _config_number(config, "MaxArraySize")
+
+
+def grace_seconds(config: str) -> int | None:
+    """The runner's stop grace that ends before Slurm SIGKILLs it: KillWait less a margin for
+    recording attempts and releasing leases; None when `scontrol show config` does not say."""
+    kill_wait = _config_number(config, "KillWait")
+    return None if kill_wait is None else max(1, kill_wait - GRACE_MARGIN_SECONDS)
 
 
 def sacct_states(job_ids: list[str], timeout: float | None = None) -> dict[str, str] | None:

@@ -44,7 +44,9 @@ class SlurmBackend(Backend):
         """Room under MaxSubmitJobs (sacctmgr or scontrol), else under the config's
         max_queued_jobs, less every job of the user that squeue shows (array tasks counted)."""
         cluster = self.cluster
-        size = slurm.max_array_size() or cluster.max_array_size
+        config = slurm.show_config()
+        size = slurm.max_array_size(config) or cluster.max_array_size
+        grace = slurm.grace_seconds(config)
         found = slurm.job_limits()
         cap, source = cluster.max_queued_jobs, f"max_queued_jobs {cluster.max_queued_jobs}"
         if found is not None and found.max_submit is not None:
@@ -52,12 +54,12 @@ class SlurmBackend(Backend):
         running = found.max_jobs if found is not None else None
         if cap is None:
             silent = f"Slurm states none, no max_queued_jobs in {os.path.basename(cluster.source)}"
-            return Limits(None, size, running, silent)
+            return Limits(None, size, running, silent, grace)
         try:
             used = slurm.user_jobs()
         except SlurmError as e:
-            return Limits(None, size, running, f"{source}, but {e}")
-        return Limits(max(0, cap - used), size, running, f"{source}, {used} queued")
+            return Limits(None, size, running, f"{source}, but {e}", grace)
+        return Limits(max(0, cap - used), size, running, f"{source}, {used} queued", grace)
 
     def submit(
         self, exp: ExperimentDescription, entries: list[LedgerEntry], held: Callable[[], bool]

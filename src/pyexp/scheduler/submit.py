@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -121,6 +122,8 @@ def submit_lock(path: str, timeout: float) -> Iterator[Callable[[], bool]]:
             f"another pyexp-submit of this experiment still holds {path} after {timeout:g} s; "
             "try again later"
         ) from None
+    except OSError as e:  # filelock's marker write names no file
+        raise OSError(e.errno, e.strerror, e.filename or path) from None
     try:
         yield lambda: still_holds(lock)
     finally:
@@ -162,11 +165,11 @@ def _submit_locked(
         workers=opts.workers,
         per_task=_per_task(opts),
     )
-    entries = [_entry(exp, opts, backend, command, p) for p in done.plans]
-    if opts.dry_run:
-        _clear_dry_runs(exp)
+    folder = _dry_run_folder(exp, done.warnings) if opts.dry_run else state_dirs(exp).scripts
+    entries = [_entry(exp, opts, backend, command, p, folder) for p in done.plans]
     done.scripts = [
-        _write_script(exp, opts, e, p) for e, p in zip(entries, done.plans, strict=True)
+        _write_script(exp, opts, e, p, done.limits.grace_seconds)
+        for e, p in zip(entries, done.plans, strict=True)
     ]
     if opts.dry_run or not entries:
         return done
@@ -248,6 +251,7 @@ def _entry(
     backend: Backend,
     command: str,
     plan: planner.ArrayPlan,
+    folder: str,
 ) -> LedgerEntry:
     entry_id, farm, local = new_entry_id(), plan.mode == planner.FARM, opts.local
     return LedgerEntry(
@@ -260,7 +264,7 @@ def _entry(
         command=command,
         cores=backend.cores,
         cluster=backend.name,
-        script=os.path.join(_script_folder(exp, opts.dry_run), f"{entry_id}.sbatch"),
+        script=os.path.join(folder, f"{entry_id}.sbatch"),
         mode=plan.mode,
         pool=plan.pool.text() if farm else "",
         workers=plan.task_count if farm else 0,
@@ -270,21 +274,30 @@ def _entry(
     )
 
 
-def _script_folder(exp: ExperimentDescription, dry_run: bool) -> str:
-    folder = state_dirs(exp).scripts
-    return os.path.join(folder, "dry-run") if dry_run else folder
-
-
-def _clear_dry_runs(exp: ExperimentDescription) -> None:
-    # Each dry run replaces the last one's scripts instead of piling up beside them.
-    folder = _script_folder(exp, dry_run=True)
-    for name in scan_names(folder):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(folder, name))
+def _dry_run_folder(exp: ExperimentDescription, warnings: list[str]) -> str:
+    """Where a dry run writes its scripts: the state folder's dry-run/, emptied (each dry run
+    replaces the last one's), else, when state is read-only, a new temporary folder."""
+    folder = os.path.join(state_dirs(exp).scripts, "dry-run")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        for name in scan_names(folder):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, name))
+        if os.access(folder, os.W_OK):
+            return folder
+    except OSError:  # read-only mount, no write permission, quota: a dry run writes elsewhere
+        pass
+    temporary = tempfile.mkdtemp(prefix="pyexp-dry-run-")
+    warnings.append(f"{folder}: cannot write there; dry-run scripts written to {temporary}")
+    return temporary
 
 
 def _write_script(
-    exp: ExperimentDescription, opts: SubmitOptions, entry: LedgerEntry, plan: planner.ArrayPlan
+    exp: ExperimentDescription,
+    opts: SubmitOptions,
+    entry: LedgerEntry,
+    plan: planner.ArrayPlan,
+    grace: int | None,
 ) -> str:
     context = render.array_context(
         plan,
@@ -295,6 +308,7 @@ def _write_script(
         experiment=entry.experiment,
         config=exp.config.source,
         workdir=exp.config.root,
+        grace=grace,
     )
     write_atomic(entry.script, render.render(context, opts.template))
     return entry.script

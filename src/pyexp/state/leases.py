@@ -20,7 +20,8 @@ Contracts, D = the duration written in the holder's marker:
 - compromise: the heartbeat reports the loss when the marker vanished, changed owner, or could
   not be renewed for 2/3 D (shorter failures, e.g. an EIO blip, are retried and recover). It then
   calls on_lost(key) from the heartbeat thread, at least D/3 before any contender can take the
-  lease; the holder must stop that key's work. Lease.lost says the same to a poller.
+  lease; the holder must stop that key's work. Lease.lost says the same to a poller, and reads
+  the marker's claim token too (fencing before a completion is recorded).
 - a live holder (heartbeat running) is never taken over; one whose heartbeat stops for longer
   than D (SIGSTOP, a hung filesystem) can be, and is told so by on_lost when it resumes.
 
@@ -85,8 +86,10 @@ class Lease:
 
     @property
     def lost(self) -> bool:
-        """Whether the heartbeat found the marker gone, taken, or not renewable."""
-        return self._lock.compromise is not None
+        """Whether the lease is no longer ours: the heartbeat found the marker gone, taken, or
+        not renewable, or the marker carries another claim now (read now: a holder resumed
+        after a pause longer than the lease learns it before its heartbeat's next beat)."""
+        return not still_holds(self._lock)
 
     def release(self) -> None:
         """Give the lease up (idempotent)."""
@@ -145,7 +148,10 @@ class IndexLeases:
         if not self._made_folder:
             os.makedirs(self.folder, exist_ok=True)
             self._made_folder = True
-        lock = self._acquire(key)
+        try:
+            lock = self._acquire(key)
+        except OSError as e:  # filelock's marker write names no file
+            raise OSError(e.errno, e.strerror, e.filename or self.path(key)) from None
         if lock is None:
             return None
         path = self.path(key)
