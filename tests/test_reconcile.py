@@ -555,3 +555,19 @@ def test_settled_farm_charges_only_what_its_workers_were_running(project):
     assert set(attempts.names()) == {(_key(exp, 3), TIMEOUT, "600_1")}  # the rest: lost, uncharged
     assert Ledger(state_dirs(exp).ledger).load(entry.id).state == SETTLED
     assert list(classify(exp, 1, queue).indices(MISSING)) == [1, 2, 3, 4, 5]
+
+
+def test_array_whose_sbatch_may_still_be_in_flight_is_queued_until_sbatch_would_time_out(
+    project, monkeypatch
+):
+    # A submitter paused (or a slow slurmctld) between recording an array and sbatch's answer:
+    # another submitter must not submit the same indices while that sbatch may still queue them.
+    monkeypatch.setenv("PYEXP_SLURM_TIMEOUT", "5")
+    exp = _exp(project)
+    fresh = LedgerEntry(new_entry_id(), exp.path, exp.fingerprint(), exp.description, 1, [[0, 1]])
+    stale = LedgerEntry(new_entry_id(), exp.path, exp.fingerprint(), exp.description, 1, [[2]])
+    stale.created -= 5 + 31
+    for entry in (fresh, stale):
+        Ledger(state_dirs(exp).ledger).write(entry)  # recorded, never marked submitted
+    assert list(classify(exp, 1, QueueSnapshot()).indices(QUEUED)) == [0, 1]
+    assert list(to_submit(exp, 1, QueueSnapshot())) == [2, 3, 4, 5]

@@ -26,7 +26,7 @@ from pyexp.scheduler.slurm_backend import SlurmBackend
 from pyexp.scheduler.submit import SubmitBusy, check_runnable, permutations_of, submit_lock
 from pyexp.state.attempts import FAILED, Attempts
 from pyexp.state.layout import state_dirs
-from pyexp.state.ledger import PENDING, SUBMITTED, Ledger
+from pyexp.state.ledger import SUBMITTED, UNCONFIRMED, Ledger
 from pyexp.state.records import CompletionRecords, record_key
 
 # One script plays sbatch, squeue and scontrol (by its name); FAKE_* variables steer it.
@@ -192,9 +192,9 @@ def test_hanging_sbatch_times_out_with_one_line(project, capsys, monkeypatch):
     assert time.monotonic() - start < 10
     err = _stderr_line(capsys)
     assert "sbatch did not answer within 1 s" in err and "0 of 3 arrays submitted" in err
-    assert "kept as pending in case it was queued" in err
-    (entry,) = _ledger(project)  # kept pending: if it was queued after all, squeue shows it
-    assert entry.state == PENDING and entry.job_id is None
+    assert "kept in case it was queued" in err
+    (entry,) = _ledger(project)  # kept: if it was queued after all, squeue shows it
+    assert entry.state == UNCONFIRMED and entry.job_id is None
     pid = int((project["fake"] / "sbatch.pid").read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # the hung sbatch was killed, not left behind
@@ -205,14 +205,14 @@ def test_garbage_from_sbatch_is_an_error(project, capsys, monkeypatch):
     monkeypatch.setenv("FAKE_SBATCH_MODE", "garbage")
     assert _submit(project) == 1
     assert "sbatch printed 'Submitted batch job 1234', not a job id" in _stderr_line(capsys)
-    assert [e.state for e in _ledger(project)] == [PENDING]
+    assert [e.state for e in _ledger(project)] == [UNCONFIRMED]
 
 
 def test_sbatch_losing_its_answer_keeps_the_entry_pending(project, capsys, monkeypatch):
     monkeypatch.setenv("FAKE_SBATCH_MODE", "socket")
     assert _submit(project) == 1
     assert "Socket timed out" in _stderr_line(capsys)
-    assert [e.state for e in _ledger(project)] == [PENDING]  # squeue decides next time
+    assert [e.state for e in _ledger(project)] == [UNCONFIRMED]  # squeue decides next time
 
 
 def test_unreachable_slurm_changes_nothing(project, capsys, monkeypatch):

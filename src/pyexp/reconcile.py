@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,10 +20,11 @@ from pyexp.state import leases, settings
 from pyexp.state.atomic import scan_names
 from pyexp.state.attempts import FAILED, LOST, OOM, Attempts
 from pyexp.state.layout import experiment_id, state_dirs, work_scope
-from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry, LedgerScan
+from pyexp.state.ledger import PENDING, SUBMITTED, Ledger, LedgerEntry, LedgerScan
 from pyexp.state.records import CompletionRecords, record_key
 
 DEFAULT_MAX_ATTEMPTS = 3
+IN_FLIGHT_MARGIN_SECONDS = 30.0
 LEDGER_PLACEMENT_BUDGET = 200_000  # ledger indices hashed to place keys of a huge sweep
 DONE, RUNNING, HELD, QUEUED, FAILING, FAILED_OUT, MISSING = (
     "done",
@@ -155,11 +157,21 @@ def _unsettled(entry: LedgerEntry) -> bool:
 def active_indices(entry: LedgerEntry, queue: QueueSnapshot) -> IndexSet:
     """The indices an entry's pending or running tasks own: a farm's whole pool while any of
     its workers may still run (any of them may take any index), else each active task's."""
+    if entry.state == PENDING and _sbatch_in_flight(entry):
+        return entry.index_set()
     if entry.is_farm:
         return entry.index_set() if queue.entry_active(entry.id) else IndexSet()
     return IndexSet.of(
         i for t, task in enumerate(entry.tasks) if queue.active(entry.id, t) for i in task
     )
+
+
+def _sbatch_in_flight(entry: LedgerEntry) -> bool:
+    # Recorded, then sbatch: another submitter (this one paused, or slurmctld slow to answer)
+    # may not see the array in squeue yet. Until sbatch would have timed out, it may be queued.
+    from pyexp.scheduler.slurm import timeout_default
+
+    return time.time() - entry.created < timeout_default() + IN_FLIGHT_MARGIN_SECONDS
 
 
 def ledger_problems(scan: LedgerScan, queue: QueueSnapshot) -> list[str]:

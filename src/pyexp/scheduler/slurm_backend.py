@@ -99,10 +99,11 @@ def _forget(ledger: Ledger, unsent: list[LedgerEntry], keep_first: bool) -> str:
     """Drop the ledger entry and scripts of arrays Slurm did not take; the note for the error."""
     note = ""
     if keep_first:
-        # It may have been queued after all: keep its pending entry and script, so squeue's
+        # It may have been queued after all: keep its entry and script, so squeue's
         # tasks of pyexp-<id> count as queued and find their indices. If it was not queued,
         # nothing refers to the entry and its indices stay missing.
-        note = f" (ledger entry {unsent[0].id} kept as pending in case it was queued)"
+        note = f" (ledger entry {unsent[0].id} kept in case it was queued)"
+        ledger.mark_unconfirmed(unsent[0])
         unsent = unsent[1:]
     for entry in unsent:
         ledger.discard(entry)

@@ -14,6 +14,7 @@ from pyexp.indexset import IndexSet
 from pyexp.state.atomic import scan_names, write_atomic
 
 PENDING, SUBMITTED, SETTLED = "pending", "submitted", "settled"
+UNCONFIRMED = "unconfirmed"  # sbatch answered unclearly: queued only if squeue shows it
 STATIC, FARM = "static", "farm"  # tasks own fixed index lists / workers pull from one pool
 CANCELLED = "cancelled"  # by pyexp-cancel: its unfinished indices are missing, never charged
 NAME_CHARS = 40  # of the experiment's name in job names: squeue shows the start of a name
@@ -108,6 +109,11 @@ class Ledger:
     def mark_submitted(self, entry: LedgerEntry, job_id: str) -> None:
         """Record the job id Slurm gave the entry's array."""
         entry.state, entry.job_id = SUBMITTED, job_id
+        self.write(entry)
+
+    def mark_unconfirmed(self, entry: LedgerEntry) -> None:
+        """Record that sbatch returned without a clear answer for the entry's array."""
+        entry.state = UNCONFIRMED
         self.write(entry)
 
     def mark_cancelled(self, entry: LedgerEntry) -> None:
