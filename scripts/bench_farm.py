@@ -2,7 +2,7 @@
 """Benchmark farm mode against what users do today, on the local Slurm (issue 11).
 
     python scripts/bench_farm.py [--indices 500] [--slots 8] [--per-task 25] [--seed 1]
-    python scripts/bench_farm.py --indices 2000     # the full size of issue 11 (~30 min here)
+    python scripts/bench_farm.py --indices 2000     # the full size of issue 11 (~20 min here)
 
 The same work, indices of log-normal durations (median 0.5 s, sigma 0.75, seeded) that sleep,
 is completed one after the other by (a) one index per array task, (b) pyexp's static bundles
