@@ -14,6 +14,8 @@ import pytest
 from test_runner import Project, sh, wait_for, write_entry
 
 from pyexp.indexset import IndexSet
+from pyexp.job_environment import JobEnvironment
+from pyexp.runner.pool import EARLY_WARNING_SECONDS, TimeBudget
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import FARM, Ledger, LedgerEntry
 from pyexp.state.records import CompletionRecords
@@ -156,6 +158,20 @@ def test_worker_uses_index_minutes_while_nothing_has_finished(project):
     assert result.returncode == 0, result.stderr
     assert "not starting index 0: it may take 60s and 2s are left" in result.stderr
     assert not any(project.complete(path, i) for i in range(10))
+
+
+def test_worker_under_slurm_stops_starting_before_slurms_early_warning(tmp_path):
+    # Slurm 22.05 here sent USR1@10 of a 60 s job 35 s before its end: the budget allows for it.
+    entry = LedgerEntry(
+        "e", "/x.json", "f", {}, 1, [], mode=FARM, pool="0-9", workers=1,
+        time_limit_seconds=600.0, signal_lead_seconds=10,
+    )  # fmt: skip
+    records = CompletionRecords(str(tmp_path))
+    slurm, plain = JobEnvironment(job_id="7"), JobEnvironment()
+    under = TimeBudget.for_entry(entry, slurm, records, started=1000.0).deadline
+    outside = TimeBudget.for_entry(entry, plain, records, started=1000.0).deadline
+    assert outside == 1000.0 + 600 - 10
+    assert under == outside - EARLY_WARNING_SECONDS == 1000.0 + 600 - 40
 
 
 # --- in-process workers: pyexp.claim() in the user's script ---------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shlex
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 
 from pyexp.config import load_config
 from pyexp.experiment import ExperimentDescription, loadExperiment
+from pyexp.state.attempts import TIMEOUT, Attempts
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry
 
@@ -350,3 +352,57 @@ def test_farm_workers_run_a_pool_once(tmp_path):
     _wait_gone([entry.job_id], timeout=150)
     assert project.counts() == Counter(range(40))
     assert "nothing to submit" in project.submit("--runs", "1").stdout
+
+
+def _outcomes(project: Project) -> Counter:
+    """Outcomes of the recorded (unsuccessful) attempts of project's experiment."""
+    exp = loadExperiment(str(project.experiment), config=load_config(str(project.config)))
+    return Counter(outcome for _, outcome, _ in Attempts(state_dirs(exp).attempts).names())
+
+
+def test_farm_finishes_uneven_indices_within_the_time_limit_where_static_bundles_lose_some(
+    tmp_path,
+):
+    # 24 indices of 1-6 s (fixed seed), tasks of one minute warned 5 s before their end: Slurm
+    # sends that warning up to 30 s early, and a warned task's running index is lost (timeout).
+    rng = random.Random(11)
+    durations = [rng.randint(1, 6) for _ in range(24)]
+    projects = {mode: Project(tmp_path / mode, 24) for mode in ("farm", "static")}
+    limits = {"time_hours": 1 / 60, "signal_lead_seconds": 5, "mem_per_core_gb": 0.25}
+    for project in projects.values():
+        (project.root / "durations.txt").write_text("".join(f"{d}\n" for d in durations))
+        job = project.root / "job.sh"
+        job.write_text(
+            'root=$(dirname "$0"); echo "$1" >> "$root/count.txt"\n'
+            'sleep "$(sed -n "$(($1 + 1))p" "$root/durations.txt")"\n'
+        )
+        project.config.write_text(json.dumps({"command": f"sh {shlex.quote(str(job))} {{index}}"}))
+        (project.root / "minute.json").write_text(
+            json.dumps({**limits, "indices_per_task": 1, "account_required": False})
+        )
+
+    def submit(mode: str, *args: str) -> str:
+        project = projects[mode]
+        result = project.submit("--runs", "1", *args, cluster=str(project.root / "minute.json"))
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    # Static: the whole sweep in one in-order bundle of 84 s, past the minute.
+    assert "submitted 24 indices" in submit("static", "--indices-per-task", "24")
+    # Farm: 4 workers; before anything is measured an index is taken to need up to 12 s.
+    farm = ("--workers", "4", "--index-minutes", "0.2")
+    assert "a farm of 4 workers" in submit("farm", *farm)
+    rounds = 1
+    while True:
+        _wait_gone([e.job_id for e in projects["farm"].entries()], timeout=120)
+        if "nothing to submit" in submit("farm", *farm):
+            break
+        rounds += 1
+        assert rounds <= 4, "farm did not converge"
+    assert rounds >= 2  # the first workers stopped starting indices their minute could not hold
+    assert projects["farm"].counts() == Counter(range(24))  # each index once, none killed
+    assert _outcomes(projects["farm"]) == Counter()
+
+    _wait_gone([e.job_id for e in projects["static"].entries()], timeout=120)
+    assert _outcomes(projects["static"])[TIMEOUT] >= 1  # the bundle lost its running index
+    assert len(projects["static"].counts()) < 24

@@ -9,7 +9,7 @@ it asks again whether the array tried it. A pass that claimed something is follo
 over the indices that were held; the worker ends when a pass claims nothing and none of its own
 indices runs, or when the next index's estimate (a high percentile of this experiment's
 measured durations, else the entry's index_minutes) no longer fits before the deadline: the
-job's end less the signal lead.
+job's end less the signal lead (under Slurm, less another 30 s: its warning may come that early).
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ from pyexp.state.ledger import LedgerEntry
 from pyexp.state.records import CompletionRecords
 
 PERCENTILE = 0.9  # of measured durations: the estimate of the next index
+# slurmctld checks time limits every 30 s and sends --signal's warning at the first check
+# within 30 s of (end - lead): up to 30 s early (measured 25 s early on Slurm 22.05).
+EARLY_WARNING_SECONDS = 30.0
 REFRESH_SECONDS = 1.0  # done and tried sets
 ESTIMATE_SECONDS = 30.0  # durations
 _SETTLED_OUTCOMES = (FAILED, OOM, LEASE_LOST)  # this array does not try them again
@@ -62,8 +65,11 @@ class TimeBudget:
         cls, entry: LedgerEntry, job: JobEnvironment, records: CompletionRecords, started: float
     ) -> TimeBudget:
         """The budget of a task of entry started at monotonic time started: until the job's
-        end (Slurm's, else started + the entry's time limit) less the signal lead."""
+        end (Slurm's, else started + the entry's time limit) less the signal lead, and under
+        Slurm less how early its warning may come (it stops the indices then running)."""
         lead = entry.signal_lead_seconds or 0.0
+        if lead and job.job_id is not None:  # not a stand-in for a local worker
+            lead += EARLY_WARNING_SECONDS
         if job.end is not None:
             deadline = time.monotonic() + (job.end - time.time()) - lead
         elif entry.time_limit_seconds:
