@@ -247,3 +247,17 @@ def test_farm_command_without_index_that_never_claims_says_so(project):
     result = project.run("--ledger", ledger, "--task", 0)
     assert result.returncode == 1
     assert "never did; add {index} to run it per index" in result.stderr
+
+
+def test_farm_worker_skips_indices_whose_parameters_were_removed(project):
+    path = project.experiment("removed", {"x": [10, 20, 30, 40]})
+    out = project.root / "ran"
+    ledger = farm_entry(project, path, "0-3", 1, command=sh('echo "$1" >> "$2"', "{index}", out))
+    path.write_text(json.dumps({"metaParameters": {"x": [40, 25, 10]}}))  # 20, 30 removed
+    result = project.run("--ledger", ledger, "--task", "0")
+    assert result.returncode == 0, result.stderr
+    assert sorted(out.read_text().split()) == ["0", "3"]
+    skipped = [line for line in result.stderr.splitlines() if line.endswith("skipped")]
+    assert skipped == [
+        f"pyexp-run: index {i}: its parameters were removed from {path}: skipped" for i in (1, 2)
+    ]

@@ -119,6 +119,7 @@ class PoolClaims:
         tag: str,
         budget: TimeBudget | None = None,
         say: Callable[[str], None] = print,
+        swept: Callable[[int], bool] | None = None,
     ) -> None:
         from pyexp.state.layout import state_dirs
 
@@ -132,6 +133,8 @@ class PoolClaims:
         self._prefix = f"{tag}_"
         self._budget = budget or TimeBudget(None)
         self._say = say
+        self._swept = swept
+        self._skipped: set[int] = set()
         self._settled: set[str] = set()
         self._leases, self._host = dirs.leases, socket.gethostname()
         self._refreshed = -math.inf
@@ -149,6 +152,9 @@ class PoolClaims:
             if index is None:
                 if not self._next_pass(running):
                     return None
+                continue
+            if index in self._skipped or (self._swept and not self._swept(index)):
+                self._skipped.add(index)  # removed from the sweep since submission
                 continue
             item = Item.of(self._exp, index)
             if item.key in self._settled_keys() or self._records.is_complete(item.params, item.run):

@@ -15,7 +15,7 @@ from pyexp.job_environment import JobEnvironment
 from pyexp.runner.command import RunnerError, env_number, parse_indices, resolve_command
 from pyexp.runner.loop import Runner
 from pyexp.runner.pool import PoolClaims, TimeBudget
-from pyexp.runner.sweep_edits import still_swept
+from pyexp.runner.sweep_edits import still_swept, swept_check
 from pyexp.runner.worker_script import run_worker_script
 from pyexp.state.atomic import write_atomic
 from pyexp.state.layout import state_dirs
@@ -118,8 +118,9 @@ def run_ledger(
     if not entry.is_farm:
         return runner.run(still_swept(entry, exp, entry.tasks[task], out or sys.stderr))
     budget = TimeBudget.for_entry(entry, job, runner.records, started)
+    swept = swept_check(entry, exp, out or sys.stderr)
     claims = PoolClaims(
-        exp, entry.index_set(), task, entry.workers, pool_tag(job), budget, runner.say
+        exp, entry.index_set(), task, entry.workers, pool_tag(job), budget, runner.say, swept
     )
     return runner.run_from(claims)
 
