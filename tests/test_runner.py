@@ -534,6 +534,30 @@ def test_stop_records_every_attempt_at_once_when_children_exited_before_the_sign
     assert DEFAULT_GRACE_SECONDS <= 30 - 5  # a stop ends before Slurm's default KillWait
 
 
+@pytest.mark.parametrize("runner_signalled", [True, False])
+def test_command_killed_by_the_jobs_stop_signal_just_before_the_runner_is_not_a_failure(
+    project, runner_signalled
+):
+    # scancel without a pause: the command dies of SIGTERM and is reaped before the runner's
+    # own SIGTERM is handled. It is a preemption, not the user's failure; a command that dies
+    # of SIGTERM while the runner is never told to stop is a failure.
+    exp = project.experiment("cancelled", {"a": [1]})
+    pids = project.root / "pids"
+    runner = project.start(
+        exp, "--indices", "0", "--command", sh('echo $$ >> "$1"; exec sleep 100', pids)
+    )
+    wait_for(lambda: pids.exists() and pids.read_text().strip())
+    os.kill(int(pids.read_text()), signal.SIGTERM)
+    if runner_signalled:
+        time.sleep(0.3)
+        runner.send_signal(signal.SIGTERM)
+    _, err = runner.communicate(timeout=60)
+    ((attempt),) = project.attempts(exp)
+    assert attempt["outcome"] == (PREEMPTED if runner_signalled else FAILED), err
+    assert runner.returncode == (128 + signal.SIGTERM if runner_signalled else 1)
+    assert project.leases(exp) == []
+
+
 def test_lease_lost_mid_run_kills_the_command_and_records_lease_lost(project):
     exp = project.experiment("lost", {"a": [1, 2]})
     pids = project.root / "pids"

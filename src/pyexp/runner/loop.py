@@ -30,7 +30,14 @@ from pyexp.experiment import ExperimentDescription
 from pyexp.job_environment import JobEnvironment
 from pyexp.runner.command import CommandTemplate, env_number
 from pyexp.runner.item import InOrder, Item, Source
-from pyexp.runner.processes import SignalWatch, Spawner, oom_kills, signal_group, write_all
+from pyexp.runner.processes import (
+    STOP_SIGNALS,
+    SignalWatch,
+    Spawner,
+    oom_kills,
+    signal_group,
+    write_all,
+)
 from pyexp.state.atomic import write_atomic
 from pyexp.state.attempts import FAILED, LEASE_LOST, OOM, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import experiment_id, state_dirs
@@ -39,6 +46,9 @@ from pyexp.state.records import CompletionRecords
 
 # Below Slurm's default KillWait (30 s), so a stop ends before Slurm SIGKILLs the runner.
 DEFAULT_GRACE_SECONDS = 20.0
+STOP_SIGNAL_WAIT = 1.0  # seconds a command's death by a stop signal waits for the runner's own
+# Exit statuses of a command killed by a stop signal (Popen's -N, or a shell's 128+N).
+_STOP_EXITS = frozenset(code for s in STOP_SIGNALS for code in (-s, 128 + s))
 
 
 @dataclass
@@ -264,7 +274,24 @@ class Runner:
         for pid, r in list(self.running.items()):
             if (rc := r.proc.poll()) is not None:
                 del self.running[pid]
-                self._finish(r, rc, outcome)
+                self._finish(r, rc, outcome or self._stopped_with(rc))
+
+    def _stopped_with(self, rc: int) -> str | None:
+        """The stop outcome when a command died of a stop signal that the runner gets too.
+
+        scancel, preemption and the time limit signal every process of the job at once: the
+        command may die before the runner's own signal is handled. Wait a moment for it, so the
+        index is recorded as stopped, not as the user's failure."""
+        if rc not in _STOP_EXITS:
+            return None
+        deadline = time.monotonic() + STOP_SIGNAL_WAIT
+        while self._watch.signum is None and (left := deadline - time.monotonic()) > 0:
+            self._watch.wait(left)
+        signum = self._watch.signum
+        if signum is None:
+            return None
+        self.tally["stopped_by"] = signum
+        return TIMEOUT if signum == signal.SIGUSR1 else PREEMPTED
 
     def _finish(
         self, r: _Running, rc: int | None, outcome: str | None = None, error: str | None = None
