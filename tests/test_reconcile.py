@@ -571,3 +571,25 @@ def test_array_whose_sbatch_may_still_be_in_flight_is_queued_until_sbatch_would_
         Ledger(state_dirs(exp).ledger).write(entry)  # recorded, never marked submitted
     assert list(classify(exp, 1, QueueSnapshot()).indices(QUEUED)) == [0, 1]
     assert list(to_submit(exp, 1, QueueSnapshot())) == [2, 3, 4, 5]
+
+
+def test_farms_whose_script_keeps_failing_before_the_runner_are_not_resubmitted_forever(project):
+    from pyexp.reconcile import broken_farm_script
+    from pyexp.state.layout import experiment_id
+
+    exp = _exp(project)
+    logs = os.path.join(exp.config.log_path, experiment_id(exp))
+    os.makedirs(logs, exist_ok=True)
+    for n in range(3):  # three cron rounds: the workers' script dies before pyexp-run starts
+        entry = _farm(exp, "0-5", workers=2, job_id=str(700 + n))
+        for t in range(2):
+            open(os.path.join(logs, f"{entry.job_name}_{t}.err"), "w").close()
+        queue = QueueSnapshot({(entry.id, 0): "FAILED", (entry.id, 1): "FAILED"})
+        assert broken_farm_script(exp, 3) is None
+        settle(exp, queue)
+    line = broken_farm_script(exp, 3)
+    assert line and "the last 3 farm arrays failed before pyexp-run started" in line
+    assert "--retry-failed" in line and line.count("\n") == 0
+    cancelled = _farm(exp, "0-5", workers=2, job_id="800")  # cancelled while pending: no output
+    settle(exp, QueueSnapshot({(cancelled.id, 0): "CANCELLED", (cancelled.id, 1): "CANCELLED"}))
+    assert broken_farm_script(exp, 3) is None  # not the script's fault

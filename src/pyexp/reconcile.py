@@ -20,7 +20,7 @@ from pyexp.state import leases, settings
 from pyexp.state.atomic import scan_names
 from pyexp.state.attempts import FAILED, LOST, OOM, Attempts
 from pyexp.state.layout import experiment_id, state_dirs, work_scope
-from pyexp.state.ledger import PENDING, SUBMITTED, Ledger, LedgerEntry, LedgerScan
+from pyexp.state.ledger import PENDING, SETTLED, SUBMITTED, Ledger, LedgerEntry, LedgerScan
 from pyexp.state.records import CompletionRecords, record_key
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -380,6 +380,7 @@ def settle(exp: ExperimentDescription, queue: QueueSnapshot) -> int:
     for entry in finished:
         if entry.is_farm:
             recorded += _settle_farm(entry, queue, dirs.leases, done, tried, attempts)
+            entry.script_failed = _farm_script_failed(entry, queue, started, outputs)
             ledger.settle(entry)
             continue
         old = ExperimentDescription(entry.snapshot, path=entry.experiment, config=exp.config)
@@ -430,6 +431,44 @@ def _settle_farm(
 
 def _holder_job(folder: str, key: str) -> str | None:
     return leases.read_holder(os.path.join(folder, key + leases.SUFFIX)).get("slurm_job")
+
+
+def _farm_script_failed(
+    entry: LedgerEntry, queue: QueueSnapshot, started: set[str], outputs: set[str]
+) -> str:
+    """Why no worker of a finished farm got as far as pyexp-run ("" if one did, or if Slurm
+    ended them before: cancelled, preempted, never launched): the pool is not charged index by
+    index, so pyexp-submit refuses to resubmit after max_attempts such farms in a row."""
+    ends = [
+        _TaskEnd(
+            f"{entry.job_id}_{t}",
+            queue.state(entry.id, t),
+            f"{entry.job_id}_{t}" in started,
+            any(f"{entry.job_name}_{t}.{s}" in outputs for s in ("out", "err")),
+        )
+        for t in range(entry.workers)
+    ]
+    if any(e.runner_started for e in ends):
+        return ""
+    failed = [e for e in ends if _vanished(e, ran=False)[0] == FAILED]
+    if not failed:
+        return ""
+    return f"{entry.job_name}_{failed[0].job.rsplit('_', 1)[1]}.err"
+
+
+def broken_farm_script(exp: ExperimentDescription, max_attempts: int) -> str | None:
+    """One line when the last max_attempts farms of exp all failed before pyexp-run started."""
+    farms = [
+        e for e in Ledger(state_dirs(exp).ledger).entries() if e.is_farm and e.state == SETTLED
+    ]
+    last = farms[-max_attempts:]
+    if len(last) < max_attempts or not all(e.script_failed for e in last):
+        return None
+    where = os.path.join(exp.config.log_path, experiment_id(exp), last[-1].script_failed)
+    return (
+        f"the last {max_attempts} farm arrays failed before pyexp-run started (see {where}): "
+        "fix the script (setup lines, python), then pass --retry-failed"
+    )
 
 
 def _vanished(end: _TaskEnd, ran: bool) -> tuple[str, str]:

@@ -133,7 +133,14 @@ def submit_lock(path: str, timeout: float) -> Iterator[Callable[[], bool]]:
 def _submit_locked(
     exp: ExperimentDescription, opts: SubmitOptions, command: str, held: Callable[[], bool]
 ) -> Submitted:
-    from pyexp.reconcile import check_ledger, max_attempts, settle, to_submit, with_accounting
+    from pyexp.reconcile import (
+        broken_farm_script,
+        check_ledger,
+        max_attempts,
+        settle,
+        to_submit,
+        with_accounting,
+    )
     from pyexp.scheduler import slurm
     from pyexp.scheduler.slurm_states import QueueSnapshot
 
@@ -152,6 +159,10 @@ def _submit_locked(
     done.warnings = warnings
     if not missing:
         return done
+    broken = None if opts.retry_failed else broken_farm_script(exp, cap)
+    if broken and not opts.dry_run:
+        raise PyExpError(f"{done.experiment}: {broken}")
+    done.warnings += [broken] if broken else []
     if len(missing) > planner.SANE_MISSING and not (opts.yes or opts.dry_run):
         raise PyExpError(_too_many(done))
     done.warnings += check_runnable(exp, command, missing, opts.runs)

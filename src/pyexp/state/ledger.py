@@ -45,6 +45,7 @@ class LedgerEntry:
     time_limit_seconds: float | None = None  # each task's --time
     signal_lead_seconds: float | None = None  # how long before the limit Slurm signals
     index_minutes: float | None = None  # estimate of one index while none has finished
+    script_failed: str = ""  # farm, settled: the .err of a worker whose script failed early
 
     @property
     def job_name(self) -> str:
