@@ -204,3 +204,22 @@ def test_cancel_scancels_the_experiments_jobs_and_their_indices_become_missing(t
     again = project.cli("cancel", str(project.experiment), slurm=True)
     assert "nothing queued or running in Slurm" in again.stdout
     assert SUBMITTED not in {e.state for e in Ledger(state_dirs(project.exp()).ledger).entries()}
+
+
+def test_logs_of_a_farm_index_name_the_worker_that_ran_it(project):
+    from pyexp.index_logs import index_log, task_files
+
+    exp = project.exp()
+    entry = LedgerEntry(
+        "f1", str(project.experiment), exp.fingerprint(), exp.description, 1, [],
+        mode="farm", pool="0-3", workers=4, job_id="600",
+    )  # fmt: skip
+    Ledger(state_dirs(exp).ledger).write(entry)
+    log = index_log(exp, 2)
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    with open(log, "w") as f:
+        f.write("=== 2026-01-01T00:00:00 pyexp-run index=2 run=0 key=k host=h job=600_3 pid=1\n")
+    files = task_files(exp, 2)
+    assert [job for job, _ in files] == ["600_3", "600_3"]
+    assert files[1][1].endswith(f"{entry.job_name}_3.err")
+    assert task_files(exp, 1) == []  # no worker has run it yet

@@ -57,10 +57,24 @@ def task_files(exp: ExperimentDescription, index: int) -> list[tuple[str, str]]:
     from pyexp.scheduler.submit import log_dir
 
     out = []
+    ran = _jobs_in_headers(index_log(exp, index))
     for entry in Ledger(state_dirs(exp).ledger).entries():
-        for t, task in enumerate(entry.tasks):
-            if index in task:
-                stem = os.path.join(log_dir(exp), f"{entry.job_name}_{t}")
-                job = f"{entry.job_id or entry.id}_{t}"
-                out += [(job, f"{stem}.{ext}") for ext in ("out", "err")]
+        if entry.is_farm:  # any worker may have run it: those its log's headers name
+            held = [t for t in range(entry.workers) if f"{entry.job_id}_{t}" in ran]
+            held = held if index in entry.index_set() else []
+        else:
+            held = [t for t, task in enumerate(entry.tasks) if index in task]
+        for t in held:
+            stem = os.path.join(log_dir(exp), f"{entry.job_name}_{t}")
+            job = f"{entry.job_id or entry.id}_{t}"
+            out += [(job, f"{stem}.{ext}") for ext in ("out", "err")]
     return out
+
+
+def _jobs_in_headers(path: str) -> set[str]:
+    """The `job=` of every attempt header in an index's log; empty if there is no log."""
+    try:
+        headers = [a.header for a in attempts_in(path, keep=0)]
+    except OSError:
+        return set()
+    return {f.split("=", 1)[1] for h in headers for f in h.split() if f.startswith("job=")}
