@@ -22,10 +22,10 @@ from pyexp.reconcile import (
     active_indices,
     classify,
     queued_keys,
-    settle,
     to_submit,
 )
 from pyexp.scheduler.submit import log_dir
+from pyexp.settling import settle
 from pyexp.state.attempts import FAILED, LOST, OOM, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import state_dirs
 from pyexp.state.leases import IndexLeases
@@ -250,8 +250,8 @@ def test_pending_array_cancelled_three_times_is_not_failed(project, tmp_path, mo
 def test_sacct_running_or_pending_task_is_not_settled_nor_resubmitted(
     project, tmp_path, monkeypatch
 ):
-    from pyexp.reconcile import with_accounting
     from pyexp.scheduler import slurm
+    from pyexp.settling import with_accounting
 
     exp = _exp(project)
     entry = _entry(exp, [[0], [1], [2], [3], [4]], job_id="800")
@@ -574,7 +574,7 @@ def test_array_whose_sbatch_may_still_be_in_flight_is_queued_until_sbatch_would_
 
 
 def test_farms_whose_script_keeps_failing_before_the_runner_are_not_resubmitted_forever(project):
-    from pyexp.reconcile import broken_farm_script
+    from pyexp.settling import broken_farm_script
     from pyexp.state.layout import experiment_id
 
     exp = _exp(project)

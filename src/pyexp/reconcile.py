@@ -7,7 +7,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -15,12 +15,12 @@ from pyexp.errors import PyExpError
 from pyexp.experiment import ExperimentDescription, paramsHash
 from pyexp.indexset import IndexSet
 from pyexp.placement import place
-from pyexp.scheduler.slurm_states import NOT_THE_SCRIPTS_FAULT, SLURM_OUTCOMES, QueueSnapshot
+from pyexp.scheduler.slurm_states import QueueSnapshot
 from pyexp.state import leases, settings
 from pyexp.state.atomic import scan_names
-from pyexp.state.attempts import FAILED, LOST, OOM, Attempts
-from pyexp.state.layout import experiment_id, state_dirs, work_scope
-from pyexp.state.ledger import PENDING, SETTLED, SUBMITTED, Ledger, LedgerEntry, LedgerScan
+from pyexp.state.attempts import FAILED, OOM, Attempts
+from pyexp.state.layout import state_dirs, work_scope
+from pyexp.state.ledger import PENDING, SUBMITTED, Ledger, LedgerEntry, LedgerScan
 from pyexp.state.records import CompletionRecords, record_key
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -146,7 +146,7 @@ def unknown_queue(exp: ExperimentDescription) -> UnknownQueue:
 
 
 def _unsettled(entry: LedgerEntry) -> bool:
-    # As _left_queue: local runs record every outcome themselves, Slurm arrays get settled.
+    # As settling.left_queue: local runs record every outcome themselves, Slurm arrays get settled.
     return (
         entry.state == SUBMITTED
         and bool(entry.job_id)
@@ -319,177 +319,3 @@ def check_ledger(exp: ExperimentDescription, queue: QueueSnapshot) -> list[str]:
                 f"(scancel -n pyexp-{entry_id}) or the file is repaired"
             )
     return ledger_problems(scan, queue)
-
-
-def with_accounting(
-    exp: ExperimentDescription,
-    queue: QueueSnapshot,
-    states: Callable[[list[str]], dict[str, str] | None],
-) -> QueueSnapshot:
-    """squeue's snapshot completed by sacct's word (states: job ids -> '123_4' -> state, None
-    when accounting cannot say) on our unsettled arrays that squeue no longer shows as active."""
-    unsettled = [e for e in Ledger(state_dirs(exp).ledger).entries() if _left_queue(e, queue)]
-    answer = states([e.job_id for e in unsettled if e.job_id]) if unsettled else None
-    if not answer:
-        return queue
-    seen = {
-        (e.id, t): answer[f"{e.job_id}_{t}"]
-        for e in unsettled
-        for t in range(e.task_count())
-        if f"{e.job_id}_{t}" in answer
-    }
-    return queue.merged(seen)
-
-
-@dataclass(frozen=True)
-class _TaskEnd:
-    """What is known of how one array task ended."""
-
-    job: str  # '<array job>_<task>'
-    state: str | None  # its final Slurm state, if squeue or sacct said
-    runner_started: bool  # pyexp-run left its `started` marker
-    launched: bool  # Slurm started the script: its .out or .err file exists
-
-
-def settle(exp: ExperimentDescription, queue: QueueSnapshot) -> int:
-    """Record how finished arrays ended for the indices they left unfinished; how many recorded.
-
-    queue holds what squeue (and sacct, see with_accounting) said; an array is finished when
-    none of its tasks may still run. An index is charged with the task's end (out of memory,
-    timeout, cancelled, else lost) only when the task was running it: its lease marker still
-    names that task (a runner that ends normally records the index and removes the marker).
-    Indices the task never started are lost (retried, not charged). A task whose script failed
-    before pyexp-run started charges every index as failed, so a broken script is not
-    resubmitted forever; one cancelled, preempted or never launched (no output file) is not
-    charged. A farm's pool is charged only where a worker's lease marker names the index.
-    Each array is settled once.
-    """
-    dirs = state_dirs(exp)
-    ledger = Ledger(dirs.ledger)
-    finished = [e for e in ledger.entries() if _left_queue(e, queue)]
-    if not finished:
-        return 0
-    live = leases.live_keys(dirs.leases)  # before done: a runner may finish in between
-    done = CompletionRecords(dirs.done).completed()
-    attempts = Attempts(dirs.attempts)
-    tried = {(key, attempt.split("-")[0]) for key, _, attempt in attempts.names()}
-    started = {name.split("-")[0] for name in scan_names(dirs.started)}
-    outputs = set(scan_names(os.path.join(exp.config.log_path, experiment_id(exp))))
-    markers = set(scan_names(dirs.leases))
-    recorded = 0
-    for entry in finished:
-        if entry.is_farm:
-            recorded += _settle_farm(entry, queue, dirs.leases, done, tried, attempts)
-            entry.script_failed = _farm_script_failed(entry, queue, started, outputs)
-            ledger.settle(entry)
-            continue
-        old = ExperimentDescription(entry.snapshot, path=entry.experiment, config=exp.config)
-        for t, task in enumerate(entry.tasks):
-            job = f"{entry.job_id}_{t}"
-            launched = any(f"{entry.job_name}_{t}.{s}" in outputs for s in ("out", "err"))
-            end = _TaskEnd(job, queue.state(entry.id, t), job in started, launched)
-            for i in task:
-                key = record_key(old.getPermutation(i), old.getRun(i))
-                if key in done or (key, job) in tried:
-                    continue
-                ran = key + leases.SUFFIX in markers and _holder_job(dirs.leases, key) == job
-                if key in live and not ran:  # another runner is on it
-                    continue
-                outcome, why = _vanished(end, ran)
-                info = {"index": i, "job": job, "slurm": end.state, "why": why}
-                attempts.record(key, outcome, info, job)
-                recorded += 1
-        ledger.settle(entry)
-    return recorded
-
-
-def _settle_farm(
-    entry: LedgerEntry,
-    queue: QueueSnapshot,
-    folder: str,
-    done: set[str],
-    tried: set[tuple[str, str]],
-    attempts: Attempts,
-) -> int:
-    """A finished farm charges only the indices its workers' lease markers still name (they were
-    running them when the worker ended); the rest of its pool is lost: missing, not charged."""
-    workers = {f"{entry.job_id}_{t}": t for t in range(entry.workers)}
-    recorded = 0
-    for name in scan_names(folder):
-        key = name.removesuffix(leases.SUFFIX)
-        if key == name or key in done:
-            continue
-        job = _holder_job(folder, key)
-        if job not in workers or (key, job) in tried:
-            continue
-        state = queue.state(entry.id, workers[job])
-        outcome, why = _vanished(_TaskEnd(job, state, True, True), ran=True)
-        attempts.record(key, outcome, {"index": None, "job": job, "slurm": state, "why": why}, job)
-        recorded += 1
-    return recorded
-
-
-def _holder_job(folder: str, key: str) -> str | None:
-    return leases.read_holder(os.path.join(folder, key + leases.SUFFIX)).get("slurm_job")
-
-
-def _farm_script_failed(
-    entry: LedgerEntry, queue: QueueSnapshot, started: set[str], outputs: set[str]
-) -> str:
-    """Why no worker of a finished farm got as far as pyexp-run ("" if one did, or if Slurm
-    ended them before: cancelled, preempted, never launched): the pool is not charged index by
-    index, so pyexp-submit refuses to resubmit after max_attempts such farms in a row."""
-    ends = [
-        _TaskEnd(
-            f"{entry.job_id}_{t}",
-            queue.state(entry.id, t),
-            f"{entry.job_id}_{t}" in started,
-            any(f"{entry.job_name}_{t}.{s}" in outputs for s in ("out", "err")),
-        )
-        for t in range(entry.workers)
-    ]
-    if any(e.runner_started for e in ends):
-        return ""
-    failed = [e for e in ends if _vanished(e, ran=False)[0] == FAILED]
-    if not failed:
-        return ""
-    return f"{entry.job_name}_{failed[0].job.rsplit('_', 1)[1]}.err"
-
-
-def broken_farm_script(exp: ExperimentDescription, max_attempts: int) -> str | None:
-    """One line when the last max_attempts farms of exp all failed before pyexp-run started."""
-    farms = [
-        e for e in Ledger(state_dirs(exp).ledger).entries() if e.is_farm and e.state == SETTLED
-    ]
-    last = farms[-max_attempts:]
-    if len(last) < max_attempts or not all(e.script_failed for e in last):
-        return None
-    where = os.path.join(exp.config.log_path, experiment_id(exp), last[-1].script_failed)
-    return (
-        f"the last {max_attempts} farm arrays failed before pyexp-run started (see {where}): "
-        "fix the script (setup lines, python), then pass --retry-failed"
-    )
-
-
-def _vanished(end: _TaskEnd, ran: bool) -> tuple[str, str]:
-    """The outcome of an index a finished task left without a record, and why."""
-    state = end.state or "state unknown"
-    if ran:
-        return SLURM_OUTCOMES.get(end.state or "", LOST), f"running when the task ended ({state})"
-    if end.runner_started:
-        return LOST, f"not started before the task ended ({state})"
-    if end.state in NOT_THE_SCRIPTS_FAULT:
-        return SLURM_OUTCOMES[end.state], f"task ended before pyexp-run started ({state})"
-    if not end.launched:
-        return LOST, f"task never launched: no output file ({state}; cancelled while pending?)"
-    return FAILED, f"task script failed before pyexp-run started ({state}); see its .err file"
-
-
-def _left_queue(entry: LedgerEntry, queue: QueueSnapshot) -> bool:
-    # Local runs record every outcome themselves; Slurm arrays are settled once all tasks left.
-    return (
-        entry.state == SUBMITTED
-        and bool(entry.job_id)
-        and not str(entry.job_id).startswith("local-")
-        and not any(queue.active(entry.id, t) for t in range(entry.task_count()))
-    )

@@ -196,8 +196,9 @@ def _queue(exp, no_slurm: bool):
     """squeue's snapshot (with sacct's word), else the ledger's guess and why squeue was not
     asked; with --no-slurm, the guess and no complaint."""
     from pyexp.errors import SlurmError
-    from pyexp.reconcile import unknown_queue, with_accounting
+    from pyexp.reconcile import unknown_queue
     from pyexp.scheduler import slurm
+    from pyexp.settling import with_accounting
 
     if no_slurm:
         return unknown_queue(exp), None

@@ -133,16 +133,10 @@ def submit_lock(path: str, timeout: float) -> Iterator[Callable[[], bool]]:
 def _submit_locked(
     exp: ExperimentDescription, opts: SubmitOptions, command: str, held: Callable[[], bool]
 ) -> Submitted:
-    from pyexp.reconcile import (
-        broken_farm_script,
-        check_ledger,
-        max_attempts,
-        settle,
-        to_submit,
-        with_accounting,
-    )
+    from pyexp.reconcile import check_ledger, max_attempts, to_submit
     from pyexp.scheduler import slurm
     from pyexp.scheduler.slurm_states import QueueSnapshot
+    from pyexp.settling import broken_farm_script, settle, with_accounting
 
     backend = opts.backend()
     submitting = not (opts.local or opts.dry_run)
