@@ -68,10 +68,11 @@ def _submit_all(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from pyexp.cli.progress import Progress
+    from pyexp.cli.submit_view import report
     from pyexp.errors import PyExpError
     from pyexp.experiment import loadExperiment
     from pyexp.scheduler.cluster import load_cluster
-    from pyexp.scheduler.submit import SubmitOptions, report, submit_experiment
+    from pyexp.scheduler.submit import SubmitOptions, submit_experiment
     from pyexp.state.layout import state_dirs
     from pyexp.state.settings import remember
 
