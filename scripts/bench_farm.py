@@ -117,10 +117,21 @@ def submitit_run(root: str, times: list[float], slots: int) -> tuple[int, float]
         timeout_min=15, cpus_per_task=1, mem_gb=0.25, slurm_array_parallelism=slots
     )
     stamps = [os.path.join(ends, str(i)) for i in range(len(times))]
-    started = time.time()
-    jobs = executor.map_array(_sleep_and_stamp, times, stamps)
+    # submitit does not split a map_array above MaxArraySize (sbatch refuses it): chunk it, as
+    # its users must.
+    step = _max_array_size() - 1
+    started, jobs = time.time(), []
+    for first in range(0, len(times), step):
+        part = slice(first, first + step)
+        jobs += executor.map_array(_sleep_and_stamp, times[part], stamps[part])
     _jobs.extend(sorted({j.job_id.split("_")[0] for j in jobs}))
     return len(jobs), started
+
+
+def _max_array_size() -> int:
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
+    found = [line.split("=")[1] for line in out.splitlines() if line.startswith("MaxArraySize")]
+    return int(found[0]) if found else 1001
 
 
 def _cancel() -> None:
@@ -135,6 +146,7 @@ def main() -> int:
     p.add_argument("--slots", type=int, default=8, help="CPUs of the local Slurm")
     p.add_argument("--per-task", type=int, default=25, help="indices per static bundle")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--ways", default="abcd", help="which ways to run, e.g. 'cd' (default all)")
     args = p.parse_args()
     atexit.register(_cancel)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -152,6 +164,7 @@ def main() -> int:
         ),
         ("(d) submitit map_array", lambda r: submitit_run(r, times, args.slots)),
     ]
+    ways = [(name, way) for name, way in ways if name[1] in args.ways]
     print(
         f"{args.indices} indices, log-normal durations (median 0.5 s, sigma {SIGMA}, seed "
         f"{args.seed}), sum {sum(times):.0f} s on {args.slots} slots: ideal {ideal:.1f} s",
@@ -169,7 +182,9 @@ def main() -> int:
             print(f"{name:<28} {tasks:>10} {span:>9.1f}s {span / ideal:>7.2f}x", flush=True)
             _cancel()  # what is left of this way's jobs (workers finding nothing) goes
             _wait_empty()
-    farm = next(s for n, s in spans.items() if n.startswith("(c)"))
+    farm = next((s for n, s in spans.items() if n.startswith("(c)")), None)
+    if farm is None:
+        return 0
     ok = farm <= TARGET * ideal and all(farm < s for n, s in spans.items() if n[1] != "c")
     print(f"farm {'meets' if ok else 'misses'} the target (<= {TARGET}x ideal, ahead of all)")
     return 0 if ok else 1
