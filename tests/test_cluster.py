@@ -66,6 +66,12 @@ def test_typo_in_sbatch_option_suggests_the_closest(tmp_path):
         load_cluster(_write(tmp_path, sbatch={"mail_tpye": "END"}))
 
 
+def test_an_option_newer_than_simple_slurms_table_is_passed_to_sbatch(tmp_path):
+    assert "oom-kill-step" not in known_options()  # a newer Slurm's, not in simple-slurm's table
+    cluster = load_cluster(_write(tmp_path, sbatch={"oom_kill_step": 1}))
+    assert cluster.sbatch == {"oom-kill-step": "1"}
+
+
 def test_option_names_normalize_and_flags():
     assert check_option("--mem_per_cpu", "x") == "mem-per-cpu"
     assert {"partition", "gres", "qos", "mail-type", "exclusive"} <= known_options()

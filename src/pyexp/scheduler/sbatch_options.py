@@ -29,11 +29,13 @@ def normalize(name: str) -> str:
 
 
 def check_option(name: str, where: str) -> str:
-    """The option's long name; ClusterConfigError naming the closest valid one on a typo."""
+    """The option's long name; ClusterConfigError naming the closest known one on a typo. A name
+    close to none is passed on: sbatch may know options newer than simple-slurm's table."""
     option = normalize(name)
     known = known_options()
     if option in known:
         return option
-    close = difflib.get_close_matches(option, sorted(known), n=1, cutoff=0.6)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise ClusterConfigError(f"{where}: unknown sbatch option '{name}'{hint}")
+    close = difflib.get_close_matches(option, sorted(known), n=1, cutoff=0.8)
+    if not close:
+        return option
+    raise ClusterConfigError(f"{where}: unknown sbatch option '{name}'; did you mean '{close[0]}'?")
