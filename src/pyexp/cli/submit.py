@@ -22,7 +22,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add = p.add_argument
     add("experiments", nargs="+", metavar="EXPERIMENT.json")
     add("--runs", type=count, help="runs per permutation (default: as the last pyexp-submit)")
-    add("--cluster", metavar="NAME|PATH", help="cluster config (default: $CC_CLUSTER, else local)")
+    add(
+        "--cluster",
+        metavar="NAME|PATH",
+        help="cluster config (default: as last submitted, else $CC_CLUSTER, else local)",
+    )
     add("--account", help="Slurm account (default: $SBATCH_ACCOUNT, else the config's)")
     add("--dry-run", action="store_true", help="print the plan, write scripts, submit nothing")
     add("--local", action="store_true", help="run the tasks on this machine instead of Slurm")
