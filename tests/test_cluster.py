@@ -93,6 +93,7 @@ def test_flags_and_numbers_in_sbatch(tmp_path):
         ({"partition": ["a"]}, "must be a string, number, true or null"),
         ({"partition": False}, "must be a string, number, true or null"),
         ({"comment": "two\nlines"}, "one line"),
+        ({"no such option": 1}, "'no such option' is not an sbatch long option name"),
     ],
 )
 def test_bad_sbatch_options(tmp_path, sbatch, message):

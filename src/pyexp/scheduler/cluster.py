@@ -120,6 +120,10 @@ _FIELDS = {
     "docs": (dict,),
 }
 _REQUIRED = ("time_hours",)
+_COUNTS = (  # fields that count something: at least 1 when set
+    "cores", "indices_per_task", "array_throttle", "cores_per_node", "max_queued_jobs",
+    "max_running_jobs", "gpus_per_node",
+)  # fmt: skip
 
 
 def known_clusters() -> list[str]:
@@ -273,9 +277,7 @@ def _check_values(c: ClusterConfig) -> None:
                 check(value)
         except ValueError as e:
             raise ClusterConfigError(f"{where}: '{key}' = {value!r}: {e}") from None
-    counts = ("cores", "indices_per_task", "array_throttle", "cores_per_node", "max_queued_jobs",
-              "max_running_jobs", "gpus_per_node")  # fmt: skip
-    for key in counts:
+    for key in _COUNTS:
         value = getattr(c, key)
         if value is not None and value < 1:
             raise ClusterConfigError(f"{where}: '{key}' must be at least 1, got {value}")
