@@ -28,6 +28,11 @@ def test_under_sees_through_symlinks(tmp_path):
     assert under(str(tmp_path / "projects" / "me" / "state"), str(real))
     assert under(str(real / "me"), str(tmp_path / "projects"))
     assert not under(str(tmp_path / "lustre" / "project2"), str(tmp_path / "lustre" / "project"))
+    home, scratch = tmp_path / "home", tmp_path / "lustre" / "scratch"
+    home.mkdir()
+    scratch.mkdir()
+    (home / "scratch").symlink_to(scratch)  # ~/scratch is the scratch filesystem, not $HOME
+    assert not under(str(home / "scratch" / "state"), str(home))
 
 
 def test_trillium_refuses_state_logs_or_results_under_home_or_project(tmp_path):

@@ -18,12 +18,10 @@ def fixed_root(template: str) -> str:
 
 
 def under(path: str, root: str) -> bool:
-    """Whether path is root or inside it, as written or once symlinks are resolved."""
-    for p, r in ((path, root), (os.path.realpath(path), os.path.realpath(root))):
-        p, r = os.path.abspath(p), os.path.abspath(r)
-        if os.path.commonpath([p, r]) == r:
-            return True
-    return False
+    """Whether path is root or inside it once symlinks are resolved (~/scratch linked to the
+    scratch filesystem is not under $HOME; ~/projects/def-x linked into $PROJECT is in it)."""
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    return os.path.commonpath([real, top]) == top
 
 
 def _roots(names: Iterable[str], env: Mapping[str, str]) -> list[tuple[str, str]]:
