@@ -155,6 +155,23 @@ def test_farm_workers_follow_the_expected_work():
     )  # 150 min of work on 8 cores; more workers than missing / cores would find nothing to take
 
 
+def test_max_running_jobs_caps_farm_workers_and_throttles_static_arrays():
+    lim = Limits(None, 1001)
+    trillium = load_cluster("trillium")  # 500 queued, 150 running, 192 cores, 24 h
+    farm = plan_submission(IndexSet.span(0, 10**6), trillium, lim, estimate([], 60))
+    assert farm.tasks == 150 and farm.why.endswith("capped by max_running_jobs 150")
+    missing = IndexSet.span(0, 10**5)
+    assert plan_submission(missing, trillium, lim, farm.estimate, workers=52).tasks == 52
+    assert plan_submission(missing, trillium, lim, farm.estimate, workers=400).tasks == 150
+    static = plan_submission(missing, trillium, lim, farm.estimate, per_task=192)
+    assert [a.array_spec for a in static.arrays] == ["0-520%150"]
+    assert static.arrays[0].throttle == 150
+    own = replace(trillium, array_throttle=20)  # an explicit array_throttle wins
+    assert plan_submission(missing, own, lim, farm.estimate, per_task=192).arrays[0].throttle == 20
+    unlimited = plan_submission(missing, _cluster(), lim, estimate([], 6), per_task=100)
+    assert unlimited.arrays[0].array_spec == "0-999"  # 1000 tasks, none held back
+
+
 def test_an_index_longer_than_a_task_gets_a_task_of_its_own():
     plan = plan_submission(
         IndexSet.span(0, 10), _cluster(hours=1), Limits(None, 1001), estimate([], 90)

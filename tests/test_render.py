@@ -155,6 +155,14 @@ def test_whole_node_cluster_asks_for_a_node_and_no_memory(hostile):
     assert "module load python/3.11\n" in script  # setup lines are shell, written as is
 
 
+def test_gpu_config_asks_for_its_model_qualified_gpus(hostile):
+    cluster = replace(load_cluster("fir-gpu").with_account("def-me"), python=hostile["python"])
+    script = render(_context(hostile, cluster))
+    assert "#SBATCH --gpus=h100:1\n" in script and "#SBATCH --mem-per-cpu=24000M\n" in script
+    assert "partition" not in script
+    assert "--gpus" not in render(_context(hostile, load_cluster("fir")))
+
+
 def test_user_template_is_quoted_too(hostile, tmp_path):
     template = tmp_path / "mine.sbatch.j2"
     template.write_text("#!/bin/bash\necho {{ experiment }}\nexec {{ python }} {{ ledger }}\n")

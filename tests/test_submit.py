@@ -28,6 +28,7 @@ from pyexp.state.attempts import FAILED, Attempts
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import SUBMITTED, UNCONFIRMED, Ledger
 from pyexp.state.records import CompletionRecords, record_key
+from pyexp.state.settings import read_settings
 
 # One script plays sbatch, squeue and scontrol (by its name); FAKE_* variables steer it.
 FAKE_SLURM = r"""
@@ -394,6 +395,118 @@ def test_account_is_required_on_alliance_clusters(project, capsys):
     code = main([project["exp"], "--runs", "1", "--cluster", "fir"])
     assert code == 1 and "needs an account" in _stderr_line(capsys)
     assert main([project["exp"], "--runs", "1", "--cluster", "fir", "--dry-run"]) == 0
+
+
+def _settings(project):
+    return read_settings(state_dirs(loadExperiment(project["exp"])).settings)
+
+
+def _grow_sweep(project, n):
+    with open(project["exp"], "w") as f:
+        json.dump({"name": "sweep", "metaParameters": {"x": list(range(n))}}, f)
+
+
+def test_the_cluster_is_remembered_like_the_runs(project, capsys, monkeypatch):
+    assert _submit(project) == 0  # to tiny.json, by path
+    assert _settings(project) == {"runs": 1, "cluster": project["cluster"]}
+    capsys.readouterr()
+    _grow_sweep(project, N + 5)
+    monkeypatch.chdir(project["fake"])  # cron runs elsewhere, without --cluster or $CC_CLUSTER
+    assert main([project["exp"], "--indices-per-task", "1", "--dry-run"]) == 0
+    first, second = capsys.readouterr().out.splitlines()[:2]
+    assert first == (
+        f"{project['exp']}: cluster {project['cluster']}, remembered from its last submission "
+        "(--cluster NAME|PATH replaces it)"
+    )
+    assert second.endswith("dry run, would submit 5 indices as 1 array on tiny:")
+    monkeypatch.setenv("CC_CLUSTER", "fir")  # a login node's default does not override it either
+    assert main([project["exp"], "--indices-per-task", "1", "--dry-run"]) == 0
+    assert "would submit 5 indices as 1 array on tiny:" in capsys.readouterr().out
+
+
+def test_another_cluster_replaces_the_remembered_one(project, capsys):
+    assert _submit(project) == 0
+    other = project["root"] / "other.json"
+    other.write_text(json.dumps({"time_hours": 2}))
+    _grow_sweep(project, N + 5)
+    assert main([project["exp"], "--cluster", str(other), "--indices-per-task", "1"]) == 0
+    assert "submitted 5 indices as 1 array to other" in capsys.readouterr().out
+    _grow_sweep(project, N + 7)
+    assert main([project["exp"], "--indices-per-task", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{project['exp']}: cluster {other}, remembered")
+    assert "submitted 2 indices as 1 array to other" in out[1]
+
+
+def test_without_a_remembered_cluster_nothing_changes(project, capsys):
+    assert main([project["exp"], "--runs", "1", "--dry-run"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith("dry run, would submit 30 indices as 1 array on local:")
+    assert _submit(project, "--local") == 0  # a --local run goes to no cluster: nothing to keep
+    assert "cluster" not in _settings(project)
+
+
+def test_a_remembered_cluster_file_that_is_gone_is_one_line(project, capsys):
+    assert _submit(project) == 0
+    os.unlink(project["cluster"])
+    assert main([project["exp"], "--dry-run"]) == 1
+    line = _stderr_line(capsys)
+    assert "cannot read cluster config" in line and "settings.json" in line
+    assert line.endswith("--cluster NAME|PATH replaces it)\n")
+
+
+def _trillium_like(project, monkeypatch, **config):
+    """A cluster whose compute nodes cannot write $HOME, the project's state under $HOME."""
+    cluster = project["root"] / "trill.json"
+    fields = {"time_hours": 1, "readonly_on_compute": ["HOME", "PROJECT"]}
+    cluster.write_text(json.dumps(fields))
+    (project["root"] / "config.json").write_text(json.dumps({"command": "true {index}", **config}))
+    getConfig.cache_clear()
+    monkeypatch.setenv("HOME", str(project["root"]))
+    monkeypatch.setenv("SCRATCH", str(project["root"] / "scratch"))
+    monkeypatch.delenv("PROJECT", raising=False)
+    return str(cluster)
+
+
+def test_state_under_a_root_compute_nodes_cannot_write_is_refused(project, capsys, monkeypatch):
+    cluster = _trillium_like(project, monkeypatch)
+    assert main([project["exp"], "--runs", "1", "--cluster", cluster]) == 1
+    line = _stderr_line(capsys)
+    assert line.startswith(f"pyexp-submit: {project['root'] / 'config.json'}: state_path ")
+    assert "read-only on trill's compute nodes" in line
+    assert line.endswith("set state_path to a folder under $SCRATCH\n")
+    assert _sbatch_calls(project) == []
+    assert main([project["exp"], "--runs", "1", "--cluster", cluster, "--dry-run"]) == 0
+    assert "warning: " in capsys.readouterr().err  # a dry run says so and still plans
+    assert main([project["exp"], "--runs", "1", "--cluster", cluster, "--local"]) == 0
+
+
+def test_state_on_scratch_beside_a_read_only_home_is_submitted(
+    project, capsys, monkeypatch, tmp_path_factory
+):
+    scratch = tmp_path_factory.mktemp("scratch")  # the project stays under $HOME
+    cluster = _trillium_like(
+        project, monkeypatch, state_path=str(scratch / "state"), log_path=str(scratch / "logs"),
+        save_path=str(scratch / "results/{name}/{params}/{run}"),
+    )  # fmt: skip
+    monkeypatch.setenv("SCRATCH", str(scratch))
+    assert main([project["exp"], "--runs", "1", "--cluster", cluster]) == 0
+    assert capsys.readouterr().err == "" and len(_sbatch_calls(project)) == 1
+
+
+def test_state_on_purged_scratch_is_submitted_with_one_warning(project, capsys, monkeypatch):
+    scratch = project["root"] / "scratch"
+    cluster = project["root"] / "purged.json"
+    cluster.write_text(json.dumps({"time_hours": 1, "purged_after_days": {"SCRATCH": 60}}))
+    (project["root"] / "config.json").write_text(
+        json.dumps({"command": "true {index}", "state_path": str(scratch / "state")})
+    )
+    getConfig.cache_clear()
+    monkeypatch.setenv("SCRATCH", str(scratch))
+    assert main([project["exp"], "--runs", "1", "--cluster", str(cluster)]) == 0
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("pyexp-submit: warning: ") and "older than 60 days" in line
+    assert len(_sbatch_calls(project)) == 1
 
 
 def test_squeue_parsing():

@@ -37,6 +37,23 @@ def runs_for(exp: ExperimentDescription, given: int | None) -> int | None:
     return given or remembered_int(state_dirs(exp).settings, "runs")
 
 
+def cluster_for(
+    exp: ExperimentDescription, given: str | None, env: dict[str, str] | None = None
+) -> tuple[str | None, bool]:
+    """The cluster config to load: --cluster, else the one of the experiment's last submission to
+    Slurm, else None ($CC_CLUSTER, else local); and whether that memory changed the answer."""
+    from pyexp.scheduler.cluster import default_cluster_name
+    from pyexp.state.layout import state_dirs
+    from pyexp.state.settings import remembered_text
+
+    if given:
+        return given, False
+    remembered = remembered_text(state_dirs(exp).settings, "cluster")
+    if remembered is None or remembered == default_cluster_name(env):
+        return None, False
+    return remembered, True
+
+
 def unknown_runs(exp: ExperimentDescription, path: str) -> str:
     """The one-line error when runs_for found no runs: never submitted, or settings damaged."""
     import os

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from pyexp.cli.args import Parser, count, runs_for, unknown_runs
+from pyexp.cli.args import Parser, cluster_for, count, runs_for, unknown_runs
 from pyexp.scheduler.planner import SANE_MISSING
+
+if TYPE_CHECKING:
+    from pyexp.experiment import ExperimentDescription
+    from pyexp.scheduler.cluster import ClusterConfig
 
 PROG = "pyexp-submit"
 
@@ -17,7 +22,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add = p.add_argument
     add("experiments", nargs="+", metavar="EXPERIMENT.json")
     add("--runs", type=count, help="runs per permutation (default: as the last pyexp-submit)")
-    add("--cluster", metavar="NAME|PATH", help="cluster config (default: $CC_CLUSTER, else local)")
+    add(
+        "--cluster",
+        metavar="NAME|PATH",
+        help="cluster config (default: as last submitted, else $CC_CLUSTER, else local)",
+    )
     add("--account", help="Slurm account (default: $SBATCH_ACCOUNT, else the config's)")
     add("--dry-run", action="store_true", help="print the plan, write scripts, submit nothing")
     add("--local", action="store_true", help="run the tasks on this machine instead of Slurm")
@@ -71,17 +80,21 @@ def _submit_all(args: argparse.Namespace) -> int:
     from pyexp.cli.submit_view import report
     from pyexp.errors import PyExpError
     from pyexp.experiment import loadExperiment
-    from pyexp.scheduler.cluster import load_cluster
     from pyexp.scheduler.submit import SubmitOptions, submit_experiment
     from pyexp.state.layout import state_dirs
     from pyexp.state.settings import remember
 
+    exps = [loadExperiment(path) for path in args.experiments]
+    runs = [runs_for(exp, args.runs) for exp in exps]
+    for path, exp, n in zip(args.experiments, exps, runs, strict=True):
+        if n is None:  # refused before anything is submitted
+            raise PyExpError(unknown_runs(exp, path))
     # An account is needed to submit; a dry run or a local run goes without one.
     needed = not (args.local or args.dry_run)
-    cluster = load_cluster(args.cluster).with_account(args.account, required=needed)
+    clusters = [_cluster(exp, args.cluster, args.account, needed) for exp in exps]
     opts = SubmitOptions(
         runs=0,  # per experiment below: --runs, else remembered
-        cluster=cluster,
+        cluster=clusters[0][0],  # per experiment below: --cluster, else remembered
         command=args.command,
         template=args.template,
         dry_run=args.dry_run,
@@ -94,22 +107,48 @@ def _submit_all(args: argparse.Namespace) -> int:
         index_minutes=args.index_minutes,
         yes=args.yes,
     )
-    exps = [loadExperiment(path) for path in args.experiments]
-    runs = [runs_for(exp, args.runs) for exp in exps]
-    for path, exp, n in zip(args.experiments, exps, runs, strict=True):
-        if n is None:  # refused before anything is submitted
-            raise PyExpError(unknown_runs(exp, path))
     status = 0
-    for exp, n in zip(exps, runs, strict=True):
-        one = replace(opts, runs=n, progress=Progress(exp.path or "") if args.local else None)
+    each = zip(args.experiments, exps, runs, clusters, strict=True)
+    for path, exp, n, (cluster, remembered) in each:
+        progress = Progress(exp.path or "") if args.local else None
+        one = replace(opts, runs=n, cluster=cluster, progress=progress)
+        if remembered:
+            note = "remembered from its last submission (--cluster NAME|PATH replaces it)"
+            print(f"{path}: cluster {cluster.spec}, {note}", flush=True)
         done = submit_experiment(exp, one)
         for warning in done.warnings:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
         if not args.dry_run:  # later runs without --runs, pyexp-status and loadResults use it
-            remember(state_dirs(exp).settings, runs=n)
+            remember(state_dirs(exp).settings, runs=n, **_submitted_to(cluster, args.local))
         print(report(done, one), flush=True)
         status = max(status, 1 if done.failed_tasks else 0)
     return status
+
+
+def _cluster(
+    exp: ExperimentDescription, given: str | None, account: str | None, needed: bool
+) -> tuple[ClusterConfig, bool]:
+    """The experiment's cluster config with its account, and whether it was remembered."""
+    from pyexp.errors import ClusterConfigError
+    from pyexp.scheduler.cluster import load_cluster
+    from pyexp.state.layout import state_dirs
+
+    spec, remembered = cluster_for(exp, given)
+    try:
+        cluster = load_cluster(spec)
+    except ClusterConfigError as e:
+        if not remembered:
+            raise
+        raise ClusterConfigError(
+            f"{e} (the cluster of the last submission, remembered in "
+            f"{state_dirs(exp).settings}; --cluster NAME|PATH replaces it)"
+        ) from None
+    return cluster.with_account(account, required=needed), remembered
+
+
+def _submitted_to(cluster: ClusterConfig, local: bool) -> dict[str, str]:
+    """The cluster to remember: the one arrays went to (a --local run submits to no cluster)."""
+    return {} if local else {"cluster": cluster.spec}
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ RESERVED = {
     "output": "log_path in config.json",
     "error": "log_path in config.json",
     "signal": "signal_lead_seconds",
+    "gpus": "gpus",
     "parsable": "pyexp",
     "wrap": "pyexp",
 }
@@ -56,6 +57,14 @@ class ClusterConfig:
     cores_per_node: int | None = None
     mem_per_node_gb: float | None = None
     max_queued_jobs: int | None = None  # jobs a user may queue, when Slurm does not say
+    max_running_jobs: int | None = None  # jobs a user may run at once: caps farm workers
+    gpus: str | None = None  # a model-qualified request, 'h100:1' -> --gpus=h100:1
+    gpus_per_node: int | None = None
+    gpu_models: tuple[str, ...] = ()  # the models `gpus` may name; () = any
+    readonly_on_compute: tuple[str, ...] = ()  # env vars of roots compute nodes cannot write
+    purged_after_days: dict[str, int] = field(default_factory=dict)  # env var of a root -> days
+    docs: dict[str, str] = field(default_factory=dict)  # field -> the doc page its figure is from
+    spec: str = ""  # how to load it again: a shipped name, or the absolute path of the file
 
     @property
     def time(self) -> str:
@@ -102,8 +111,19 @@ _FIELDS = {
     "cores_per_node": (int, type(None)),
     "mem_per_node_gb": (Real, type(None)),
     "max_queued_jobs": (int, type(None)),
+    "max_running_jobs": (int, type(None)),
+    "gpus": (str, type(None)),
+    "gpus_per_node": (int, type(None)),
+    "gpu_models": (list,),
+    "readonly_on_compute": (list,),
+    "purged_after_days": (dict,),
+    "docs": (dict,),
 }
 _REQUIRED = ("time_hours",)
+_COUNTS = (  # fields that count something: at least 1 when set
+    "cores", "indices_per_task", "array_throttle", "cores_per_node", "max_queued_jobs",
+    "max_running_jobs", "gpus_per_node",
+)  # fmt: skip
 
 
 def known_clusters() -> list[str]:
@@ -124,7 +144,8 @@ def load_cluster(spec: str | None = None) -> ClusterConfig:
     spec = spec or default_cluster_name()
     if spec.endswith(".json") or os.sep in spec or os.path.isfile(spec):
         name = os.path.splitext(os.path.basename(spec))[0]
-        return parse_cluster(_read(spec), name, os.path.abspath(spec))
+        path = os.path.abspath(spec)
+        return replace(parse_cluster(_read(spec), name, path), spec=path)
     known = known_clusters()
     if spec not in known:
         close = difflib.get_close_matches(spec, known, n=1)
@@ -136,7 +157,7 @@ def load_cluster(spec: str | None = None) -> ClusterConfig:
         )
     resource = resources.files(_PACKAGE).joinpath(f"{spec}.json")
     with resources.as_file(resource) as path:
-        return parse_cluster(_read(str(path)), spec, str(path))
+        return replace(parse_cluster(_read(str(path)), spec, str(path)), spec=spec)
 
 
 def _read(path: str) -> dict:
@@ -160,6 +181,10 @@ def parse_cluster(data: dict, name: str, source: str) -> ClusterConfig:
     values = {k: _typed(k, v, source) for k, v in data.items()}
     values["setup"] = tuple(_setup(values.get("setup", []), source))
     values["sbatch"] = _sbatch(values.get("sbatch", {}), source)
+    for key in ("gpu_models", "readonly_on_compute"):
+        values[key] = tuple(_names(key, values.get(key, []), source))
+    values["purged_after_days"] = _days(values.get("purged_after_days", {}), source)
+    values["docs"] = _docs(values.get("docs", {}), source)
     config = ClusterConfig(name=name, source=source, **values)
     _check_values(config)
     return config
@@ -190,6 +215,35 @@ def _setup(lines: list, source: str) -> list[str]:
         if not isinstance(line, str):
             raise ClusterConfigError(f"{source}: 'setup' lines must be strings, got {line!r}")
     return lines
+
+
+def _names(key: str, names: list, source: str) -> list[str]:
+    for name in names:
+        if not isinstance(name, str) or not name or any(ch in name for ch in ":$/ \n"):
+            raise ClusterConfigError(
+                f'{source}: \'{key}\' holds names such as "h100" or "HOME", got {json.dumps(name)}'
+            )
+    return names
+
+
+def _days(purged: dict, source: str) -> dict[str, int]:
+    for var, days in purged.items():
+        _names("purged_after_days", [var], source)
+        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+            raise ClusterConfigError(
+                f"{source}: 'purged_after_days' maps an environment variable to whole days, "
+                f'e.g. {{"SCRATCH": 60}}; got {json.dumps({var: days})}'
+            )
+    return purged
+
+
+def _docs(docs: dict, source: str) -> dict[str, str]:
+    for key, page in docs.items():
+        if key not in _FIELDS or key in ("docs", "description"):
+            raise ClusterConfigError(f"{source}: 'docs' names '{key}', which is not a field")
+        if not isinstance(page, str) or not page.strip():
+            raise ClusterConfigError(f"{source}: 'docs' of '{key}' must name a doc page")
+    return docs
 
 
 def _sbatch(options: dict, source: str) -> dict[str, str | None]:
@@ -223,7 +277,7 @@ def _check_values(c: ClusterConfig) -> None:
                 check(value)
         except ValueError as e:
             raise ClusterConfigError(f"{where}: '{key}' = {value!r}: {e}") from None
-    for key in ("cores", "indices_per_task", "array_throttle", "cores_per_node", "max_queued_jobs"):
+    for key in _COUNTS:
         value = getattr(c, key)
         if value is not None and value < 1:
             raise ClusterConfigError(f"{where}: '{key}' must be at least 1, got {value}")
@@ -235,6 +289,7 @@ def _check_values(c: ClusterConfig) -> None:
             f"shorter than the time limit ({c.time})"
         )
     _check_limits(c)
+    _check_gpus(c)
     if c.whole_node and c.mem_per_core_gb is not None:
         raise ClusterConfigError(f"{where}: a whole_node cluster takes no 'mem_per_core_gb'")
     if c.account is not None:
@@ -258,6 +313,37 @@ def _check_limits(c: ClusterConfig) -> None:
                 f"{c.source}: {what} = {asked:g} is beyond cluster '{c.name}' limit "
                 f"{name} = {limit:g}; ask for {hint}"
             )
+
+
+def _gpu_request(gpus: str) -> tuple[str, int | None]:
+    """'h100:2' -> ('h100', 2); '2' -> ('', 2); (model, None) when the count is not a number."""
+    model, _, count = gpus.rpartition(":")
+    return model, int(count) if count.isdigit() else None
+
+
+def _check_gpus(c: ClusterConfig) -> None:
+    """Refuse a GPU request the cluster's GPU nodes cannot take: unknown model, too many."""
+    if c.gpus is None:
+        return
+    _check_text(c.gpus, f"{c.source}: gpus")
+    model, count = _gpu_request(c.gpus)
+    known = ", ".join(c.gpu_models)
+    example = f"{c.gpu_models[0] if c.gpu_models else 'h100'}:1"
+    if count is None or count < 1:
+        raise ClusterConfigError(
+            f"{c.source}: gpus '{c.gpus}' must be MODEL:COUNT with COUNT >= 1, e.g. \"{example}\""
+        )
+    if c.gpu_models and model not in c.gpu_models:
+        what = f"unknown GPU model '{model}'" if model else "no GPU model named"
+        raise ClusterConfigError(
+            f"{c.source}: gpus '{c.gpus}': {what} on cluster '{c.name}'; known: {known} "
+            f'(e.g. "gpus": "{example}")'
+        )
+    if c.gpus_per_node is not None and count > c.gpus_per_node:
+        raise ClusterConfigError(
+            f"{c.source}: gpus '{c.gpus}' asks for {count} GPUs, but a node of cluster "
+            f"'{c.name}' has {c.gpus_per_node} (gpus_per_node); ask for at most {c.gpus_per_node}"
+        )
 
 
 def _check_text(value: str, where: str) -> str:

@@ -156,6 +156,7 @@ def _farm(
         "MaxArraySize": limits.max_array_size - 1,
         f"room in the queue ({limits.source})": limits.room,
         "jobs that may run at once": limits.running,
+        f"max_running_jobs {cluster.max_running_jobs}": cluster.max_running_jobs,
     }
     if asked is not None:
         want, why = asked, f"--workers {asked}"
@@ -172,7 +173,7 @@ def _farm(
     why += f", capped by {capped}" if capped else ""
     if n < 1:
         return Plan([], FARM, why, len(missing), est)
-    array = ArrayPlan(missing, n, 0, cluster.array_throttle, cluster.cores, cluster.time_hours)
+    array = ArrayPlan(missing, n, 0, throttle_of(cluster), cluster.cores, cluster.time_hours)
     return Plan([array], FARM, why, 0, est)
 
 
@@ -196,10 +197,8 @@ def _static(
             f"{why}); use farm mode or a larger --indices-per-task"
         )
     pool = missing.take(0, tasks * per_task)
-    arrays = plan_arrays(
-        pool, per_task, limits.max_array_size, cluster.array_throttle, cluster.cores,
-        cluster.time_hours,
-    )  # fmt: skip
+    size, throttle = limits.max_array_size, throttle_of(cluster)
+    arrays = plan_arrays(pool, per_task, size, throttle, cluster.cores, cluster.time_hours)
     return Plan(arrays, STATIC, why, len(missing) - len(pool), est)
 
 
@@ -234,10 +233,16 @@ def plan_for(
         indices,
         cluster.indices_per_task,
         max_array_size or cluster.max_array_size,
-        cluster.array_throttle,
+        throttle_of(cluster),
         cluster.cores,
         cluster.time_hours,
     )
+
+
+def throttle_of(cluster: ClusterConfig) -> int | None:
+    """An array's %N: the config's array_throttle, else its max_running_jobs (no array runs
+    more tasks at once than the user may run jobs)."""
+    return cluster.array_throttle or cluster.max_running_jobs
 
 
 def bundle(indices: Iterable[int], per_task: int) -> list[list[int]]:

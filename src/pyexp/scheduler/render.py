@@ -119,6 +119,7 @@ def array_context(
         "cores": cluster.cores,
         "whole_node": cluster.whole_node,
         "mem_per_cpu": cluster.mem_per_cpu,
+        "gpus": cluster.gpus,
         "account": cluster.account,
         "output": log_pattern(log_dir, job_name, "out"),
         "error": log_pattern(log_dir, job_name, "err"),

@@ -6,12 +6,14 @@ simple-slurm is AGPL: this is the only module that touches it, and it only reads
 from __future__ import annotations
 
 import difflib
+import re
 from functools import cache
 from importlib import resources
 
 from pyexp.errors import ClusterConfigError
 
 # Options newer than simple-slurm's table, or missing from it.
+_NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")  # what an option's long name looks like
 _EXTRA = frozenset({"gpus-per-node", "mem", "cpus-per-gpu", "tres-bind", "spread-job"})
 
 
@@ -29,11 +31,15 @@ def normalize(name: str) -> str:
 
 
 def check_option(name: str, where: str) -> str:
-    """The option's long name; ClusterConfigError naming the closest valid one on a typo."""
+    """The option's long name; ClusterConfigError naming the closest known one on a typo. A name
+    close to none is passed on: sbatch may know options newer than simple-slurm's table."""
     option = normalize(name)
     known = known_options()
     if option in known:
         return option
-    close = difflib.get_close_matches(option, sorted(known), n=1, cutoff=0.6)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise ClusterConfigError(f"{where}: unknown sbatch option '{name}'{hint}")
+    close = difflib.get_close_matches(option, sorted(known), n=1, cutoff=0.8)
+    if not close and _NAME.fullmatch(option):
+        return option
+    if not close:
+        raise ClusterConfigError(f"{where}: '{name}' is not an sbatch long option name")
+    raise ClusterConfigError(f"{where}: unknown sbatch option '{name}'; did you mean '{close[0]}'?")

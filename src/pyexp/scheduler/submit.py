@@ -138,6 +138,7 @@ def _submit_locked(
     from pyexp.scheduler.slurm_states import QueueSnapshot
     from pyexp.settling import broken_farm_script, settle, with_accounting
 
+    notes = storage_notes(exp, opts)  # before anything asks Slurm or writes state
     backend = opts.backend()
     submitting = not (opts.local or opts.dry_run)
     queue = backend.queue(required=submitting)
@@ -146,7 +147,7 @@ def _submit_locked(
     if submitting:
         queue = with_accounting(exp, queue, slurm.sacct_states)
         settle(exp, queue)
-    warnings = check_ledger(exp, queue)
+    warnings = notes + check_ledger(exp, queue)
     cap = max_attempts(exp, opts.max_attempts, remember=submitting)
     missing = _as_set(to_submit(exp, opts.runs, queue, cap, opts.retry_failed))
     done = Submitted(_experiment_path(exp), missing, logs=log_dir(exp), queue_seen=seen)
@@ -182,6 +183,18 @@ def _submit_locked(
     sent = backend.submit(exp, entries, held)
     done.job_ids, done.failed_tasks = sent.job_ids, sent.failed_tasks
     return done
+
+
+def storage_notes(exp: ExperimentDescription, opts: SubmitOptions) -> list[str]:
+    """Refuse state, logs or results where compute nodes cannot write (a dry run notes it; --local
+    runs here, where they can); the warning for state on purged scratch."""
+    from pyexp.scheduler.storage import purge_warning, readonly_refusal
+
+    refusal = None if opts.local else readonly_refusal(exp.config, opts.cluster, os.environ)
+    if refusal and not opts.dry_run:
+        raise PyExpError(refusal)
+    purge = purge_warning(exp.config, opts.cluster, os.environ)
+    return [note for note in (refusal, purge) if note]
 
 
 def _per_task(opts: SubmitOptions) -> int | None:

@@ -1,7 +1,9 @@
 """An experiment's remembered settings (settings.json): what the last pyexp-submit was told.
 
-Keys: `runs` (runs per permutation of the last submission) and `max_attempts` (the last explicit
---max-attempts), so that cron runs, pyexp-status and loadResults agree without repeating flags.
+Keys: `runs` (runs per permutation of the last submission), `max_attempts` (the last explicit
+--max-attempts) and `cluster` (the cluster config of the last submission to Slurm: a shipped name
+or an absolute path), so that cron runs, pyexp-status and loadResults agree without repeating
+flags.
 """
 
 from __future__ import annotations
@@ -31,3 +33,9 @@ def remembered_int(path: str, key: str) -> int | None:
     """A remembered positive whole number, or None."""
     value = read_settings(path).get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def remembered_text(path: str, key: str) -> str | None:
+    """A remembered non-empty string, or None."""
+    value = read_settings(path).get(key)
+    return value if isinstance(value, str) and value else None
