@@ -1,13 +1,41 @@
-"""Argument parsing shared by the console scripts: one-line usage errors, counts >= 1."""
+"""What the console scripts share: one-line usage errors, counts >= 1, exit statuses, and a
+quiet end when the reader of their output goes away (`pyexp-status | head -1`)."""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
+
+
+GAVE_UP = 3  # exit status of pyexp-submit and pyexp-status: indices failed for good
+BROKEN_PIPE = 128 + 13  # as a shell reports a command killed by SIGPIPE
+
+Main = Callable[[list[str] | None], int]
+
+
+def console(main: Main) -> Main:
+    """main as a console script: a closed stdout (`| head`) ends it with BROKEN_PIPE, silently."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            code = main(argv)
+            sys.stdout.flush()  # inside the try: a reader gone meanwhile is not a traceback
+            return code
+        except BrokenPipeError:
+            # Python flushes stdout again at exit: point it at /dev/null so that is quiet too.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return BROKEN_PIPE
+
+    return wrapped
 
 
 class Parser(argparse.ArgumentParser):

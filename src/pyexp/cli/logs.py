@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from pyexp.cli.args import Parser, count
+from pyexp.cli.args import Parser, console, count
 
 PROG = "pyexp-logs"
 
@@ -23,6 +23,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+@console
 def main(argv: list[str] | None = None) -> int:
     """Print where the index's output is, with the tail of each attempt."""
     args = parse_args(argv)

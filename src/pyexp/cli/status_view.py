@@ -26,7 +26,8 @@ def render(reports: list[dict], verbose: bool) -> str:
 
 def _block(r: dict, verbose: bool) -> list[str]:
     total = r["total"]
-    lines = [f"{r['experiment']}: {NO_RUNS}"] if r["runs_unknown"] else []
+    lines = [f"{r['experiment']}: {r['broken']}"] if r["broken"] else []
+    lines += [f"{r['experiment']}: {NO_RUNS}"] if r["runs_unknown"] else []
     lines.append(
         f"{r['experiment']}: {r['done']:,}/{total:,} done ({r['percent']['done']:.1f}%) "
         f"[{bar(r, total)}]"

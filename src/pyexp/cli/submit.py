@@ -1,11 +1,16 @@
-"""pyexp-submit: submit experiments' missing indices as Slurm job arrays, or run them here."""
+"""pyexp-submit: submit experiments' missing indices as Slurm job arrays, or run them here.
+
+Exit status: 0; 3 when all went well but indices failed for good (attempts exhausted: the first
+line says how many and where to look); 1 on an error or, with --local, tasks with failures;
+2 on bad usage.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from pyexp.cli.args import Parser, count, runs_for, unknown_runs
+from pyexp.cli.args import GAVE_UP, Parser, console, count, runs_for, unknown_runs
 from pyexp.scheduler.planner import SANE_MISSING
 
 PROG = "pyexp-submit"
@@ -49,6 +54,7 @@ def minutes(text: str) -> float:
     return value
 
 
+@console
 def main(argv: list[str] | None = None) -> int:
     """Submit (or plan, or run locally) each experiment's missing indices; the exit status."""
     try:
@@ -68,7 +74,7 @@ def _submit_all(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from pyexp.cli.progress import Progress
-    from pyexp.cli.submit_view import report
+    from pyexp.cli.submit_view import given_up_line, report
     from pyexp.errors import PyExpError
     from pyexp.experiment import loadExperiment
     from pyexp.scheduler.cluster import load_cluster
@@ -99,17 +105,19 @@ def _submit_all(args: argparse.Namespace) -> int:
     for path, exp, n in zip(args.experiments, exps, runs, strict=True):
         if n is None:  # refused before anything is submitted
             raise PyExpError(unknown_runs(exp, path))
-    status = 0
+    failed = gave_up = False
     for exp, n in zip(exps, runs, strict=True):
         one = replace(opts, runs=n, progress=Progress(exp.path or "") if args.local else None)
         done = submit_experiment(exp, one)
+        if done.given_up:  # first, so that a cron log's reader sees it
+            print(f"{PROG}: {given_up_line(done)}", file=sys.stderr, flush=True)
         for warning in done.warnings:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
         if not args.dry_run:  # later runs without --runs, pyexp-status and loadResults use it
             remember(state_dirs(exp).settings, runs=n)
         print(report(done, one), flush=True)
-        status = max(status, 1 if done.failed_tasks else 0)
-    return status
+        failed, gave_up = failed or bool(done.failed_tasks), gave_up or bool(done.given_up)
+    return 1 if failed else GAVE_UP if gave_up else 0
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from pyexp.errors import PyExpError
 from pyexp.experiment import ExperimentDescription
 from pyexp.job_environment import JobEnvironment
 from pyexp.runner.command import CommandTemplate, env_number
+from pyexp.runner.guard import FailFast, report_broken
 from pyexp.runner.item import InOrder, Item, Source
 from pyexp.runner.processes import (
     STOP_SIGNALS,
@@ -78,8 +79,10 @@ class Runner:
         grace: float | None = None,
         job: JobEnvironment | None = None,
         out: TextIO | None = None,
+        guard: FailFast | None = None,
     ) -> None:
         self.exp = exp
+        self.guard = guard
         self.command = command
         self.experiment_path = experiment_path or exp.path or ""
         self.snapshot_path = snapshot_path
@@ -96,6 +99,7 @@ class Runner:
         self.started_marker = os.path.join(dirs.started, self.attempt) if self.attempt else None
         self.records = CompletionRecords(dirs.done)
         self.attempts = Attempts(dirs.attempts)
+        self.broken_path = dirs.broken
         if lease_duration is None:
             value = os.environ.get("PYEXP_LEASE_SECONDS")
             lease_duration = env_number("PYEXP_LEASE_SECONDS", value, DEFAULT_LEASE_SECONDS)
@@ -143,12 +147,15 @@ class Runner:
                 return
             self._kill_lost()
             self._reap()
-            while self._free() and self._watch.signum is None:
+            while self._free() and self._watch.signum is None and not self._broken():
                 if (item := source.pop(len(self.running))) is None:
                     break
                 self._first_try(item, done, source, deferred)
             now = time.monotonic()
             queue = source.more()
+            if self._broken():  # start nothing more; deferred indices are left to their holders
+                queue = False
+                self._drop(deferred)
             if not queue and deferred and self._free():
                 if not window_end:
                     # A holder's own duration rules its takeover (one it wrote in its marker).
@@ -168,6 +175,9 @@ class Runner:
 
     def _free(self) -> bool:
         return len(self.running) < self.parallel
+
+    def _broken(self) -> bool:
+        return self.guard is not None and self.guard.tripped
 
     def _first_try(self, item: Item, done: set[str], source: Source, deferred: list[Item]) -> None:
         if item.key in done:
@@ -200,8 +210,12 @@ class Runner:
 
     def _give_up(self, deferred: list[Item]) -> None:
         for item in deferred:
-            self.leases.forget(item.key)
             self.say(f"index {item.index}: still leased by a live runner elsewhere; left to it")
+        self._drop(deferred)
+
+    def _drop(self, deferred: list[Item]) -> None:
+        for item in deferred:
+            self.leases.forget(item.key)
         self.tally["elsewhere"] += len(deferred)
         deferred.clear()
 
@@ -336,6 +350,8 @@ class Runner:
         self.say(
             f"index {r.item.index}: {outcome} (exit {rc}, {duration:.1f}s{why}) log: {r.log_path}"
         )
+        if self.guard is not None and self.guard.saw(outcome, duration, r.log_path):
+            report_broken(self.guard, self.broken_path, self.job, self.say)
 
     def _oom(self, rc: int) -> bool:
         if rc not in (-signal.SIGKILL, 128 + signal.SIGKILL):
