@@ -347,10 +347,16 @@ def test_done_and_given_up_indices_are_not_submitted(project, capsys):
     last = record_key(exp.getPermutation(N - 1), 0)
     for _ in range(3):
         Attempts(dirs.attempts).record(last, FAILED, {"exit_code": 1})
-    assert _submit(project) == 0
-    assert "nothing to submit" in capsys.readouterr().out
+    # cron hears it: exit 3, and the first line names the count and the command that lists them
+    assert _submit(project) == 3
+    out, err = capsys.readouterr()
+    assert "nothing to submit" in out
+    assert err == (
+        f"pyexp-submit: {project['exp']}: 1 index failed for good (attempts exhausted), not "
+        f"resubmitted; see pyexp-status {project['exp']} -v, then fix and pass --retry-failed\n"
+    )
     assert _submit(project, "--retry-failed") == 0
-    assert "submitted 1 indices as 1 array" in capsys.readouterr().out
+    assert "submitted 1 index as 1 array" in capsys.readouterr().out
     assert [e.indices() for e in _ledger(project)] == [[N - 1]]
 
 

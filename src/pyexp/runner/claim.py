@@ -31,7 +31,7 @@ from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.indexset import IndexSet
 from pyexp.job_environment import JobEnvironment
 from pyexp.runner.command import RunnerError
-from pyexp.runner.guard import FailFast, report_broken
+from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import Item
 from pyexp.runner.pool import PoolClaims, TimeBudget
 from pyexp.runner.task import load_task, pool_tag, worker_job
@@ -85,12 +85,14 @@ class ClaimWorker:
         self.tally: Counter[str] = Counter()
         self.signum: int | None = None
         self._body = False  # a job's work runs: a stop signal raises Stopped in it
+        self._retries: set[str] = set()  # keys that had failed before (the guard's)
         self._old: dict[int, object] = {}
 
     def __iter__(self) -> Iterator[Job]:
         with contextlib.suppress(OSError):  # if it cannot be made, each index says so
             os.makedirs(self.log_dir, exist_ok=True)
         self._install()
+        self._retries = failed_before(self.attempts) if self.guard else set()
         try:
             while self.signum is None and not self._broken() and (job := self._next()) is not None:
                 yield job
@@ -161,7 +163,8 @@ class ClaimWorker:
         finally:
             self.leases.forget(job.key)
         self.tally[outcome] += 1
-        if self.guard is not None and self.guard.saw(outcome, duration, info["log"]):
+        retry = job.key in self._retries
+        if self.guard is not None and self.guard.saw(outcome, duration, info["log"], retry):
             report_broken(self.guard, self.broken_path, self.job.job, self.say)
         return suppress
 

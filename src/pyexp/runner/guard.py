@@ -4,6 +4,8 @@
 last line, and leaves that line in the experiment's state, where pyexp-submit refuses to
 resubmit until --retry-failed and pyexp-status shows it. Once one index succeeds or fails slowly,
 the guard is off for that task: a command that fails for some parameters only runs them all.
+An index that had failed before (a resubmitted failure) counts for neither: those are the
+parameters known to fail, and --max-attempts bounds their retries.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyexp.index_logs import last_output_line
-from pyexp.state.attempts import FAILED, OOM
+from pyexp.state.attempts import FAILED, OOM, Attempts
 from pyexp.state.guard import DEFAULT_INDICES, DEFAULT_SECONDS, record_broken
 from pyexp.state.ledger import LedgerEntry
 
@@ -43,9 +45,12 @@ class FailFast:
         """Whether the first `indices` indices all failed fast: take no more."""
         return not self.off and self.fast >= self.indices
 
-    def saw(self, outcome: str, seconds: float, log: str) -> bool:
-        """Count one finished index (its outcome, duration and log); whether it trips the guard."""
+    def saw(self, outcome: str, seconds: float, log: str, retry: bool = False) -> bool:
+        """Count one finished index (its outcome, duration and log; retry: it had failed before
+        this task tried it); whether it trips the guard."""
         if self.off or self.tripped:
+            return False
+        if outcome in _FAILURES and retry:  # resubmitted failures fail again: no news
             return False
         if outcome in _FAILURES and seconds <= self.seconds:
             self.fast += 1
@@ -72,3 +77,8 @@ def report_broken(guard: FailFast, path: str, job: str | None, say: Callable[[st
         record_broken(path, line, job)
     except OSError as e:
         say(f"{path}: cannot record the broken command ({e.strerror or e})")
+
+
+def failed_before(attempts: Attempts) -> set[str]:
+    """Record keys with a failed attempt on record (one directory read)."""
+    return {key for key, outcome, _ in attempts.names() if outcome in _FAILURES}

@@ -29,7 +29,7 @@ from pyexp.errors import PyExpError
 from pyexp.experiment import ExperimentDescription
 from pyexp.job_environment import JobEnvironment
 from pyexp.runner.command import CommandTemplate, env_number
-from pyexp.runner.guard import FailFast, report_broken
+from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import InOrder, Item, Source
 from pyexp.runner.processes import (
     STOP_SIGNALS,
@@ -108,6 +108,7 @@ class Runner:
         self.tally: Counter[str] = Counter()
         self.running: dict[int, _Running] = {}
         self._lost: deque[str] = deque()  # keys whose lease the heartbeat found lost
+        self._retries: set[str] = set()  # keys that had failed before this run (the guard's)
         self._watch: SignalWatch | None = None
         self._spawner = Spawner()
         self._environ = dict(os.environ)
@@ -122,6 +123,7 @@ class Runner:
         if self.started_marker:  # tells reconcile this array task got as far as pyexp-run
             write_atomic(self.started_marker, f"{self.host} {os.getpid()} {_now()}\n")
         done = self.records.completed(compact=False)
+        self._retries = failed_before(self.attempts) if self.guard else set()
         with contextlib.suppress(OSError):  # if it cannot be made, each index says so
             os.makedirs(self.log_dir, exist_ok=True)
         with SignalWatch() as self._watch:
@@ -350,7 +352,8 @@ class Runner:
         self.say(
             f"index {r.item.index}: {outcome} (exit {rc}, {duration:.1f}s{why}) log: {r.log_path}"
         )
-        if self.guard is not None and self.guard.saw(outcome, duration, r.log_path):
+        retry = r.item.key in self._retries
+        if self.guard is not None and self.guard.saw(outcome, duration, r.log_path, retry):
             report_broken(self.guard, self.broken_path, self.job, self.say)
 
     def _oom(self, rc: int) -> bool:
