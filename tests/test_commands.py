@@ -123,7 +123,7 @@ def test_logs_show_every_attempt_and_the_array_task_files(tmp_path):
     out = project.cli("logs", str(project.experiment), "1", "-n", "3", cwd="/")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == f"{project.root}/logs/experiments/day/e/1.log: 2 attempt(s)"
+    assert lines[0] == f"{project.root}/logs/experiments/day/e/1.log: 2 attempts"
     attempts = [n for n, line in enumerate(lines) if line.startswith("--- attempt")]
     assert len(attempts) == 2 and "pyexp-run index=1" in lines[attempts[1]]
     assert "(last 3 of" in lines[attempts[0]]

@@ -110,7 +110,7 @@ def test_status_text_first_lines_are_bar_and_counts_and_v_shows_log_tail(sweep, 
     assert lines[0] == f"{path}: 3/6 done (50.0%) [{'#' * 20}{'!' * 7}{'.' * 13}]"
     assert lines[1].split("  ")[1:4] == ["done 3 (50.0%)", "running 0", "held 0"]
     assert "failing (attempts left) 1 (16.7%)" in lines[1]
-    assert any("index 3: failing, 2 attempt(s), last failed (exit 3)" in x for x in lines)
+    assert any("index 3: failing, 2 attempts, last failed (exit 3)" in x for x in lines)
     assert "      | loss went to nan" in lines
 
 
@@ -123,7 +123,7 @@ def test_verbose_lists_are_capped_and_say_so(sweep, capsys, tmp_path, monkeypatc
     assert status_main([path, "--runs", "1", "--no-slurm", "-v"]) == GAVE_UP
     out = capsys.readouterr().out
     assert f"failed: first {LIST_LIMIT} of {LIST_LIMIT + 10} indices shown" in out
-    assert out.count(": failed, 3 attempt(s)") == LIST_LIMIT
+    assert out.count(": failed, 3 attempts") == LIST_LIMIT
 
 
 def test_by_breaks_the_counts_down_by_a_parameters_values(sweep, capsys):

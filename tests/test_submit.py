@@ -235,7 +235,7 @@ def test_dry_run_prints_plan_writes_scripts_and_no_ledger(project, capsys):
     out = capsys.readouterr().out
     assert "dry run, would submit 30 indices as 3 arrays on tiny" in out
     assert "array 0: --array=0-9%3  10 tasks  10 indices (0..9)  <= 10 core-hours" in out
-    assert "total: 3 array(s), 30 tasks, 30 indices, <= 30 core-hours" in out
+    assert "total: 3 arrays, 30 tasks, 30 indices, <= 30 core-hours" in out
     folder = os.path.join(state_dirs(_exp(project)).scripts, "dry-run")
     scripts = os.listdir(folder)
     assert len(scripts) == 3 and all(s.endswith(".sbatch") for s in scripts)
@@ -478,7 +478,7 @@ def test_farm_dry_run_shows_the_choice_the_expected_cost_and_writes_one_script(p
     assert _submit(project, "--dry-run", "--index-minutes", "6", farm=True) == 0
     out = capsys.readouterr().out
     assert "dry run, would submit 30 indices as 1 array on tiny" in out
-    assert "mode: farm of 4 workers: 30 indices x ~6 min (--index-minutes 6) fill 4 task(s)" in out
+    assert "mode: farm of 4 workers: 30 indices x ~6 min (--index-minutes 6) fill 4 tasks" in out
     assert "array 0: --array=0-3%3  4 workers  30 indices (0..29)  <= 4 core-hours" in out
     assert "expected: makespan ~60 min, ~3 core-hours (~6 min per index" in out
     assert "at most 2 h, 4 core-hours" in out  # 4 workers, 3 at a time: two waves of 1 h
@@ -498,7 +498,7 @@ def test_measured_durations_size_the_farm(project, capsys):
     assert _submit(project, "--dry-run", farm=True) == 0
     out = capsys.readouterr().out
     assert "would submit 20 indices" in out
-    assert "20 indices x ~30 min (median of 10 done) fill 11 task(s)" in out
+    assert "20 indices x ~30 min (median of 10 done) fill 11 tasks" in out
 
 
 def test_submits_only_what_fits_under_max_queued_jobs(project, capsys):

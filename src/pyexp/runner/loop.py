@@ -44,6 +44,7 @@ from pyexp.state.attempts import FAILED, LEASE_LOST, OOM, PREEMPTED, TIMEOUT, At
 from pyexp.state.layout import experiment_id, state_dirs
 from pyexp.state.leases import DEFAULT_LEASE_SECONDS, IndexLeases, Lease
 from pyexp.state.records import CompletionRecords
+from pyexp.timefmt import amount
 
 # Below Slurm's default KillWait (30 s), so a stop ends before Slurm SIGKILLs the runner.
 DEFAULT_GRACE_SECONDS = 20.0
@@ -365,7 +366,8 @@ class Runner:
     def _stop(self, signum: int) -> None:
         outcome = TIMEOUT if signum == signal.SIGUSR1 else PREEMPTED
         name = signal.Signals(signum).name
-        self.say(f"{name}: stopping {len(self.running)} running index(es), starting no more")
+        running = amount(len(self.running), "running index", "running indices")
+        self.say(f"{name}: stopping {running}, starting no more")
         self.tally["stopped_by"] = signum
         for r in self.running.values():
             signal_group(r.proc, signal.SIGTERM)
