@@ -11,6 +11,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -21,6 +22,7 @@ from pyexp.runner.guard import FailFast
 from pyexp.scheduler.cluster import parse_cluster
 from pyexp.state.attempts import FAILED, LEASE_LOST, TIMEOUT, Attempts
 from pyexp.state.layout import state_dirs
+from pyexp.state.ledger import Ledger
 from pyexp.state.records import CompletionRecords
 
 ERROR = "ModuleNotFoundError: No module named 'torhc'"
@@ -220,3 +222,32 @@ def test_local_farm_whose_command_never_claims_reports_what_ran(tmp_path):
     assert "claimed nothing" in report and "add {index}" in report
     assert "0/6 indices" in ran.stderr and "1 task with failures" in ran.stderr
     assert "[" + "." * 30 + "]" in ran.stderr  # an empty bar, not a full one
+
+
+def _wait_gone(job_id: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i"], capture_output=True)
+        if not out.stdout.strip():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"job {job_id} still in squeue after {timeout} s")
+
+
+@pytest.mark.slurm
+def test_on_slurm_a_farm_worker_stops_after_five_and_the_next_submit_refuses(tmp_path):
+    project = Project(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYEXP_", "SLURM_"))}
+    env["PYEXP_CONFIG"] = str(project.config)
+    argv = [sys.executable, "-m", "pyexp", "submit", str(project.experiment), "--runs", "1"]
+    argv += ["--cluster", "local", "--workers", "1", "--command", ALWAYS_FAILS]
+    first = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    (entry,) = Ledger(state_dirs(project.exp()).ledger).entries()
+    _wait_gone(entry.job_id, timeout=120)
+    assert project.outcomes() == [FAILED] * 5
+    assert "its first 5 indices all failed within 5s each" in project.task_err()
+    again = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 1 and again.stderr.count("\n") == 1, again.stderr
+    assert "not resubmitted: task " in again.stderr and ERROR in again.stderr
+    assert len(Ledger(state_dirs(project.exp()).ledger).entries()) == 1
