@@ -112,6 +112,16 @@ def test_always_failing_command_stops_after_five_and_submit_refuses_until_retry_
     assert "not resubmitted" not in project.status().stdout
 
 
+def test_local_tasks_not_yet_started_are_not_started_once_the_guard_trips(tmp_path):
+    project = Project(tmp_path, n=30)
+    ran = project.submit(ALWAYS_FAILS, "--indices-per-task", "6")  # 5 tasks, one at a time
+    assert ran.returncode == 1
+    assert project.outcomes() == [FAILED] * 5  # the first task's five, then nothing
+    assert "ran 5 of 30 indices locally in 5 tasks, 1 of them with failures" in ran.stdout
+    warning = [x for x in ran.stderr.splitlines() if x.startswith("pyexp-submit: warning: ")]
+    assert len(warning) == 1 and "not resubmitted: task " in warning[0] and ERROR in warning[0]
+
+
 def test_command_failing_for_half_the_parameters_runs_the_whole_sweep(tmp_path):
     project = Project(tmp_path)
     ran = project.submit(HALF_FAILS, "--indices-per-task", "20")

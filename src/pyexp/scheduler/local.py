@@ -73,7 +73,8 @@ class LocalBackend(Backend):
     def submit(
         self, exp: ExperimentDescription, entries: list[LedgerEntry], held: Callable[[], bool]
     ) -> Sent:
-        """Run every task of every entry here; Ctrl-C stops them (each records its stop)."""
+        """Run every task of every entry here; Ctrl-C stops them (each records its stop). Once a
+        task's broken-command guard trips, the tasks not yet started are not started."""
         ledger, sent = Ledger(state_dirs(exp).ledger), Sent()
         jobs: list[tuple[LedgerEntry, int]] = []
         for entry in entries:
@@ -94,7 +95,7 @@ class LocalBackend(Backend):
             }
             try:
                 for future in as_completed(futures):
-                    sent.failed_tasks += future.result() != 0
+                    sent.failed_tasks += future.result() not in (0, None)
                     durations.append(time.monotonic() - starts[futures[future]])
                     sent.ran = min(total, ran_so_far(exp) - base)
                     if self.progress:
@@ -143,8 +144,12 @@ def _run_task(
     entry: LedgerEntry,
     task: int,
     starts: dict[tuple[str, int], float],
-) -> int:
+) -> int | None:
+    """Run one task through pyexp-run; its exit status, None when not started because a task
+    of this run found the command broken (the guard's word in state: the rest stays missing)."""
     starts[entry.id, task] = time.monotonic()
+    if os.path.exists(state_dirs(exp).broken):  # one from before this run: refused, or cleared
+        return None
     ledger_path = Ledger(state_dirs(exp).ledger).path(entry.id)
     stem = os.path.join(log_dir(exp), f"{entry.job_name}_{task}")
     argv = [python, "-m", "pyexp.cli.run", "--ledger", ledger_path, "--task", str(task)]

@@ -190,6 +190,8 @@ def _submit_locked(
     os.makedirs(done.logs, exist_ok=True)  # Slurm does not create the log folder
     sent = backend.submit(exp, entries, held)
     done.job_ids, done.failed_tasks, done.ran = sent.job_ids, sent.failed_tasks, sent.ran
+    if opts.local and (broken := broken_command(exp)):  # a task of this run stopped early
+        done.warnings.append(broken)
     return done
 
 
