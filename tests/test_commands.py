@@ -14,6 +14,7 @@ import pytest
 
 from pyexp.cli.progress import Progress
 from pyexp.experiment import loadExperiment
+from pyexp.scheduler.local import Tick, eta
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import CANCELLED, SUBMITTED, Ledger, LedgerEntry, entry_id_from_job_name
 
@@ -100,10 +101,18 @@ def test_progress_off_a_terminal_prints_a_line_per_tenth():
     stream = io.StringIO()
     progress = Progress("e.json", stream)
     for n in range(1, 101):
-        progress(n, 100, n // 50)
+        progress(Tick(n, 100, n // 50, 1.0, n == 100))
     lines = stream.getvalue().splitlines()
     assert len(lines) == 11 and lines[-1].startswith("e.json: [" + "#" * 30 + "] 100/100 indices")
     assert "2 tasks with failures" in lines[-1] and "left" not in lines[-1]
+    assert "1 task with failures" in lines[5]  # not "1 tasks"
+
+
+def test_first_eta_of_a_local_run_counts_the_slots_still_busy():
+    # 16 tasks of 10 s on 4 slots: when the first ends, the other 3 are about to; 30 s are left.
+    assert eta([10.0], [9.9, 9.9, 9.9], queued=12, slots=4) == pytest.approx(30.0, abs=0.1)
+    # (the old estimate, elapsed / indices done x indices left, said 150 s: slots x too long)
+    assert eta([10.0] * 14, [5.0], queued=1, slots=4) == pytest.approx(7.5)  # the tail: 2 busy
 
 
 def test_logs_show_every_attempt_and_the_array_task_files(tmp_path):
@@ -114,7 +123,7 @@ def test_logs_show_every_attempt_and_the_array_task_files(tmp_path):
     out = project.cli("logs", str(project.experiment), "1", "-n", "3", cwd="/")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == f"{project.root}/logs/experiments/day/e/1.log: 2 attempt(s)"
+    assert lines[0] == f"{project.root}/logs/experiments/day/e/1.log: 2 attempts"
     attempts = [n for n, line in enumerate(lines) if line.startswith("--- attempt")]
     assert len(attempts) == 2 and "pyexp-run index=1" in lines[attempts[1]]
     assert "(last 3 of" in lines[attempts[0]]

@@ -303,7 +303,7 @@ def test_status_shows_counts_and_failed_indices_with_reason_and_log(project, cap
         attempts.record(key, FAILED, {"exit_code": 7, "log": "/logs/2.log"}, job)
     path = str(project / "experiments" / "sweep.json")
 
-    assert status_main([path, "--runs", "1", "--no-slurm", "--json"]) == 0
+    assert status_main([path, "--runs", "1", "--no-slurm", "--json"]) == 3  # failed for good
     (report,) = json.loads(capsys.readouterr().out)
     assert {k: report[k] for k in ("done", "running", "queued", "failed", "missing")} == {
         "done": 1,
@@ -321,9 +321,9 @@ def test_status_shows_counts_and_failed_indices_with_reason_and_log(project, cap
         "log": "/logs/2.log",
     }
 
-    assert status_main([path, "--runs", "1", "--no-slurm", "-v"]) == 0
+    assert status_main([path, "--runs", "1", "--no-slurm", "-v"]) == 3
     table = capsys.readouterr().out
-    assert "index 2: failed, 3 attempt(s), last failed (exit 7); log: /logs/2.log" in table
+    assert "index 2: failed, 3 attempts, last failed (exit 7); log: /logs/2.log" in table
     assert table.splitlines()[0].startswith(f"{path}: 1/6 done (16.7%) [")
     counts = [part.rsplit(" ", 2) for part in table.splitlines()[1].strip().split("  ")]
     assert [c[0].split(" ")[0] for c in counts] == list(STATUSES)

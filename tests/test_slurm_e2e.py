@@ -159,11 +159,12 @@ def test_cron_resubmission_converges_with_failures_timeouts_and_cancellations(tm
 
     def submit():
         result = project.submit("--runs", "1", "--indices-per-task", "1", cluster=str(cluster))
-        assert result.returncode == 0, result.stderr
+        # 3 (cron hears it) once indices failed for good, with one line saying so first
+        assert result.returncode == (3 if "failed for good" in result.stderr else 0), result.stderr
         assert result.stdout.count("\n") == 1, result.stdout  # one line a run, cron-friendly
-        return result.stdout
+        return result
 
-    assert "submitted 12 indices" in submit()
+    assert "submitted 12 indices" in submit().stdout
     (first,) = project.entries()
     subprocess.run(["scontrol", "hold", first.job_id], check=True, capture_output=True)
     pending = [
@@ -180,12 +181,13 @@ def test_cron_resubmission_converges_with_failures_timeouts_and_cancellations(tm
     rounds = 1
     while True:
         _wait_gone([e.job_id for e in project.entries()], timeout=180)
-        out = submit()
-        if "nothing to submit" in out:
+        last = submit()
+        if "nothing to submit" in last.stdout:
             break
         rounds += 1
         assert rounds <= 5, "did not converge"
 
+    assert last.returncode == 3 and "2 indices failed for good" in last.stderr
     runs = project.counts()
     assert {i: runs[i] for i in fail} == {i: 3 for i in fail}  # --max-attempts 3, then given up
     assert {i: runs[i] for i in overrun} == {i: 2 for i in overrun}  # timed out once, then done
@@ -200,8 +202,8 @@ def test_cron_resubmission_converges_with_failures_timeouts_and_cancellations(tm
         env=env,
         capture_output=True,
         text=True,
-        check=True,
     )
+    assert status.returncode == 3, status.stderr  # indices failed for good
     (report,) = json.loads(status.stdout)
     assert (report["done"], report["failed"], report["missing"]) == (10, 2, 0)
     reasons = {f["index"]: (f["outcome"], f["exit_code"]) for f in report["failed_indices"]}

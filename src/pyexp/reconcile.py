@@ -301,7 +301,11 @@ def to_submit(
     """The indices pyexp-submit should submit: the missing ones, the failing ones (attempts
     left), and those whose lease holder stopped renewing (held), which the next runner takes
     over."""
-    standing = classify(exp, runs, queue, max_attempts, retry_failed)
+    return submittable(classify(exp, runs, queue, max_attempts, retry_failed))
+
+
+def submittable(standing: Standing) -> IndexSet:
+    """The indices of standing that pyexp-submit submits (see to_submit)."""
     return standing.indices(MISSING) | standing.indices(FAILING) | standing.indices(HELD)
 
 

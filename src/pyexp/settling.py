@@ -11,6 +11,7 @@ from pyexp.scheduler.slurm_states import NOT_THE_SCRIPTS_FAULT, SLURM_OUTCOMES, 
 from pyexp.state import leases
 from pyexp.state.atomic import scan_names
 from pyexp.state.attempts import FAILED, LOST, Attempts
+from pyexp.state.guard import broken_line
 from pyexp.state.layout import experiment_id, state_dirs
 from pyexp.state.ledger import SETTLED, SUBMITTED, Ledger, LedgerEntry
 from pyexp.state.records import CompletionRecords, record_key
@@ -164,6 +165,13 @@ def broken_farm_script(exp: ExperimentDescription, max_attempts: int) -> str | N
         f"the last {max_attempts} farm arrays failed before pyexp-run started (see {where}): "
         "fix the script (setup lines, python), then pass --retry-failed"
     )
+
+
+def broken_command(exp: ExperimentDescription) -> str | None:
+    """One line when a task's first indices all failed fast (runner/guard.py) and no
+    pyexp-submit --retry-failed has cleared it since."""
+    line = broken_line(state_dirs(exp).broken)
+    return f"not resubmitted: {line}: fix the command, then pass --retry-failed" if line else None
 
 
 def _vanished(end: _TaskEnd, ran: bool) -> tuple[str, str]:

@@ -19,7 +19,7 @@ import argparse
 import os
 import sys
 
-from pyexp.cli.args import Parser, count
+from pyexp.cli.args import Parser, console, count
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+@console
 def main(argv: list[str] | None = None) -> int:
     """Run the requested indices; 0 when all succeeded, 2 on bad usage, 128+N on signal N."""
     args = parse_args(argv)

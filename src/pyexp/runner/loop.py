@@ -29,6 +29,7 @@ from pyexp.errors import PyExpError
 from pyexp.experiment import ExperimentDescription
 from pyexp.job_environment import JobEnvironment
 from pyexp.runner.command import CommandTemplate, env_number
+from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import InOrder, Item, Source
 from pyexp.runner.processes import (
     STOP_SIGNALS,
@@ -43,6 +44,7 @@ from pyexp.state.attempts import FAILED, LEASE_LOST, OOM, PREEMPTED, TIMEOUT, At
 from pyexp.state.layout import experiment_id, state_dirs
 from pyexp.state.leases import DEFAULT_LEASE_SECONDS, IndexLeases, Lease
 from pyexp.state.records import CompletionRecords
+from pyexp.timefmt import amount
 
 # Below Slurm's default KillWait (30 s), so a stop ends before Slurm SIGKILLs the runner.
 DEFAULT_GRACE_SECONDS = 20.0
@@ -78,8 +80,10 @@ class Runner:
         grace: float | None = None,
         job: JobEnvironment | None = None,
         out: TextIO | None = None,
+        guard: FailFast | None = None,
     ) -> None:
         self.exp = exp
+        self.guard = guard
         self.command = command
         self.experiment_path = experiment_path or exp.path or ""
         self.snapshot_path = snapshot_path
@@ -96,6 +100,7 @@ class Runner:
         self.started_marker = os.path.join(dirs.started, self.attempt) if self.attempt else None
         self.records = CompletionRecords(dirs.done)
         self.attempts = Attempts(dirs.attempts)
+        self.broken_path = dirs.broken
         if lease_duration is None:
             value = os.environ.get("PYEXP_LEASE_SECONDS")
             lease_duration = env_number("PYEXP_LEASE_SECONDS", value, DEFAULT_LEASE_SECONDS)
@@ -104,6 +109,7 @@ class Runner:
         self.tally: Counter[str] = Counter()
         self.running: dict[int, _Running] = {}
         self._lost: deque[str] = deque()  # keys whose lease the heartbeat found lost
+        self._retries: set[str] = set()  # keys that had failed before this run (the guard's)
         self._watch: SignalWatch | None = None
         self._spawner = Spawner()
         self._environ = dict(os.environ)
@@ -118,6 +124,7 @@ class Runner:
         if self.started_marker:  # tells reconcile this array task got as far as pyexp-run
             write_atomic(self.started_marker, f"{self.host} {os.getpid()} {_now()}\n")
         done = self.records.completed(compact=False)
+        self._retries = failed_before(self.attempts) if self.guard else set()
         with contextlib.suppress(OSError):  # if it cannot be made, each index says so
             os.makedirs(self.log_dir, exist_ok=True)
         with SignalWatch() as self._watch:
@@ -143,12 +150,15 @@ class Runner:
                 return
             self._kill_lost()
             self._reap()
-            while self._free() and self._watch.signum is None:
+            while self._free() and self._watch.signum is None and not self._broken():
                 if (item := source.pop(len(self.running))) is None:
                     break
                 self._first_try(item, done, source, deferred)
             now = time.monotonic()
             queue = source.more()
+            if self._broken():  # start nothing more; deferred indices are left to their holders
+                queue = False
+                self._drop(deferred)
             if not queue and deferred and self._free():
                 if not window_end:
                     # A holder's own duration rules its takeover (one it wrote in its marker).
@@ -168,6 +178,9 @@ class Runner:
 
     def _free(self) -> bool:
         return len(self.running) < self.parallel
+
+    def _broken(self) -> bool:
+        return self.guard is not None and self.guard.tripped
 
     def _first_try(self, item: Item, done: set[str], source: Source, deferred: list[Item]) -> None:
         if item.key in done:
@@ -200,8 +213,12 @@ class Runner:
 
     def _give_up(self, deferred: list[Item]) -> None:
         for item in deferred:
-            self.leases.forget(item.key)
             self.say(f"index {item.index}: still leased by a live runner elsewhere; left to it")
+        self._drop(deferred)
+
+    def _drop(self, deferred: list[Item]) -> None:
+        for item in deferred:
+            self.leases.forget(item.key)
         self.tally["elsewhere"] += len(deferred)
         deferred.clear()
 
@@ -336,6 +353,9 @@ class Runner:
         self.say(
             f"index {r.item.index}: {outcome} (exit {rc}, {duration:.1f}s{why}) log: {r.log_path}"
         )
+        retry = r.item.key in self._retries
+        if self.guard is not None and self.guard.saw(outcome, duration, r.log_path, retry):
+            report_broken(self.guard, self.broken_path, self.job, self.say)
 
     def _oom(self, rc: int) -> bool:
         if rc not in (-signal.SIGKILL, 128 + signal.SIGKILL):
@@ -346,7 +366,8 @@ class Runner:
     def _stop(self, signum: int) -> None:
         outcome = TIMEOUT if signum == signal.SIGUSR1 else PREEMPTED
         name = signal.Signals(signum).name
-        self.say(f"{name}: stopping {len(self.running)} running index(es), starting no more")
+        running = amount(len(self.running), "running index", "running indices")
+        self.say(f"{name}: stopping {running}, starting no more")
         self.tally["stopped_by"] = signum
         for r in self.running.values():
             signal_group(r.proc, signal.SIGTERM)

@@ -46,6 +46,8 @@ class LedgerEntry:
     signal_lead_seconds: float | None = None  # how long before the limit Slurm signals
     index_minutes: float | None = None  # estimate of one index while none has finished
     script_failed: str = ""  # farm, settled: the .err of a worker whose script failed early
+    fail_fast_indices: int | None = None  # the broken-command guard (runner/guard.py); 0: off
+    fail_fast_seconds: float | None = None
 
     @property
     def job_name(self) -> str:
