@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from conftest import no_slurm_env
 
 from pyexp.cli.progress import Progress
 from pyexp.experiment import loadExperiment
@@ -35,8 +36,8 @@ class Project:
         self, *args: str, cwd=None, slurm: bool = False, scancel: str | None = None
     ) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
-        if not slurm:  # no squeue: local runs and status see no queue
-            env |= {f"PYEXP_{c}": "/nonexistent" for c in ("SQUEUE", "SBATCH", "SCANCEL")}
+        if not slurm:  # no Slurm command: local runs and status see no queue
+            env |= no_slurm_env()
         if scancel:
             env["PYEXP_SCANCEL"] = scancel
         env |= self.env

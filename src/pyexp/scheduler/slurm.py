@@ -21,6 +21,7 @@ from pyexp.scheduler.job_limits import JobLimits, parse_assoc_mgr, parse_sacctmg
 from pyexp.scheduler.slurm_states import QueueSnapshot
 from pyexp.state.ledger import entry_id_from_job_name
 
+COMMANDS = ("sbatch", "squeue", "scancel", "scontrol", "sacct", "sacctmgr")  # all we ever run
 DEFAULT_TIMEOUT = 60.0
 GRACE_MARGIN_SECONDS = 4  # after the grace: SIGKILL, reap, record attempts, release leases
 
