@@ -102,11 +102,13 @@ def _submit_all(args: argparse.Namespace) -> int:
     status = 0
     for exp, n in zip(exps, runs, strict=True):
         one = replace(opts, runs=n, progress=Progress(exp.path or "") if args.local else None)
+        # Before running: later runs without --runs, pyexp-status and loadResults use it, also
+        # after an interrupted or killed first run.
+        if not args.dry_run:
+            remember(state_dirs(exp).settings, runs=n)
         done = submit_experiment(exp, one)
         for warning in done.warnings:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
-        if not args.dry_run:  # later runs without --runs, pyexp-status and loadResults use it
-            remember(state_dirs(exp).settings, runs=n)
         print(report(done, one), flush=True)
         status = max(status, 1 if done.failed_tasks else 0)
     return status

@@ -26,7 +26,8 @@ Contracts, D = the duration written in the holder's marker:
   than D (SIGSTOP, a hung filesystem) can be, and is told so by on_lost when it resumes.
 
 held_keys()/live_keys() read the markers for status: a marker is live while its mtime (set by the
-file server on NFS) is within its own D of this host's clock.
+file server on NFS) is within its own D of this host's clock, unless its holder ran on this host
+and is dead (pid gone, or reused: the start token differs), which the next try takes over at once.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from filelock import LeaseSettingsMismatch, SoftFileLease, Timeout
+
+# The rule SoftFileLease itself takes a same-host dead holder over by (pinned to filelock 4.3.x),
+# so status and submit call a lease free exactly when the next try would take it.
+from filelock._identity import owner_is_stale
 
 from pyexp.errors import ConfigError
 from pyexp.job_environment import JobEnvironment
@@ -108,7 +113,7 @@ class Holder:
     job: str | None
     age: float  # seconds since the marker was last renewed
     duration: float | None  # the holder's lease duration
-    live: bool  # renewed within its duration; False: stale, a contender may take it
+    live: bool  # renewed within its duration by a holder not known dead; False: may be taken
 
 
 class IndexLeases:
@@ -281,8 +286,16 @@ def _holder(path: str, fallback: float, now: float) -> Holder:
         job=info.get("job"),
         age=age,
         duration=duration,
-        live=age < (duration or fallback),
+        live=age < (duration or fallback) and not _dead_here(fields),
     )
+
+
+def _dead_here(fields: dict[str, str]) -> bool:
+    """Whether the marker's holder ran on this host and its process is gone (or its pid reused)."""
+    pid, start = fields.get("pid", ""), fields.get("start", "")
+    if not pid.isdigit() or not fields.get("host"):
+        return False
+    return owner_is_stale(int(pid), fields["host"], int(start) if start.isdigit() else None)
 
 
 def _read_marker(path: str) -> dict[str, str] | None:
