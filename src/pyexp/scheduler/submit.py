@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, TextIO
 
 from pyexp.errors import PyExpError, SavePathError
 from pyexp.indexset import IndexSet
-from pyexp.scheduler import planner, render
+from pyexp.scheduler import planner, preflight, render
 from pyexp.scheduler.backend import Backend, log_dir
 from pyexp.scheduler.cluster import ClusterConfig
+from pyexp.state import save_owners
 from pyexp.state.atomic import scan_names, write_atomic
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
@@ -101,6 +102,7 @@ def submit_experiment(exp: ExperimentDescription, opts: SubmitOptions) -> Submit
         )
     if opts.dry_run:
         return _submit_locked(exp, opts, command, lambda: True)
+    preflight.check_writable(_experiment_path(exp), {"state_path": state_dirs(exp).root})
     with submit_lock(state_dirs(exp).submit_lock, opts.lock_timeout) as held:
         return _submit_locked(exp, opts, command, held)
 
@@ -134,6 +136,7 @@ def _submit_locked(
     exp: ExperimentDescription, opts: SubmitOptions, command: str, held: Callable[[], bool]
 ) -> Submitted:
     from pyexp.reconcile import check_ledger, max_attempts, to_submit
+    from pyexp.runner import CommandTemplate
     from pyexp.scheduler import slurm
     from pyexp.scheduler.slurm_states import QueueSnapshot
     from pyexp.settling import broken_farm_script, settle, with_accounting
@@ -151,6 +154,10 @@ def _submit_locked(
     missing = _as_set(to_submit(exp, opts.runs, queue, cap, opts.retry_failed))
     done = Submitted(_experiment_path(exp), missing, logs=log_dir(exp), queue_seen=seen)
     done.warnings = warnings
+    where, owned = done.experiment, permutations_of(missing, exp.numPermutations())
+    root = preflight.check_save_owners(where, exp, owned, CHECKED_PERMUTATIONS)
+    if not opts.dry_run:
+        save_owners.register(exp, root)
     if not missing:
         return done
     broken = None if opts.retry_failed else broken_farm_script(exp, cap)
@@ -160,6 +167,12 @@ def _submit_locked(
     if len(missing) > planner.SANE_MISSING and not (opts.yes or opts.dry_run):
         raise PyExpError(too_many(done))
     done.warnings += check_runnable(exp, command, missing, opts.runs)
+    program = CommandTemplate(command).tokens[0]
+    done.warnings += preflight.check_program(
+        where, program, exp.config.root, opts.cluster, opts.local
+    )
+    if not opts.dry_run:
+        preflight.check_writable(where, {"save_path": root, "log_path": done.logs})
     done.limits = backend.limits()
     durations = CompletionRecords(state_dirs(exp).done).durations()
     done.plan = planner.plan_submission(
