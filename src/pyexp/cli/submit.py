@@ -73,8 +73,6 @@ def _submit_all(args: argparse.Namespace) -> int:
     from pyexp.experiment import loadExperiment
     from pyexp.scheduler.cluster import load_cluster
     from pyexp.scheduler.submit import SubmitOptions, submit_experiment
-    from pyexp.state.layout import state_dirs
-    from pyexp.state.settings import remember
 
     # An account is needed to submit; a dry run or a local run goes without one.
     needed = not (args.local or args.dry_run)
@@ -102,10 +100,6 @@ def _submit_all(args: argparse.Namespace) -> int:
     status = 0
     for exp, n in zip(exps, runs, strict=True):
         one = replace(opts, runs=n, progress=Progress(exp.path or "") if args.local else None)
-        # Before running: later runs without --runs, pyexp-status and loadResults use it, also
-        # after an interrupted or killed first run.
-        if not args.dry_run:
-            remember(state_dirs(exp).settings, runs=n)
         done = submit_experiment(exp, one)
         for warning in done.warnings:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)

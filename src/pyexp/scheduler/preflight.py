@@ -33,7 +33,7 @@ def check_program(
         return []  # filled per index
     program = os.path.expanduser(program)
     if os.sep in program:
-        path = os.path.join(root, program)
+        path = os.path.normpath(os.path.join(root, program))
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return []
         state = "is not an executable file" if os.path.exists(path) else "does not exist"

@@ -23,6 +23,7 @@ from pyexp.state.atomic import scan_names, write_atomic
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
 from pyexp.state.records import CompletionRecords
+from pyexp.state.settings import remember
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
@@ -103,6 +104,9 @@ def submit_experiment(exp: ExperimentDescription, opts: SubmitOptions) -> Submit
     if opts.dry_run:
         return _submit_locked(exp, opts, command, lambda: True)
     preflight.check_writable(_experiment_path(exp), {"state_path": state_dirs(exp).root})
+    # Before anything runs: later submits without --runs, pyexp-status and loadResults use it,
+    # also after an interrupted or killed first run.
+    remember(state_dirs(exp).settings, runs=opts.runs)
     with submit_lock(state_dirs(exp).submit_lock, opts.lock_timeout) as held:
         return _submit_locked(exp, opts, command, held)
 
