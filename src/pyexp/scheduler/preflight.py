@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Iterable
@@ -24,11 +25,13 @@ HOW_TO_FIX = "fix 'command' in config.json (or --command)"
 
 
 def check_program(
-    where: str, program: str, root: str, cluster: ClusterConfig, local: bool
+    where: str, command: str, root: str, cluster: ClusterConfig, local: bool
 ) -> list[str]:
-    """Refuse a command whose program the tasks cannot find: a path (relative to root, where
-    tasks start) that is not an executable file, or a name in neither the job's Python's folder
-    nor PATH. The latter is a warning (returned) on a cluster whose setup lines may change PATH."""
+    """Refuse a command (already checked to split) whose program the tasks cannot find: a path
+    (relative to root, where tasks start) that is not an executable file, or a name in neither
+    the job's Python's folder nor PATH. The latter is a warning (returned) on a cluster whose
+    setup lines may change PATH."""
+    program = shlex.split(command)[0]
     if "{" in program:
         return []  # filled per index
     program = os.path.expanduser(program)

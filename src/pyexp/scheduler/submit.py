@@ -140,7 +140,6 @@ def _submit_locked(
     exp: ExperimentDescription, opts: SubmitOptions, command: str, held: Callable[[], bool]
 ) -> Submitted:
     from pyexp.reconcile import check_ledger, max_attempts, to_submit
-    from pyexp.runner import CommandTemplate
     from pyexp.scheduler import slurm
     from pyexp.scheduler.slurm_states import QueueSnapshot
     from pyexp.settling import broken_farm_script, settle, with_accounting
@@ -171,9 +170,8 @@ def _submit_locked(
     if len(missing) > planner.SANE_MISSING and not (opts.yes or opts.dry_run):
         raise PyExpError(too_many(done))
     done.warnings += check_runnable(exp, command, missing, opts.runs)
-    program = CommandTemplate(command).tokens[0]
     done.warnings += preflight.check_program(
-        where, program, exp.config.root, opts.cluster, opts.local
+        where, command, exp.config.root, opts.cluster, opts.local
     )
     if not opts.dry_run:
         preflight.check_writable(where, {"save_path": root, "log_path": done.logs})
