@@ -55,16 +55,12 @@ def test_a_misspelt_program_is_refused_at_submit(tmp_path):
     assert not (tmp_path / "logs").exists()  # nothing ran
 
 
-def test_a_program_found_only_beside_the_python_that_runs_pyexp_passes(tmp_path):
+def test_a_program_found_only_beside_the_python_that_runs_pyexp_passes(tmp_path, monkeypatch):
     # The venv's own scripts (pyexp-run here) are first on the tasks' PATH, even if not on ours.
     folder = Folder(tmp_path, command="pyexp-run --help {index}")
     exp = folder.experiment("mc/a.json", {"alpha": [0.1]})
-    env_path = os.environ["PATH"]
-    os.environ["PATH"] = "/usr/bin:/bin"
-    try:
-        run = folder.submit(exp)
-    finally:
-        os.environ["PATH"] = env_path
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    run = folder.submit(exp)
     assert "is not in" not in run.stderr, run.stderr
 
 
