@@ -24,6 +24,7 @@ from pyexp.reconcile import (
     queued_keys,
     to_submit,
 )
+from pyexp.scheduler.slurm import parse_squeue
 from pyexp.scheduler.submit import log_dir
 from pyexp.settling import settle
 from pyexp.state.attempts import FAILED, LOST, OOM, PREEMPTED, TIMEOUT, Attempts
@@ -442,11 +443,16 @@ def test_submit_refuses_while_an_unreadable_entrys_array_is_in_squeue(project):
     bad = _garbage_entry(exp)
     with open(bad, "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n\xff\xfe")  # binary junk
-    queue = QueueSnapshot({("0badc0ffee00", 3): "RUNNING"})
+    # The advice names the array as Slurm does (squeue's name, else the experiment's job name).
+    queue = parse_squeue("77_3|renamed-pyexp-0badc0ffee00|RUNNING\n")
     with pytest.raises(LedgerUnreadable) as refused:
         check_ledger(exp, queue)
     message = str(refused.value)
-    assert "\n" not in message and bad in message and "scancel -n pyexp-0badc0ffee00" in message
+    assert "\n" not in message and bad in message
+    assert "(scancel -n renamed-pyexp-0badc0ffee00)" in message
+    with pytest.raises(LedgerUnreadable) as refused:
+        check_ledger(exp, QueueSnapshot({("0badc0ffee00", 3): "RUNNING"}))
+    assert "(scancel -n sweep-pyexp-0badc0ffee00)" in str(refused.value)
     gone = QueueSnapshot({("0badc0ffee00", 3): "CANCELLED"})
     (warning,) = check_ledger(exp, gone)
     assert bad in warning and "\n" not in warning

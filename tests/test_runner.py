@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import no_slurm_env
 
 from pyexp.config import load_config
 from pyexp.experiment import ExperimentDescription, loadExperiment
@@ -42,6 +43,7 @@ class Project:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PYEXP_"))}
         self.env = {
             **env,
+            **no_slurm_env(),
             "PYEXP_CONFIG": str(self.config),
             "PYEXP_LEASE_SECONDS": "2",
             "PYEXP_GRACE_SECONDS": "5",

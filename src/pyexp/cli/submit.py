@@ -87,8 +87,6 @@ def _submit_all(args: argparse.Namespace) -> int:
     from pyexp.errors import PyExpError
     from pyexp.experiment import loadExperiment
     from pyexp.scheduler.submit import SubmitOptions, submit_experiment
-    from pyexp.state.layout import state_dirs
-    from pyexp.state.settings import remember
 
     exps = [loadExperiment(path) for path in args.experiments]
     runs = [runs_for(exp, args.runs) for exp in exps]
@@ -126,8 +124,6 @@ def _submit_all(args: argparse.Namespace) -> int:
             print(f"{PROG}: {given_up_line(done)}", file=sys.stderr, flush=True)
         for warning in done.warnings:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
-        if not args.dry_run:  # later runs without --runs, pyexp-status and loadResults use it
-            remember(state_dirs(exp).settings, runs=n, **_submitted_to(cluster, args.local))
         print(report(done, one), flush=True)
         failed, gave_up = failed or bool(done.failed_tasks), gave_up or bool(done.given_up)
     return 1 if failed else GAVE_UP if gave_up else 0
@@ -152,11 +148,6 @@ def _cluster(
             f"{state_dirs(exp).settings}; --cluster NAME|PATH replaces it)"
         ) from None
     return cluster.with_account(account, required=needed), remembered
-
-
-def _submitted_to(cluster: ClusterConfig, local: bool) -> dict[str, str]:
-    """The cluster to remember: the one arrays went to (a --local run submits to no cluster)."""
-    return {} if local else {"cluster": cluster.spec}
 
 
 if __name__ == "__main__":

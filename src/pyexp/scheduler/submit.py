@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING, TextIO
 
 from pyexp.errors import PyExpError, SavePathError
 from pyexp.indexset import IndexSet
-from pyexp.scheduler import planner, render
+from pyexp.scheduler import planner, preflight, render
 from pyexp.scheduler.backend import Backend, log_dir
 from pyexp.scheduler.cluster import ClusterConfig
+from pyexp.state import save_owners
 from pyexp.state.atomic import scan_names, write_atomic
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
 from pyexp.state.records import CompletionRecords
+from pyexp.state.settings import remember
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
@@ -105,6 +107,12 @@ def submit_experiment(exp: ExperimentDescription, opts: SubmitOptions) -> Submit
         )
     if opts.dry_run:
         return _submit_locked(exp, opts, command, lambda: True)
+    preflight.check_writable(_experiment_path(exp), {"state_path": state_dirs(exp).root})
+    # Before anything runs: later submits without --runs or --cluster, pyexp-status and
+    # loadResults use them, also after an interrupted or killed first run. A --local run
+    # submits to no cluster.
+    cluster = {} if opts.local else {"cluster": opts.cluster.spec}
+    remember(state_dirs(exp).settings, runs=opts.runs, **cluster)
     with submit_lock(state_dirs(exp).submit_lock, opts.lock_timeout) as held:
         return _submit_locked(exp, opts, command, held)
 
@@ -161,6 +169,10 @@ def _submit_locked(
     done.warnings, done.given_up = warnings, len(standing.indices(FAILED_OUT))
     if opts.retry_failed and not opts.dry_run:
         clear_broken(state_dirs(exp).broken)
+    where, owned = done.experiment, permutations_of(missing, exp.numPermutations())
+    root = preflight.check_save_owners(where, exp, owned, CHECKED_PERMUTATIONS)
+    if not opts.dry_run:
+        save_owners.register(exp, root)
     if not missing:
         return done
     broken = None if opts.retry_failed else broken_command(exp) or broken_farm_script(exp, cap)
@@ -170,6 +182,11 @@ def _submit_locked(
     if len(missing) > planner.SANE_MISSING and not (opts.yes or opts.dry_run):
         raise PyExpError(too_many(done))
     done.warnings += check_runnable(exp, command, missing, opts.runs)
+    done.warnings += preflight.check_program(
+        where, command, exp.config.root, opts.cluster, opts.local
+    )
+    if not opts.dry_run:
+        preflight.check_writable(where, {"save_path": root, "log_path": done.logs})
     done.limits = backend.limits()
     durations = CompletionRecords(state_dirs(exp).done).durations()
     done.plan = planner.plan_submission(
