@@ -122,6 +122,15 @@ def test_local_tasks_not_yet_started_are_not_started_once_the_guard_trips(tmp_pa
     assert len(warning) == 1 and "not resubmitted: task " in warning[0] and ERROR in warning[0]
 
 
+def test_local_default_bundles_are_large_enough_for_the_guard_to_trip(tmp_path):
+    project = Project(tmp_path, n=30)
+    project.cluster.write_text(json.dumps({"time_hours": 1, "indices_per_task": 1}))
+    ran = project.submit(ALWAYS_FAILS)  # no --indices-per-task: the local default bundles
+    assert ran.returncode == 1
+    assert project.outcomes() == [FAILED] * 5
+    assert "not resubmitted: task " in ran.stderr
+
+
 def test_command_failing_for_half_the_parameters_runs_the_whole_sweep(tmp_path):
     project = Project(tmp_path)
     ran = project.submit(HALF_FAILS, "--indices-per-task", "20")

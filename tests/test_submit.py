@@ -571,7 +571,7 @@ def test_local_runs_the_plan_here_through_the_runner(project, capsys):
     command = f"sh -c 'echo {{index}} >> \"$0\"' {count}"
     argv = [project["exp"], "--runs", "1", "--cluster", "local", "--local", "--parallel", "2"]
     assert main([*argv, "--command", command]) == 0
-    assert "ran 30 indices locally in 8 tasks" in capsys.readouterr().out
+    assert "ran 30 indices locally in 6 tasks" in capsys.readouterr().out
     assert sorted(int(x) for x in count.read_text().split()) == list(range(N))
     entries = _ledger(project)
     assert {e.state for e in entries} == {SUBMITTED} and entries[0].job_id.startswith("local-")
@@ -581,10 +581,12 @@ def test_local_runs_the_plan_here_through_the_runner(project, capsys):
 
 
 def test_local_failures_exit_1_and_say_where_the_logs_are(project, capsys):
-    argv = [project["exp"], "--runs", "1", "--cluster", "local", "--local", "--command", "false"]
+    argv = [project["exp"], "--runs", "1", "--cluster", "local", "--local", "--parallel", "2"]
+    argv += ["--command", "false"]
     assert main(argv) == 1
     out = capsys.readouterr().out
-    assert "ran 30 indices locally in 8 tasks, 8 of them with failures (logs: " in out
+    # The broken-command guard: the first tasks' five fast failures each, then no more tasks.
+    assert "ran 10 of 30 indices locally in 6 tasks, 2 of them with failures (logs: " in out
 
 
 def test_farm_dry_run_shows_the_choice_the_expected_cost_and_writes_one_script(project, capsys):

@@ -227,9 +227,10 @@ def storage_notes(exp: ExperimentDescription, opts: SubmitOptions) -> list[str]:
 
 def _per_task(opts: SubmitOptions) -> int | None:
     # Locally there is no queue to spare and no time limit to beat: static bundles (each task's
-    # end is progress) unless --workers asks for a farm.
+    # end is progress) unless --workers asks for a farm; no smaller than the broken-command
+    # guard's count, or a broken command would never trip it and run every index.
     if opts.local and opts.workers is None and opts.indices_per_task is None:
-        return opts.cluster.indices_per_task
+        return max(opts.cluster.indices_per_task, opts.cluster.fail_fast_indices)
     return opts.indices_per_task
 
 
