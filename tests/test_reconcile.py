@@ -574,7 +574,7 @@ def test_array_whose_sbatch_may_still_be_in_flight_is_queued_until_sbatch_would_
 
 
 def test_farms_whose_script_keeps_failing_before_the_runner_are_not_resubmitted_forever(project):
-    from pyexp.settling import broken_farm_script
+    from pyexp.settling import broken_script
     from pyexp.state.layout import experiment_id
 
     exp = _exp(project)
@@ -585,11 +585,11 @@ def test_farms_whose_script_keeps_failing_before_the_runner_are_not_resubmitted_
         for t in range(2):
             open(os.path.join(logs, f"{entry.job_name}_{t}.err"), "w").close()
         queue = QueueSnapshot({(entry.id, 0): "FAILED", (entry.id, 1): "FAILED"})
-        assert broken_farm_script(exp, 3) is None
+        assert broken_script(exp, 3) is None
         settle(exp, queue)
-    line = broken_farm_script(exp, 3)
-    assert line and "the last 3 farm arrays failed before pyexp-run started" in line
+    line = broken_script(exp, 3)
+    assert line and "the last 3 arrays failed before pyexp-run started" in line
     assert "--retry-failed" in line and line.count("\n") == 0
     cancelled = _farm(exp, "0-5", workers=2, job_id="800")  # cancelled while pending: no output
     settle(exp, QueueSnapshot({(cancelled.id, 0): "CANCELLED", (cancelled.id, 1): "CANCELLED"}))
-    assert broken_farm_script(exp, 3) is None  # not the script's fault
+    assert broken_script(exp, 3) is None  # not the script's fault

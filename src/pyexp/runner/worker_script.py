@@ -17,7 +17,8 @@ import tempfile
 import time
 from typing import TextIO
 
-from pyexp.runner.command import CommandTemplate, env_number
+from pyexp.job_environment import JobEnvironment
+from pyexp.runner.command import CommandTemplate, command_environ, env_number
 from pyexp.runner.processes import SignalWatch, Spawner, signal_group
 from pyexp.state.ledger import LedgerEntry
 
@@ -49,7 +50,7 @@ def run_worker_script(
     with tempfile.TemporaryDirectory(prefix="pyexp-worker-") as tmp:
         mark = os.path.join(tmp, "claimed")
         env = {
-            **os.environ,
+            **command_environ(os.environ, JobEnvironment.read().python_on_path),
             "PYEXP_LEDGER": os.path.abspath(ledger_path),
             "PYEXP_TASK": str(task),
             "PYEXP_EXPERIMENT": entry.experiment,

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TYPE_CHECKING
 
+from pyexp.job_environment import PYTHON_ON_PATH
 from pyexp.scheduler.backend import Backend, Sent, SubmitFailed, log_dir
 from pyexp.scheduler.planner import Limits
 from pyexp.state.layout import state_dirs
@@ -68,6 +69,7 @@ class LocalBackend(Backend):
         env = dict(os.environ)
         if exp.config.source:
             env["PYEXP_CONFIG"] = exp.config.source
+        env[PYTHON_ON_PATH] = "1" if self.cluster.python_on_path else "0"
         python = self.cluster.python or sys.executable
         total, finished = sum(share for _, _, share in jobs), 0
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:

@@ -136,7 +136,7 @@ def _submit_locked(
     from pyexp.reconcile import check_ledger, max_attempts, to_submit
     from pyexp.scheduler import slurm
     from pyexp.scheduler.slurm_states import QueueSnapshot
-    from pyexp.settling import broken_farm_script, settle, with_accounting
+    from pyexp.settling import broken_script, settle, with_accounting
 
     backend = opts.backend()
     submitting = not (opts.local or opts.dry_run)
@@ -153,7 +153,7 @@ def _submit_locked(
     done.warnings = warnings
     if not missing:
         return done
-    broken = None if opts.retry_failed else broken_farm_script(exp, cap)
+    broken = None if opts.retry_failed else broken_script(exp, cap)
     if broken and not opts.dry_run:
         raise PyExpError(f"{done.experiment}: {broken}")
     done.warnings += [broken] if broken else []
