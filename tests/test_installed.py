@@ -24,7 +24,18 @@ PACKAGE = ROOT / "src" / "pyexp"
 BARE = {"HOME": os.environ.get("HOME", "/"), "PATH": "/usr/bin:/bin"}  # as `env -i` leaves it
 # Not part of the package: what a checkout accumulates besides its sources.
 JUNK = shutil.ignore_patterns(
-    ".git", "build", "dist", "*.egg-info", "__pycache__", "*.pyc", ".pyexp", "results", "logs"
+    ".git",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    "*.pyc",
+    ".pyexp",
+    "results",
+    "logs",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
 )
 
 
