@@ -228,7 +228,7 @@ def _said(exp, entry, task, text):
     """The task's .err, as the array script leaves it when it ends before pyexp-run."""
     os.makedirs(log_dir(exp), exist_ok=True)
     with open(os.path.join(log_dir(exp), f"{entry.job_name}_{task}.err"), "w") as f:
-        f.write(f"pyexp: python /venv/bin/python\n{text}\n")
+        f.write(f"Lmod has detected the following error: ...\n{text}\n")
 
 
 def test_a_failed_setup_line_charges_no_index_and_status_and_submit_name_it(project, capsys):

@@ -226,7 +226,7 @@ def test_setup_lines_that_succeed_keep_their_effects_and_the_runner_starts(tmp_p
     assert seen["env"]["PYEXP_FROM_SETUP"] == "yes"
     assert seen["env"]["PYEXP_PYTHON_ON_PATH"] == "1"
     assert "PYEXP_EARLY_SIGNAL" not in seen["env"]
-    assert f"pyexp: python {tmp_path}/bin/python" in done.stderr  # which Python runs, in .err
+    assert f"pyexp: python {tmp_path}/bin/python" in done.stdout  # which Python runs, in .out
 
 
 def test_python_on_path_false_is_passed_to_the_runner(tmp_path):

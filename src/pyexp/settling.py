@@ -199,7 +199,7 @@ def script_failure(exp: ExperimentDescription) -> str | None:
     settled = [e for e in Ledger(state_dirs(exp).ledger).entries() if e.state == SETTLED]
     if not settled or not settled[-1].script_failed:
         return None
-    return f"the last array failed before pyexp-run started ({_where(exp, settled[-1])})"
+    return f"the last finished array failed before pyexp-run started ({_where(exp, settled[-1])})"
 
 
 def _where(exp: ExperimentDescription, entry: LedgerEntry) -> str:
