@@ -115,6 +115,8 @@ def _example(tmp_path: Path) -> Path:
 def test_the_example_sweep_runs_to_done_from_a_bare_environment(venv, tmp_path):
     # No `python` on /usr/bin:/bin (or one without pyexp): the command's `python main.py` must
     # be the venv's, found because the runner puts its own Python's folder first on PATH.
+    system = shutil.which("python", path=BARE["PATH"])
+    assert system is None or bare([system, "-c", "import pyexp"], tmp_path).returncode != 0
     examples = _example(tmp_path)
     submit = bare([venv / "bin" / "pyexp-submit", "experiments/mc/sarsa.json", "--runs", "1",
                    "--local"], cwd=examples, timeout=600)  # fmt: skip

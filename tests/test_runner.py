@@ -461,6 +461,24 @@ def test_a_warning_signal_before_the_runner_was_up_starts_no_index_and_exits_sto
     assert not project.complete(exp, 0) and project.attempts(exp) == []
 
 
+def test_a_stop_signal_while_pyexp_run_starts_up_is_noted_and_starts_no_index(project):
+    # Slurm's TERM or USR1 between exec and the runner's own signal watch: noted, not lost.
+    exp = project.experiment("startup", {"a": [1, 2]})
+    code = (
+        "import os, signal, sys\n"
+        "from pyexp.cli import run\n"
+        "run._note_stop_signals()  # what main() does first\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        f"sys.exit(run.main([{str(exp)!r}, '--runs', '1', '--command', 'true {{index}}']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=project.env, capture_output=True, text=True
+    )
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert "before pyexp-run was up: starting no index" in done.stderr
+    assert not project.complete(exp, 0) and project.attempts(exp) == []
+
+
 def test_parse_indices():
     assert parse_indices("0-3,7,2") == [0, 1, 2, 3, 7]
     for bad in ("3-1", "x", "-1", "1-"):

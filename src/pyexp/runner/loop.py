@@ -107,7 +107,6 @@ class Runner:
         self._watch: SignalWatch | None = None
         self._spawner = Spawner()
         self._environ = command_environ(os.environ, job.python_on_path)
-        self._early_signal = job.early_signum
         self._oom_seen = oom_kills()
 
     def run(self, indices: Iterable[int]) -> int:
@@ -122,9 +121,11 @@ class Runner:
         with contextlib.suppress(OSError):  # if it cannot be made, each index says so
             os.makedirs(self.log_dir, exist_ok=True)
         with SignalWatch() as self._watch:
-            if self._early_signal is not None and self._watch.signum is None:
+            # Read now, with the watch on: a signal that came before is noted in the environment.
+            early = JobEnvironment.read().early_signum
+            if early is not None and self._watch.signum is None:
                 self.say("Slurm's stop signal came before pyexp-run was up: starting no index")
-                self._watch.signum = self._early_signal
+                self._watch.signum = early
             try:
                 self._loop(source, done)
             finally:

@@ -46,15 +46,11 @@ def run_worker_script(
     """Run the command as worker task of the entry, once per core (PYEXP_SLOT 0..cores-1);
     the highest exit status (128+N on signal N)."""
     out = out or sys.stderr
-    job = JobEnvironment.read()
-    if job.early_signum is not None:
-        print("pyexp-run: Slurm's stop signal came before pyexp-run was up: not starting", file=out)
-        return 128 + job.early_signum
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="pyexp-worker-") as tmp:
         mark = os.path.join(tmp, "claimed")
         env = {
-            **command_environ(os.environ, job.python_on_path),
+            **command_environ(os.environ, JobEnvironment.read().python_on_path),
             "PYEXP_LEDGER": os.path.abspath(ledger_path),
             "PYEXP_TASK": str(task),
             "PYEXP_EXPERIMENT": entry.experiment,
@@ -63,6 +59,11 @@ def run_worker_script(
             WORKER_START: str(started),
         }
         with SignalWatch() as watch:
+            # Read now, with the watch on: a signal that came before is noted in the environment.
+            if (early := JobEnvironment.read().early_signum) is not None:
+                print("pyexp-run: Slurm's stop signal came before pyexp-run was up: not starting",
+                      file=out)  # fmt: skip
+                return 128 + early
             procs = []
             try:
                 for slot in range(max(1, entry.cores)):  # one copy per core, each a sub-worker
