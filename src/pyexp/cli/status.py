@@ -96,7 +96,7 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     from pyexp import sweep_progress as numbers
     from pyexp.experiment import loadExperiment
     from pyexp.reconcile import classify, max_attempts
-    from pyexp.settling import broken_command
+    from pyexp.settling import broken_command, script_failure
     from pyexp.state.layout import state_dirs
     from pyexp.state.records import CompletionRecords
 
@@ -111,7 +111,8 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     out["broken"] = broken_command(exp)
     out.update(total=standing.total, **counts, percent=numbers.percentages(counts, standing.total))
     out.update(queue_known=problem is None and not args.no_slurm, queue_problem=problem)
-    out.update(jobs=standing.jobs, problems=standing.ledger_problems)
+    failed = script_failure(exp)  # the last array's script, before pyexp-run (a setup line)
+    out.update(jobs=standing.jobs, problems=standing.ledger_problems + ([failed] if failed else []))
     out["unplaced"] = len(standing.unplaced)
     out["runtime"] = times and {"indices": times.count, "median": times.median, "p90": times.p90}
     out["eta"] = eta and {

@@ -28,7 +28,7 @@ from typing import TextIO
 from pyexp.errors import PyExpError
 from pyexp.experiment import ExperimentDescription
 from pyexp.job_environment import JobEnvironment
-from pyexp.runner.command import CommandTemplate, env_number
+from pyexp.runner.command import CommandTemplate, command_environ, env_number
 from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import InOrder, Item, Source
 from pyexp.runner.processes import (
@@ -112,7 +112,7 @@ class Runner:
         self._retries: set[str] = set()  # keys that had failed before this run (the guard's)
         self._watch: SignalWatch | None = None
         self._spawner = Spawner()
-        self._environ = dict(os.environ)
+        self._environ = command_environ(os.environ, job.python_on_path)
         self._oom_seen = oom_kills()
 
     def run(self, indices: Iterable[int]) -> int:
@@ -128,6 +128,11 @@ class Runner:
         with contextlib.suppress(OSError):  # if it cannot be made, each index says so
             os.makedirs(self.log_dir, exist_ok=True)
         with SignalWatch() as self._watch:
+            # Read now, with the watch on: a signal that came before is noted in the environment.
+            early = JobEnvironment.read().early_signum
+            if early is not None and self._watch.signum is None:
+                self.say("Slurm's stop signal came before pyexp-run was up: starting no index")
+                self._watch.signum = early
             try:
                 self._loop(source, done)
             finally:
@@ -257,7 +262,8 @@ class Runner:
     def _header(self, item: Item) -> str:
         return (
             f"=== {_now()} pyexp-run index={item.index} run={item.run} key={item.key} "
-            f"host={self.host} job={self.job or 'local'} pid={os.getpid()}\n"
+            f"host={self.host} job={self.job or 'local'} pid={os.getpid()} "
+            f"python={sys.executable}\n"
         )
 
     def _env(self, item: Item, log: int) -> dict[str, str]:

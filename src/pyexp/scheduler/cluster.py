@@ -53,6 +53,7 @@ class ClusterConfig:
     sbatch: dict[str, str | None] = field(default_factory=dict)
     whole_node: bool = False
     python: str | None = None
+    python_on_path: bool = True  # its folder first on the command's PATH (`python` is the venv's)
     description: str = ""
     max_time_hours: float | None = None  # the cluster's limits: a request beyond them is refused
     cores_per_node: int | None = None
@@ -110,6 +111,7 @@ _FIELDS = {
     "sbatch": (dict,),
     "whole_node": (bool,),
     "python": (str, type(None)),
+    "python_on_path": (bool,),
     "max_time_hours": (Real, type(None)),
     "cores_per_node": (int, type(None)),
     "mem_per_node_gb": (Real, type(None)),

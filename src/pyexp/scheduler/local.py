@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pyexp.job_environment import PYTHON_ON_PATH
 from pyexp.scheduler.backend import Backend, Sent, SubmitFailed, log_dir
 from pyexp.scheduler.planner import Limits
 from pyexp.state.atomic import scan_names
@@ -85,6 +86,7 @@ class LocalBackend(Backend):
         env = dict(os.environ)
         if exp.config.source:
             env["PYEXP_CONFIG"] = exp.config.source
+        env[PYTHON_ON_PATH] = "1" if self.cluster.python_on_path else "0"
         python = self.cluster.python or sys.executable
         total, base = sum(len(e.index_set()) for e in entries), ran_so_far(exp)
         starts: dict[tuple[str, int], float] = {}  # (entry id, task) -> when it started

@@ -148,7 +148,7 @@ def _submit_locked(
     from pyexp.reconcile import FAILED_OUT, check_ledger, classify, max_attempts, submittable
     from pyexp.scheduler import slurm
     from pyexp.scheduler.slurm_states import QueueSnapshot
-    from pyexp.settling import broken_command, broken_farm_script, settle, with_accounting
+    from pyexp.settling import broken_command, broken_script, settle, with_accounting
     from pyexp.state.guard import clear_broken
 
     notes = storage_notes(exp, opts)  # before anything asks Slurm or writes state
@@ -175,7 +175,7 @@ def _submit_locked(
         save_owners.register(exp, root)
     if not missing:
         return done
-    broken = None if opts.retry_failed else broken_command(exp) or broken_farm_script(exp, cap)
+    broken = None if opts.retry_failed else broken_command(exp) or broken_script(exp, cap)
     if broken and not opts.dry_run:
         raise PyExpError(f"{done.experiment}: {broken}")
     done.warnings += [broken] if broken else []
