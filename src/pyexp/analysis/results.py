@@ -1,5 +1,5 @@
 """Analysis side: lazy, cached Result objects over an experiment's saved files (filters and
-getBest are in pyexp.analysis)."""
+getBest are in pyexp.analysis.filters)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from pyexp.csv_results import csv_runs
+from pyexp.analysis.csv_results import csv_runs
 from pyexp.indexset import IndexSet
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from pyexp.sweep import flat_items
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
-    from pyexp.results import _Shared
+    from pyexp.analysis.results import _Shared
 
 logger = logging.getLogger("pyexp.results")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from pyexp.analysis import _checkWindow, _comparator, _pickBest, splitOverParameter
-from pyexp.results import _numeric
+from pyexp.analysis.filters import _checkWindow, _comparator, _pickBest, splitOverParameter
+from pyexp.analysis.results import _numeric
 
 if TYPE_CHECKING:
-    from pyexp.results import ResultLike
+    from pyexp.analysis.results import ResultLike
 
 
 def plotSensitivity(

@@ -11,7 +11,7 @@ from pyexp.errors import ResultsError
 from pyexp.sweep import flat_items
 
 if TYPE_CHECKING:
-    from pyexp.results import ResultLike
+    from pyexp.analysis.results import ResultLike
 
 _MISSING: Any = object()
 
