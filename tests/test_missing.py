@@ -10,7 +10,7 @@ import pytest
 
 from pyexp import listIndices, listMissingResults, loadExperiment
 from pyexp.config import load_config
-from pyexp.missing import permutation_hashes
+from pyexp.standing.missing import permutation_hashes
 from pyexp.state import records
 from pyexp.state.layout import state_dirs
 from pyexp.state.records import CompletionRecords

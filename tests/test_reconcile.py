@@ -11,7 +11,9 @@ import pytest
 from pyexp.cli.status import main as status_main
 from pyexp.config import getConfig, load_config
 from pyexp.experiment import loadExperiment
-from pyexp.reconcile import (
+from pyexp.scheduler.slurm import parse_squeue
+from pyexp.scheduler.submit import log_dir
+from pyexp.standing.reconcile import (
     DONE,
     FAILED_OUT,
     FAILING,
@@ -25,9 +27,7 @@ from pyexp.reconcile import (
     queued_keys,
     to_submit,
 )
-from pyexp.scheduler.slurm import parse_squeue
-from pyexp.scheduler.submit import log_dir
-from pyexp.settling import settle
+from pyexp.standing.settling import settle
 from pyexp.state.attempts import FAILED, LOST, OOM, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import state_dirs
 from pyexp.state.leases import IndexLeases
@@ -233,7 +233,7 @@ def _said(exp, entry, task, text):
 
 
 def test_a_failed_setup_line_charges_no_index_and_status_and_submit_name_it(project, capsys):
-    from pyexp.settling import broken_script
+    from pyexp.standing.settling import broken_script
 
     exp = _exp(project)
     line = "pyexp: setup line failed (exit 1): module load python/3.11"
@@ -296,7 +296,7 @@ def test_sacct_running_or_pending_task_is_not_settled_nor_resubmitted(
     project, tmp_path, monkeypatch
 ):
     from pyexp.scheduler import slurm
-    from pyexp.settling import with_accounting
+    from pyexp.standing.settling import with_accounting
 
     exp = _exp(project)
     entry = _entry(exp, [[0], [1], [2], [3], [4]], job_id="800")
@@ -449,7 +449,7 @@ def test_status_rejects_zero_runs_in_one_line(project, capsys):
 
 
 def test_status_uses_the_attempt_cap_of_the_last_explicit_submit(project):
-    from pyexp.reconcile import max_attempts
+    from pyexp.standing.reconcile import max_attempts
 
     exp = _exp(project)
     assert max_attempts(exp, None) == 3
@@ -481,7 +481,7 @@ def test_unreadable_ledger_entry_is_named_in_one_line_by_status(project, capsys)
 
 
 def test_submit_refuses_while_an_unreadable_entrys_array_is_in_squeue(project):
-    from pyexp.reconcile import LedgerUnreadable, check_ledger
+    from pyexp.standing.reconcile import LedgerUnreadable, check_ledger
 
     exp = _exp(project)
     bad = _garbage_entry(exp)
@@ -516,7 +516,7 @@ def _marker(exp, i, body, age):
 def test_stale_lease_markers_are_held_and_resubmitted_live_foreign_ones_are_running(
     project, capsys
 ):
-    from pyexp.reconcile import HELD, RUNNING
+    from pyexp.standing.reconcile import HELD, RUNNING
 
     exp = _exp(project)
     foreign = "filelock/2\npid=4242\nhost=node7\nmode=lease\ntoken=t\nduration=600.0\n"
@@ -624,7 +624,7 @@ def test_array_whose_sbatch_may_still_be_in_flight_is_queued_until_sbatch_would_
 
 
 def test_farms_whose_script_keeps_failing_before_the_runner_are_not_resubmitted_forever(project):
-    from pyexp.settling import broken_script
+    from pyexp.standing.settling import broken_script
     from pyexp.state.layout import experiment_id
 
     exp = _exp(project)

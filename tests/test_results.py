@@ -22,10 +22,10 @@ from pyexp.analysis.filters import (
     whereParameterEquals,
     whereParameterGreaterEq,
 )
+from pyexp.analysis.results import Result, ResultView, loadResults
 from pyexp.config import load_config
 from pyexp.errors import ResultsError
 from pyexp.experiment import ExperimentDescription
-from pyexp.analysis.results import Result, ResultView, loadResults
 
 SWEEP = {
     "name": "results-test",

@@ -16,7 +16,7 @@ from pyexp.cli.status import LIST_LIMIT
 from pyexp.cli.status import main as status_main
 from pyexp.config import getConfig, load_config
 from pyexp.experiment import loadExperiment
-from pyexp.reconcile import DONE, FAILED_OUT, FAILING, MISSING, QueueSnapshot, classify
+from pyexp.standing.reconcile import DONE, FAILED_OUT, FAILING, MISSING, QueueSnapshot, classify
 from pyexp.state import records
 from pyexp.state.attempts import FAILED, Attempts
 from pyexp.state.layout import state_dirs
@@ -280,7 +280,7 @@ def test_permutation_of_params_inverts_the_index_math(tmp_path):
 
 
 def test_to_submit_includes_failing_but_not_given_up(sweep):
-    from pyexp.reconcile import to_submit
+    from pyexp.standing.reconcile import to_submit
 
     _, exp = sweep
     _fail(exp, 1, 1)

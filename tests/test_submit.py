@@ -17,13 +17,13 @@ from pyexp.config import getConfig
 from pyexp.errors import SlurmError
 from pyexp.experiment import loadExperiment
 from pyexp.indexset import IndexSet
-from pyexp.reconcile import to_submit
 from pyexp.scheduler import planner, slurm
 from pyexp.scheduler.backend import Backend
 from pyexp.scheduler.cluster import load_cluster
 from pyexp.scheduler.local import LocalBackend
 from pyexp.scheduler.slurm_backend import SlurmBackend
 from pyexp.scheduler.submit import SubmitBusy, check_runnable, permutations_of, submit_lock
+from pyexp.standing.reconcile import to_submit
 from pyexp.state.attempts import FAILED, Attempts
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import SUBMITTED, UNCONFIRMED, Ledger

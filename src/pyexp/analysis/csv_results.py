@@ -9,8 +9,8 @@ from pyexp.errors import ResultsError
 from pyexp.sweep import flat_items
 
 if TYPE_CHECKING:
-    from pyexp.experiment import ExperimentDescription
     from pyexp.analysis.results import _Shared
+    from pyexp.experiment import ExperimentDescription
 
 logger = logging.getLogger("pyexp.results")
 

@@ -340,7 +340,7 @@ def _numeric(data: Any, result: Any) -> Any:
 
 def _runsOnDisk(shared: _Shared) -> int:
     """How many runs exist: from completion records (one folder read), else result files."""
-    from pyexp.missing import permutation_hashes
+    from pyexp.standing.missing import permutation_hashes
     from pyexp.state.layout import state_dirs
     from pyexp.state.records import CompletionRecords
 

@@ -28,9 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Adopt each experiment's existing results; the exit status."""
     args = parse_args(argv)
-    from pyexp.adopt import adopt
     from pyexp.errors import PyExpError, describe
     from pyexp.experiment import loadExperiment
+    from pyexp.standing.adopt import adopt
 
     try:
         for path in args.experiments:

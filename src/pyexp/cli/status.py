@@ -93,10 +93,10 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _report(path: str, args: argparse.Namespace) -> dict:
-    from pyexp import sweep_progress as numbers
     from pyexp.experiment import loadExperiment
-    from pyexp.reconcile import classify, max_attempts
-    from pyexp.settling import broken_command, script_failure
+    from pyexp.standing import progress as numbers
+    from pyexp.standing.reconcile import classify, max_attempts
+    from pyexp.standing.settling import broken_command, script_failure
     from pyexp.state.layout import state_dirs
     from pyexp.state.records import CompletionRecords
 
@@ -204,9 +204,9 @@ def _queue(exp, no_slurm: bool):
     """squeue's snapshot (with sacct's word), else the ledger's guess and why squeue was not
     asked; with --no-slurm, the guess and no complaint."""
     from pyexp.errors import SlurmError
-    from pyexp.reconcile import unknown_queue
     from pyexp.scheduler import slurm
-    from pyexp.settling import with_accounting
+    from pyexp.standing.reconcile import unknown_queue
+    from pyexp.standing.settling import with_accounting
 
     if no_slurm:
         return unknown_queue(exp), None

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
     from pyexp.scheduler.cluster import ClusterConfig
     from pyexp.scheduler.planner import Limits
-    from pyexp.scheduler.slurm_states import QueueSnapshot
+    from pyexp.standing.slurm_states import QueueSnapshot
     from pyexp.state.ledger import LedgerEntry
 
 

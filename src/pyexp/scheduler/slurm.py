@@ -18,7 +18,7 @@ import subprocess
 
 from pyexp.errors import SlurmError
 from pyexp.scheduler.job_limits import JobLimits, parse_assoc_mgr, parse_sacctmgr
-from pyexp.scheduler.slurm_states import QueueSnapshot
+from pyexp.standing.slurm_states import QueueSnapshot
 from pyexp.state.ledger import entry_id_from_job_name
 
 COMMANDS = ("sbatch", "squeue", "scancel", "scontrol", "sacct", "sacctmgr")  # all we ever run

@@ -18,7 +18,7 @@ from pyexp.state.ledger import Ledger
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
     from pyexp.scheduler.cluster import ClusterConfig
-    from pyexp.scheduler.slurm_states import QueueSnapshot
+    from pyexp.standing.slurm_states import QueueSnapshot
     from pyexp.state.ledger import LedgerEntry
 
 

@@ -145,10 +145,16 @@ def submit_lock(path: str, timeout: float) -> Iterator[Callable[[], bool]]:
 def _submit_locked(
     exp: ExperimentDescription, opts: SubmitOptions, command: str, held: Callable[[], bool]
 ) -> Submitted:
-    from pyexp.reconcile import FAILED_OUT, check_ledger, classify, max_attempts, submittable
     from pyexp.scheduler import slurm
-    from pyexp.scheduler.slurm_states import QueueSnapshot
-    from pyexp.settling import broken_command, broken_script, settle, with_accounting
+    from pyexp.standing.reconcile import (
+        FAILED_OUT,
+        check_ledger,
+        classify,
+        max_attempts,
+        submittable,
+    )
+    from pyexp.standing.settling import broken_command, broken_script, settle, with_accounting
+    from pyexp.standing.slurm_states import QueueSnapshot
     from pyexp.state.guard import clear_broken
 
     notes = storage_notes(exp, opts)  # before anything asks Slurm or writes state

@@ -14,8 +14,8 @@ from itertools import islice
 from pyexp.errors import PyExpError
 from pyexp.experiment import ExperimentDescription, paramsHash
 from pyexp.indexset import IndexSet
-from pyexp.placement import place
-from pyexp.scheduler.slurm_states import QueueSnapshot
+from pyexp.standing.placement import place
+from pyexp.standing.slurm_states import QueueSnapshot
 from pyexp.state import leases, settings
 from pyexp.state.atomic import scan_names
 from pyexp.state.attempts import FAILED, OOM, Attempts
