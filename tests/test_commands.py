@@ -218,7 +218,7 @@ def test_cancel_scancels_the_experiments_jobs_and_their_indices_become_missing(t
 
 
 def test_logs_of_a_farm_index_name_the_worker_that_ran_it(project):
-    from pyexp.index_logs import index_log, task_files
+    from pyexp.state.index_logs import index_log, task_files
 
     exp = project.exp()
     entry = LedgerEntry(

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _lines(exp, index: int, keep: int) -> list[str]:
-    from pyexp.index_logs import attempts_in, index_log, task_files
+    from pyexp.state.index_logs import attempts_in, index_log, task_files
     from pyexp.timefmt import amount
 
     path = index_log(exp, index)

@@ -132,8 +132,8 @@ def _report(path: str, args: argparse.Namespace) -> dict:
 
 def _failures(exp, standing) -> dict:
     """The failing and failed indices (first LIST_LIMIT of each): attempts, reason, log tail."""
-    from pyexp.index_logs import attempts_in, index_log
     from pyexp.state.attempts import Attempts
+    from pyexp.state.index_logs import attempts_in, index_log
     from pyexp.state.layout import state_dirs
 
     attempts = Attempts(state_dirs(exp).attempts)

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyexp.index_logs import last_output_line
 from pyexp.state.attempts import FAILED, OOM, Attempts
 from pyexp.state.guard import DEFAULT_INDICES, DEFAULT_SECONDS, record_broken
+from pyexp.state.index_logs import last_output_line
 from pyexp.state.ledger import LedgerEntry
 
 _FAILURES = (FAILED, OOM)
