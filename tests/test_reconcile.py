@@ -12,7 +12,6 @@ from pyexp.cli.status import main as status_main
 from pyexp.config import getConfig, load_config
 from pyexp.experiment import loadExperiment
 from pyexp.scheduler.slurm import parse_squeue
-from pyexp.scheduler.submit import log_dir
 from pyexp.standing.reconcile import (
     DONE,
     FAILED_OUT,
@@ -29,7 +28,7 @@ from pyexp.standing.reconcile import (
 )
 from pyexp.standing.settling import settle
 from pyexp.state.attempts import FAILED, LOST, OOM, PREEMPTED, TIMEOUT, Attempts
-from pyexp.state.layout import state_dirs
+from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.leases import IndexLeases
 from pyexp.state.ledger import SETTLED, SUBMITTED, Ledger, LedgerEntry, new_entry_id
 from pyexp.state.records import CompletionRecords, record_key

@@ -37,7 +37,7 @@ from pyexp.runner.pool import PoolClaims, TimeBudget
 from pyexp.runner.task import load_task, pool_tag, worker_job
 from pyexp.runner.worker_script import CLAIM_MARK, WORKER_START, grace_seconds
 from pyexp.state.attempts import FAILED, LEASE_LOST, PREEMPTED, TIMEOUT, Attempts
-from pyexp.state.layout import experiment_id, state_dirs
+from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.leases import IndexLeases, Lease
 from pyexp.state.records import CompletionRecords
 
@@ -80,7 +80,7 @@ class ClaimWorker:
         self.broken_path = dirs.broken
         self.records, self.attempts = CompletionRecords(dirs.done), Attempts(dirs.attempts)
         self.leases = IndexLeases(dirs.leases, job=job.job)
-        self.log_dir = os.path.join(exp.config.log_path, experiment_id(exp))
+        self.log_dir = log_dir(exp)
         self.grace = grace_seconds()
         self.tally: Counter[str] = Counter()
         self.signum: int | None = None

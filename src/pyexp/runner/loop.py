@@ -41,7 +41,7 @@ from pyexp.runner.processes import (
 )
 from pyexp.state.atomic import write_atomic
 from pyexp.state.attempts import FAILED, LEASE_LOST, OOM, PREEMPTED, TIMEOUT, Attempts
-from pyexp.state.layout import experiment_id, state_dirs
+from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.leases import DEFAULT_LEASE_SECONDS, IndexLeases, Lease
 from pyexp.state.records import CompletionRecords
 from pyexp.timefmt import amount
@@ -105,7 +105,7 @@ class Runner:
             value = os.environ.get("PYEXP_LEASE_SECONDS")
             lease_duration = env_number("PYEXP_LEASE_SECONDS", value, DEFAULT_LEASE_SECONDS)
         self.leases = IndexLeases(dirs.leases, lease_duration, job=self.job, on_lost=self._on_lost)
-        self.log_dir = os.path.join(exp.config.log_path, experiment_id(exp))
+        self.log_dir = log_dir(exp)
         self.tally: Counter[str] = Counter()
         self.running: dict[int, _Running] = {}
         self._lost: deque[str] = deque()  # keys whose lease the heartbeat found lost

@@ -3,14 +3,12 @@ ledger entries, say what is queued and how much more may be, cancel."""
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pyexp.errors import PyExpError
-from pyexp.state.layout import experiment_id
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
@@ -18,11 +16,6 @@ if TYPE_CHECKING:
     from pyexp.scheduler.planner import Limits
     from pyexp.standing.slurm_states import QueueSnapshot
     from pyexp.state.ledger import LedgerEntry
-
-
-def log_dir(exp: ExperimentDescription) -> str:
-    """Where an experiment's array tasks write their stdout and stderr."""
-    return os.path.join(exp.config.log_path, experiment_id(exp))
 
 
 class SubmitLockLost(PyExpError, RuntimeError):

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pyexp.job_environment import PYTHON_ON_PATH
-from pyexp.scheduler.backend import Backend, Sent, SubmitFailed, log_dir
+from pyexp.scheduler.backend import Backend, Sent, SubmitFailed
 from pyexp.scheduler.planner import Limits
 from pyexp.state.atomic import scan_names
-from pyexp.state.layout import state_dirs
+from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.ledger import Ledger
 from pyexp.state.records import CompletionRecords
 

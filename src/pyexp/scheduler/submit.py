@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, TextIO
 from pyexp.errors import PyExpError, SavePathError
 from pyexp.indexset import IndexSet
 from pyexp.scheduler import planner, preflight, render
-from pyexp.scheduler.backend import Backend, log_dir
+from pyexp.scheduler.backend import Backend
 from pyexp.scheduler.cluster import ClusterConfig
 from pyexp.state import save_owners
 from pyexp.state.atomic import scan_names, write_atomic
-from pyexp.state.layout import state_dirs
+from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
 from pyexp.state.records import CompletionRecords
 from pyexp.state.settings import remember

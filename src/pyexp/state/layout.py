@@ -95,6 +95,11 @@ def state_dirs(exp: ExperimentDescription) -> StateDirs:
     return StateDirs(os.path.join(exp.config.state_path, experiment_id(exp)), work_scope(exp))
 
 
+def log_dir(exp: ExperimentDescription) -> str:
+    """The log folder of exp: <log_path>/<experiment id> (index logs, array tasks' files)."""
+    return os.path.join(exp.config.log_path, experiment_id(exp))
+
+
 def work_scope(exp: ExperimentDescription) -> str:
     """8 hex digits naming the values of the top-level fields exp's save_path uses; "" if none."""
     fields = exp.savePathFields()
