@@ -161,7 +161,9 @@ class Result(_ResultBase):
         """Every run's data, runs first, read on first call and cached; None if none exists."""
         if self._data is _UNLOADED:
             if self._shared.shared_file and _suffix(self.filename) == ".csv":
-                found = csv_runs(self._shared, self.idx, self.params)
+                shared = self._shared
+                path = shared.path(self.idx)
+                found = csv_runs(shared.tables, self.exp, path, shared.runs, self.params)
             else:
                 found = {
                     run: _readOrNone(path, self._shared.loader)
