@@ -10,6 +10,7 @@ import sys
 from conftest import no_slurm_env, slurm_requested, tripwire_calls
 from test_commands import Project
 
+from pyexp.environment import slurm_command
 from pyexp.scheduler import slurm
 
 
@@ -22,7 +23,7 @@ def test_slurm_tests_run_only_when_the_environment_asks(tmp_path, monkeypatch):
 
 
 def test_every_slurm_command_is_overridden_to_nowhere():
-    assert {slurm.command(name) for name in slurm.COMMANDS} == {
+    assert {slurm_command(name) for name in slurm.COMMANDS} == {
         "/nonexistent/pyexp-tests-never-submit"
     }
     assert set(no_slurm_env()) == {f"PYEXP_{name.upper()}" for name in slurm.COMMANDS}

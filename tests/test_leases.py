@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pyexp.state.leases import IndexLeases, held_keys, lease_seconds, live_keys, read_holder
+from pyexp.environment import lease_seconds
+from pyexp.state.leases import IndexLeases, held_keys, live_keys, read_holder
 
 HOLD = textwrap.dedent(
     """

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from functools import cache
 
+from pyexp.environment import config_file
 from pyexp.errors import ConfigError
 
 DEFAULTS = {
@@ -42,7 +43,7 @@ def find_config_file(start: str, first: str | None = None) -> str | None:
     for folder in ([first] if first else []) + [start]:
         if found := nearest_config(folder):
             return found
-    if env := os.environ.get("PYEXP_CONFIG"):
+    if env := config_file():
         if not os.path.isfile(env):
             raise ConfigError(f"PYEXP_CONFIG={env}: no such file")
         return os.path.abspath(env)

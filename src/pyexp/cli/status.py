@@ -203,6 +203,7 @@ def _held(index: int, holder) -> dict:
 def _queue(exp, no_slurm: bool):
     """squeue's snapshot (with sacct's word), else the ledger's guess and why squeue was not
     asked; with --no-slurm, the guess and no complaint."""
+    from pyexp.environment import slurm_command
     from pyexp.errors import SlurmError
     from pyexp.scheduler import slurm
     from pyexp.standing.reconcile import unknown_queue
@@ -211,7 +212,7 @@ def _queue(exp, no_slurm: bool):
     if no_slurm:
         return unknown_queue(exp), None
     if not slurm.available():
-        return unknown_queue(exp), f"{slurm.command('squeue')}: not found on PATH"
+        return unknown_queue(exp), f"{slurm_command('squeue')}: not found on PATH"
     try:
         return with_accounting(exp, slurm.queue_snapshot(), slurm.sacct_states), None
     except SlurmError as e:

@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from pyexp.config import load_config
+from pyexp.environment import config_file, grace_seconds
 from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.indexset import IndexSet
 from pyexp.job_environment import JobEnvironment
@@ -35,7 +36,7 @@ from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import Item
 from pyexp.runner.pool import PoolClaims, TimeBudget
 from pyexp.runner.task import load_task, pool_tag, worker_job
-from pyexp.runner.worker_script import CLAIM_MARK, WORKER_START, grace_seconds
+from pyexp.runner.worker_script import CLAIM_MARK, WORKER_START
 from pyexp.state.attempts import FAILED, LEASE_LOST, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.leases import IndexLeases, Lease
@@ -250,7 +251,7 @@ def _from_ledger() -> ClaimWorker:
     entry, number = load_task(ledger, int(task) if task else None, job)
     if not entry.is_farm:
         raise RunnerError(f"{ledger}: pyexp.claim() needs a farm entry, this one is static")
-    config_path = os.environ.get("PYEXP_CONFIG")
+    config_path = config_file()
     config = load_config(config_path) if config_path else None
     exp = ExperimentDescription(entry.snapshot, path=entry.experiment, config=config)
     job = worker_job(entry, number, job)

@@ -25,10 +25,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
+from pyexp.environment import grace_seconds, lease_seconds
 from pyexp.errors import PyExpError
 from pyexp.experiment import ExperimentDescription
 from pyexp.job_environment import JobEnvironment
-from pyexp.runner.command import CommandTemplate, command_environ, env_number
+from pyexp.runner.command import CommandTemplate, command_environ
 from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import InOrder, Item, Source
 from pyexp.runner.processes import (
@@ -42,12 +43,11 @@ from pyexp.runner.processes import (
 from pyexp.state.atomic import write_atomic
 from pyexp.state.attempts import FAILED, LEASE_LOST, OOM, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import log_dir, state_dirs
-from pyexp.state.leases import DEFAULT_LEASE_SECONDS, IndexLeases, Lease
+from pyexp.state.leases import IndexLeases, Lease
 from pyexp.state.records import CompletionRecords
 from pyexp.timefmt import amount
 
 # Below Slurm's default KillWait (30 s), so a stop ends before Slurm SIGKILLs the runner.
-DEFAULT_GRACE_SECONDS = 20.0
 STOP_SIGNAL_WAIT = 1.0  # seconds a command's death by a stop signal waits for the runner's own
 # Exit statuses of a command killed by a stop signal (Popen's -N, or a shell's 128+N).
 _STOP_EXITS = frozenset(code for s in STOP_SIGNALS for code in (-s, 128 + s))
@@ -89,9 +89,7 @@ class Runner:
         self.snapshot_path = snapshot_path
         self.parallel = max(1, parallel)
         if grace is None:
-            grace = env_number(
-                "PYEXP_GRACE_SECONDS", os.environ.get("PYEXP_GRACE_SECONDS"), DEFAULT_GRACE_SECONDS
-            )
+            grace = grace_seconds()
         self.grace = grace
         self.out = out or sys.stderr
         job = job or JobEnvironment.read()
@@ -102,8 +100,7 @@ class Runner:
         self.attempts = Attempts(dirs.attempts)
         self.broken_path = dirs.broken
         if lease_duration is None:
-            value = os.environ.get("PYEXP_LEASE_SECONDS")
-            lease_duration = env_number("PYEXP_LEASE_SECONDS", value, DEFAULT_LEASE_SECONDS)
+            lease_duration = lease_seconds()
         self.leases = IndexLeases(dirs.leases, lease_duration, job=self.job, on_lost=self._on_lost)
         self.log_dir = log_dir(exp)
         self.tally: Counter[str] = Counter()

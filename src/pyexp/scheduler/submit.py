@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, TextIO
 
+from pyexp.environment import submit_lock_seconds
 from pyexp.errors import PyExpError, SavePathError
 from pyexp.indexset import IndexSet
 from pyexp.scheduler import planner, preflight, render
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
     from pyexp.scheduler.local import Tick
 
-LOCK_LEASE_SECONDS = float(os.environ.get("PYEXP_SUBMIT_LOCK_SECONDS") or 30.0)
 CHECKED_PERMUTATIONS = 20_000  # save paths checked before submitting, of a huge sweep the first
 
 
@@ -65,7 +65,7 @@ class SubmitOptions:
 
         if self.local:
             return LocalBackend(self.cluster, self.parallel, self.progress)
-        return SlurmBackend(self.cluster, LOCK_LEASE_SECONDS)
+        return SlurmBackend(self.cluster, submit_lock_seconds())
 
 
 @dataclass
@@ -126,7 +126,7 @@ def submit_lock(path: str, timeout: float) -> Iterator[Callable[[], bool]]:
     from pyexp.state.leases import still_holds
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    lock = SoftFileLease(path, lease_duration=LOCK_LEASE_SECONDS, timeout=timeout)
+    lock = SoftFileLease(path, lease_duration=submit_lock_seconds(), timeout=timeout)
     try:
         lock.acquire()
     except Timeout:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
+from pyexp.environment import slurm_timeout
 from pyexp.errors import PyExpError
 from pyexp.experiment import ExperimentDescription, paramsHash
 from pyexp.indexset import IndexSet
@@ -169,9 +170,7 @@ def active_indices(entry: LedgerEntry, queue: QueueSnapshot) -> IndexSet:
 def _sbatch_in_flight(entry: LedgerEntry) -> bool:
     # Recorded, then sbatch: another submitter (this one paused, or slurmctld slow to answer)
     # may not see the array in squeue yet. Until sbatch would have timed out, it may be queued.
-    from pyexp.scheduler.slurm import timeout_default
-
-    return time.time() - entry.created < timeout_default() + IN_FLIGHT_MARGIN_SECONDS
+    return time.time() - entry.created < slurm_timeout() + IN_FLIGHT_MARGIN_SECONDS
 
 
 def ledger_problems(scan: LedgerScan, queue: QueueSnapshot) -> list[str]:
