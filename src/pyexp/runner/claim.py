@@ -28,10 +28,10 @@ from collections.abc import Iterator
 
 from pyexp.config import load_config
 from pyexp.environment import config_file, grace_seconds
+from pyexp.errors import RunnerError
 from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.indexset import IndexSet
 from pyexp.job_environment import JobEnvironment
-from pyexp.runner.command import RunnerError
 from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import Item
 from pyexp.runner.pool import PoolClaims, TimeBudget

@@ -25,11 +25,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
+from pyexp.command import CommandTemplate
 from pyexp.environment import grace_seconds, lease_seconds
 from pyexp.errors import PyExpError
 from pyexp.experiment import ExperimentDescription
 from pyexp.job_environment import JobEnvironment
-from pyexp.runner.command import CommandTemplate, command_environ
+from pyexp.runner.command import command_environ
 from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import InOrder, Item, Source
 from pyexp.runner.processes import (

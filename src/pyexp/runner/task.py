@@ -10,9 +10,10 @@ from dataclasses import replace
 from typing import TextIO
 
 from pyexp.config import Config
+from pyexp.errors import RunnerError
 from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.job_environment import JobEnvironment
-from pyexp.runner.command import RunnerError, env_number, parse_indices, resolve_command
+from pyexp.runner.command import env_number, parse_indices, resolve_command
 from pyexp.runner.guard import FailFast
 from pyexp.runner.loop import Runner
 from pyexp.runner.pool import PoolClaims, TimeBudget

@@ -17,9 +17,10 @@ import tempfile
 import time
 from typing import TextIO
 
+from pyexp.command import CommandTemplate
 from pyexp.environment import grace_seconds
 from pyexp.job_environment import JobEnvironment
-from pyexp.runner.command import CommandTemplate, command_environ
+from pyexp.runner.command import command_environ
 from pyexp.runner.processes import SignalWatch, Spawner, signal_group
 from pyexp.state.ledger import LedgerEntry
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, TextIO
 
+from pyexp.command import CommandTemplate
 from pyexp.environment import submit_lock_seconds
 from pyexp.errors import PyExpError, SavePathError
 from pyexp.indexset import IndexSet
@@ -259,8 +260,6 @@ def check_runnable(
     """Refuse, before anything is submitted, a command or save paths the tasks would fail on or
     share (of a huge sweep, the first CHECKED_PERMUTATIONS permutations); the warnings worth a
     line (runs > 1 with no {run} in the save path)."""
-    from pyexp.runner import CommandTemplate
-
     CommandTemplate(command)
     n, owner = exp.numPermutations(), {}
     # run 0 of each: the run cannot make it invalid
