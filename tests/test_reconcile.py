@@ -11,6 +11,7 @@ import pytest
 from pyexp.cli.status import main as status_main
 from pyexp.config import getConfig, load_config
 from pyexp.experiment import loadExperiment
+from pyexp.job_environment import JobEnvironment
 from pyexp.scheduler.slurm import parse_squeue
 from pyexp.standing.reconcile import (
     DONE,
@@ -23,7 +24,6 @@ from pyexp.standing.reconcile import (
     QueueSnapshot,
     active_indices,
     classify,
-    queued_keys,
     to_submit,
 )
 from pyexp.standing.settling import settle
@@ -127,7 +127,6 @@ def test_queued_work_keeps_its_parameters_when_sweep_values_are_added_and_reorde
     queued = classify(edited, 2, queue).indices(QUEUED)
     assert sorted(_key(edited, i) for i in queued) == sorted(_key(exp, i) for i in range(5))
     assert list(queued) == [0, 1, 4, 5, 7]
-    assert queued_keys(edited, queue) == {_key(exp, i) for i in range(5)}
     submit = to_submit(edited, 2, queue)
     # x=7 in both runs, and run 1 of the three old permutations that were not queued in run 1
     assert list(submit) == [2, 3, 6, 8, 9, 10, 11]
@@ -142,7 +141,6 @@ def test_queued_work_whose_value_was_removed_is_not_queued(project):
     path.write_text(json.dumps({"name": "sweep", "metaParameters": {"x": [0, 1, 2, 3, 4]}}))
     removed = _exp(project)
     assert list(classify(removed, 1, queue).indices(QUEUED)) == [0, 1]
-    assert queued_keys(removed, queue) == {_key(exp, i) for i in (0, 1, 5)}  # 5 is skipped
 
 
 def test_queued_work_of_other_save_path_field_values_is_not_queued_for_these(project, monkeypatch):
@@ -326,16 +324,14 @@ def test_squeue_listing_wins_over_lagging_accounting():
 
 
 def test_requeued_task_attempts_are_counted_separately(project, monkeypatch):
-    from pyexp.state.leases import slurm_attempt
-
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "700")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
-    first = slurm_attempt()
+    first = JobEnvironment.read().attempt
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    assert (first, slurm_attempt()) == ("700_3", "700_3-1")
+    assert (first, JobEnvironment.read().attempt) == ("700_3", "700_3-1")
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
-    assert slurm_attempt() is None
+    assert JobEnvironment.read().attempt is None
 
 
 def test_status_shows_counts_and_failed_indices_with_reason_and_log(project, capsys):

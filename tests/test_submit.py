@@ -18,10 +18,8 @@ from pyexp.errors import SlurmError
 from pyexp.experiment import loadExperiment
 from pyexp.indexset import IndexSet
 from pyexp.scheduler import planner, slurm
-from pyexp.scheduler.backend import Backend
 from pyexp.scheduler.cluster import load_cluster
 from pyexp.scheduler.local import LocalBackend
-from pyexp.scheduler.slurm_backend import SlurmBackend
 from pyexp.scheduler.submit import SubmitBusy, check_runnable, permutations_of, submit_lock
 from pyexp.standing.reconcile import to_submit
 from pyexp.state.attempts import FAILED, Attempts
@@ -691,11 +689,8 @@ def test_workers_and_static_bundles_exclude_each_other(project, capsys):
     assert "exclude each other" in _stderr_line(capsys)
 
 
-def test_local_farm_and_static_share_one_backend_interface():
-    cluster = load_cluster("local")
-    for backend in (LocalBackend(cluster, parallel=2), SlurmBackend(cluster)):
-        assert isinstance(backend, Backend)
-    local = LocalBackend(cluster, parallel=2)
+def test_the_local_backend_names_this_machine_and_bounds_only_what_runs_at_once():
+    local = LocalBackend(load_cluster("local"), parallel=2)
     assert (local.name, local.cores, local.limits().room, local.limits().running) == (
         "local-machine", 1, None, 2,
     )  # fmt: skip

@@ -1,5 +1,5 @@
 """Where arrays run, behind one small interface (as submitit's executors): submit a plan's
-ledger entries, say what is queued and how much more may be, cancel."""
+ledger entries, say what is queued and how much more may be."""
 
 from __future__ import annotations
 
@@ -65,7 +65,3 @@ class Backend(ABC):
         self, exp: ExperimentDescription, entries: list[LedgerEntry], held: Callable[[], bool]
     ) -> Sent:
         """Record and start the entries' arrays, checking held() (the submit lock) before each."""
-
-    @abstractmethod
-    def cancel(self, job_ids: list[str]) -> None:
-        """Cancel these arrays, pending and running tasks."""

@@ -118,9 +118,6 @@ class LocalBackend(Backend):
                 raise SubmitFailed("interrupted: stopped indices stay missing") from None
         return sent
 
-    def cancel(self, job_ids: list[str]) -> None:
-        """Nothing to do: local tasks end with the pyexp-submit that runs them (Ctrl-C)."""
-
 
 def ran_so_far(exp: ExperimentDescription) -> int:
     """Indices of exp that have run, as its state says: completion records and attempts."""

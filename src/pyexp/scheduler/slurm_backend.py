@@ -90,10 +90,6 @@ class SlurmBackend(Backend):
             sent.job_ids.append(job_id)
         return sent
 
-    def cancel(self, job_ids: list[str]) -> None:
-        """scancel the arrays."""
-        slurm.scancel(job_ids)
-
 
 def _forget(ledger: Ledger, unsent: list[LedgerEntry], keep_first: bool) -> str:
     """Drop the ledger entry and scripts of arrays Slurm did not take; the note for the error."""

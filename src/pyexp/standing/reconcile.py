@@ -19,7 +19,7 @@ from pyexp.standing.placement import place
 from pyexp.standing.slurm_states import QueueSnapshot
 from pyexp.state import leases, settings
 from pyexp.state.atomic import scan_names
-from pyexp.state.attempts import FAILED, OOM, Attempts
+from pyexp.state.attempts import CHARGED, Attempts
 from pyexp.state.layout import state_dirs, work_scope
 from pyexp.state.ledger import PENDING, SUBMITTED, Ledger, LedgerEntry, LedgerScan, job_name
 from pyexp.state.records import CompletionRecords, record_key
@@ -94,18 +94,6 @@ def queued_indices(
         known = ((paramsHash(p), p) for p in moved.values())
         out = out | IndexSet.of(place(exp, runs, moved, known)[0].values())
     return out
-
-
-def queued_keys(
-    exp: ExperimentDescription, queue: QueueSnapshot, scan: LedgerScan | None = None
-) -> set[str]:
-    """Record keys (parameters and run) that a pending or running array task of ours still owns
-    in exp's work scope."""
-    return {
-        record_key(planned.getPermutation(i), planned.getRun(i))
-        for _, planned, owned in _owned(exp, queue, scan)
-        for i in owned
-    }
 
 
 def _owned(
@@ -239,7 +227,7 @@ def classify(
 
 def _charged(outcomes: Counter) -> int:
     """Failures that count towards the attempt cap (failed, out of memory)."""
-    return outcomes[FAILED] + outcomes[OOM]
+    return sum(outcomes[o] for o in CHARGED)
 
 
 def _at(where: dict[str, int], keys: Iterable[str]) -> IndexSet:

@@ -52,11 +52,6 @@ INFO = ".info"
 _MARKER_LIMIT = 4096
 
 
-def slurm_attempt() -> str | None:
-    """This array task's try as `<array job>_<task>[-<requeue count>]`, None outside an array."""
-    return JobEnvironment.read().attempt
-
-
 def slurm_job() -> str | None:
     """This process's Slurm job as `<array job>_<task>` or `<job>`, None outside Slurm."""
     return JobEnvironment.read().job
