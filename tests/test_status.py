@@ -21,7 +21,7 @@ from pyexp.state import records
 from pyexp.state.attempts import FAILED, Attempts
 from pyexp.state.layout import state_dirs
 from pyexp.state.leases import IndexLeases
-from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
+from pyexp.state.ledger import Ledger, LedgerEntry, local_job_id, new_entry_id
 from pyexp.state.records import CompletionRecords, record_key
 
 SWEEP = {"name": "sweep", "metaParameters": {"lr": [0.1, 0.01, 0.001], "opt": ["sgd", "adam"]}}
@@ -245,7 +245,7 @@ def test_huge_sweep_counts_from_the_done_set_and_places_folded_records_by_the_le
         _done(exp, i)
     monkeypatch.setattr(records, "COMPACT_AT", 1)
     CompletionRecords(state_dirs(exp).done).completed()  # folded: only their keys remain
-    assert _entry(exp, [far[:2]], job_id="local-1")
+    assert _entry(exp, [far[:2]], job_id=local_job_id("1"))
     for i in far[2:]:
         _done(exp, i)  # loose: its params are on record
     _fail(exp, 999_999_999_999 - 10**6, 3)  # never submitted and not loose: cannot be placed

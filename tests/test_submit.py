@@ -24,7 +24,7 @@ from pyexp.scheduler.submit import SubmitBusy, check_runnable, permutations_of, 
 from pyexp.standing.reconcile import to_submit
 from pyexp.state.attempts import FAILED, Attempts
 from pyexp.state.layout import state_dirs
-from pyexp.state.ledger import SUBMITTED, UNCONFIRMED, Ledger
+from pyexp.state.ledger import SUBMITTED, UNCONFIRMED, Ledger, is_local_job
 from pyexp.state.records import CompletionRecords, record_key
 from pyexp.state.settings import read_settings
 
@@ -572,7 +572,7 @@ def test_local_runs_the_plan_here_through_the_runner(project, capsys):
     assert "ran 30 indices locally in 6 tasks" in capsys.readouterr().out
     assert sorted(int(x) for x in count.read_text().split()) == list(range(N))
     entries = _ledger(project)
-    assert {e.state for e in entries} == {SUBMITTED} and entries[0].job_id.startswith("local-")
+    assert {e.state for e in entries} == {SUBMITTED} and is_local_job(entries[0].job_id)
     assert main([*argv, "--command", command]) == 0
     assert "nothing to submit" in capsys.readouterr().out
     assert _sbatch_calls(project) == []

@@ -40,6 +40,7 @@ from pyexp.runner.worker_script import CLAIM_MARK, WORKER_START
 from pyexp.state.attempts import FAILED, LEASE_LOST, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.leases import IndexLeases, Lease
+from pyexp.state.ledger import local_job_id
 from pyexp.state.records import CompletionRecords
 
 
@@ -232,7 +233,7 @@ def claim(
             raise RunnerError(f"indices {indices!r}: {e}") from None
     else:
         pool = IndexSet.span(0, exp.numPermutations() * (runs or 1))
-    local = f"local-{uuid.uuid4().hex[:12]}"
+    local = local_job_id(uuid.uuid4().hex[:12])
     job = JobEnvironment(array_job_id=local, array_task_id="0")
     return ClaimWorker(exp, PoolClaims(exp, pool, 0, 1, local, say=_say), job)
 

@@ -21,7 +21,7 @@ from pyexp.runner.sweep_edits import still_swept, swept_check
 from pyexp.runner.worker_script import run_worker_script
 from pyexp.state.atomic import write_atomic
 from pyexp.state.layout import state_dirs
-from pyexp.state.ledger import Ledger, LedgerEntry
+from pyexp.state.ledger import Ledger, LedgerEntry, local_job_id
 
 
 def default_parallel(entry: LedgerEntry | None, job: JobEnvironment) -> int:
@@ -59,7 +59,7 @@ def worker_job(entry: LedgerEntry, task: int, job: JobEnvironment) -> JobEnviron
     say which array tried them (workers do not retry what their array already failed)."""
     if job.array_task_id is not None:
         return job
-    return replace(job, array_job_id=f"local-{entry.id}", array_task_id=str(task))
+    return replace(job, array_job_id=local_job_id(entry.id), array_task_id=str(task))
 
 
 def pool_tag(job: JobEnvironment) -> str:

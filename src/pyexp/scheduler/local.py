@@ -17,7 +17,7 @@ from pyexp.scheduler.backend import Backend, Sent, SubmitFailed
 from pyexp.scheduler.planner import Limits
 from pyexp.state.atomic import scan_names
 from pyexp.state.layout import log_dir, state_dirs
-from pyexp.state.ledger import Ledger
+from pyexp.state.ledger import Ledger, local_job_id
 from pyexp.state.records import CompletionRecords
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class LocalBackend(Backend):
         jobs: list[tuple[LedgerEntry, int]] = []
         for entry in entries:
             ledger.write(entry)
-            ledger.mark_submitted(entry, f"local-{os.getpid()}")
+            ledger.mark_submitted(entry, local_job_id(str(os.getpid())))
             sent.job_ids.append(entry.job_id or "")
             jobs += [(entry, t) for t in range(entry.task_count())]
         env = dict(os.environ)

@@ -21,7 +21,7 @@ from pyexp.state import leases, settings
 from pyexp.state.atomic import scan_names
 from pyexp.state.attempts import CHARGED, Attempts
 from pyexp.state.layout import state_dirs, work_scope
-from pyexp.state.ledger import PENDING, SUBMITTED, Ledger, LedgerEntry, LedgerScan, job_name
+from pyexp.state.ledger import PENDING, Ledger, LedgerEntry, LedgerScan, job_name
 from pyexp.state.records import CompletionRecords, record_key
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -131,16 +131,7 @@ class UnknownQueue(QueueSnapshot):
 def unknown_queue(exp: ExperimentDescription) -> UnknownQueue:
     """The queue as far as the ledger knows it without squeue: every unsettled Slurm array."""
     entries = Ledger(state_dirs(exp).ledger).entries()
-    return UnknownQueue(in_doubt=frozenset(e.id for e in entries if _unsettled(e)))
-
-
-def _unsettled(entry: LedgerEntry) -> bool:
-    # As settling.left_queue: local runs record every outcome themselves, Slurm arrays get settled.
-    return (
-        entry.state == SUBMITTED
-        and bool(entry.job_id)
-        and not str(entry.job_id).startswith("local-")
-    )
+    return UnknownQueue(in_doubt=frozenset(e.id for e in entries if e.unsettled_on_slurm))
 
 
 def active_indices(entry: LedgerEntry, queue: QueueSnapshot) -> IndexSet:

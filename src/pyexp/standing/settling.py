@@ -13,7 +13,7 @@ from pyexp.state.atomic import scan_names
 from pyexp.state.attempts import FAILED, LOST, Attempts
 from pyexp.state.guard import broken_line
 from pyexp.state.layout import experiment_id, state_dirs
-from pyexp.state.ledger import SETTLED, SUBMITTED, Ledger, LedgerEntry
+from pyexp.state.ledger import SETTLED, Ledger, LedgerEntry
 from pyexp.state.records import CompletionRecords, record_key
 
 # What the array template writes to a task's .err when it ends before pyexp-run starts.
@@ -233,10 +233,7 @@ def _vanished(end: _TaskEnd, ran: bool) -> tuple[str, str]:
 
 
 def left_queue(entry: LedgerEntry, queue: QueueSnapshot) -> bool:
-    # Local runs record every outcome themselves; Slurm arrays are settled once all tasks left.
-    return (
-        entry.state == SUBMITTED
-        and bool(entry.job_id)
-        and not str(entry.job_id).startswith("local-")
-        and not any(queue.active(entry.id, t) for t in range(entry.task_count()))
+    # Slurm arrays are settled once all their tasks left the queue.
+    return entry.unsettled_on_slurm and not any(
+        queue.active(entry.id, t) for t in range(entry.task_count())
     )
