@@ -30,7 +30,7 @@ from pyexp.standing.settling import settle
 from pyexp.state.attempts import FAILED, LOST, OOM, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.leases import IndexLeases
-from pyexp.state.ledger import SETTLED, SUBMITTED, Ledger, LedgerEntry, new_entry_id
+from pyexp.state.ledger import SETTLED, SUBMITTED, Ledger, LedgerEntry, new_entry_id, read_ledger
 from pyexp.state.records import CompletionRecords, record_key
 
 
@@ -485,15 +485,15 @@ def test_submit_refuses_while_an_unreadable_entrys_array_is_in_squeue(project):
     # The advice names the array as Slurm does (squeue's name, else the experiment's job name).
     queue = parse_squeue("77_3|renamed-pyexp-0badc0ffee00|RUNNING\n")
     with pytest.raises(LedgerUnreadable) as refused:
-        check_ledger(exp, queue)
+        check_ledger(exp, queue, read_ledger(exp))
     message = str(refused.value)
     assert "\n" not in message and bad in message
     assert "(scancel -n renamed-pyexp-0badc0ffee00)" in message
     with pytest.raises(LedgerUnreadable) as refused:
-        check_ledger(exp, QueueSnapshot({("0badc0ffee00", 3): "RUNNING"}))
+        check_ledger(exp, QueueSnapshot({("0badc0ffee00", 3): "RUNNING"}), read_ledger(exp))
     assert "(scancel -n sweep-pyexp-0badc0ffee00)" in str(refused.value)
     gone = QueueSnapshot({("0badc0ffee00", 3): "CANCELLED"})
-    (warning,) = check_ledger(exp, gone)
+    (warning,) = check_ledger(exp, gone, read_ledger(exp))
     assert bad in warning and "\n" not in warning
     assert list(to_submit(exp, 1, gone)) == list(range(6))
 

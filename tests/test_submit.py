@@ -694,3 +694,11 @@ def test_the_local_backend_names_this_machine_and_bounds_only_what_runs_at_once(
     assert (local.name, local.cores, local.limits().room, local.limits().running) == (
         "local-machine", 1, None, 2,
     )  # fmt: skip
+
+
+def test_one_submit_reads_the_ledger_once(project, monkeypatch):
+    scans = []
+    real = Ledger.scan
+    monkeypatch.setattr(Ledger, "scan", lambda self: scans.append(1) or real(self))
+    assert _submit(project) == 0 and len(scans) == 1
+    assert _submit(project) == 0 and len(scans) == 2  # again, with the first one's arrays queued

@@ -23,7 +23,7 @@ from pyexp.scheduler.cluster import ClusterConfig
 from pyexp.state import save_owners
 from pyexp.state.atomic import scan_names, write_atomic
 from pyexp.state.layout import log_dir, state_dirs
-from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
+from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id, read_ledger
 from pyexp.state.records import CompletionRecords
 from pyexp.state.settings import remember
 
@@ -164,12 +164,13 @@ def _submit_locked(
     queue = backend.queue(required=submitting)
     seen = queue is not None
     queue = queue or QueueSnapshot()
+    scan = read_ledger(exp)  # the ledger, read once for the whole command
     if submitting:
-        queue = with_accounting(exp, queue, slurm.sacct_states)
-        settle(exp, queue)
-    warnings = notes + check_ledger(exp, queue)
+        queue = with_accounting(exp, queue, slurm.sacct_states, scan)
+        settle(exp, queue, scan)
+    warnings = notes + check_ledger(exp, queue, scan)
     cap = max_attempts(exp, opts.max_attempts, remember=submitting)
-    standing = classify(exp, opts.runs, queue, cap, opts.retry_failed)
+    standing = classify(exp, opts.runs, queue, cap, opts.retry_failed, scan)
     missing = submittable(standing)
     done = Submitted(_experiment_path(exp), missing, logs=log_dir(exp), queue_seen=seen)
     done.command = command
@@ -182,7 +183,7 @@ def _submit_locked(
         save_owners.register(exp, root)
     if not missing:
         return done
-    broken = None if opts.retry_failed else broken_command(exp) or broken_script(exp, cap)
+    broken = None if opts.retry_failed else broken_command(exp) or broken_script(exp, cap, scan)
     if broken and not opts.dry_run:
         raise PyExpError(f"{done.experiment}: {broken}")
     done.warnings += [broken] if broken else []

@@ -168,18 +168,20 @@ def classify(
     queue: QueueSnapshot,
     max_attempts: int = 3,
     retry_failed: bool = False,
+    scan: LedgerScan | None = None,
 ) -> Standing:
     """Every index of exp x runs as exactly one of the STATUSES, in that order of precedence.
 
     Arithmetic over the few record keys on disk (done, leased, attempted) placed at their
-    indices, and the ledger's queued indices: missing is everything else, never enumerated.
+    indices, and the ledger's queued indices (scan: the ledger as this command read it; default:
+    read now): missing is everything else, never enumerated.
     """
     dirs = state_dirs(exp)
     markers = leases.held_keys(dirs.leases)  # before done: a runner may finish in between
     # A reader: folding here would also drop the parameters that place keys of huge sweeps.
     done = CompletionRecords(dirs.done).completed(compact=False)
     attempts = Attempts(dirs.attempts).counts()
-    scan = Ledger(dirs.ledger).scan()
+    scan = scan or Ledger(dirs.ledger).scan()
     queued = _index_set(queued_indices(exp, queue, scan))
     keys = done | markers.keys() | attempts.keys()
     where, unplaced = place(exp, runs, keys, _params_on_record(exp, dirs.done, scan))
@@ -287,12 +289,10 @@ def submittable(standing: Standing) -> IndexSet:
     return standing.indices(MISSING) | standing.indices(FAILING) | standing.indices(HELD)
 
 
-def check_ledger(exp: ExperimentDescription, queue: QueueSnapshot) -> list[str]:
-    """One line per unreadable ledger entry whose array has left the queue (its indices count
-    as missing); LedgerUnreadable if one's array may still run, since which indices it owns is
-    unknown and submitting any might run one twice."""
-    ledger = Ledger(state_dirs(exp).ledger)
-    scan = ledger.scan()
+def check_ledger(exp: ExperimentDescription, queue: QueueSnapshot, scan: LedgerScan) -> list[str]:
+    """One line per unreadable ledger entry (of scan) whose array has left the queue (its indices
+    count as missing); LedgerUnreadable if one's array may still run, since which indices it owns
+    is unknown and submitting any might run one twice."""
     for entry_id in scan.unreadable:
         if queue.entry_active(entry_id):
             name = queue.names.get(entry_id) or job_name(

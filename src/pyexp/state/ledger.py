@@ -10,8 +10,10 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
+from pyexp.experiment import ExperimentDescription
 from pyexp.indexset import IndexSet
 from pyexp.state.atomic import scan_names, write_atomic
+from pyexp.state.layout import state_dirs
 
 PENDING, SUBMITTED, SETTLED = "pending", "submitted", "settled"
 UNCONFIRMED = "unconfirmed"  # sbatch answered unclearly: queued only if squeue shows it
@@ -113,6 +115,11 @@ def entry_id_from_job_name(name: str) -> str | None:
     return match.group(1) if match else None
 
 
+def read_ledger(exp: ExperimentDescription) -> LedgerScan:
+    """The ledger of exp as it is now: one listing, each entry read once."""
+    return Ledger(state_dirs(exp).ledger).scan()
+
+
 class Ledger:
     """The ledger folder of one experiment: one JSON file per job array."""
 
@@ -180,7 +187,14 @@ class Ledger:
 
 @dataclass
 class LedgerScan:
-    """The ledger as read: its entries, and why each unreadable file (by entry id) is not one."""
+    """The ledger as read: its entries, and why each unreadable file (by entry id) is not one.
+
+    A command reads it once (read_ledger) and hands it on; writes (Ledger.settle, ...) update
+    the entry objects it holds, so it stays the command's view of the ledger."""
 
     entries: list[LedgerEntry]
     unreadable: dict[str, str]
+
+    def settled(self) -> list[LedgerEntry]:
+        """The settled entries, oldest first."""
+        return [e for e in self.entries if e.state == SETTLED]
