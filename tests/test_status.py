@@ -287,3 +287,13 @@ def test_to_submit_includes_failing_but_not_given_up(sweep):
     _fail(exp, 2, 3)
     missing = to_submit(exp, 1, QueueSnapshot())
     assert list(missing) == [0, 1, 3, 4, 5] and os.sep
+
+
+def test_one_status_reads_the_ledger_once(sweep, monkeypatch, capsys):
+    path, exp = sweep
+    _entry(exp, [[0, 1]], job_id="4242")  # submitted to Slurm, not settled: in doubt
+    scans = []
+    real = Ledger.scan
+    monkeypatch.setattr(Ledger, "scan", lambda self: scans.append(1) or real(self))
+    report = _json(path, "--no-slurm", capsys=capsys)
+    assert len(scans) == 1 and report["queued"] == 2

@@ -128,10 +128,10 @@ class UnknownQueue(QueueSnapshot):
         return entry_id in self.in_doubt
 
 
-def unknown_queue(exp: ExperimentDescription) -> UnknownQueue:
-    """The queue as far as the ledger knows it without squeue: every unsettled Slurm array."""
-    entries = Ledger(state_dirs(exp).ledger).entries()
-    return UnknownQueue(in_doubt=frozenset(e.id for e in entries if e.unsettled_on_slurm))
+def unknown_queue(scan: LedgerScan) -> UnknownQueue:
+    """The queue as far as the ledger (scan) knows it without squeue: every unsettled Slurm
+    array."""
+    return UnknownQueue(in_doubt=frozenset(e.id for e in scan.entries if e.unsettled_on_slurm))
 
 
 def active_indices(entry: LedgerEntry, queue: QueueSnapshot) -> IndexSet:

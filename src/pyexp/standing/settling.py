@@ -206,9 +206,10 @@ def broken_command(exp: ExperimentDescription) -> str | None:
     return f"not resubmitted: {line}: fix the command, then pass --retry-failed" if line else None
 
 
-def script_failure(exp: ExperimentDescription) -> str | None:
-    """One line when the last settled array of exp failed before pyexp-run started."""
-    settled = read_ledger(exp).settled()
+def script_failure(exp: ExperimentDescription, scan: LedgerScan) -> str | None:
+    """One line when the last settled array of exp (its ledger: scan) failed before pyexp-run
+    started."""
+    settled = scan.settled()
     if not settled or not settled[-1].script_failed:
         return None
     return f"the last finished array failed before pyexp-run started ({_where(exp, settled[-1])})"
