@@ -231,7 +231,7 @@ def _checkWindow(steps: int | None, percent: float | None) -> None:
 
 def _windowMean(result: ResultLike, steps: int | None, percent: float | None) -> float | None:
     """The mean over runs, then over the window of steps; None if the result has no data."""
-    import numpy as np
+    import numpy as np  # lazy: importing pyexp stays numpy-free
 
     curve = result.mean()
     if curve is None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from pyexp.job_environment import PYTHON_ON_PATH
 from pyexp.scheduler.backend import Backend, Sent, SubmitFailed
 from pyexp.scheduler.planner import Limits
+from pyexp.scheduler.slurm_backend import SlurmBackend
 from pyexp.state.atomic import scan_names
 from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.ledger import Ledger, local_job_id
@@ -63,8 +64,6 @@ class LocalBackend(Backend):
 
     def queue(self, required: bool) -> QueueSnapshot | None:
         """What Slurm has queued of this experiment, if this machine talks to Slurm."""
-        from pyexp.scheduler.slurm_backend import SlurmBackend
-
         return SlurmBackend(self.cluster).queue(required=False)
 
     def limits(self) -> Limits:

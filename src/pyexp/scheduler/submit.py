@@ -13,16 +13,26 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, TextIO
 
+from filelock import SoftFileLease, Timeout
+
 from pyexp.command import CommandTemplate
 from pyexp.environment import submit_lock_seconds
 from pyexp.errors import PyExpError, SavePathError
 from pyexp.indexset import IndexSet
-from pyexp.scheduler import planner, preflight, render
+from pyexp.scheduler import planner, preflight, render, slurm
 from pyexp.scheduler.backend import Backend
 from pyexp.scheduler.cluster import ClusterConfig
+from pyexp.scheduler.local import LocalBackend
+from pyexp.scheduler.slurm_backend import SlurmBackend
+from pyexp.scheduler.storage import purge_warning, readonly_refusal
+from pyexp.standing.reconcile import FAILED_OUT, check_ledger, classify, max_attempts, submittable
+from pyexp.standing.settling import broken_command, broken_script, settle, with_accounting
+from pyexp.standing.slurm_states import QueueSnapshot
 from pyexp.state import save_owners
 from pyexp.state.atomic import scan_names, write_atomic
+from pyexp.state.guard import clear_broken
 from pyexp.state.layout import log_dir, state_dirs
+from pyexp.state.leases import still_holds
 from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id, read_ledger
 from pyexp.state.records import CompletionRecords
 from pyexp.state.settings import remember
@@ -61,9 +71,6 @@ class SubmitOptions:
 
     def backend(self) -> Backend:
         """Where the arrays go: this machine with --local, else Slurm."""
-        from pyexp.scheduler.local import LocalBackend
-        from pyexp.scheduler.slurm_backend import SlurmBackend
-
         if self.local:
             return LocalBackend(self.cluster, self.parallel, self.progress)
         return SlurmBackend(self.cluster, submit_lock_seconds())
@@ -122,10 +129,6 @@ def submit_experiment(exp: ExperimentDescription, opts: SubmitOptions) -> Submit
 def submit_lock(path: str, timeout: float) -> Iterator[Callable[[], bool]]:
     """Hold the experiment's submit lock (a lease, so it works across login nodes on NFS);
     yields a check that it is still ours (renewed, not taken over), for fencing each sbatch."""
-    from filelock import SoftFileLease, Timeout
-
-    from pyexp.state.leases import still_holds
-
     os.makedirs(os.path.dirname(path), exist_ok=True)
     lock = SoftFileLease(path, lease_duration=submit_lock_seconds(), timeout=timeout)
     try:
@@ -146,18 +149,6 @@ def submit_lock(path: str, timeout: float) -> Iterator[Callable[[], bool]]:
 def _submit_locked(
     exp: ExperimentDescription, opts: SubmitOptions, command: str, held: Callable[[], bool]
 ) -> Submitted:
-    from pyexp.scheduler import slurm
-    from pyexp.standing.reconcile import (
-        FAILED_OUT,
-        check_ledger,
-        classify,
-        max_attempts,
-        submittable,
-    )
-    from pyexp.standing.settling import broken_command, broken_script, settle, with_accounting
-    from pyexp.standing.slurm_states import QueueSnapshot
-    from pyexp.state.guard import clear_broken
-
     notes = storage_notes(exp, opts)  # before anything asks Slurm or writes state
     backend = opts.backend()
     submitting = not (opts.local or opts.dry_run)
@@ -224,8 +215,6 @@ def _submit_locked(
 def storage_notes(exp: ExperimentDescription, opts: SubmitOptions) -> list[str]:
     """Refuse state, logs or results where compute nodes cannot write (a dry run notes it; --local
     runs here, where they can); the warning for state on purged scratch."""
-    from pyexp.scheduler.storage import purge_warning, readonly_refusal
-
     refusal = None if opts.local else readonly_refusal(exp.config, opts.cluster, os.environ)
     if refusal and not opts.dry_run:
         raise PyExpError(refusal)
