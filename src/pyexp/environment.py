@@ -16,7 +16,11 @@ DEFAULT_SUBMIT_LOCK_SECONDS = 30.0
 
 def seconds(name: str, default: float) -> float:
     """$name as a positive, finite number of seconds; default when unset or empty."""
-    value = os.environ.get(name)
+    return positive(name, os.environ.get(name), default)
+
+
+def positive(name: str, value: str | None, default: float) -> float:
+    """value (of the environment variable name) as a positive, finite number; default if empty."""
     if not value:
         return default
     try:
@@ -24,9 +28,7 @@ def seconds(name: str, default: float) -> float:
     except ValueError:
         number = -1.0
     if not (number > 0 and math.isfinite(number)):
-        raise ConfigError(
-            f"{name}={value!r}: must be a positive number of seconds; unset it or fix it"
-        )
+        raise ConfigError(f"{name}={value!r}: must be a positive number; unset it or fix it")
     return number
 
 

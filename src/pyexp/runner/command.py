@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from collections.abc import Mapping
@@ -50,16 +49,3 @@ def parse_indices(text: str) -> list[int]:
         return list(IndexSet.parse(text))
     except ValueError as e:
         raise RunnerError(f"--indices {text!r}: {e}") from None
-
-
-def env_number(name: str, value: str | None, default: float) -> float:
-    """value (of the environment variable name) as a positive number, else default."""
-    if not value:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not (number > 0 and math.isfinite(number)):
-        raise RunnerError(f"{name}={value!r}: must be a positive number")
-    return number

@@ -10,10 +10,11 @@ from dataclasses import replace
 from typing import TextIO
 
 from pyexp.config import Config
+from pyexp.environment import positive
 from pyexp.errors import RunnerError
 from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.job_environment import JobEnvironment
-from pyexp.runner.command import env_number, parse_indices, resolve_command
+from pyexp.runner.command import parse_indices, resolve_command
 from pyexp.runner.guard import FailFast
 from pyexp.runner.loop import Runner
 from pyexp.runner.pool import PoolClaims, TimeBudget
@@ -28,7 +29,7 @@ def default_parallel(entry: LedgerEntry | None, job: JobEnvironment) -> int:
     """Indices at once: the ledger entry's cores, else $SLURM_CPUS_PER_TASK, else 1."""
     if entry is not None:
         return max(1, entry.cores)
-    return max(1, int(env_number("SLURM_CPUS_PER_TASK", job.cpus_per_task, 1)))
+    return max(1, int(positive("SLURM_CPUS_PER_TASK", job.cpus_per_task, 1)))
 
 
 def load_task(
