@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from test_runner import Project, sh, wait_for, write_entry
+from runner_helpers import Project, sh, wait_for, write_entry
 
 from pyexp.indexset import IndexSet
 from pyexp.job_environment import EARLY_SIGNAL, JobEnvironment

@@ -5,7 +5,6 @@ mounts where the machine allows them (skipped otherwise)."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -13,7 +12,7 @@ import sys
 import time
 
 import pytest
-from test_submit import project  # noqa: F401  (the fake-Slurm project fixture)
+from conftest import write_project
 
 from pyexp import listMissingResults, loadExperiment
 from pyexp.cli.repair import main as repair_main
@@ -35,22 +34,8 @@ def fresh_config():
     getConfig.cache_clear()
 
 
-@pytest.fixture
-def tmpfs(tmp_path):
-    """A fresh tmpfs of 256 KiB (root only); yields its path, unmounted afterwards."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)]).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def experiment(root, d: dict, save_path: str = "results/{name}/{params}/{run}"):
-    (root / "config.json").write_text(json.dumps({"save_path": save_path}))
-    path = root / "experiments" / "sweep.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(d))
+    path = write_project(root, d, config={"save_path": save_path})
     return loadExperiment(str(path), config=load_config(str(root / "config.json")))
 
 
@@ -232,7 +217,7 @@ def test_fold_removes_temp_files_of_killed_folds_after_an_hour(tmp_path, monkeyp
 # ---------------------------------------------------------------- submit lock fencing
 
 
-def _submitted_indices(project) -> list[int]:  # noqa: F811
+def _submitted_indices(project) -> list[int]:
     """Every index in an array the fake sbatch accepted."""
     entries = {
         e.script: e for e in Ledger(state_dirs(loadExperiment(project["exp"])).ledger).entries()
@@ -241,7 +226,7 @@ def _submitted_indices(project) -> list[int]:  # noqa: F811
     return [i for line in jobs for i in entries[line.split("|", 1)[1]].indices()]
 
 
-def test_paused_submitter_that_lost_its_lock_submits_nothing_more(project, monkeypatch):  # noqa: F811
+def test_paused_submitter_that_lost_its_lock_submits_nothing_more(project, monkeypatch):
     monkeypatch.setenv("PYEXP_SUBMIT_LOCK_SECONDS", "1")
     argv = [
         sys.executable,

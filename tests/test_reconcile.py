@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import write_garbage_ledger_entry, write_project
 
 from pyexp.cli.status import main as status_main
 from pyexp.config import getConfig, load_config
@@ -20,7 +21,6 @@ from pyexp.standing.reconcile import (
     MISSING,
     QUEUED,
     RUNNING,
-    STATUSES,
     QueueSnapshot,
     active_indices,
     classify,
@@ -37,12 +37,8 @@ from pyexp.state.records import CompletionRecords, record_key
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """An experiment of 6 permutations in a project folder with its own config.json."""
-    (tmp_path / "experiments").mkdir()
-    path = tmp_path / "experiments" / "sweep.json"
-    path.write_text(json.dumps({"name": "sweep", "metaParameters": {"x": list(range(6))}}))
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"command": "true"}))
-    monkeypatch.setenv("PYEXP_CONFIG", str(config))
+    write_project(tmp_path, {"name": "sweep", "metaParameters": {"x": list(range(6))}})
+    monkeypatch.setenv("PYEXP_CONFIG", str(tmp_path / "config.json"))
     getConfig.cache_clear()
     yield tmp_path
     getConfig.cache_clear()
@@ -334,49 +330,6 @@ def test_requeued_task_attempts_are_counted_separately(project, monkeypatch):
     assert JobEnvironment.read().attempt is None
 
 
-def test_status_shows_counts_and_failed_indices_with_reason_and_log(project, capsys):
-    exp = _exp(project)
-    CompletionRecords(state_dirs(exp).done).mark_complete(exp.getPermutation(0), 0)
-    key = _key(exp, 2)
-    attempts = Attempts(state_dirs(exp).attempts)
-    for job in ("1_0", "2_0", "3_0"):
-        attempts.record(key, FAILED, {"exit_code": 7, "log": "/logs/2.log"}, job)
-    path = str(project / "experiments" / "sweep.json")
-
-    assert status_main([path, "--runs", "1", "--no-slurm", "--json"]) == 3  # failed for good
-    (report,) = json.loads(capsys.readouterr().out)
-    assert {k: report[k] for k in ("done", "running", "queued", "failed", "missing")} == {
-        "done": 1,
-        "running": 0,
-        "queued": 0,
-        "failed": 1,
-        "missing": 4,
-    }
-    (failed,) = report["failed_indices"]
-    assert {k: failed[k] for k in ("index", "attempts", "outcome", "exit_code", "log")} == {
-        "index": 2,
-        "attempts": 3,
-        "outcome": FAILED,
-        "exit_code": 7,
-        "log": "/logs/2.log",
-    }
-
-    assert status_main([path, "--runs", "1", "--no-slurm", "-v"]) == 3
-    table = capsys.readouterr().out
-    assert "index 2: failed, 3 attempts, last failed (exit 7); log: /logs/2.log" in table
-    assert table.splitlines()[0].startswith(f"{path}: 1/6 done (16.7%) [")
-    counts = [part.rsplit(" ", 2) for part in table.splitlines()[1].strip().split("  ")]
-    assert [c[0].split(" ")[0] for c in counts] == list(STATUSES)
-
-
-def test_status_of_a_broken_experiment_is_one_line(project, capsys):
-    bad = project / "experiments" / "bad.json"
-    bad.write_text('{"metaParameters": {"x": []}}')
-    assert status_main([str(bad), "--no-slurm"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("pyexp-status: ") and err.count("\n") == 1 and "x" in err
-
-
 def test_sacct_states_parsed_and_none_without_accounting(tmp_path, monkeypatch):
     from pyexp.scheduler import slurm
 
@@ -397,21 +350,6 @@ def test_sacct_states_parsed_and_none_without_accounting(tmp_path, monkeypatch):
     assert slurm.sacct_states([]) is None
 
 
-def test_status_verbose_names_who_runs_an_index(project, capsys):
-    import socket
-
-    exp = _exp(project)
-    leases = IndexLeases(state_dirs(exp).leases, 60, job="77_3")
-    assert leases.try_take(_key(exp, 4)) is not None
-    try:
-        path = str(project / "experiments" / "sweep.json")
-        assert status_main([path, "--no-slurm", "-v"]) == 0
-    finally:
-        leases.release()
-    line = f"index 4: running on {socket.gethostname()} pid {os.getpid()} job 77_3"
-    assert line in capsys.readouterr().out
-
-
 def test_stray_files_in_attempts_are_ignored(project):
     exp = _exp(project)
     attempts = Attempts(state_dirs(exp).attempts)
@@ -423,24 +361,9 @@ def test_stray_files_in_attempts_are_ignored(project):
     assert (counts["failing"], counts["missing"]) == (1, 5)
 
 
-def test_bad_lease_seconds_is_a_one_line_error(project, capsys, monkeypatch):
-    monkeypatch.setenv("PYEXP_LEASE_SECONDS", "abc")
-    assert status_main([str(project / "experiments" / "sweep.json"), "--no-slurm"]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "PYEXP_LEASE_SECONDS='abc'" in err
-
-
 def test_every_state_squeue_shows_is_active_but_the_final_ones():
     queue = QueueSnapshot({("e", 0): "REQUEUE_HOLD", ("e", 1): "STOPPED", ("e", 2): "COMPLETED"})
     assert [queue.active("e", t) for t in range(4)] == [True, True, False, False]
-
-
-def test_status_rejects_zero_runs_in_one_line(project, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        status_main([str(project / "experiments" / "sweep.json"), "--runs", "0"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("pyexp-status: ") and err.count("\n") == 1 and "at least 1" in err
 
 
 def test_status_uses_the_attempt_cap_of_the_last_explicit_submit(project):
@@ -453,33 +376,11 @@ def test_status_uses_the_attempt_cap_of_the_last_explicit_submit(project):
     assert max_attempts(exp, None) == 1  # status and later cron runs agree with it
 
 
-def _garbage_entry(exp, entry_id="0badc0ffee00"):
-    folder = state_dirs(exp).ledger
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{entry_id}.json")
-    with open(path, "wb") as f:
-        f.write(b'{"id": "0badc0ffee00", "tasks": [[0, 1], [2')  # truncated mid-write
-    return path
-
-
-def test_unreadable_ledger_entry_is_named_in_one_line_by_status(project, capsys):
-    exp = _exp(project)
-    bad = _garbage_entry(exp)
-    path = str(project / "experiments" / "sweep.json")
-    assert status_main([path, "--no-slurm"]) == 0
-    out = capsys.readouterr().out
-    (warning,) = [line for line in out.splitlines() if "warning" in line]
-    assert bad in warning and "unreadable ledger entry" in warning and "not in squeue" in warning
-    assert status_main([path, "--no-slurm", "--json"]) == 0
-    (report,) = json.loads(capsys.readouterr().out)
-    assert len(report["problems"]) == 1 and report["missing"] == 6
-
-
 def test_submit_refuses_while_an_unreadable_entrys_array_is_in_squeue(project):
     from pyexp.standing.reconcile import LedgerUnreadable, check_ledger
 
     exp = _exp(project)
-    bad = _garbage_entry(exp)
+    bad = write_garbage_ledger_entry(exp)
     with open(bad, "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n\xff\xfe")  # binary junk
     # The advice names the array as Slurm does (squeue's name, else the experiment's job name).
@@ -536,28 +437,6 @@ def test_stale_lease_markers_are_held_and_resubmitted_live_foreign_ones_are_runn
         for line in lines
     ), lines
     assert any("index 2: held" in line and "nobody" in line for line in lines)
-
-
-def test_python_dash_m_status_runs_the_command(project):
-    import subprocess
-    import sys
-
-    path = str(project / "experiments" / "sweep.json")
-    for module in ("status", "run", "submit"):
-        result = subprocess.run(
-            [sys.executable, "-m", f"pyexp.cli.{module}", "--help"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0 and "usage:" in result.stdout, module
-    result = subprocess.run(
-        [sys.executable, "-m", "pyexp.cli.status", path, "--no-slurm"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0 and "missing" in result.stdout, result.stderr
 
 
 def _farm(exp, pool, workers, job_id="600"):

@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from conftest import FAKE_PERMUTATIONS as N
 
 from pyexp.cli.submit import main
 from pyexp.config import getConfig
@@ -27,90 +28,6 @@ from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import SUBMITTED, UNCONFIRMED, Ledger, is_local_job
 from pyexp.state.records import CompletionRecords, record_key
 from pyexp.state.settings import read_settings
-
-# One script plays sbatch, squeue and scontrol (by its name); FAKE_* variables steer it.
-FAKE_SLURM = r"""
-import fcntl, os, re, sys, time
-state = os.environ["FAKE_SLURM_DIR"]
-jobs = os.path.join(state, "jobs.txt")
-name = os.path.basename(sys.argv[0])
-
-def sbatch():
-    mode = os.environ.get("FAKE_SBATCH_MODE", "accept")
-    with open(os.path.join(state, "sbatch.pid"), "w") as f:
-        f.write(str(os.getpid()))
-    time.sleep(float(os.environ.get("FAKE_SBATCH_DELAY", "0")))
-    with open(os.path.join(state, "lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        accepted = open(jobs).read().splitlines() if os.path.exists(jobs) else []
-        if mode == "hang":
-            time.sleep(60)
-        if mode == "socket":
-            print("sbatch: error: Socket timed out on send/recv operation", file=sys.stderr)
-            sys.exit(1)
-        if mode.startswith("refuse_after:") and len(accepted) >= int(mode.split(":")[1]):
-            print("sbatch: error: Batch job submission failed: Invalid account", file=sys.stderr)
-            sys.exit(1)
-        job = 1000 + len(accepted)
-        with open(jobs, "a") as f:
-            f.write(f"{job}|{sys.argv[-1]}\n")
-    print("Submitted batch job 1234" if mode == "garbage" else f"{job};fakecluster")
-
-def squeue():
-    if os.environ.get("FAKE_SQUEUE_MODE") == "fail":
-        print("slurm_load_jobs error: Unable to contact slurm controller", file=sys.stderr)
-        sys.exit(1)
-    ids_only = sys.argv[sys.argv.index("-o") + 1] == "%i"
-    def show(line):
-        print(line.split("|")[0] if ids_only else line)
-    show("77|interactive|RUNNING")
-    show("78_3|someone-else|PENDING")
-    for line in open(jobs).read().splitlines() if os.path.exists(jobs) else []:
-        job, script = line.split("|", 1)
-        text = open(script).read()
-        jobname = re.search(r"--job-name=(\S+)", text).group(1)
-        spec = re.search(r"--array=0-(\d+)(%\d+)?", text)
-        last, throttle = int(spec.group(1)), spec.group(2) or ""
-        show(f"{job}_0|{jobname}|RUNNING")  # one task running, the rest folded
-        if last >= 1:
-            show(f"{job}_[1-{last}{throttle}]|{jobname}|PENDING")
-
-def scontrol():
-    print("Configuration data as of now")
-    print(f"MaxArraySize            = {os.environ.get('FAKE_MAX_ARRAY', '11')}")
-    print("KillWait                = 30 sec")
-
-{"sbatch": sbatch, "squeue": squeue, "scontrol": scontrol}[name]()
-"""
-
-N = 30  # permutations of the test experiment
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """An experiment of 30 indices, its config, a cluster config and a fake Slurm on PATH."""
-    (tmp_path / "experiments").mkdir()
-    exp_path = tmp_path / "experiments" / "sweep.json"
-    exp_path.write_text(json.dumps({"name": "sweep", "metaParameters": {"x": list(range(N))}}))
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"command": "true {index}"}))
-    cluster = tmp_path / "tiny.json"
-    cluster.write_text(json.dumps({"time_hours": 1, "indices_per_task": 1, "array_throttle": 3}))
-    fake = tmp_path / "fake"
-    fake.mkdir()
-    for cmd in ("sbatch", "squeue", "scontrol"):
-        path = fake / cmd
-        path.write_text(f"#!{sys.executable}\n{FAKE_SLURM}")
-        path.chmod(0o755)
-        monkeypatch.setenv(f"PYEXP_{cmd.upper()}", str(path))
-    monkeypatch.setenv("FAKE_SLURM_DIR", str(fake))
-    monkeypatch.setenv("PYEXP_CONFIG", str(config))
-    monkeypatch.delenv("SBATCH_ACCOUNT", raising=False)
-    monkeypatch.delenv("CC_CLUSTER", raising=False)
-    monkeypatch.chdir(tmp_path)
-    getConfig.cache_clear()
-    yield {"exp": str(exp_path), "cluster": str(cluster), "fake": fake, "root": tmp_path}
-    getConfig.cache_clear()
 
 
 def _submit(project, *extra, farm=False):
