@@ -19,6 +19,7 @@ from pyexp.errors import SlurmError
 from pyexp.experiment import loadExperiment
 from pyexp.indexset import IndexSet
 from pyexp.scheduler import planner, slurm
+from pyexp.scheduler import submit as submit_module
 from pyexp.scheduler.cluster import load_cluster
 from pyexp.scheduler.local import LocalBackend
 from pyexp.scheduler.submit import SubmitBusy, check_runnable, permutations_of, submit_lock
@@ -619,3 +620,18 @@ def test_one_submit_reads_the_ledger_once(project, monkeypatch):
     monkeypatch.setattr(Ledger, "scan", lambda self: scans.append(1) or real(self))
     assert _submit(project) == 0 and len(scans) == 1
     assert _submit(project) == 0 and len(scans) == 2  # again, with the first one's arrays queued
+
+
+def test_a_submitter_paused_after_its_fencing_check_sends_nothing_twice(project, monkeypatch):
+    wanted = []  # at each check: what a submitter taking the lock right then would send
+
+    def paused_past_its_lease(lock):
+        wanted.append(set(_still_missing(project)))
+        return True
+
+    monkeypatch.setattr(submit_module, "still_holds", paused_past_its_lease)
+    assert _submit(project) == 0
+    arrays = sorted(_ledger(project), key=lambda e: e.created)
+    assert len(arrays) == len(wanted) >= 3
+    for checked, entry in zip(wanted, arrays, strict=True):
+        assert not checked & set(entry.indices())  # the array sbatch sends next is in flight
