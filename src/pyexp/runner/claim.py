@@ -34,6 +34,7 @@ from pyexp.indexset import IndexSet
 from pyexp.job_environment import JobEnvironment
 from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import Item
+from pyexp.runner.outcome import DONE, record_outcome
 from pyexp.runner.pool import PoolClaims, TimeBudget
 from pyexp.runner.task import load_task, pool_tag, worker_job
 from pyexp.runner.worker_script import CLAIM_MARK, WORKER_START
@@ -149,20 +150,17 @@ class ClaimWorker:
         elif isinstance(exc, Stopped) or (exc is not None and self.signum is not None):
             outcome = TIMEOUT if self.signum == signal.SIGUSR1 else PREEMPTED
         elif exc is None:
-            outcome = "done"
+            outcome = DONE
         else:
             outcome = FAILED
         text = "".join(traceback.format_exception(exc)) if outcome == FAILED else ""
         self._log(job, f"{text}=== {_now()} {outcome} after {duration:.1f}s\n")
-        try:
-            if outcome == "done":
-                self.records.mark_complete(job.params, job.run, info)
-            elif suppress:  # other BaseExceptions (SystemExit) leave the index missing
-                self.attempts.record(job.key, outcome, info, self.job.attempt)
-        except OSError as e:
-            outcome = "unrecorded"
-            self.say(f"index {job.index}: not recorded ({e}); it stays missing")
-        finally:
+        if outcome == DONE or suppress:  # other BaseExceptions (SystemExit) leave it missing
+            state = self.records, self.attempts, self.leases
+            outcome, why = record_outcome(*state, job, outcome, info, self.job.attempt)
+            if why:
+                self.say(f"index {job.index}: {why}")
+        else:
             self.leases.forget(job.key)
         self.tally[outcome] += 1
         retry = job.key in self._retries

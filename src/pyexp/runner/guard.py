@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pyexp.runner.outcome import DONE
 from pyexp.state.attempts import CHARGED, Attempts
 from pyexp.state.guard import DEFAULT_INDICES, DEFAULT_SECONDS, record_broken
 from pyexp.state.index_logs import last_output_line
@@ -54,7 +55,7 @@ class FailFast:
             self.fast += 1
             self.first_log = self.first_log or log
             return self.tripped
-        if outcome == "done" or outcome in CHARGED:  # a success or a slow failure
+        if outcome == DONE or outcome in CHARGED:  # a success or a slow failure
             self.off = True
         return False
 

@@ -33,6 +33,7 @@ from pyexp.job_environment import JobEnvironment
 from pyexp.runner.command import command_environ
 from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import InOrder, Item, Source
+from pyexp.runner.outcome import DONE, record_outcome
 from pyexp.runner.processes import (
     STOP_SIGNALS,
     SignalWatch,
@@ -330,28 +331,21 @@ class Runner:
             "duration": round(duration, 3),
             "log": r.log_path,
         }
-        try:
-            if r.lease.lost:  # someone else may be running it: its exit status proves nothing
-                outcome = LEASE_LOST
-            elif error is not None:
-                outcome = FAILED
-            elif rc == 0 and outcome is None:
-                try:
-                    self.records.mark_complete(r.item.params, r.item.run, info)
-                    outcome = "done"
-                except OSError as e:
-                    outcome, error = FAILED, f"its completion record cannot be written: {e}"
-            else:
-                outcome = outcome or (OOM if self._oom(rc) else FAILED)
-            if outcome != "done":
-                details = {**info, "exit_code": rc, **({"error": error} if error else {})}
-                self.attempts.record(r.item.key, outcome, details, self.attempt)
-        except OSError as e:  # quota, stale NFS handle: say so, keep the other indices going
-            error = f"{error}; " if error else ""
-            error += f"not recorded ({e}); it stays missing"
-            outcome = "unrecorded"
-        finally:
-            self.leases.forget(r.item.key)
+        if r.lease.lost:  # someone else may be running it: its exit status proves nothing
+            outcome = LEASE_LOST
+        elif error is not None:
+            outcome = FAILED
+        elif rc == 0 and outcome is None:
+            outcome = DONE
+        else:
+            outcome = outcome or (OOM if self._oom(rc) else FAILED)
+        failure = {"exit_code": rc, **({"error": error} if error else {})}
+        # quota, stale NFS handle: said, and the other indices keep going
+        outcome, why = record_outcome(
+            self.records, self.attempts, self.leases, r.item, outcome, info, self.attempt, failure
+        )
+        if why:
+            error = f"{error}; {why}" if error else why
         self.tally[outcome] += 1
         why = f"; {error}" if error else ""
         self.say(
