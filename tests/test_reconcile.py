@@ -28,9 +28,9 @@ from pyexp.standing.reconcile import (
 )
 from pyexp.standing.settling import settle
 from pyexp.state.attempts import FAILED, LOST, OOM, PREEMPTED, TIMEOUT, Attempts
-from pyexp.state.layout import log_dir, state_dirs
+from pyexp.state.layout import log_dir, read_ledger, state_dirs
 from pyexp.state.leases import IndexLeases
-from pyexp.state.ledger import SETTLED, SUBMITTED, Ledger, LedgerEntry, new_entry_id, read_ledger
+from pyexp.state.ledger import SETTLED, SUBMITTED, Ledger, LedgerEntry, new_entry_id
 from pyexp.state.records import CompletionRecords, record_key
 
 

@@ -7,6 +7,9 @@ import sys
 
 from pyexp.cli.args import Parser, console, count, runs_for, unknown_runs
 
+# Each command imports its work inside the functions that do it: `--help` and the console
+# scripts start fast.
+
 PROG = "pyexp-adopt"
 
 

@@ -14,6 +14,9 @@ import time
 from pyexp.cli.args import GAVE_UP, Parser, console, count, runs_for
 from pyexp.errors import PyExpError, describe
 
+# Each command imports its work inside the functions that do it: `--help` and the console
+# scripts start fast.
+
 PROG = "pyexp-status"
 LIST_LIMIT = 50  # indices listed per kind; the JSON says how many there are in all
 TAIL_LINES = 5  # of each failing index's last attempt
@@ -97,8 +100,7 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     from pyexp.standing import progress as numbers
     from pyexp.standing.reconcile import classify, max_attempts
     from pyexp.standing.settling import broken_command, script_failure
-    from pyexp.state.layout import state_dirs
-    from pyexp.state.ledger import read_ledger
+    from pyexp.state.layout import read_ledger, state_dirs
     from pyexp.state.records import CompletionRecords
 
     exp = loadExperiment(path)

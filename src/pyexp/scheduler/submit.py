@@ -31,9 +31,9 @@ from pyexp.standing.slurm_states import QueueSnapshot
 from pyexp.state import save_owners
 from pyexp.state.atomic import scan_names, write_atomic
 from pyexp.state.guard import clear_broken
-from pyexp.state.layout import log_dir, state_dirs
+from pyexp.state.layout import log_dir, read_ledger, state_dirs
 from pyexp.state.leases import still_holds
-from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id, read_ledger
+from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
 from pyexp.state.records import CompletionRecords
 from pyexp.state.settings import remember
 

@@ -12,8 +12,8 @@ from pyexp.state import leases
 from pyexp.state.atomic import scan_names
 from pyexp.state.attempts import FAILED, LOST, Attempts
 from pyexp.state.guard import broken_line
-from pyexp.state.layout import log_dir, state_dirs
-from pyexp.state.ledger import Ledger, LedgerEntry, LedgerScan, read_ledger
+from pyexp.state.layout import log_dir, read_ledger, state_dirs
+from pyexp.state.ledger import Ledger, LedgerEntry, LedgerScan
 from pyexp.state.records import CompletionRecords, record_key
 
 # What the array template writes to a task's .err when it ends before pyexp-run starts.

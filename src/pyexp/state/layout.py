@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from pyexp.experiment import ExperimentDescription, canonical_json
+from pyexp.state.ledger import Ledger, LedgerScan
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -98,6 +99,11 @@ def state_dirs(exp: ExperimentDescription) -> StateDirs:
 def log_dir(exp: ExperimentDescription) -> str:
     """The log folder of exp: <log_path>/<experiment id> (index logs, array tasks' files)."""
     return os.path.join(exp.config.log_path, experiment_id(exp))
+
+
+def read_ledger(exp: ExperimentDescription) -> LedgerScan:
+    """The ledger of exp as it is now: one listing, each entry read once."""
+    return Ledger(state_dirs(exp).ledger).scan()
 
 
 def work_scope(exp: ExperimentDescription) -> str:

@@ -10,10 +10,8 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from pyexp.experiment import ExperimentDescription
 from pyexp.indexset import IndexSet
 from pyexp.state.atomic import scan_names, write_atomic
-from pyexp.state.layout import state_dirs
 
 PENDING, SUBMITTED, SETTLED = "pending", "submitted", "settled"
 UNCONFIRMED = "unconfirmed"  # sbatch answered unclearly: queued only if squeue shows it
@@ -113,11 +111,6 @@ def entry_id_from_job_name(name: str) -> str | None:
     for jobs that are not ours."""
     match = _JOB_NAME.fullmatch(name)
     return match.group(1) if match else None
-
-
-def read_ledger(exp: ExperimentDescription) -> LedgerScan:
-    """The ledger of exp as it is now: one listing, each entry read once."""
-    return Ledger(state_dirs(exp).ledger).scan()
 
 
 class Ledger:
