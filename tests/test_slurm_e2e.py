@@ -16,6 +16,7 @@ import time
 from collections import Counter
 
 import pytest
+from conftest import write_project
 
 from pyexp.config import load_config
 from pyexp.experiment import ExperimentDescription, loadExperiment
@@ -31,16 +32,14 @@ class Project:
 
     def __init__(self, root, permutations: int) -> None:
         self.root = root / "my project's dir"
-        (self.root / "experiments").mkdir(parents=True)
         self.count = self.root / "count.txt"
-        self.experiment = self.root / "experiments" / "e2e.json"
-        self.experiment.write_text(
-            json.dumps({"name": "e2e", "metaParameters": {"x": list(range(permutations))}})
-        )
         # Each run of an index appends its number: the lines count the executions.
         command = f"sh -c 'echo {{index}} >> \"$0\"' {shlex.quote(str(self.count))}"
+        meta = {"name": "e2e", "metaParameters": {"x": list(range(permutations))}}
+        self.experiment = write_project(
+            self.root, meta, {"command": command}, "experiments/e2e.json"
+        )
         self.config = self.root / "config.json"
-        self.config.write_text(json.dumps({"command": command}))
 
     def submit(self, *args: str, cluster: str = "local") -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pyexp.errors import PyExpError
 from pyexp.indexset import IndexSet
 from pyexp.scheduler.cluster import ClusterConfig
+from pyexp.state.ledger import FARM, STATIC  # the ledger records a plan's mode
 from pyexp.timefmt import amount
 
-FARM, STATIC = "farm", "static"
 DEFAULT_INDEX_MINUTES = 10.0  # nothing finished yet and no --index-minutes
 SANE_MISSING = 10**7  # more missing indices than this needs --yes: likely a sweep typo
 MAX_STATIC_TASKS = 10**5  # static bundles beyond this would plan lists of too many tasks

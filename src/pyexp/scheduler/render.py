@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pyexp.errors import PyExpError
 
 if TYPE_CHECKING:
-    import jinja2
+    import jinja2  # lazy: only runs that render a script pay for it
 
     from pyexp.scheduler.cluster import ClusterConfig
     from pyexp.scheduler.planner import ArrayPlan
@@ -60,7 +60,7 @@ def raw(value: Any) -> Shell:
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     """The Jinja environment: every {{ expression }} goes through q unless marked raw."""
-    import jinja2
+    import jinja2  # lazy: only runs that render a script pay for it
 
     env = jinja2.Environment(
         finalize=q,
@@ -79,7 +79,7 @@ def environment() -> jinja2.Environment:
 @lru_cache(maxsize=8)
 def load_template(path: str | None = None) -> jinja2.Template:
     """The template at path (--template), else the array template shipped with pyexp."""
-    import jinja2
+    import jinja2  # lazy: only runs that render a script pay for it
 
     try:
         if path is None:
@@ -145,7 +145,7 @@ def array_context(
 
 def render(context: dict[str, Any], template: str | None = None) -> str:
     """The script text for one array."""
-    import jinja2
+    import jinja2  # lazy: only runs that render a script pay for it
 
     try:
         return load_template(template).render(context)
