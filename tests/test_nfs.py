@@ -7,18 +7,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from nfs_share import NO_MOUNT, Share, unavailable
-from test_runner import sh, write_entry
-
-from pyexp.config import load_config
-from pyexp.experiment import loadExperiment
-from pyexp.state.layout import state_dirs
-from pyexp.state.ledger import FARM
+from test_runner import sh
 
 LEASE = 5.0  # seconds; the caches are as long (the issue: caches as long as the lease)
 RUN = [sys.executable, "-m", "pyexp.cli.run"]

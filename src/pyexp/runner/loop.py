@@ -2,11 +2,13 @@
 
 Per index: skip it if complete; take its lease without waiting (held elsewhere: retry it after
 the rest); run the command in its own process group, stdout and stderr appended to
-`<log_path>/<experiment id>/<index>.log`; on exit 0 write the completion record, then release;
-otherwise record a failed attempt, then release. An index whose log or record cannot be written
-fails alone; the others go on. A lease lost while its command runs (the heartbeat found the
-marker gone or taken) kills that command's process group and records a `lease_lost` attempt,
-never a completion. SIGUSR1 (Slurm's pre-timeout signal) and SIGTERM/SIGINT (preemption,
+`<log_path>/<experiment id>/<index>.log`; on exit 0 write the completion record, then leave a
+completion tombstone in its lease marker (state/leases.py); otherwise record a failed attempt,
+then release. An index whose log cannot be written fails alone; the others go on. Once a record,
+attempt or tombstone cannot be written (full or failing state filesystem), the running indices
+finish but no new index starts, and the runner says why in one line. A lease lost while its
+command runs (the heartbeat found the marker gone or taken) kills that command's process group
+and records a `lease_lost` attempt, never a completion. SIGUSR1 (Slurm's pre-timeout signal) and SIGTERM/SIGINT (preemption,
 scancel) stop it: children get SIGTERM, then SIGKILL after the grace period, their attempts are
 recorded as timeout/preempted, leases released, no new index starts.
 """
@@ -41,7 +43,7 @@ from pyexp.runner.processes import (
 from pyexp.state.atomic import write_atomic
 from pyexp.state.attempts import FAILED, LEASE_LOST, OOM, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import experiment_id, state_dirs
-from pyexp.state.leases import DEFAULT_LEASE_SECONDS, IndexLeases, Lease
+from pyexp.state.leases import DEFAULT_LEASE_SECONDS, DONE, IndexLeases, Lease
 from pyexp.state.records import CompletionRecords
 
 # Below Slurm's default KillWait (30 s), so a stop ends before Slurm SIGKILLs the runner.
@@ -103,6 +105,7 @@ class Runner:
         self.log_dir = os.path.join(exp.config.log_path, experiment_id(exp))
         self.tally: Counter[str] = Counter()
         self.running: dict[int, _Running] = {}
+        self.unrecordable: str | None = None  # why state cannot be written: start nothing new
         self._lost: deque[str] = deque()  # keys whose lease the heartbeat found lost
         self._watch: SignalWatch | None = None
         self._spawner = Spawner()
@@ -143,12 +146,14 @@ class Runner:
                 return
             self._kill_lost()
             self._reap()
-            while self._free() and self._watch.signum is None:
+            while self._free() and self._watch.signum is None and self.unrecordable is None:
                 if (item := source.pop(len(self.running))) is None:
                     break
                 self._first_try(item, done, source, deferred)
+            if self.unrecordable is not None:
+                deferred.clear()
             now = time.monotonic()
-            queue = source.more()
+            queue = source.more() and self.unrecordable is None
             if not queue and deferred and self._free():
                 if not window_end:
                     # A holder's own duration rules its takeover (one it wrote in its marker).
@@ -174,6 +179,9 @@ class Runner:
             self.tally["skipped"] += 1
             return
         lease = self.leases.try_take(item.key)
+        if lease == DONE:
+            self.tally["skipped"] += 1
+            return
         if lease is None:
             source.held(item)
             if source.defers:
@@ -190,11 +198,15 @@ class Runner:
         for item in list(deferred):
             if not self._free():
                 return
-            if self.records.is_complete(item.params, item.run):
+            lease = None
+            if (
+                self.records.is_complete(item.params, item.run)
+                or (lease := self.leases.try_take(item.key)) == DONE
+            ):
                 deferred.remove(item)
                 self.leases.forget(item.key)
                 self.tally["skipped"] += 1
-            elif (lease := self.leases.try_take(item.key)) is not None:
+            elif lease is not None:
                 deferred.remove(item)
                 self._launch(item, lease)
 
@@ -320,22 +332,40 @@ class Runner:
                     outcome = "done"
                 except OSError as e:
                     outcome, error = FAILED, f"its completion record cannot be written: {e}"
+                    self._cannot_record(e)
             else:
                 outcome = outcome or (OOM if self._oom(rc) else FAILED)
             if outcome != "done":
                 details = {**info, "exit_code": rc, **({"error": error} if error else {})}
                 self.attempts.record(r.item.key, outcome, details, self.attempt)
-        except OSError as e:  # quota, stale NFS handle: say so, keep the other indices going
+        except OSError as e:  # quota, stale NFS handle: say so, start nothing more
             error = f"{error}; " if error else ""
             error += f"not recorded ({e}); it stays missing"
             outcome = "unrecorded"
+            self._cannot_record(e)
         finally:
-            self.leases.forget(r.item.key)
+            self._release(r.item.key, outcome == "done")
         self.tally[outcome] += 1
         why = f"; {error}" if error else ""
         self.say(
             f"index {r.item.index}: {outcome} (exit {rc}, {duration:.1f}s{why}) log: {r.log_path}"
         )
+
+    def _release(self, key: str, done: bool) -> None:
+        """Release key's lease; a completed key's marker is left as a tombstone."""
+        if not done:
+            self.leases.forget(key)
+            return
+        try:
+            self.leases.finish(key)
+        except OSError as e:
+            self._cannot_record(e)
+
+    def _cannot_record(self, error: OSError) -> None:
+        """State cannot be written: finish what runs, start no new index (said once)."""
+        if self.unrecordable is None:
+            self.unrecordable = str(error)
+            self.say(f"cannot write state ({error}); starting no new index")
 
     def _oom(self, rc: int) -> bool:
         if rc not in (-signal.SIGKILL, 128 + signal.SIGKILL):
@@ -381,10 +411,16 @@ class Runner:
             + (f", {t[LEASE_LOST]} lease lost" if t[LEASE_LOST] else "")
             + (f", {t['unrecorded']} not recorded" if t["unrecorded"] else "")
             + source.summary()
+            + (
+                f"; stopped early: cannot write state ({self.unrecordable})"
+                if self.unrecordable
+                else ""
+            )
         )
         if t["stopped_by"]:
             return 128 + t["stopped_by"]
-        return 1 if t[FAILED] or t[OOM] or t[LEASE_LOST] or t["unrecorded"] else 0
+        failed = t[FAILED] or t[OOM] or t[LEASE_LOST] or t["unrecorded"] or self.unrecordable
+        return 1 if failed else 0
 
     def say(self, message: str) -> None:
         """One line of the runner's report."""

@@ -35,10 +35,12 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final, Literal
 
 from filelock import LeaseSettingsMismatch, SoftFileLease, Timeout
 
@@ -50,6 +52,10 @@ DEFAULT_LEASE_SECONDS = 60.0
 SUFFIX = ".lease"
 INFO = ".info"
 _MARKER_LIMIT = 4096
+TOMBSTONE = b"pyexp-done "  # a completed key's marker content, kept RETAIN_LEASES durations
+RETAIN_LEASES = 2.0  # tombstones outlive every client cache the design assumes (<= 1 duration)
+TOMBSTONE_MAX_AGE = 3600.0  # seconds after which anyone may remove a tombstone
+DONE: Final = "done"  # try_take's answer for a key whose marker says it was completed
 
 
 def lease_seconds() -> float:
@@ -126,10 +132,15 @@ class IndexLeases:
         self.duration = lease_seconds() if duration is None else duration
         self.job = job
         self.on_lost = on_lost
-        # One lock object per key, kept across tries: takeover of a foreign lease needs the same
-        # object to have watched the marker unchanged for the whole duration.
-        self._locks: dict[str, SoftFileLease] = {}
+        self._locks: dict[str, SoftFileLease] = {}  # the leases this contender holds
+        self._infos: dict[str, dict] = {}  # their info, rewritten by the beat thread
+        # What each foreign marker looked like (content, info, mtime) since when, with its
+        # holder's duration: taken over once unchanged for that duration on our own clock.
+        self._watch: dict[str, tuple[tuple, float, float]] = {}
+        self._tombstones: dict[str, float] = {}  # key -> when we wrote its tombstone
         self._made_folder = False
+        self._guard = threading.Lock()  # the beat thread and the holder's release
+        self._beat: threading.Event | None = None
 
     def path(self, key: str) -> str:
         """The marker path of key."""
@@ -138,68 +149,138 @@ class IndexLeases:
     def duration_for(self, key: str) -> float:
         """The lease duration this contender uses for key (a foreign holder's, once seen)."""
         lock = self._locks.get(key)
-        return self.duration if lock is None else lock.lease_duration
+        if lock is not None:
+            return lock.lease_duration
+        watch = self._watch.get(key)
+        return self.duration if watch is None else watch[2]
 
-    def try_take(self, key: str) -> Lease | None:
-        """Take key's lease if it is free or stale, without waiting; None if anyone holds it,
-        this contender included (two indices with equal parameters share one key)."""
-        if self._lock(key).is_locked:
+    def try_take(self, key: str) -> Lease | Literal["done"] | None:
+        """Take key's lease if it is free or stale, without waiting; DONE if its marker is a
+        completion tombstone; None if anyone holds it, this contender included (two indices
+        with equal parameters share one key)."""
+        lock = self._locks.get(key)
+        if lock is not None and lock.is_locked:
             return None
         if not self._made_folder:
             os.makedirs(self.folder, exist_ok=True)
             self._made_folder = True
-        try:
-            lock = self._acquire(key)
-        except OSError as e:  # filelock's marker write names no file
-            raise OSError(e.errno, e.strerror, e.filename or self.path(key)) from None
-        if lock is None:
-            return None
         path = self.path(key)
+        lock = self._acquire(key, self.duration)
+        if lock is None:
+            seen = self._observe(key)
+            if seen != "stale":
+                return seen
+            lock = self._acquire(key, self._watch.pop(key)[2])
+            if lock is None:
+                return None
+        self._watch.pop(key, None)
+        info = self._info(lock)
         try:
-            write_atomic(path + INFO, json.dumps(self._info(lock)))
+            write_atomic(path + INFO, json.dumps(info))
         except OSError:
             lock.release(force=True)
             raise
+        self._locks[key], self._infos[key] = lock, info
+        self._start_beat()
         return Lease(key, path, lock)
+
+    def finish(self, key: str) -> None:
+        """Leave a completion tombstone in key's marker (atomically, in place of our lease) and
+        release it: a contender whose cache still hides the completion record learns it from
+        the marker it must open anyway. Raises OSError (the lease released) if it cannot."""
+        lock = self._locks.get(key)
+        if lock is None or not lock.is_locked:
+            return
+        path = self.path(key)
+        body = TOMBSTONE + f"{key} {time.time():.3f} {socket.gethostname()}\n".encode()
+        try:
+            if still_holds(lock):
+                write_atomic(path, body)
+                self._tombstones[key] = time.monotonic()
+        finally:
+            self.forget(key)
 
     def forget(self, key: str) -> None:
         """Drop the watch state of key (after it is done), releasing it if held."""
-        lock = self._locks.pop(key, None)
-        if lock is not None and lock.is_locked:
-            _remove_info(self.path(key), lock.token)
-            lock.release(force=True)
+        self._watch.pop(key, None)
+        with self._guard:
+            lock = self._locks.pop(key, None)
+            self._infos.pop(key, None)
+            if lock is not None and lock.is_locked:
+                _remove_info(self.path(key), lock.token)
+                lock.release(force=True)
 
     def release(self) -> None:
-        """Release every lease this contender holds."""
+        """Release every lease this contender holds; fold its tombstones old enough (and
+        anyone's older than TOMBSTONE_MAX_AGE)."""
         for key in list(self._locks):
             self.forget(key)
+        if self._beat is not None:
+            self._beat.set()
+            self._beat = None
+        now = time.monotonic()
+        for key, written in list(self._tombstones.items()):
+            if now - written >= RETAIN_LEASES * self.duration:
+                _remove_tombstone(self.path(key))
+                del self._tombstones[key]
+        if self._made_folder:
+            with contextlib.suppress(OSError):
+                _sweep_tombstones(self.folder, time.time() - TOMBSTONE_MAX_AGE)
 
-    def _acquire(self, key: str) -> SoftFileLease | None:
-        for _ in range(2):  # a second try after adopting a foreign duration or breaking a marker
-            lock = self._lock(key)
-            try:
-                lock.acquire(timeout=0)
-                return lock
-            except LeaseSettingsMismatch:
-                if not self._adopt_duration(key):
-                    return None
-            except Timeout:
-                if not _break_if_unreadable(self.path(key), self.duration):
-                    return None
-        return None
-
-    def _adopt_duration(self, key: str) -> bool:
-        duration = _marker_duration(_read_marker(self.path(key)))
-        if duration is None or duration == self._locks[key].lease_duration:
-            return False
-        self._locks[key] = self._new_lock(key, duration)
-        return True
-
-    def _lock(self, key: str) -> SoftFileLease:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = self._new_lock(key, self.duration)
+    def _acquire(self, key: str, duration: float) -> SoftFileLease | None:
+        # A fresh lock object each try: filelock itself then frees only a dead holder on this
+        # host (at once), never a marker by its age as seen through a cache (our _observe does).
+        lock = self._new_lock(key, duration)
+        try:
+            lock.acquire(timeout=0)
+        except (Timeout, LeaseSettingsMismatch):
+            return None
+        except OSError as e:  # filelock's marker write names no file
+            raise OSError(e.errno, e.strerror, e.filename or self.path(key)) from None
         return lock
+
+    def _observe(self, key: str) -> str | None:
+        """After a refused take: DONE (a tombstone), "stale" (the marker, its info and its
+        mtime were unchanged for its holder's duration on our clock, and we moved it aside),
+        or None (held, or gone meanwhile: try again later)."""
+        path = self.path(key)
+        seen = _look(path)
+        if seen is None:
+            self._watch.pop(key, None)
+            return None
+        if seen[0].startswith(TOMBSTONE):
+            self._watch.pop(key, None)
+            return DONE
+        now = time.monotonic()
+        first = self._watch.get(key)
+        if first is None or first[0] != seen:
+            duration = _marker_duration(_parse_marker(seen[0])) or self.duration
+            self._watch[key] = (seen, now, duration)
+            return None
+        if now - first[1] < first[2] or not _move_aside(path, seen[0]):
+            return None
+        return "stale"
+
+    def _start_beat(self) -> None:
+        if self._beat is None:
+            self._beat = threading.Event()
+            beat = threading.Thread(target=self._beats, args=(self._beat,), daemon=True)
+            beat.start()
+
+    def _beats(self, stop: threading.Event) -> None:
+        """Rewrite each held lease's info every D/3: a change of content a contender reads
+        after open (close-to-open), where a renewed mtime may hide behind its attribute cache."""
+        count = 0
+        while not stop.wait(min([self.duration, *self._durations()]) / 3):
+            count += 1
+            for key, lock in list(self._locks.items()):
+                with self._guard, contextlib.suppress(OSError):
+                    if self._locks.get(key) is lock and lock.is_locked:
+                        info = {**self._infos[key], "beat": count}
+                        write_atomic(self.path(key) + INFO, json.dumps(info))
+
+    def _durations(self) -> list[float]:
+        return [lock.lease_duration for lock in list(self._locks.values())]
 
     def _new_lock(self, key: str, duration: float) -> SoftFileLease:
         def lost(_compromise: object) -> None:
@@ -213,6 +294,7 @@ class IndexLeases:
     def _info(self, lock: SoftFileLease) -> dict:
         return {
             "token": lock.token,
+            "beat": 0,
             "job": self.job,
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -241,12 +323,13 @@ def held_keys(
         if name.endswith(SUFFIX):
             path = os.path.join(folder, name)
             with contextlib.suppress(FileNotFoundError):  # released meanwhile
-                held[name[: -len(SUFFIX)]] = _holder(path, fallback, now)
+                if (holder := _holder(path, fallback, now)) is not None:
+                    held[name[: -len(SUFFIX)]] = holder
     return held
 
 
 def holder_of(folder: str, key: str, duration: float | None = None) -> Holder | None:
-    """Who holds key's lease marker in folder, None if there is none (see held_keys)."""
+    """Who holds key's lease marker in folder, None if there is none or it is a tombstone."""
     fallback = lease_seconds() if duration is None else duration
     try:
         return _holder(os.path.join(folder, key + SUFFIX), fallback, time.time())
@@ -268,8 +351,11 @@ def read_holder(path: str) -> dict[str, str]:
     return fields
 
 
-def _holder(path: str, fallback: float, now: float) -> Holder:
+def _holder(path: str, fallback: float, now: float) -> Holder | None:
+    """The holder of the marker at path; None for a tombstone (its key completed)."""
     age = now - os.lstat(path).st_mtime
+    if is_tombstone(path):
+        return None
     fields = _read_marker(path) or {}
     info = _read_info(path, fields.get("token"))
     duration = _marker_duration(fields)
@@ -331,28 +417,73 @@ def _remove_info(marker: str, token: str | None) -> None:
             os.unlink(marker + INFO)
 
 
-def _break_if_unreadable(path: str, duration: float) -> bool:
-    """Remove path if it holds no owner record and is older than duration by mtime; whether it
-    was removed. Only that inode is removed: a marker recreated meanwhile is put back."""
+def _look(path: str) -> tuple | None:
+    """(marker content, info content, marker mtime) read after opening each (what a contender
+    watches; None: no marker). The contents come from the file server (close-to-open); the
+    mtime may be a cached one, so it only ever delays a takeover."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with open(path, "rb") as f:
+            marker, mtime = f.read(_MARKER_LIMIT), os.fstat(f.fileno()).st_mtime
+    except OSError:
+        return None
+    try:
+        with open(path + INFO, "rb") as f:
+            info = f.read(_MARKER_LIMIT)
+    except OSError:
+        info = None
+    return marker, info, mtime
+
+
+def _move_aside(path: str, marker: bytes) -> bool:
+    """Remove the stale marker at path (one rename, which the file server arbitrates); whether
+    it was the one watched. Another contender's fresh marker moved by mistake is put back."""
+    aside = f"{path}.stale-{uuid.uuid4().hex}"
+    try:
+        os.rename(path, aside)
     except OSError:
         return False
     try:
-        st = os.fstat(fd)
-        if time.time() - st.st_mtime < duration or _parse_marker(os.read(fd, _MARKER_LIMIT)):
-            return False
-        aside = f"{path}.stale-{uuid.uuid4().hex}"
         try:
-            os.rename(path, aside)
+            with open(aside, "rb") as f:
+                moved = f.read(_MARKER_LIMIT)
         except OSError:
-            return False
-        if not os.path.samestat(os.lstat(aside), st):  # replaced between our checks: undo
+            moved = None
+        if moved != marker:
             with contextlib.suppress(OSError):
                 os.link(aside, path)
-            os.unlink(aside)
             return False
-        os.unlink(aside)
+        _remove_info(path, (_parse_marker(marker) or {}).get("token"))
         return True
     finally:
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(aside)
+
+
+def is_tombstone(path: str) -> bool:
+    """Whether the marker at path is a completion tombstone (read after open)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(TOMBSTONE)) == TOMBSTONE
+    except OSError:
+        return False
+
+
+def _remove_tombstone(path: str) -> None:
+    if is_tombstone(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _sweep_tombstones(folder: str, before: float) -> None:
+    """Remove tombstones last changed before the wall-clock time before."""
+    with os.scandir(folder) as it:
+        old = [e.path for e in it if e.name.endswith(SUFFIX) and _mtime(e) < before]
+    for path in old:
+        _remove_tombstone(path)
+
+
+def _mtime(entry: os.DirEntry) -> float:
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime
+    except OSError:
+        return float("inf")
