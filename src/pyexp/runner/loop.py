@@ -8,9 +8,10 @@ then release. An index whose log cannot be written fails alone; the others go on
 attempt or tombstone cannot be written (full or failing state filesystem), the running indices
 finish but no new index starts, and the runner says why in one line. A lease lost while its
 command runs (the heartbeat found the marker gone or taken) kills that command's process group
-and records a `lease_lost` attempt, never a completion. SIGUSR1 (Slurm's pre-timeout signal) and SIGTERM/SIGINT (preemption,
-scancel) stop it: children get SIGTERM, then SIGKILL after the grace period, their attempts are
-recorded as timeout/preempted, leases released, no new index starts.
+and records a `lease_lost` attempt, never a completion. SIGUSR1 (Slurm's pre-timeout signal)
+and SIGTERM/SIGINT (preemption, scancel) stop it: children get SIGTERM, then SIGKILL after the
+grace period, their attempts are recorded as timeout/preempted, leases released, no new index
+starts.
 """
 
 from __future__ import annotations
