@@ -26,6 +26,7 @@ from pyexp.runner import (
 )
 from pyexp.state.attempts import FAILED, LEASE_LOST, PREEMPTED, TIMEOUT
 from pyexp.state.layout import state_dirs
+from pyexp.state.leases import is_tombstone
 from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
 from pyexp.state.records import CompletionRecords, record_key
 
@@ -84,7 +85,8 @@ class Project:
 
     def leases(self, path: Path) -> list[str]:
         folder = Path(state_dirs(self.load(path)).leases)
-        return sorted(p.name for p in folder.glob("*.lease")) if folder.exists() else []
+        markers = folder.glob("*.lease") if folder.exists() else []
+        return sorted(p.name for p in markers if not is_tombstone(str(p)))  # held, not done
 
 
 @pytest.fixture

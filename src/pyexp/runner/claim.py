@@ -37,7 +37,7 @@ from pyexp.runner.task import load_task, pool_tag, worker_job
 from pyexp.runner.worker_script import CLAIM_MARK, WORKER_START, grace_seconds
 from pyexp.state.attempts import FAILED, LEASE_LOST, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import experiment_id, state_dirs
-from pyexp.state.leases import IndexLeases, Lease
+from pyexp.state.leases import DONE, IndexLeases, Lease
 from pyexp.state.records import CompletionRecords
 
 
@@ -76,6 +76,7 @@ class ClaimWorker:
         self.grace = grace_seconds()
         self.tally: Counter[str] = Counter()
         self.signum: int | None = None
+        self.unrecordable: str | None = None  # why state cannot be written: claim nothing more
         self._body = False  # a job's work runs: a stop signal raises Stopped in it
         self._old: dict[int, object] = {}
 
@@ -94,8 +95,13 @@ class ClaimWorker:
             self.say(self._summary())
 
     def _next(self) -> Job | None:
-        while (item := self.claims.pop(0)) is not None and self.signum is None:
+        while self.unrecordable is None and (item := self.claims.pop(0)) is not None:
+            if self.signum is not None:
+                break
             lease = self.leases.try_take(item.key)
+            if lease == DONE:
+                self.tally["skipped"] += 1
+                continue
             if lease is None:
                 self.claims.held(item)
                 continue
@@ -150,10 +156,19 @@ class ClaimWorker:
         except OSError as e:
             outcome = "unrecorded"
             self.say(f"index {job.index}: not recorded ({e}); it stays missing")
+            self._cannot_record(e)
         finally:
-            self.leases.forget(job.key)
+            try:  # a completed index leaves a tombstone in its marker
+                self.leases.end(job.key, completed=outcome == "done")
+            except OSError as e:
+                self._cannot_record(e)
         self.tally[outcome] += 1
         return suppress
+
+    def _cannot_record(self, error: OSError) -> None:
+        if self.unrecordable is None:
+            self.unrecordable = str(error)
+            self.say(f"cannot write state ({error}); claiming no new index")
 
     def say(self, message: str) -> None:
         """One line of the worker's report, on stderr."""
@@ -166,6 +181,7 @@ class ClaimWorker:
             f"{t['done']} done, {t['skipped']} already complete, {t[FAILED]} failed, "
             f"{t[TIMEOUT] + t[PREEMPTED]} stopped, {t[LEASE_LOST]} lease lost"
             f"{self.claims.summary()}{stop}"
+            + ("; stopped early: state cannot be written" if self.unrecordable else "")
         )
 
     def _log_path(self, job: Job) -> str:

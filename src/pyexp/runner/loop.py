@@ -345,22 +345,15 @@ class Runner:
             outcome = "unrecorded"
             self._cannot_record(e)
         finally:
-            self._release(r.item.key, outcome == "done")
+            try:  # a completed index leaves a tombstone in its marker
+                self.leases.end(r.item.key, completed=outcome == "done")
+            except OSError as e:
+                self._cannot_record(e)
         self.tally[outcome] += 1
         why = f"; {error}" if error else ""
         self.say(
             f"index {r.item.index}: {outcome} (exit {rc}, {duration:.1f}s{why}) log: {r.log_path}"
         )
-
-    def _release(self, key: str, done: bool) -> None:
-        """Release key's lease; a completed key's marker is left as a tombstone."""
-        if not done:
-            self.leases.forget(key)
-            return
-        try:
-            self.leases.finish(key)
-        except OSError as e:
-            self._cannot_record(e)
 
     def _cannot_record(self, error: OSError) -> None:
         """State cannot be written: finish what runs, start no new index (said once)."""

@@ -54,7 +54,7 @@ INFO = ".info"
 _MARKER_LIMIT = 4096
 TOMBSTONE = b"pyexp-done "  # a completed key's marker content, kept RETAIN_LEASES durations
 RETAIN_LEASES = 2.0  # tombstones outlive every client cache the design assumes (<= 1 duration)
-TOMBSTONE_MAX_AGE = 3600.0  # seconds after which anyone may remove a tombstone
+CLOCK_SKEW = 60.0  # seconds by which nodes' wall clocks may differ (tombstones carry their time)
 DONE: Final = "done"  # try_take's answer for a key whose marker says it was completed
 
 
@@ -137,7 +137,7 @@ class IndexLeases:
         # What each foreign marker looked like (content, info, mtime) since when, with its
         # holder's duration: taken over once unchanged for that duration on our own clock.
         self._watch: dict[str, tuple[tuple, float, float]] = {}
-        self._tombstones: dict[str, float] = {}  # key -> when we wrote its tombstone
+        self._tombstones: dict[str, tuple[bytes, float]] = {}  # key -> (tombstone, written)
         self._made_folder = False
         self._guard = threading.Lock()  # the beat thread and the holder's release
         self._beat: threading.Event | None = None
@@ -184,19 +184,20 @@ class IndexLeases:
         self._start_beat()
         return Lease(key, path, lock)
 
-    def finish(self, key: str) -> None:
-        """Leave a completion tombstone in key's marker (atomically, in place of our lease) and
-        release it: a contender whose cache still hides the completion record learns it from
-        the marker it must open anyway. Raises OSError (the lease released) if it cannot."""
+    def end(self, key: str, completed: bool) -> None:
+        """Release key's lease; if completed, leave a tombstone in its marker first (atomically,
+        in place of our lease): a contender whose cache still hides the completion record learns
+        it from the marker it must open anyway. Raises OSError (the lease released) if the
+        tombstone cannot be written."""
         lock = self._locks.get(key)
-        if lock is None or not lock.is_locked:
+        if not completed or lock is None or not lock.is_locked:
+            self.forget(key)
             return
-        path = self.path(key)
-        body = TOMBSTONE + f"{key} {time.time():.3f} {socket.gethostname()}\n".encode()
+        body = TOMBSTONE + f"{time.time():.3f} {socket.gethostname()}\n".encode()
         try:
             if still_holds(lock):
-                write_atomic(path, body)
-                self._tombstones[key] = time.monotonic()
+                write_atomic(self.path(key), body)
+                self._tombstones[key] = (body, time.monotonic())
         finally:
             self.forget(key)
 
@@ -211,21 +212,22 @@ class IndexLeases:
                 lock.release(force=True)
 
     def release(self) -> None:
-        """Release every lease this contender holds; fold its tombstones old enough (and
-        anyone's older than TOMBSTONE_MAX_AGE)."""
+        """Release every lease this contender holds, and remove the tombstones that have
+        outlived RETAIN_LEASES durations (ours by our clock, others' by the time they carry)."""
         for key in list(self._locks):
             self.forget(key)
         if self._beat is not None:
             self._beat.set()
             self._beat = None
+        retain = RETAIN_LEASES * self.duration
         now = time.monotonic()
-        for key, written in list(self._tombstones.items()):
-            if now - written >= RETAIN_LEASES * self.duration:
-                _remove_tombstone(self.path(key))
+        for key, (body, written) in list(self._tombstones.items()):
+            if now - written >= retain:
+                _move_aside(self.path(key), body)
                 del self._tombstones[key]
         if self._made_folder:
             with contextlib.suppress(OSError):
-                _sweep_tombstones(self.folder, time.time() - TOMBSTONE_MAX_AGE)
+                sweep_tombstones(self.folder, retain + CLOCK_SKEW)
 
     def _acquire(self, key: str, duration: float) -> SoftFileLease | None:
         # A fresh lock object each try: filelock itself then frees only a dead holder on this
@@ -461,25 +463,38 @@ def _move_aside(path: str, marker: bytes) -> bool:
 
 def is_tombstone(path: str) -> bool:
     """Whether the marker at path is a completion tombstone (read after open)."""
+    return _tombstone_time(path) is not None
+
+
+def _tombstone_time(path: str) -> float | None:
+    """When the tombstone at path was written (its writer's clock); None if not a tombstone."""
     try:
         with open(path, "rb") as f:
-            return f.read(len(TOMBSTONE)) == TOMBSTONE
+            body = f.read(_MARKER_LIMIT)
     except OSError:
-        return False
+        return None
+    if not body.startswith(TOMBSTONE):
+        return None
+    try:
+        return float(body[len(TOMBSTONE) :].split()[0])
+    except (ValueError, IndexError):
+        return 0.0  # damaged: as old as can be
 
 
-def _remove_tombstone(path: str) -> None:
-    if is_tombstone(path):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-def _sweep_tombstones(folder: str, before: float) -> None:
-    """Remove tombstones last changed before the wall-clock time before."""
+def sweep_tombstones(folder: str, older_than: float) -> int:
+    """Remove the tombstones in folder written more than older_than seconds ago (by the time
+    they carry, read after open; the listing's mtime only preselects); how many."""
+    before = time.time() - older_than
     with os.scandir(folder) as it:
         old = [e.path for e in it if e.name.endswith(SUFFIX) and _mtime(e) < before]
+    removed = 0
     for path in old:
-        _remove_tombstone(path)
+        with contextlib.suppress(OSError):
+            written = _tombstone_time(path)
+            if written is not None and written < before:
+                with open(path, "rb") as f:
+                    removed += _move_aside(path, f.read(_MARKER_LIMIT))
+    return removed
 
 
 def _mtime(entry: os.DirEntry) -> float:
