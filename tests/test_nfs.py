@@ -7,12 +7,18 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from nfs_share import NO_MOUNT, Share, unavailable
 from test_runner import sh
+
+from pyexp.config import load_config
+from pyexp.experiment import loadExperiment
+from pyexp.state.layout import state_dirs
+from pyexp.state.ledger import FARM, Ledger, LedgerEntry, new_entry_id
 
 LEASE = 5.0  # seconds; the caches are as long (the issue: caches as long as the lease)
 RUN = [sys.executable, "-m", "pyexp.cli.run"]
@@ -53,6 +59,7 @@ class Sweep:
             'echo "end $PYEXP_INDEX $(hostname)" >> "$1"',
             self.trace,
             seconds,
+            "{index}",  # farm workers run the command once per index
         )
 
     def runner(self, host: str, *args: object, delay: float = 0.0):
@@ -63,6 +70,41 @@ class Sweep:
         """Python code run on a new node (PYEXP_EXP is the experiment file)."""
         env = {**self.env, "PYEXP_EXP": str(self.path)}
         return self.share.node(host, [sys.executable, "-c", code], env)
+
+    def on_server(self):
+        """The experiment with its state_path on the share's server side (not through a mount)."""
+        config = json.loads(self.config.read_text())
+        config["state_path"] = str(self.share.server / "state")
+        server_config = self.config.with_name("server-config.json")
+        server_config.write_text(json.dumps(config))
+        return loadExperiment(str(self.path), config=load_config(str(server_config)))
+
+    def farm(self, workers: int) -> str:
+        """A farm entry over every index, written through the share's server side; its path
+        as nodes see it."""
+        exp = self.on_server()
+        entry = LedgerEntry(
+            id=new_entry_id(),
+            experiment=str(self.path),
+            fingerprint=exp.fingerprint(),
+            snapshot=json.loads(json.dumps(exp.description)),
+            runs=1,
+            tasks=[],
+            mode=FARM,
+            pool=f"0-{self.n - 1}",
+            workers=workers,
+        )
+        ledger = Ledger(state_dirs(exp).ledger)
+        ledger.write(entry)
+        server_path = ledger.path(entry.id)
+        return server_path.replace(str(self.share.server), str(self.share.mount), 1)
+
+    def wait_trace(self, line: str, timeout: float = 60) -> None:
+        """Wait until the command's trace has line."""
+        end = time.monotonic() + timeout
+        while not (self.trace.exists() and line in self.trace.read_text().splitlines()):
+            assert time.monotonic() < end, f"no {line!r} in the trace"
+            time.sleep(0.05)
 
     def starts(self) -> Counter:
         """How many times each index started."""
@@ -128,4 +170,69 @@ def test_two_nodes_racing_on_the_same_indices_run_each_once(share, tmp_path):
     ]
     for node in nodes:
         check(*[node.wait()[i] for i in (0, 2)])
+    assert_exactly_once(sweep)
+
+
+def test_farm_workers_on_two_nodes_run_each_index_once(share, tmp_path):
+    sweep = Sweep(share, tmp_path, 16)
+    ledger = sweep.farm(workers=4)
+    command = sweep.command(1)
+    nodes = [
+        sweep.runner(f"node-{w}", "--ledger", ledger, "--task", w, "--command", command)
+        for w in range(4)
+    ]
+    for node in nodes:
+        check(*[node.wait()[i] for i in (0, 2)])
+    assert_exactly_once(sweep)
+
+
+def test_killed_node_is_taken_over_after_the_lease_and_never_while_alive(share, tmp_path):
+    sweep = Sweep(share, tmp_path, 2)
+    once = sh(
+        '[ -e "$1.$PYEXP_INDEX" ] && exec sh -c "$2"; touch "$1.$PYEXP_INDEX";'
+        ' echo "start $PYEXP_INDEX $(hostname)" >> "$1"; exec sleep 600',
+        sweep.trace,
+        sweep.command(0.5),
+    )
+    holder = sweep.runner(
+        "node-a", sweep.path, "--indices", "0-1", "--parallel", 2, "--command", once
+    )
+    sweep.wait_trace("start 1 node-a")
+    sweep.wait_trace("start 0 node-a")
+    # While node-a lives (its heartbeat renewing, its caches as long as the lease), node-b
+    # watches the leases for 1.5 leases, then leaves them to it.
+    start = time.monotonic()
+    rc, _, err = sweep.runner("node-b", sweep.path, "--indices", "0-1", "--command", once).wait()
+    check(rc, err)
+    assert time.monotonic() - start >= LEASE and "2 left to other runners" in err, err
+    assert holder.proc.poll() is None and sweep.starts() == Counter({0: 1, 1: 1})
+    holder.kill()  # the node fails: no release, its markers stay
+    killed = time.monotonic()
+    rc, _, err = sweep.runner("node-b", sweep.path, "--indices", "0-1", "--command", once).wait()
+    check(rc, err)
+    took = time.monotonic() - killed
+    assert LEASE <= took < 3 * LEASE + 10, (took, err)
+    assert "2 done" in err, err
+    # Each started once on node-a (killed, never completed) and once on node-b, after the kill.
+    assert sweep.starts() == Counter({0: 2, 1: 2})
+    state = sweep.state()
+    assert len(state["records"]) == 2 and state["missing"] == [], state
+
+
+def test_finished_index_whose_record_the_other_node_cannot_see_yet_is_not_run_again(
+    share, tmp_path
+):
+    sweep = Sweep(share, tmp_path, 3)
+    args = (sweep.path, "--indices", "0-2", "--parallel", 3, "--command", sweep.command(2))
+    first = sweep.runner("node-a", *args)
+    for i in range(3):
+        sweep.wait_trace(f"start {i} node-a")
+    # node-b finds them leased and looks for their records (caching "no such file" for a
+    # lease); node-a then completes them and releases: node-b's next tries find the leases
+    # free while its cache still hides the records.
+    late = sweep.runner("node-b", *args)
+    check(*[first.wait()[i] for i in (0, 2)])
+    rc, _, err = late.wait()
+    check(rc, err)
+    assert "3 already complete" in err, err
     assert_exactly_once(sweep)

@@ -237,6 +237,12 @@ class IndexLeases:
             lock.acquire(timeout=0)
         except (Timeout, LeaseSettingsMismatch):
             return None
+        except PermissionError:
+            # sshfs answers an exclusive create of an existing file (that its negative cache
+            # hid) with EPERM: refused, while the folder is writable at all.
+            if os.access(self.folder, os.W_OK):
+                return None
+            raise
         except OSError as e:  # filelock's marker write names no file
             raise OSError(e.errno, e.strerror, e.filename or self.path(key)) from None
         return lock
