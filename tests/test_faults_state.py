@@ -13,6 +13,9 @@ import sys
 import time
 
 import pytest
+from test_runner import Project as RunProject
+from test_runner import sh as run_sh
+from test_runner import write_entry
 from test_submit import project  # noqa: F401  (the fake-Slurm project fixture)
 
 from pyexp import listMissingResults, loadExperiment
@@ -23,7 +26,7 @@ from pyexp.state import records
 from pyexp.state.atomic import write_atomic
 from pyexp.state.attempts import FAILED, Attempts
 from pyexp.state.layout import state_dirs
-from pyexp.state.ledger import Ledger
+from pyexp.state.ledger import FARM, Ledger
 from pyexp.state.records import SEGMENTS, CompletionRecords, StateCorrupt, record_key
 
 
@@ -289,3 +292,70 @@ def test_status_on_a_damaged_segment_is_one_line_naming_the_repair(tmp_path, mon
     assert status_main([exp.path, "--no-slurm"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pyexp-repair" in err and seg_dir in err
+
+
+# ---------------------------------------------------------------- a worker that cannot record
+
+
+def runners_on(tmp_path, state) -> RunProject:
+    """A pyexp-run project whose state_path is state (logs stay on tmp_path)."""
+    proj = RunProject(tmp_path)
+    proj.config.write_text(json.dumps({"state_path": str(state), "log_path": "logs"}))
+    return proj
+
+
+FILL_AT = 3  # the index whose command fills the state filesystem
+FILLER = 'echo "$PYEXP_INDEX" >> "$1"; [ "$PYEXP_INDEX" = {fill} ] && cat /dev/zero > "$2/fill"; :'
+
+
+@pytest.mark.parametrize("farm", [False, True], ids=["static", "farm"])
+def test_runner_on_a_full_state_filesystem_starts_no_new_index(tmp_path, tmpfs, farm):
+    proj = runners_on(tmp_path, tmpfs)
+    path = proj.experiment("full", {"a": list(range(40))})
+    ran = tmp_path / "ran"
+    command = run_sh(FILLER.format(fill=FILL_AT), ran, tmpfs, "{index}")
+    if farm:  # one worker running 2 at once
+        ledger = write_entry(proj, path, [], mode=FARM, pool="0-39", workers=1, cores=2)
+        args = ["--ledger", ledger, "--task", "0"]
+    else:
+        args = [path, "--indices", "0-39", "--parallel", "2"]
+    out = proj.run(*args, "--command", command)
+    started = [int(x) for x in ran.read_text().split()]
+    assert out.returncode == 1, out.stderr
+    # What ran alongside the filler finished; nothing started after its record failed.
+    assert max(started) <= FILL_AT + 1 and len(started) <= FILL_AT + 2, started
+    said = [line for line in out.stderr.splitlines() if "starting no new index" in line]
+    assert len(said) == 1 and "No space left on device" in said[0], out.stderr
+    assert "Traceback" not in out.stderr
+    done = CompletionRecords(state_dirs(proj.load(path)).done).completed(compact=False)
+    assert len(done) >= FILL_AT and len(done) <= len(started)
+
+
+def test_in_process_worker_on_a_full_state_filesystem_claims_no_new_index(tmp_path, tmpfs):
+    proj = runners_on(tmp_path, tmpfs)
+    path = proj.experiment("full", {"a": list(range(40))})
+    ran = tmp_path / "ran"
+    code = (
+        "import pathlib, sys, pyexp\n"
+        "for job in pyexp.claim(sys.argv[1], runs=1):\n"
+        "    with job:\n"
+        "        open(sys.argv[2], 'a').write(f'{job.index}\\n')\n"
+        f"        if job.index == {FILL_AT}:\n"
+        "            try:\n"
+        "                pathlib.Path(sys.argv[3], 'fill').write_bytes(bytes(1 << 20))\n"
+        "            except OSError:\n"
+        "                pass\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, path, ran, tmpfs],
+        env=proj.env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    started = [int(x) for x in ran.read_text().split()]
+    assert started == list(range(FILL_AT + 1)), (started, out.stderr)
+    said = [line for line in out.stderr.splitlines() if "claiming no new index" in line]
+    assert len(said) == 1 and "No space left on device" in said[0], out.stderr
+    assert "Traceback" not in out.stderr

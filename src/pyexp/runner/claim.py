@@ -98,7 +98,11 @@ class ClaimWorker:
         while self.unrecordable is None and (item := self.claims.pop(0)) is not None:
             if self.signum is not None:
                 break
-            lease = self.leases.try_take(item.key)
+            try:
+                lease = self.leases.try_take(item.key)
+            except OSError as e:  # its marker cannot be written: nor can its outcome
+                self._cannot_record(e)
+                return None
             if lease == DONE:
                 self.tally["skipped"] += 1
                 continue

@@ -179,7 +179,7 @@ class Runner:
         if item.key in done:
             self.tally["skipped"] += 1
             return
-        lease = self.leases.try_take(item.key)
+        lease = self._take(item)
         if lease == DONE:
             self.tally["skipped"] += 1
             return
@@ -195,6 +195,14 @@ class Runner:
             self.leases.forget(item.key)
             self.tally["skipped"] += 1
 
+    def _take(self, item: Item) -> Lease | str | None:
+        """try_take, where a marker that cannot be written stops new work (None: not taken)."""
+        try:
+            return self.leases.try_take(item.key)
+        except OSError as e:
+            self._cannot_record(e)
+            return None
+
     def _retry(self, deferred: list[Item]) -> None:
         for item in list(deferred):
             if not self._free():
@@ -202,7 +210,7 @@ class Runner:
             lease = None
             if (
                 self.records.is_complete(item.params, item.run)
-                or (lease := self.leases.try_take(item.key)) == DONE
+                or (lease := self._take(item)) == DONE
             ):
                 deferred.remove(item)
                 self.leases.forget(item.key)
