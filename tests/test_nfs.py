@@ -236,3 +236,18 @@ def test_finished_index_whose_record_the_other_node_cannot_see_yet_is_not_run_ag
     check(rc, err)
     assert "3 already complete" in err, err
     assert_exactly_once(sweep)
+
+
+def test_slow_shared_filesystem_runs_each_index_once_without_traceback(share, tmp_path):
+    # node-slow's SFTP requests wait 0.15 s each, one after the other (a busy server: seconds
+    # per call once its heartbeats queue up too); node-fast races it on the same indices.
+    sweep = Sweep(share, tmp_path, 4)
+    args = (sweep.path, "--indices", "0-3", "--parallel", 2, "--command", sweep.command(0.5))
+    slow = sweep.runner("node-slow", *args, delay=0.15)
+    sweep.wait_trace("start 0 node-slow", timeout=120)
+    fast = sweep.runner("node-fast", *args)
+    outputs = [node.wait(timeout=300) for node in (slow, fast)]
+    for rc, _, err in outputs:
+        check(rc, err)
+        assert "Traceback" not in err
+    assert_exactly_once(sweep)
