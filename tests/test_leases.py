@@ -342,3 +342,25 @@ def test_holder_rewrites_its_info_every_third_of_the_lease(tmp_path):
         time.sleep(0.1)
     assert len(seen) >= 3
     leases.release()
+
+
+def test_holder_whose_info_cannot_be_rewritten_loses_the_lease_before_a_taker(
+    tmp_path, monkeypatch
+):
+    from pyexp.state import leases as module
+
+    lost = []
+    leases = IndexLeases(str(tmp_path), 0.6, on_lost=lost.append)
+    lease = leases.try_take("k")
+
+    def full(path, data):  # a full filesystem: no room for the info's temp file
+        raise OSError(28, "No space left on device", path)
+
+    monkeypatch.setattr(module, "write_atomic", full)
+    start = time.monotonic()
+    while not lost and time.monotonic() - start < 2.0:
+        time.sleep(0.02)
+    assert lost == ["k"] and lease.lost
+    assert time.monotonic() - start < 0.55  # before a contender's watch of 0.6 s ends
+    monkeypatch.undo()
+    leases.release()

@@ -1,32 +1,50 @@
-"""Per-index leases: at most one runner works on an index at a time, across nodes.
+"""Per-index leases: at most one runner works on an index at a time, and none after it completed,
+across nodes whose caches disagree.
 
-A lease is a filelock `SoftFileLease` (pinned to 4.3.x, whose takeover rules are checked in
-tests/test_leases.py) marker at `<state>/leases/<record_key>.lease`, created with O_EXCL on the
-shared filesystem (not flock, which does not exclude across NFS/Lustre clients). filelock writes
-its owner record into it (pid, host, start, token, lease duration); beside it we write our own
-`<key>.lease.info` (JSON: token, job, host, pid, duration, start) atomically after acquiring, and
-remove it before releasing. A holder's heartbeat thread touches the marker every D/3 (D = the
-lease duration); release unlinks it.
+What pyexp assumes of the shared filesystem (NFS; Lustre is stricter): close-to-open consistency
+(content read after open() is the server's) and atomic exclusive create and rename on the server.
+What it does not assume: coherent attribute, name or missing-name caches (a node may see an old
+mtime, a file that is gone, or miss one that exists for as long as its cache lasts), and fcntl or
+flock locks across nodes. Every decision below rests on create, rename or a read after open:
 
-Contracts, D = the duration written in the holder's marker:
+- take: a filelock `SoftFileLease` marker `<state>/leases/<record_key>.lease`, created with O_EXCL
+  (filelock writes its owner record: pid, host, start, token, duration); beside it our own
+  `<key>.lease.info` (JSON: token, job, host, pid, duration, start, beat), written atomically
+  after acquiring and rewritten by a beat thread every D/3 (D = the lease duration); filelock's
+  heartbeat renews the marker's mtime every D/3 too. A fresh SoftFileLease object is used for each
+  try, so filelock itself frees only a dead holder on this host (pid gone: at once); it never
+  judges a marker by its age, which through a cache could look old while the holder lives.
+- complete: end(key, completed=True) replaces the marker (rename) by a tombstone, `pyexp-done
+  <time> <host>`, then releases: a contender whose cache still hides the completion record cannot
+  create the marker (the server refuses), reads the tombstone and gets DONE. Tombstones outlive
+  the caches: they are removed RETAIN_LEASES (2) durations after they were written (by the writer
+  at its release, or by anyone's release by the time they carry, allowing CLOCK_SKEW), so client
+  caches must be shorter than D. No one ever takes a tombstone over.
+- take over (holder elsewhere, or a marker left empty or garbage): once this contender has seen
+  the marker's content, its info's content and its mtime (each read after open) unchanged for
+  the marker's D on its own monotonic clock; the live holder's beats change the info's content,
+  which no attribute cache hides. The marker is then renamed aside (one contender wins), checked
+  to be the one watched (else put back), and the key taken by exclusive create with the
+  holder's D (duration_for(key) says how long to keep retrying).
+
+Contracts:
 - timeout: try_take never waits; it returns None while anyone holds the key (this contender
-  included) and the caller retries.
-- stale holder on this host (pid dead): taken over at the next try (about 5 ms).
-- stale holder elsewhere (node failure): taken over once this contender has watched the marker
-  unchanged for D on its own monotonic clock (no wall clocks compared). The taker uses the
-  marker's D, not its own configured one: duration_for(key) says how long to keep retrying.
-- empty or garbage marker (a holder killed between creating and writing it): taken over once its
-  mtime is older than the taker's D (filelock itself also takes garbage after 2 s unchanged).
+  included), DONE for a tombstone, and the caller retries None.
 - compromise: the heartbeat reports the loss when the marker vanished, changed owner, or could
-  not be renewed for 2/3 D (shorter failures, e.g. an EIO blip, are retried and recover). It then
+  not be renewed for 2/3 D (shorter failures, e.g. an EIO blip, are retried and recover); so
+  does the beat thread when the info could not be rewritten at two beats in a row. It then
   calls on_lost(key) from the heartbeat thread, at least D/3 before any contender can take the
   lease; the holder must stop that key's work. Lease.lost says the same to a poller, and reads
   the marker's claim token too (fencing before a completion is recorded).
-- a live holder (heartbeat running) is never taken over; one whose heartbeat stops for longer
+- a live holder (heartbeat and beat running) is never taken over; one whose beats stop for longer
   than D (SIGSTOP, a hung filesystem) can be, and is told so by on_lost when it resumes.
+- errors: a marker or info that cannot be written raises OSError naming the file (the runner
+  then starts no new index); sshfs's EPERM for an exclusive create its negative cache hid is a
+  refusal while the folder is writable.
 
-held_keys()/live_keys() read the markers for status: a marker is live while its mtime (set by the
-file server on NFS) is within its own D of this host's clock.
+held_keys()/live_keys() read the markers for status (tombstones are not holders): a marker is
+live while its mtime is within its own D of this host's clock. They are estimates for people;
+runners never decide from them.
 """
 
 from __future__ import annotations
@@ -39,7 +57,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from filelock import LeaseSettingsMismatch, SoftFileLease, Timeout
@@ -89,13 +107,16 @@ class Lease:
     key: str
     path: str
     _lock: SoftFileLease
+    _info: dict = field(default_factory=dict)  # what the beat thread rewrites, with its count
+    _beaten: float = field(default_factory=time.monotonic)  # its last successful rewrite
+    _stalled: bool = False  # the info could not be rewritten for 2/3 D: contenders may take it
 
     @property
     def lost(self) -> bool:
         """Whether the lease is no longer ours: the heartbeat found the marker gone, taken, or
-        not renewable, or the marker carries another claim now (read now: a holder resumed
-        after a pause longer than the lease learns it before its heartbeat's next beat)."""
-        return not still_holds(self._lock)
+        not renewable, the beats stalled, or the marker carries another claim now (read now: a
+        holder resumed after a pause longer than the lease learns it before its next beat)."""
+        return self._stalled or not still_holds(self._lock)
 
     def release(self) -> None:
         """Give the lease up (idempotent)."""
@@ -133,7 +154,7 @@ class IndexLeases:
         self.job = job
         self.on_lost = on_lost
         self._locks: dict[str, SoftFileLease] = {}  # the leases this contender holds
-        self._infos: dict[str, dict] = {}  # their info, rewritten by the beat thread
+        self._held: dict[str, Lease] = {}  # and their info, rewritten by the beat thread
         # What each foreign marker looked like (content, info, mtime) since when, with its
         # holder's duration: taken over once unchanged for that duration on our own clock.
         self._watch: dict[str, tuple[tuple, float, float]] = {}
@@ -174,15 +195,15 @@ class IndexLeases:
             if lock is None:
                 return None
         self._watch.pop(key, None)
-        info = self._info(lock)
+        lease = Lease(key, path, lock, self._info(lock))
         try:
-            write_atomic(path + INFO, json.dumps(info))
+            write_atomic(path + INFO, json.dumps(lease._info))
         except OSError:
             lock.release(force=True)
             raise
-        self._locks[key], self._infos[key] = lock, info
+        self._locks[key], self._held[key] = lock, lease
         self._start_beat()
-        return Lease(key, path, lock)
+        return lease
 
     def end(self, key: str, completed: bool) -> None:
         """Release key's lease; if completed, leave a tombstone in its marker first (atomically,
@@ -206,7 +227,7 @@ class IndexLeases:
         self._watch.pop(key, None)
         with self._guard:
             lock = self._locks.pop(key, None)
-            self._infos.pop(key, None)
+            self._held.pop(key, None)
             if lock is not None and lock.is_locked:
                 _remove_info(self.path(key), lock.token)
                 lock.release(force=True)
@@ -277,15 +298,33 @@ class IndexLeases:
 
     def _beats(self, stop: threading.Event) -> None:
         """Rewrite each held lease's info every D/3: a change of content a contender reads
-        after open (close-to-open), where a renewed mtime may hide behind its attribute cache."""
+        after open (close-to-open), where a renewed mtime may hide behind its attribute cache.
+        Info that cannot be rewritten at two beats in a row (2/3 D) loses the lease (on_lost),
+        D/3 before a contender that watches it unchanged for D may take it."""
         count = 0
         while not stop.wait(min([self.duration, *self._durations()]) / 3):
             count += 1
-            for key, lock in list(self._locks.items()):
-                with self._guard, contextlib.suppress(OSError):
-                    if self._locks.get(key) is lock and lock.is_locked:
-                        info = {**self._infos[key], "beat": count}
-                        write_atomic(self.path(key) + INFO, json.dumps(info))
+            for lease in list(self._held.values()):
+                if self._beat_once(lease, count):
+                    lease._beaten = time.monotonic()
+                elif not lease._stalled and (
+                    time.monotonic() - lease._beaten > lease._lock.lease_duration / 2
+                ):  # seen at the second failed beat, 2/3 D after the last good one
+                    lease._stalled = True
+                    if self.on_lost is not None:
+                        self.on_lost(lease.key)
+
+    def _beat_once(self, lease: Lease, count: int) -> bool:
+        """Rewrite lease's info with beat count; False if it could not be written."""
+        with self._guard:
+            if self._held.get(lease.key) is not lease or not lease._lock.is_locked:
+                return True
+            lease._info["beat"] = count
+            try:
+                write_atomic(lease.path + INFO, json.dumps(lease._info))
+            except OSError:
+                return False
+            return True
 
     def _durations(self) -> list[float]:
         return [lock.lease_duration for lock in list(self._locks.values())]
