@@ -401,9 +401,10 @@ def read_holder(path: str) -> dict[str, str]:
 def _holder(path: str, fallback: float, now: float) -> Holder | None:
     """The holder of the marker at path; None for a tombstone (its key completed)."""
     age = now - os.lstat(path).st_mtime
-    if is_tombstone(path):
+    data = _read_bytes(path)
+    if data is not None and data.startswith(TOMBSTONE):
         return None
-    fields = _read_marker(path) or {}
+    fields = _parse_marker(data or b"") or {}
     info = _read_info(path, fields.get("token"))
     duration = _marker_duration(fields)
     pid = fields.get("pid", "")
@@ -420,9 +421,15 @@ def _holder(path: str, fallback: float, now: float) -> Holder | None:
 
 def _read_marker(path: str) -> dict[str, str] | None:
     """filelock's owner record as fields; None if empty, partial, garbage or gone."""
+    data = _read_bytes(path)
+    return None if data is None else _parse_marker(data)
+
+
+def _read_bytes(path: str) -> bytes | None:
+    """The start of the file at path, read after opening it; None if it cannot be read."""
     try:
         with open(path, "rb") as f:
-            return _parse_marker(f.read(_MARKER_LIMIT))
+            return f.read(_MARKER_LIMIT)
     except OSError:
         return None
 
@@ -473,12 +480,7 @@ def _look(path: str) -> tuple | None:
             marker, mtime = f.read(_MARKER_LIMIT), os.fstat(f.fileno()).st_mtime
     except OSError:
         return None
-    try:
-        with open(path + INFO, "rb") as f:
-            info = f.read(_MARKER_LIMIT)
-    except OSError:
-        info = None
-    return marker, info, mtime
+    return marker, _read_bytes(path + INFO), mtime
 
 
 def _move_aside(path: str, marker: bytes) -> bool:
@@ -490,12 +492,7 @@ def _move_aside(path: str, marker: bytes) -> bool:
     except OSError:
         return False
     try:
-        try:
-            with open(aside, "rb") as f:
-                moved = f.read(_MARKER_LIMIT)
-        except OSError:
-            moved = None
-        if moved != marker:
+        if _read_bytes(aside) != marker:
             with contextlib.suppress(OSError):
                 os.link(aside, path)
             return False
@@ -508,17 +505,13 @@ def _move_aside(path: str, marker: bytes) -> bool:
 
 def is_tombstone(path: str) -> bool:
     """Whether the marker at path is a completion tombstone (read after open)."""
-    return _tombstone_time(path) is not None
+    return _tombstone_time(_read_bytes(path)) is not None
 
 
-def _tombstone_time(path: str) -> float | None:
-    """When the tombstone at path was written (its writer's clock); None if not a tombstone."""
-    try:
-        with open(path, "rb") as f:
-            body = f.read(_MARKER_LIMIT)
-    except OSError:
-        return None
-    if not body.startswith(TOMBSTONE):
+def _tombstone_time(body: bytes | None) -> float | None:
+    """When a marker's content body was written as a tombstone (its writer's clock); None if it
+    is not one."""
+    if body is None or not body.startswith(TOMBSTONE):
         return None
     try:
         return float(body[len(TOMBSTONE) :].split()[0])
@@ -535,10 +528,10 @@ def sweep_tombstones(folder: str, older_than: float) -> int:
     removed = 0
     for path in old:
         with contextlib.suppress(OSError):
-            written = _tombstone_time(path)
+            body = _read_bytes(path)
+            written = _tombstone_time(body)
             if written is not None and written < before:
-                with open(path, "rb") as f:
-                    removed += _move_aside(path, f.read(_MARKER_LIMIT))
+                removed += _move_aside(path, body)
     return removed
 
 
