@@ -353,7 +353,7 @@ def test_holder_whose_info_cannot_be_rewritten_loses_the_lease_before_a_taker(
     leases = IndexLeases(str(tmp_path), 1.5, on_lost=lost.append)
     lease = leases.try_take("k")
 
-    def full(path, data):  # a full filesystem: no room for the info's temp file
+    def full(path, data, sync=True):  # a full filesystem: no room for the info's temp file
         raise OSError(28, "No space left on device", path)
 
     monkeypatch.setattr(module, "write_atomic", full)
