@@ -137,10 +137,14 @@ class Sweep:
             "print(json.dumps({'records': names, 'done': sorted(recs.completed(compact=False)),"
             " 'missing': list(listMissingResults(exp, 1))}))\n"
         )
-        node = self.on_node("reader", code)
-        rc, out, err = node.wait()
+        rc, out, err = self.on_node("reader", code).wait()
         assert rc == 0, err
-        return json.loads(out)
+        state = json.loads(out)
+        status = [*STATUS, self.path, "--no-slurm", "--json", "--runs", "1"]
+        rc, out, err = self.share.node("status", status, self.env).wait()
+        assert rc == 0, err
+        state["status"] = json.loads(out)[0]
+        return state
 
 
 def check(rc: int, err: str) -> None:
@@ -159,6 +163,8 @@ def assert_exactly_once(sweep: Sweep) -> None:
     state = sweep.state()
     assert len(state["records"]) == len(set(state["records"])) == sweep.n, state
     assert len(state["done"]) == sweep.n and state["missing"] == [], state
+    status = state["status"]
+    assert (status["done"], status["running"], status["held"]) == (sweep.n, 0, 0), status
 
 
 def test_two_nodes_racing_on_the_same_indices_run_each_once(share, tmp_path):
@@ -217,6 +223,7 @@ def test_killed_node_is_taken_over_after_the_lease_and_never_while_alive(share, 
     assert sweep.starts() == Counter({0: 2, 1: 2})
     state = sweep.state()
     assert len(state["records"]) == 2 and state["missing"] == [], state
+    assert state["status"]["done"] == 2, state
 
 
 def test_finished_index_whose_record_the_other_node_cannot_see_yet_is_not_run_again(
