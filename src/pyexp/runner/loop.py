@@ -413,11 +413,7 @@ class Runner:
             + (f", {t[LEASE_LOST]} lease lost" if t[LEASE_LOST] else "")
             + (f", {t['unrecorded']} not recorded" if t["unrecorded"] else "")
             + source.summary()
-            + (
-                f"; stopped early: cannot write state ({self.unrecordable})"
-                if self.unrecordable
-                else ""
-            )
+            + ("; stopped early: state cannot be written" if self.unrecordable else "")
         )
         if t["stopped_by"]:
             return 128 + t["stopped_by"]
