@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from pyexp.config import load_config
+from pyexp.errors import describe
 from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.indexset import IndexSet
 from pyexp.job_environment import JobEnvironment
@@ -172,7 +173,7 @@ class ClaimWorker:
     def _cannot_record(self, error: OSError) -> None:
         if self.unrecordable is None:
             self.unrecordable = str(error)
-            self.say(f"cannot write state ({error}); claiming no new index")
+            self.say(f"cannot write state ({describe(error)}); claiming no new index")
 
     def say(self, message: str) -> None:
         """One line of the worker's report, on stderr."""

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
-from pyexp.errors import PyExpError
+from pyexp.errors import PyExpError, describe
 from pyexp.experiment import ExperimentDescription
 from pyexp.job_environment import JobEnvironment
 from pyexp.runner.command import CommandTemplate, env_number
@@ -196,10 +196,13 @@ class Runner:
             self.tally["skipped"] += 1
 
     def _take(self, item: Item) -> Lease | str | None:
-        """try_take, where a marker that cannot be written stops new work (None: not taken)."""
+        """try_take, where a marker that cannot be written stops new work (None: not taken);
+        before any index started, the run fails as a whole (one line, naming the file)."""
         try:
             return self.leases.try_take(item.key)
         except OSError as e:
+            if not self.running and not self.tally:
+                raise
             self._cannot_record(e)
             return None
 
@@ -367,7 +370,7 @@ class Runner:
         """State cannot be written: finish what runs, start no new index (said once)."""
         if self.unrecordable is None:
             self.unrecordable = str(error)
-            self.say(f"cannot write state ({error}); starting no new index")
+            self.say(f"cannot write state ({describe(error)}); starting no new index")
 
     def _oom(self, rc: int) -> bool:
         if rc not in (-signal.SIGKILL, 128 + signal.SIGKILL):
