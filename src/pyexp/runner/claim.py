@@ -186,7 +186,7 @@ class ClaimWorker:
             f"{t['done']} done, {t['skipped']} already complete, {t[FAILED]} failed, "
             f"{t[TIMEOUT] + t[PREEMPTED]} stopped, {t[LEASE_LOST]} lease lost"
             f"{self.claims.summary()}{stop}"
-            + ("; stopped early: state cannot be written" if self.unrecordable else "")
+            + ("; stopped early, the state folder refused a write" if self.unrecordable else "")
         )
 
     def _log_path(self, job: Job) -> str:

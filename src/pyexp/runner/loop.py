@@ -416,7 +416,7 @@ class Runner:
             + (f", {t[LEASE_LOST]} lease lost" if t[LEASE_LOST] else "")
             + (f", {t['unrecorded']} not recorded" if t["unrecorded"] else "")
             + source.summary()
-            + ("; stopped early: state cannot be written" if self.unrecordable else "")
+            + ("; stopped early, the state folder refused a write" if self.unrecordable else "")
         )
         if t["stopped_by"]:
             return 128 + t["stopped_by"]
