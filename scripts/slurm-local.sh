@@ -3,8 +3,7 @@
 # Usage: scripts/slurm-local.sh install|start|stop|status
 # State, spool, logs and pid files live in $PYEXP_SLURM_DIR (default /tmp/pyexp-slurm);
 # the config goes to /etc/slurm/slurm.conf, where plain sbatch/squeue look for it.
-# start writes $PYEXP_SLURM_DIR/local-slurm-up (stop removes it): the tests' sign that the
-# Slurm tests may submit here (tests/conftest.py).
+# The Slurm tests run only when asked (PYEXP_TEST_SLURM=1), never because this Slurm is up.
 set -euo pipefail
 
 DIR=${PYEXP_SLURM_DIR:-/tmp/pyexp-slurm}
@@ -113,7 +112,7 @@ start() {
   for ((i = 0; i < 120; i++)); do
     s=$(node_state)
     case $s in
-      idle | mix | alloc) touch "$DIR/local-slurm-up"; return 0 ;;
+      idle | mix | alloc) return 0 ;;
       down* | drain* | drng* | fail*) scontrol update nodename="$HOST" state=resume 2>/dev/null || true ;;
     esac
     sleep 0.5
@@ -132,7 +131,6 @@ kill_pidfile() {
 }
 
 stop() {
-  rm -f "$DIR/local-slurm-up"
   kill_pidfile "$DIR/run/slurmd.pid"
   kill_pidfile "$DIR/run/slurmctld.pid"
   kill_pidfile "$DIR/munge/munged.pid"

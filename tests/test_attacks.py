@@ -121,7 +121,7 @@ def test_unreadable_ledger_warning_is_kept_when_there_is_work_to_submit(project)
     assert "unreadable ledger entry" in result.stderr, result.stderr
 
 
-def test_full_state_filesystem_names_the_lock_file_submit_and_run_stopped_at(
+def test_full_state_filesystem_names_the_file_submit_and_run_stopped_at(
     tmpfs,  # noqa: F811
     project,  # noqa: F811
 ):
@@ -132,7 +132,7 @@ def test_full_state_filesystem_names_the_lock_file_submit_and_run_stopped_at(
             f.write(b"\0" * 4096)
     argv = ["submit", project["exp"], "--runs", "1", "--cluster", project["cluster"]]
     line = one_line(pyexp(project["root"], *argv), "submit")
-    assert "submit.lock: No space left on device" in line
+    assert "settings.json: No space left on device" in line  # the runs, remembered first
     line = one_line(pyexp(project["root"], "run", project["exp"], "--indices", "0"), "run")
     assert ".lease: No space left on device" in line
     assert not (project["fake"] / "jobs.txt").exists()  # nothing submitted

@@ -119,6 +119,7 @@ def test_bad_sbatch_options(tmp_path, sbatch, message):
         ({"signal_lead_seconds": 3600}, "shorter than the time limit"),
         ({"setup": "module load python"}, "'setup' must be list"),
         ({"setup": [1]}, "'setup' lines must be strings"),
+        ({"python_on_path": "yes"}, "'python_on_path' must be bool, got \"yes\""),
         ({"whole_node": True, "mem_per_core_gb": 4}, "whole_node cluster takes no"),
         ({"time_hour": 3}, "unknown field 'time_hour'; did you mean 'time_hours'"),
         ({"account": "def-a\\b"}, "no backslash"),

@@ -6,14 +6,17 @@ import io
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from conftest import no_slurm_env
 
 from pyexp.cli.progress import Progress
 from pyexp.experiment import loadExperiment
+from pyexp.scheduler.local import Tick, eta
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import CANCELLED, SUBMITTED, Ledger, LedgerEntry, entry_id_from_job_name
 
@@ -35,8 +38,8 @@ class Project:
         self, *args: str, cwd=None, slurm: bool = False, scancel: str | None = None
     ) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
-        if not slurm:  # no squeue: local runs and status see no queue
-            env |= {f"PYEXP_{c}": "/nonexistent" for c in ("SQUEUE", "SBATCH", "SCANCEL")}
+        if not slurm:  # no Slurm command: local runs and status see no queue
+            env |= no_slurm_env()
         if scancel:
             env["PYEXP_SCANCEL"] = scancel
         env |= self.env
@@ -100,10 +103,18 @@ def test_progress_off_a_terminal_prints_a_line_per_tenth():
     stream = io.StringIO()
     progress = Progress("e.json", stream)
     for n in range(1, 101):
-        progress(n, 100, n // 50)
+        progress(Tick(n, 100, n // 50, 1.0, n == 100))
     lines = stream.getvalue().splitlines()
     assert len(lines) == 11 and lines[-1].startswith("e.json: [" + "#" * 30 + "] 100/100 indices")
     assert "2 tasks with failures" in lines[-1] and "left" not in lines[-1]
+    assert "1 task with failures" in lines[5]  # not "1 tasks"
+
+
+def test_first_eta_of_a_local_run_counts_the_slots_still_busy():
+    # 16 tasks of 10 s on 4 slots: when the first ends, the other 3 are about to; 30 s are left.
+    assert eta([10.0], [9.9, 9.9, 9.9], queued=12, slots=4) == pytest.approx(30.0, abs=0.1)
+    # (the old estimate, elapsed / indices done x indices left, said 150 s: slots x too long)
+    assert eta([10.0] * 14, [5.0], queued=1, slots=4) == pytest.approx(7.5)  # the tail: 2 busy
 
 
 def test_logs_show_every_attempt_and_the_array_task_files(tmp_path):
@@ -114,7 +125,7 @@ def test_logs_show_every_attempt_and_the_array_task_files(tmp_path):
     out = project.cli("logs", str(project.experiment), "1", "-n", "3", cwd="/")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == f"{project.root}/logs/experiments/day/e/1.log: 2 attempt(s)"
+    assert lines[0] == f"{project.root}/logs/experiments/day/e/1.log: 2 attempts"
     attempts = [n for n, line in enumerate(lines) if line.startswith("--- attempt")]
     assert len(attempts) == 2 and "pyexp-run index=1" in lines[attempts[1]]
     assert "(last 3 of" in lines[attempts[0]]
@@ -223,3 +234,78 @@ def test_logs_of_a_farm_index_name_the_worker_that_ran_it(project):
     assert [job for job, _ in files] == ["600_3", "600_3"]
     assert files[1][1].endswith(f"{entry.job_name}_3.err")
     assert task_files(exp, 1) == []  # no worker has run it yet
+
+
+# Runs argv in its own session; once a command has written its pid, says "started", and on a
+# line from stdin signals the whole session and kills the commands (they have sessions of their
+# own). As the session's subreaper it reaps every orphan: a dead runner must not linger as a
+# zombie, which a container's pid 1 may never reap and which looks alive to kill(pid, 0).
+INTERRUPT = """
+import ctypes, os, signal, subprocess, sys, time
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+signum, pids, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+run = subprocess.Popen(argv, start_new_session=True, **quiet)
+while not (os.path.exists(pids) and open(pids).read().strip()):
+    time.sleep(0.05)
+print("started", flush=True)
+sys.stdin.readline()
+os.killpg(run.pid, signum)
+if signum == signal.SIGINT:
+    run.wait(60)
+for pid in open(pids).read().split():
+    try:
+        os.kill(int(pid), signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+while True:
+    try:
+        os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+"""
+
+
+class HangingLocalRun:
+    """A project whose 2 indices' commands wait until `go` exists, and its --local run."""
+
+    def __init__(self, tmp_path, signum: int) -> None:
+        self.go = tmp_path / "go"
+        command = (
+            f"sh -c 'echo $$ >> {tmp_path / 'pids'}; while [ ! -e {self.go} ]; do sleep 0.1; done'"
+            " {index}"
+        )
+        self.project = Project(tmp_path, 2, command)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")} | no_slurm_env()
+        submit = ["-m", "pyexp", "submit", str(self.project.experiment), "--runs", "1", "--local"]
+        argv = [sys.executable, "-c", INTERRUPT, str(signum), str(tmp_path / "pids")]
+        self.proc = subprocess.Popen(
+            [*argv, sys.executable, *submit], cwd=self.project.root, env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert self.proc.stdout.readline().strip() == "started"
+
+    def interrupt(self) -> None:
+        """Send the signal to the run, kill the commands, and reap every process it left."""
+        self.proc.communicate("go\n", timeout=90)
+        assert self.proc.returncode == 0
+
+
+def test_a_local_run_killed_with_sigkill_frees_its_indices_at_once(tmp_path):
+    hanging = HangingLocalRun(tmp_path, signal.SIGKILL)
+    project = hanging.project
+    assert project.status()["running"] >= 1
+    hanging.interrupt()  # the submit and its runners, killed at once: leases stay behind
+    report = project.status()  # well within the 60 s lease: dead holders on this host hold nothing
+    assert (report["running"], report["done"]) == (0, 0)
+    hanging.go.touch()
+    again = project.cli("submit", str(project.experiment), "--local")
+    assert again.returncode == 0, again.stderr
+    assert project.status()["done"] == 2
+
+
+def test_runs_are_remembered_when_the_first_local_run_is_interrupted(tmp_path):
+    hanging = HangingLocalRun(tmp_path, signal.SIGINT)
+    hanging.interrupt()  # Ctrl-C in its terminal
+    report = hanging.project.status()
+    assert (report["runs"], report["runs_unknown"]) == (1, False)

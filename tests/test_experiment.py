@@ -251,6 +251,21 @@ def test_scalars_and_empty_objects_are_constants(config):
     assert exp.permutable() == {"d": [True, False]}
 
 
+def test_an_empty_object_loads_with_one_warning_naming_the_key_and_file(tmp_path, caplog):
+    path = tmp_path / "experiments" / "e.json"
+    path.parent.mkdir()
+    meta = {"alpha": [0.1, 0.2], "optimizer": {}, "net": {"layers": {}, "width": 3}}
+    path.write_text(json.dumps({"metaParameters": meta}))
+    with caplog.at_level("WARNING", logger="pyexp.experiment"):
+        exp = loadExperiment(str(path))
+    assert exp.numPermutations() == 2  # PyExpUtils loads it too: a warning, not an error
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and all("\n" not in line for line in said)
+    assert said[0].startswith(f"{path}: metaParameters.optimizer: an empty object")
+    assert said[1].startswith(f"{path}: metaParameters.net.layers: an empty object")
+    assert "remove it or give it keys" in said[0]
+
+
 def test_no_swept_keys_is_one_permutation(config):
     exp = make({"metaParameters": {"a": 1}}, config)
     assert exp.numPermutations() == 1

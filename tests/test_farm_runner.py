@@ -14,7 +14,7 @@ import pytest
 from test_runner import Project, sh, wait_for, write_entry
 
 from pyexp.indexset import IndexSet
-from pyexp.job_environment import JobEnvironment
+from pyexp.job_environment import EARLY_SIGNAL, JobEnvironment
 from pyexp.runner.pool import EARLY_WARNING_SECONDS, TimeBudget
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import FARM, Ledger, LedgerEntry
@@ -227,6 +227,21 @@ def test_in_process_worker_stopped_by_sigterm_records_its_index_preempted(projec
     assert [(a["index"], a["outcome"]) for a in project.attempts(path)] == [(0, "preempted")]
     assert not any(project.complete(path, i) for i in range(5))  # no new index started
     assert project.leases(path) == []
+
+
+@pytest.mark.parametrize("in_process", [True, False])
+def test_farm_worker_warned_before_the_runner_was_up_starts_nothing(project, in_process):
+    path = project.experiment("early", {"x": list(range(4))})
+    out = project.root / "ran.txt"
+    if in_process:
+        command = shlex.join([sys.executable, str(worker_script(project)), str(out)])
+    else:
+        command = sh('echo "$1" >> "$2"', "{index}", out)
+    ledger = farm_entry(project, path, "0-3", 1, command=command)
+    result = project.run("--ledger", ledger, "--task", 0, env={EARLY_SIGNAL: "USR1"})
+    assert result.returncode == 128 + signal.SIGUSR1, result.stderr
+    assert "stop signal came before pyexp-run was up" in result.stderr
+    assert not out.exists() and project.attempts(path) == []
 
 
 def test_claim_with_an_experiment_file_runs_locally(project):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -166,13 +167,29 @@ def test_lease_seconds_from_the_environment(monkeypatch):
         lease_seconds()
 
 
-def test_killed_holder_process_leaves_a_marker_that_is_not_live_after_duration(tmp_path):
-    proc = hold_in_child(str(tmp_path), 0.5)
+def test_killed_holder_on_this_host_is_not_live_at_once_as_the_next_try_takes_it(tmp_path):
+    proc = hold_in_child(str(tmp_path), 30.0)
+    assert live_keys(str(tmp_path), 30.0) == {"k"}
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert live_keys(str(tmp_path), 0.5) == {"k"}
-    time.sleep(0.6)
-    assert live_keys(str(tmp_path), 0.5) == set()
+    (holder,) = held_keys(str(tmp_path), 30.0).values()
+    assert holder.age < 30.0 and holder.pid == proc.pid and not holder.live
+    lease, seconds = poll_take(IndexLeases(str(tmp_path), 30.0), "k", 2.0)
+    assert lease is not None and seconds < 0.5
+    lease.release()
+
+
+def test_a_holder_whose_pid_was_reused_is_not_live(tmp_path):
+    proc = hold_in_child(str(tmp_path), 30.0)
+    path = os.path.join(tmp_path, "k.lease")
+    marker = Path(path).read_text()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # The same marker naming a live process (this one) that started at another time.
+    start = next(line for line in marker.splitlines() if line.startswith("start="))
+    with open(path, "w") as f:
+        f.write(marker.replace(f"pid={proc.pid}", f"pid={os.getpid()}").replace(start, "start=1"))
+    assert live_keys(str(tmp_path), 30.0) == set()
 
 
 FLAKY_DISK = textwrap.dedent(

@@ -75,7 +75,7 @@ def test_plan_for_uses_cluster_settings_and_scontrol_size():
 def test_describe_names_arrays_tasks_indices_and_core_hours():
     text = describe(plan_arrays(range(25), 2, 6, throttle=2, cores=1, time_hours=0.5))
     assert "array 0: --array=0-4%2  5 tasks  10 indices (0..9)  <= 2.5 core-hours" in text
-    assert "total: 3 array(s), 13 tasks, 25 indices, <= 6.5 core-hours" in text
+    assert "total: 3 arrays, 13 tasks, 25 indices, <= 6.5 core-hours" in text
 
 
 # Farm and limit-aware planning (plan_submission).

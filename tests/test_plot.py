@@ -54,3 +54,24 @@ def test_submit_and_run_paths_never_import_matplotlib():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_list_valued_parameter_is_a_labelled_category_axis(tmp_path):
+    sweep = {"name": "lists", "metaParameters": {"hidden": [[64, 64], [32]], "alpha": [0.1, 1.0]}}
+    exp = ExperimentDescription(sweep, config=load_config(None, cwd=str(tmp_path)))
+    for idx in range(exp.numPermutations()):
+        params = exp.getPermutation(idx)
+        level = len(params["hidden"]) + params["alpha"]
+        np.save(exp.buildSaveContext(idx).ensureExists("returns.npy"), np.full(4, level))
+    fig, ax = plt.subplots()
+    results = loadResults(exp, "returns.npy", runs=1)
+    plotSensitivity(results, "hidden", by="alpha", prefer="small", ax=ax)
+    lines = ax.get_lines()
+    np.testing.assert_allclose(lines[0].get_xdata(), [0, 1])  # file order: [64, 64], then [32]
+    np.testing.assert_allclose(lines[1].get_ydata(), [3.0, 2.0])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["[64, 64]", "[32]"]
+    plotSensitivity(loadResults(exp, "returns.npy", runs=1), "alpha", by="hidden", ax=ax)
+    assert "hidden=[64, 64]" in [line.get_label() for line in ax.get_lines()]
+    with pytest.raises(ValueError, match="logx needs numbers"):
+        plotSensitivity(loadResults(exp, "returns.npy", runs=1), "hidden", ax=ax, logx=True)
+    plt.close(fig)

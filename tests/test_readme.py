@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import no_slurm_env
 
 from pyexp.config import getConfig
 
@@ -36,10 +37,10 @@ def _expected(comment: str):
 def examples(tmp_path, monkeypatch):
     """A copy of examples/ after the README's first command ran in it (less the pip install)."""
     command = _block("bash", "## Try it").strip()
-    install = "pip install -e '.[plot]' && "
+    install = "pip install '.[plot]' && "
     assert command.startswith(install + "cd examples && ")
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")} | no_slurm_env()
     run = subprocess.run(
         command[len(install) :], shell=True, cwd=tmp_path, env=env, capture_output=True, text=True
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,7 @@ from pyexp.reconcile import (
     queued_keys,
     to_submit,
 )
+from pyexp.scheduler.slurm import parse_squeue
 from pyexp.scheduler.submit import log_dir
 from pyexp.settling import settle
 from pyexp.state.attempts import FAILED, LOST, OOM, PREEMPTED, TIMEOUT, Attempts
@@ -223,6 +225,49 @@ def test_settle_without_sacct(project):
     assert 4 in to_submit(exp, 1, queue, max_attempts=1)
 
 
+def _said(exp, entry, task, text):
+    """The task's .err, as the array script leaves it when it ends before pyexp-run."""
+    os.makedirs(log_dir(exp), exist_ok=True)
+    with open(os.path.join(log_dir(exp), f"{entry.job_name}_{task}.err"), "w") as f:
+        f.write(f"Lmod has detected the following error: ...\n{text}\n")
+
+
+def test_a_failed_setup_line_charges_no_index_and_status_and_submit_name_it(project, capsys):
+    from pyexp.settling import broken_script
+
+    exp = _exp(project)
+    line = "pyexp: setup line failed (exit 1): module load python/3.11"
+    for n in range(3):  # three cron rounds, each array's script stopped by its setup line
+        entry = _entry(exp, [[0, 1, 2], [3, 4, 5]], job_id=str(610 + n))
+        for t in range(2):
+            _said(exp, entry, t, line)
+        assert settle(exp, QueueSnapshot()) == 6  # state unknown: no sacct, squeue forgot it
+    outcomes = {outcome for _, outcome, _ in Attempts(state_dirs(exp).attempts).names()}
+    assert outcomes == {LOST}  # retried, never charged
+    reason = json.loads(next(Path(state_dirs(exp).attempts).iterdir()).read_text())["why"]
+    assert reason.startswith(line)
+    assert list(classify(exp, 1, QueueSnapshot(), max_attempts=1).indices(MISSING)) == list(
+        range(6)
+    )
+    refusal = broken_script(exp, 3)  # pyexp-submit stops resubmitting it, saying why
+    assert refusal and line in refusal and "--retry-failed" in refusal
+    assert status_main([str(project / "experiments" / "sweep.json"), "--no-slurm"]) == 0
+    shown = [x for x in capsys.readouterr().out.splitlines() if "setup line failed" in x]
+    assert len(shown) == 1 and "before pyexp-run started" in shown[0]
+    assert log_dir(exp) in shown[0]
+
+
+@pytest.mark.parametrize("state", [None, "TIMEOUT"])
+def test_a_task_stopped_by_slurm_before_the_runner_started_is_not_charged(project, state):
+    exp = _exp(project)
+    entry = _entry(exp, [[0, 1]], job_id="620")
+    _said(exp, entry, 0, "pyexp: stopped by SIGTERM before pyexp-run started")
+    assert settle(exp, QueueSnapshot({(entry.id, 0): state} if state else {})) == 2
+    outcomes = {outcome for _, outcome, _ in Attempts(state_dirs(exp).attempts).names()}
+    assert outcomes == ({LOST} if state is None else {TIMEOUT})
+    assert Ledger(state_dirs(exp).ledger).load(entry.id).script_failed == ""
+
+
 def _fake(tmp_path, name, body):
     fake = tmp_path / name
     fake.write_text("#!/bin/sh\n" + 'echo "$@" > "$0.args"\n' + body)
@@ -303,7 +348,7 @@ def test_status_shows_counts_and_failed_indices_with_reason_and_log(project, cap
         attempts.record(key, FAILED, {"exit_code": 7, "log": "/logs/2.log"}, job)
     path = str(project / "experiments" / "sweep.json")
 
-    assert status_main([path, "--runs", "1", "--no-slurm", "--json"]) == 0
+    assert status_main([path, "--runs", "1", "--no-slurm", "--json"]) == 3  # failed for good
     (report,) = json.loads(capsys.readouterr().out)
     assert {k: report[k] for k in ("done", "running", "queued", "failed", "missing")} == {
         "done": 1,
@@ -321,9 +366,9 @@ def test_status_shows_counts_and_failed_indices_with_reason_and_log(project, cap
         "log": "/logs/2.log",
     }
 
-    assert status_main([path, "--runs", "1", "--no-slurm", "-v"]) == 0
+    assert status_main([path, "--runs", "1", "--no-slurm", "-v"]) == 3
     table = capsys.readouterr().out
-    assert "index 2: failed, 3 attempt(s), last failed (exit 7); log: /logs/2.log" in table
+    assert "index 2: failed, 3 attempts, last failed (exit 7); log: /logs/2.log" in table
     assert table.splitlines()[0].startswith(f"{path}: 1/6 done (16.7%) [")
     counts = [part.rsplit(" ", 2) for part in table.splitlines()[1].strip().split("  ")]
     assert [c[0].split(" ")[0] for c in counts] == list(STATUSES)
@@ -442,11 +487,16 @@ def test_submit_refuses_while_an_unreadable_entrys_array_is_in_squeue(project):
     bad = _garbage_entry(exp)
     with open(bad, "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n\xff\xfe")  # binary junk
-    queue = QueueSnapshot({("0badc0ffee00", 3): "RUNNING"})
+    # The advice names the array as Slurm does (squeue's name, else the experiment's job name).
+    queue = parse_squeue("77_3|renamed-pyexp-0badc0ffee00|RUNNING\n")
     with pytest.raises(LedgerUnreadable) as refused:
         check_ledger(exp, queue)
     message = str(refused.value)
-    assert "\n" not in message and bad in message and "scancel -n pyexp-0badc0ffee00" in message
+    assert "\n" not in message and bad in message
+    assert "(scancel -n renamed-pyexp-0badc0ffee00)" in message
+    with pytest.raises(LedgerUnreadable) as refused:
+        check_ledger(exp, QueueSnapshot({("0badc0ffee00", 3): "RUNNING"}))
+    assert "(scancel -n sweep-pyexp-0badc0ffee00)" in str(refused.value)
     gone = QueueSnapshot({("0badc0ffee00", 3): "CANCELLED"})
     (warning,) = check_ledger(exp, gone)
     assert bad in warning and "\n" not in warning
@@ -574,7 +624,7 @@ def test_array_whose_sbatch_may_still_be_in_flight_is_queued_until_sbatch_would_
 
 
 def test_farms_whose_script_keeps_failing_before_the_runner_are_not_resubmitted_forever(project):
-    from pyexp.settling import broken_farm_script
+    from pyexp.settling import broken_script
     from pyexp.state.layout import experiment_id
 
     exp = _exp(project)
@@ -585,11 +635,11 @@ def test_farms_whose_script_keeps_failing_before_the_runner_are_not_resubmitted_
         for t in range(2):
             open(os.path.join(logs, f"{entry.job_name}_{t}.err"), "w").close()
         queue = QueueSnapshot({(entry.id, 0): "FAILED", (entry.id, 1): "FAILED"})
-        assert broken_farm_script(exp, 3) is None
+        assert broken_script(exp, 3) is None
         settle(exp, queue)
-    line = broken_farm_script(exp, 3)
-    assert line and "the last 3 farm arrays failed before pyexp-run started" in line
+    line = broken_script(exp, 3)
+    assert line and "the last 3 arrays failed before pyexp-run started" in line
     assert "--retry-failed" in line and line.count("\n") == 0
     cancelled = _farm(exp, "0-5", workers=2, job_id="800")  # cancelled while pending: no output
     settle(exp, QueueSnapshot({(cancelled.id, 0): "CANCELLED", (cancelled.id, 1): "CANCELLED"}))
-    assert broken_farm_script(exp, 3) is None  # not the script's fault
+    assert broken_script(exp, 3) is None  # not the script's fault

@@ -187,3 +187,69 @@ def test_template_errors_are_one_line(tmp_path):
         render({}, str(unknown))
     with pytest.raises(RenderError, match="cannot read template"):
         render({}, str(tmp_path / "missing.j2"))
+
+
+def _run_script(tmp_path, setup: list[str], **fields) -> tuple[subprocess.CompletedProcess, dict]:
+    """Render the array script with these setup lines and a fake python, run it as the batch
+    shell; bash's result and what the fake python saw (empty if it never ran)."""
+    seen = tmp_path / "seen.json"
+    python = tmp_path / "bin" / "python"
+    python.parent.mkdir()
+    python.write_text(
+        f"#!{sys.executable}\nimport json, os, sys\n"
+        f"env = {{k: v for k, v in os.environ.items() if k.startswith('PYEXP_')}}\n"
+        f"json.dump({{'argv': sys.argv[1:], 'env': env}}, open({str(seen)!r}, 'w'))\n"
+    )
+    python.chmod(0o755)
+    cluster = replace(load_cluster("local"), python=str(python), setup=tuple(setup), **fields)
+    plan = plan_arrays(range(2), 1, 1001)[0]
+    context = array_context(
+        plan,
+        cluster,
+        job_name="j",
+        ledger="l.json",
+        log_dir="logs",
+        experiment="e.json",
+        workdir=str(tmp_path),
+    )
+    script = tmp_path / "job.sbatch"
+    script.write_text(render(context))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+    return done, json.loads(seen.read_text()) if seen.exists() else {}
+
+
+def test_a_failing_setup_line_stops_the_task_naming_the_line(tmp_path):
+    setup = ["export A=1", 'test "$A" = 1', "false  # 'module load' \\ fails", "echo never"]
+    done, seen = _run_script(tmp_path, setup)
+    assert done.returncode == 97 and seen == {} and "never" not in done.stdout
+    said = [line for line in done.stderr.splitlines() if "setup line failed" in line]
+    assert said == ["pyexp: setup line failed (exit 1): false  # 'module load' ? fails"]
+
+
+def test_setup_lines_that_succeed_keep_their_effects_and_the_runner_starts(tmp_path):
+    done, seen = _run_script(tmp_path, ["export PYEXP_FROM_SETUP=yes", "true # fine"])
+    assert done.returncode == 0, done.stderr
+    assert seen["argv"] == ["-m", "pyexp.cli.run", "--ledger", "l.json"]
+    assert seen["env"]["PYEXP_FROM_SETUP"] == "yes"
+    assert seen["env"]["PYEXP_PYTHON_ON_PATH"] == "1"
+    assert "PYEXP_EARLY_SIGNAL" not in seen["env"]
+    assert f"pyexp: python {tmp_path}/bin/python" in done.stdout  # which Python runs, in .out
+
+
+def test_python_on_path_false_is_passed_to_the_runner(tmp_path):
+    done, seen = _run_script(tmp_path, [], python_on_path=False)
+    assert done.returncode == 0 and seen["env"]["PYEXP_PYTHON_ON_PATH"] == "0"
+
+
+def test_slurms_warning_signal_before_the_runner_is_passed_on_not_fatal(tmp_path):
+    # Slurm's --signal=B:USR1 can come while setup lines run: bash must not die of it.
+    done, seen = _run_script(tmp_path, ["kill -USR1 $$", "sleep 0.1"])
+    assert done.returncode == 0, done.stderr
+    assert seen["env"]["PYEXP_EARLY_SIGNAL"] == "USR1"
+
+
+def test_a_stop_signal_before_the_runner_ends_the_task_saying_so(tmp_path):
+    done, seen = _run_script(tmp_path, ["kill -TERM $$", "sleep 0.1"])
+    assert done.returncode == 143 and seen == {}
+    assert "pyexp: stopped by SIGTERM before pyexp-run started" in done.stderr

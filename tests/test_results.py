@@ -8,10 +8,12 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
 
+from pyexp import analysis
 from pyexp.analysis import (
     find,
     getBest,
@@ -21,6 +23,7 @@ from pyexp.analysis import (
     whereParameterGreaterEq,
 )
 from pyexp.config import load_config
+from pyexp.errors import ResultsError
 from pyexp.experiment import ExperimentDescription
 from pyexp.results import Result, ResultView, loadResults
 
@@ -267,13 +270,34 @@ def test_getBest_windows_and_comparator(curves):
     assert _alpha(getBest(curves, steps=1, comparator=lambda a, b: a > b)) == 0.5
 
 
-def test_getBest_skips_missing_and_returns_none_when_all_missing(exp, curves, caplog):
+def test_getBest_skips_missing_and_says_where_it_looked_when_all_missing(exp, curves, caplog):
     missing = [r for r in curves if r.params["optimizer"]["beta"] == 0.99]
     with caplog.at_level(logging.WARNING, logger="pyexp.results"):
-        assert getBest(missing) is None
+        with pytest.raises(ResultsError) as none:
+            getBest(missing)
         # a missing result first must not become the best
         assert _alpha(getBest(missing + curves)) == 0.5
     assert len(caplog.records) == 4
+    said = str(none.value)
+    assert "\n" not in said and "no result could be loaded from 4 permutation(s)" in said
+    assert missing[0].path in said
+    with pytest.raises(ResultsError, match="no results given"):
+        getBest(iter([]))
+
+
+def test_getBest_warns_once_per_process_that_it_minimises(curves, monkeypatch):
+    monkeypatch.setattr(analysis, "_warned_default", False)
+    with pytest.warns(UserWarning, match="smallest.*3.2.3's code picked the biggest") as caught:
+        getBest(curves)
+        getBest(curves)
+        windowed = getBest(curves, percent=0.2)
+    assert len(caught) == 1 and caught[0].filename == __file__ and _alpha(windowed) == 0.125
+    monkeypatch.setattr(analysis, "_warned_default", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        getBest(curves, prefer="small")
+        getBest(curves, prefer="big")
+        getBest(curves, comparator=lambda a, b: a < b)
 
 
 def test_getBest_works_on_views(curves):
@@ -393,6 +417,18 @@ def test_find_matches_all_parameters_but_ignored(exp, tmp_path, noLoads):
     assert find(results, target, ignore=["alpha", "optimizer"]) is results[0]
     unmatched = list(loadResults(_experiment(tmp_path, CONDITIONAL), "returns.npy"))[0]
     assert find(results, unmatched) is None
+
+
+def test_find_takes_a_dict_of_parameters_nested_or_dotted(exp, noLoads):
+    results = list(loadResults(exp, "returns.npy"))
+    target = results[5]
+    assert find(results, dict(target.params)) is target
+    dotted = {"alpha": target.params["alpha"], "hidden": [32, 32], "optimizer.name": "adam"}
+    dotted["optimizer.beta"] = target.params["optimizer"]["beta"]
+    assert find(results, dotted) is target
+    loose = {"alpha": target.params["alpha"], "optimizer": {"beta": 0.99, "name": "adam"}}
+    assert find(results, loose) is None  # every parameter must match: `hidden` is not given
+    assert find(results, loose, ignore=["hidden"]).params["optimizer"]["beta"] == 0.99
 
 
 def test_find_works_on_views(exp, noLoads):

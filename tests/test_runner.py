@@ -13,9 +13,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import no_slurm_env
 
 from pyexp.config import load_config
 from pyexp.experiment import ExperimentDescription, loadExperiment
+from pyexp.job_environment import EARLY_SIGNAL, PYTHON_ON_PATH
 from pyexp.runner import (
     DEFAULT_GRACE_SECONDS,
     CommandTemplate,
@@ -43,6 +45,7 @@ class Project:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PYEXP_"))}
         self.env = {
             **env,
+            **no_slurm_env(),
             "PYEXP_CONFIG": str(self.config),
             "PYEXP_LEASE_SECONDS": "2",
             "PYEXP_GRACE_SECONDS": "5",
@@ -413,6 +416,71 @@ def test_command_template_fills_tokens_without_reparsing():
     ]:
         with pytest.raises(RunnerError, match=message):
             CommandTemplate(bad)
+
+
+def test_tilde_in_the_command_is_the_home_folder_as_in_a_shell(project, monkeypatch):
+    monkeypatch.setenv("HOME", str(project.root / "home {x}"))
+    argv = CommandTemplate("~/bin/run {index} a~b ~/{run}.txt").argv("e.json", 3, 1)
+    home = str(project.root / "home {x}")
+    assert argv == [f"{home}/bin/run", "3", "a~b", f"{home}/1.txt"]
+    assert CommandTemplate("~no-such-user-here/x").argv("e", 0, 0) == ["~no-such-user-here/x"]
+    # In a real run: the program itself lives under ~.
+    tool = project.root / "home {x}" / "bin" / "tool"
+    tool.parent.mkdir(parents=True)
+    tool.write_text(f"#!/bin/sh\necho ran $1 >> {shlex.quote(str(project.root / 'ran'))}\n")
+    tool.chmod(0o755)
+    exp = project.experiment("home", {"a": [1, 2]})
+    done = project.run(exp, "--runs", "1", "--command", "~/bin/tool {index}", env={"HOME": home})
+    assert done.returncode == 0, done.stderr
+    assert sorted((project.root / "ran").read_text().split()) == ["0", "1", "ran", "ran"]
+
+
+def test_the_commands_python_is_the_one_running_pyexp_run_even_with_a_bare_path(project):
+    exp = project.experiment("py", {"a": [1]})
+    command = "python -c 'import sys; print(\"command python:\", sys.executable)'"
+    bare = {"PATH": str(project.root / "empty")}  # no python anywhere on it
+    done = project.run(exp, "--runs", "1", "--command", command, env=bare)
+    assert done.returncode == 0, done.stderr
+    log = (project.root / "logs" / "experiments" / "py" / "0.log").read_text()
+    here = os.path.dirname(sys.executable)  # the venv's bin, not resolved through its symlinks
+    assert f"command python: {here}/python" in log.splitlines()
+    assert f" python={sys.executable}" in log.splitlines()[0]  # the header says which ran
+    # Turned off (cluster config "python_on_path": false), PATH is the job's own.
+    off = project.run(exp, "--runs", "1", "--command", command, env={**bare, PYTHON_ON_PATH: "0"})
+    assert off.returncode == 0 and project.complete(exp, 0)  # done already: nothing ran
+    other = project.experiment("py2", {"a": [1]})
+    off = project.run(other, "--runs", "1", "--command", command, env={**bare, PYTHON_ON_PATH: "0"})
+    assert (
+        off.returncode == 1
+        and "cannot start 'python'"
+        in (project.root / "logs" / "experiments" / "py2" / "0.log").read_text()
+    )
+
+
+def test_a_warning_signal_before_the_runner_was_up_starts_no_index_and_exits_stopped(project):
+    exp = project.experiment("early", {"a": [1, 2]})
+    done = project.run(exp, "--runs", "1", "--command", "true {index}", env={EARLY_SIGNAL: "USR1"})
+    assert done.returncode == 128 + signal.SIGUSR1, done.stderr
+    assert "before pyexp-run was up: starting no index" in done.stderr
+    assert not project.complete(exp, 0) and project.attempts(exp) == []
+
+
+def test_a_stop_signal_while_pyexp_run_starts_up_is_noted_and_starts_no_index(project):
+    # Slurm's TERM or USR1 between exec and the runner's own signal watch: noted, not lost.
+    exp = project.experiment("startup", {"a": [1, 2]})
+    code = (
+        "import os, signal, sys\n"
+        "from pyexp.cli import run\n"
+        "run._note_stop_signals()  # what main() does first\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        f"sys.exit(run.main([{str(exp)!r}, '--runs', '1', '--command', 'true {{index}}']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=project.env, capture_output=True, text=True
+    )
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert "before pyexp-run was up: starting no index" in done.stderr
+    assert not project.complete(exp, 0) and project.attempts(exp) == []
 
 
 def test_parse_indices():

@@ -159,11 +159,12 @@ def test_cron_resubmission_converges_with_failures_timeouts_and_cancellations(tm
 
     def submit():
         result = project.submit("--runs", "1", "--indices-per-task", "1", cluster=str(cluster))
-        assert result.returncode == 0, result.stderr
+        # 3 (cron hears it) once indices failed for good, with one line saying so first
+        assert result.returncode == (3 if "failed for good" in result.stderr else 0), result.stderr
         assert result.stdout.count("\n") == 1, result.stdout  # one line a run, cron-friendly
-        return result.stdout
+        return result
 
-    assert "submitted 12 indices" in submit()
+    assert "submitted 12 indices" in submit().stdout
     (first,) = project.entries()
     subprocess.run(["scontrol", "hold", first.job_id], check=True, capture_output=True)
     pending = [
@@ -180,12 +181,13 @@ def test_cron_resubmission_converges_with_failures_timeouts_and_cancellations(tm
     rounds = 1
     while True:
         _wait_gone([e.job_id for e in project.entries()], timeout=180)
-        out = submit()
-        if "nothing to submit" in out:
+        last = submit()
+        if "nothing to submit" in last.stdout:
             break
         rounds += 1
         assert rounds <= 5, "did not converge"
 
+    assert last.returncode == 3 and "2 indices failed for good" in last.stderr
     runs = project.counts()
     assert {i: runs[i] for i in fail} == {i: 3 for i in fail}  # --max-attempts 3, then given up
     assert {i: runs[i] for i in overrun} == {i: 2 for i in overrun}  # timed out once, then done
@@ -200,8 +202,8 @@ def test_cron_resubmission_converges_with_failures_timeouts_and_cancellations(tm
         env=env,
         capture_output=True,
         text=True,
-        check=True,
     )
+    assert status.returncode == 3, status.stderr  # indices failed for good
     (report,) = json.loads(status.stdout)
     assert (report["done"], report["failed"], report["missing"]) == (10, 2, 0)
     reasons = {f["index"]: (f["outcome"], f["exit_code"]) for f in report["failed_indices"]}
@@ -406,3 +408,61 @@ def test_farm_finishes_uneven_indices_within_the_time_limit_where_static_bundles
     _wait_gone([e.job_id for e in projects["static"].entries()], timeout=120)
     assert _outcomes(projects["static"])[TIMEOUT] >= 1  # the bundle lost its running index
     assert len(projects["static"].counts()) < 24
+
+
+def _status(project: Project) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
+    env["PYEXP_CONFIG"] = str(project.config)
+    argv = [sys.executable, "-m", "pyexp.cli.status", str(project.experiment), "--no-slurm"]
+    return subprocess.run(argv, cwd=project.root, env=env, capture_output=True, text=True).stdout
+
+
+def _attempt_outcomes(project: Project) -> Counter:
+    exp = loadExperiment(str(project.experiment), config=load_config(str(project.config)))
+    return Counter(outcome for _, outcome, _ in Attempts(state_dirs(exp).attempts).names())
+
+
+def _cluster(project: Project, name: str, **fields) -> str:
+    path = project.root / name
+    base = {"time_hours": 0.1, "mem_per_core_gb": 0.25, "account_required": False}
+    path.write_text(json.dumps({**base, **fields}))
+    return str(path)
+
+
+def test_a_failing_setup_line_stops_the_task_charges_nothing_and_status_names_it(tmp_path):
+    project = Project(tmp_path, 4)
+    cluster = _cluster(project, "broken-setup.json", setup=["true", "false"])
+    for _ in range(2):  # the second run settles the first array (and submits it again)
+        result = project.submit("--runs", "1", "--indices-per-task", "2", cluster=cluster)
+        assert result.returncode == 0 and "submitted 4 indices" in result.stdout, result.stderr
+        _wait_gone([e.job_id for e in project.entries()], timeout=60)
+    errs = sorted((project.root / "logs").rglob("*.err"))
+    assert len(errs) == 4
+    for err in errs:
+        assert "pyexp: setup line failed (exit 1): false" in err.read_text().splitlines()
+    assert project.counts() == Counter()  # the runner never started
+    assert set(_attempt_outcomes(project)) == {"lost"}  # retried, never charged
+    said = [line for line in _status(project).splitlines() if "setup line failed" in line]
+    assert len(said) == 1 and "before pyexp-run started" in said[0]
+
+
+def test_slurms_warning_signal_before_the_runner_is_up_starts_nothing_and_charges_nothing(
+    tmp_path,
+):
+    # A one-minute limit with a 58 s lead: Slurm's USR1 comes at once, while the setup lines
+    # run. The setup line waits for it (the script's trap notes it in PYEXP_EARLY_SIGNAL).
+    project = Project(tmp_path, 4)
+    wait = 'for i in $(seq 250); do [ -n "$PYEXP_EARLY_SIGNAL" ] && break; sleep 0.2; done'
+    cluster = _cluster(
+        project, "minute.json", time_hours=1 / 60, signal_lead_seconds=58, setup=[wait]
+    )
+    result = project.submit("--runs", "1", "--indices-per-task", "2", cluster=cluster)
+    assert result.returncode == 0, result.stderr
+    _wait_gone([e.job_id for e in project.entries()], timeout=120)
+    said = "".join(p.read_text() for p in (project.root / "logs").rglob("*.err"))
+    assert said.count("before pyexp-run was up: starting no index") == 2, said
+    assert project.counts() == Counter()  # no index started
+    again = project.submit("--runs", "1", "--indices-per-task", "2", cluster=cluster)
+    assert "submitted 4 indices" in again.stdout, again.stdout + again.stderr  # settles first
+    assert "failed" not in _attempt_outcomes(project)  # never the user's failure
+    _wait_gone([e.job_id for e in project.entries()], timeout=120)

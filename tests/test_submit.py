@@ -236,7 +236,7 @@ def test_dry_run_prints_plan_writes_scripts_and_no_ledger(project, capsys):
     out = capsys.readouterr().out
     assert "dry run, would submit 30 indices as 3 arrays on tiny" in out
     assert "array 0: --array=0-9%3  10 tasks  10 indices (0..9)  <= 10 core-hours" in out
-    assert "total: 3 array(s), 30 tasks, 30 indices, <= 30 core-hours" in out
+    assert "total: 3 arrays, 30 tasks, 30 indices, <= 30 core-hours" in out
     folder = os.path.join(state_dirs(_exp(project)).scripts, "dry-run")
     scripts = os.listdir(folder)
     assert len(scripts) == 3 and all(s.endswith(".sbatch") for s in scripts)
@@ -348,10 +348,16 @@ def test_done_and_given_up_indices_are_not_submitted(project, capsys):
     last = record_key(exp.getPermutation(N - 1), 0)
     for _ in range(3):
         Attempts(dirs.attempts).record(last, FAILED, {"exit_code": 1})
-    assert _submit(project) == 0
-    assert "nothing to submit" in capsys.readouterr().out
+    # cron hears it: exit 3, and the first line names the count and the command that lists them
+    assert _submit(project) == 3
+    out, err = capsys.readouterr()
+    assert "nothing to submit" in out
+    assert err == (
+        f"pyexp-submit: {project['exp']}: 1 index failed for good (attempts exhausted), not "
+        f"resubmitted; see pyexp-status {project['exp']} -v, then fix and pass --retry-failed\n"
+    )
     assert _submit(project, "--retry-failed") == 0
-    assert "submitted 1 indices as 1 array" in capsys.readouterr().out
+    assert "submitted 1 index as 1 array" in capsys.readouterr().out
     assert [e.indices() for e in _ledger(project)] == [[N - 1]]
 
 
@@ -565,7 +571,7 @@ def test_local_runs_the_plan_here_through_the_runner(project, capsys):
     command = f"sh -c 'echo {{index}} >> \"$0\"' {count}"
     argv = [project["exp"], "--runs", "1", "--cluster", "local", "--local", "--parallel", "2"]
     assert main([*argv, "--command", command]) == 0
-    assert "ran 30 indices locally in 8 tasks" in capsys.readouterr().out
+    assert "ran 30 indices locally in 6 tasks" in capsys.readouterr().out
     assert sorted(int(x) for x in count.read_text().split()) == list(range(N))
     entries = _ledger(project)
     assert {e.state for e in entries} == {SUBMITTED} and entries[0].job_id.startswith("local-")
@@ -575,17 +581,19 @@ def test_local_runs_the_plan_here_through_the_runner(project, capsys):
 
 
 def test_local_failures_exit_1_and_say_where_the_logs_are(project, capsys):
-    argv = [project["exp"], "--runs", "1", "--cluster", "local", "--local", "--command", "false"]
+    argv = [project["exp"], "--runs", "1", "--cluster", "local", "--local", "--parallel", "2"]
+    argv += ["--command", "false"]
     assert main(argv) == 1
     out = capsys.readouterr().out
-    assert "ran 30 indices locally in 8 tasks, 8 of them with failures (logs: " in out
+    # The broken-command guard: the first tasks' five fast failures each, then no more tasks.
+    assert "ran 10 of 30 indices locally in 6 tasks, 2 of them with failures (logs: " in out
 
 
 def test_farm_dry_run_shows_the_choice_the_expected_cost_and_writes_one_script(project, capsys):
     assert _submit(project, "--dry-run", "--index-minutes", "6", farm=True) == 0
     out = capsys.readouterr().out
     assert "dry run, would submit 30 indices as 1 array on tiny" in out
-    assert "mode: farm of 4 workers: 30 indices x ~6 min (--index-minutes 6) fill 4 task(s)" in out
+    assert "mode: farm of 4 workers: 30 indices x ~6 min (--index-minutes 6) fill 4 tasks" in out
     assert "array 0: --array=0-3%3  4 workers  30 indices (0..29)  <= 4 core-hours" in out
     assert "expected: makespan ~60 min, ~3 core-hours (~6 min per index" in out
     assert "at most 2 h, 4 core-hours" in out  # 4 workers, 3 at a time: two waves of 1 h
@@ -605,7 +613,7 @@ def test_measured_durations_size_the_farm(project, capsys):
     assert _submit(project, "--dry-run", farm=True) == 0
     out = capsys.readouterr().out
     assert "would submit 20 indices" in out
-    assert "20 indices x ~30 min (median of 10 done) fill 11 task(s)" in out
+    assert "20 indices x ~30 min (median of 10 done) fill 11 tasks" in out
 
 
 def test_submits_only_what_fits_under_max_queued_jobs(project, capsys):

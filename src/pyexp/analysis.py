@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from pyexp.errors import ResultsError
 from pyexp.sweep import flat_items
 
 if TYPE_CHECKING:
@@ -81,11 +83,12 @@ def sliceOverParameter(
 
 
 def find(
-    results: Iterable[ResultLike], result: ResultLike, ignore: Iterable[str] = ()
+    results: Iterable[ResultLike], result: ResultLike | dict, ignore: Iterable[str] = ()
 ) -> ResultLike | None:
-    """The first result equal to `result` on all parameters except `ignore` (dotted); no loads."""
+    """The first result equal to `result` (a Result, or a dict of parameters, nested or dotted)
+    on all parameters except `ignore` (dotted); no loads."""
     ignored = list(ignore)
-    target = _withoutIgnored(result.params, ignored)
+    target = _withoutIgnored(result if isinstance(result, dict) else result.params, ignored)
     for candidate in results:
         if _withoutIgnored(candidate.params, ignored) == target:
             return candidate
@@ -134,6 +137,7 @@ def _partialEqual(wanted: dict, params: dict) -> bool:
 
 
 _PREFER = {"big": lambda a, b: a > b, "small": lambda a, b: a < b}
+_warned_default = False
 
 
 def getBest(
@@ -142,20 +146,69 @@ def getBest(
     percent: float | None = None,
     comparator: Callable[[float, float], bool] | None = None,
     prefer: str | None = None,
-) -> ResultLike | None:
+) -> ResultLike:
     """The permutation whose mean over runs, inside the window, wins `comparator(candidate, best)`.
 
-    Default smallest; `prefer='big'|'small'` as in PyExpUtils' code. The window is the last
-    `steps` entries of the mean curve, or the last ceil(percent * length) (at least one), or
-    all of it. Missing results, empty data and NaN means are skipped; ties keep the earlier one.
-    None if no result has data.
+    Default smallest (warned once per process: PyExpUtils 3.2.3's code picked the biggest);
+    `prefer='big'|'small'` as in PyExpUtils' code. The window is the last `steps` entries of the
+    mean curve, or the last ceil(percent * length) (at least one), or all of it. Missing results,
+    empty data and NaN means are skipped; ties keep the earlier one. ResultsError if no result
+    has data.
     """
     _checkWindow(steps, percent)
+    better = _comparator(comparator, prefer)
+    looked: list[ResultLike] = []
+    best = _pickBest(_remembered(results, looked), steps, percent, better)
+    if best is None:
+        raise ResultsError(_nothingLoaded(looked))
+    return best
+
+
+def _comparator(
+    comparator: Callable[[float, float], bool] | None, prefer: str | None
+) -> Callable[[float, float], bool]:
+    """The comparator getBest uses; the default (smallest) is warned about once per process."""
+    global _warned_default
     if prefer is not None and comparator is not None:
         raise ValueError("give comparator or prefer, not both")
     if prefer is not None and prefer not in _PREFER:
         raise ValueError(f"prefer must be 'big' or 'small', got {prefer!r}")
-    better = _PREFER[prefer] if prefer is not None else comparator or _PREFER["small"]
+    if prefer is None and comparator is None and not _warned_default:
+        _warned_default = True
+        warnings.warn(
+            "getBest picks the smallest mean (as PyExpUtils' README says; PyExpUtils 3.2.3's "
+            "code picked the biggest): pass prefer='small' or prefer='big' to say which",
+            UserWarning,
+            stacklevel=3,
+        )
+    return _PREFER[prefer] if prefer is not None else comparator or _PREFER["small"]
+
+
+def _remembered(results: Iterable[ResultLike], looked: list[ResultLike]) -> Iterator[ResultLike]:
+    """The results, each appended to `looked` as it is seen."""
+    for result in results:
+        looked.append(result)
+        yield result
+
+
+def _nothingLoaded(looked: list[ResultLike]) -> str:
+    """One line: getBest found no data among these results, and where it looked."""
+    if not looked:
+        return "getBest: no results given (is the sweep empty, or a filter too strict?)"
+    where = looked[0].path
+    return (
+        f"getBest: no result could be loaded from {len(looked)} permutation(s), e.g. {where}; "
+        "have the runs written it? (pyexp-status shows what is done)"
+    )
+
+
+def _pickBest(
+    results: Iterable[ResultLike],
+    steps: int | None,
+    percent: float | None,
+    better: Callable[[float, float], bool],
+) -> ResultLike | None:
+    """The result whose window mean wins `better`, or None if no result has data."""
     best, bestMean = None, math.nan
     for result in results:
         mean = _windowMean(result, steps, percent)

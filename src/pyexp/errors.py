@@ -18,7 +18,8 @@ class SavePathError(PyExpError, ValueError):
 
 
 class ResultsError(PyExpError, ValueError):
-    """A results file that does not fit the experiment (PyExpUtils CSV columns)."""
+    """Results that cannot be used: a file that does not fit the experiment (PyExpUtils CSV
+    columns), or none loaded where one is needed (getBest)."""
 
 
 class ClusterConfigError(PyExpError, ValueError):

@@ -78,3 +78,25 @@ def _jobs_in_headers(path: str) -> set[str]:
     except OSError:
         return set()
     return {f.split("=", 1)[1] for h in headers for f in h.split() if f.startswith("job=")}
+
+
+TAIL_BYTES = 65536  # of a log read for its last line: training output can be large
+
+
+def last_output_line(path: str) -> str:
+    """The last non-blank line the latest attempt in an index's log wrote, not pyexp's own
+    `=== ` lines; '' when it wrote none or the log cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - TAIL_BYTES))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    last = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(HEADER) and " index=" in line:  # a later attempt starts
+            last = ""
+        elif line and not line.startswith(HEADER):
+            last = line
+    return last

@@ -1,10 +1,18 @@
-"""The Slurm job this process runs in, read from its SLURM_* variables in one place."""
+"""The Slurm job this process runs in, read in one place: its SLURM_* variables, and the PYEXP_*
+ones its script (or the local backend) sets for pyexp-run."""
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+# "0": the command's PATH stays the job's (cluster config "python_on_path": false); else the
+# folder of the Python running pyexp-run goes first on it.
+PYTHON_ON_PATH = "PYEXP_PYTHON_ON_PATH"
+# Set by the array script when Slurm's warning signal (USR1) came before pyexp-run was up.
+EARLY_SIGNAL = "PYEXP_EARLY_SIGNAL"
 
 
 @dataclass(frozen=True)
@@ -17,6 +25,8 @@ class JobEnvironment:
     restart_count: str | None = None
     cpus_per_task: str | None = None
     end_time: str | None = None  # epoch seconds; Slurm >= 23.02 sets it, older ones do not
+    python_on_path: bool = True
+    early_signal: str | None = None  # a signal name, e.g. 'USR1'
 
     @classmethod
     def read(cls, environ: Mapping[str, str] | None = None) -> JobEnvironment:
@@ -29,6 +39,8 @@ class JobEnvironment:
             restart_count=env.get("SLURM_RESTART_COUNT") or None,
             cpus_per_task=env.get("SLURM_CPUS_PER_TASK") or None,
             end_time=env.get("SLURM_JOB_END_TIME") or None,
+            python_on_path=env.get(PYTHON_ON_PATH) != "0",
+            early_signal=env.get(EARLY_SIGNAL) or None,
         )
 
     @property
@@ -38,6 +50,12 @@ class JobEnvironment:
             return float(self.end_time) if self.end_time else None
         except ValueError:
             return None
+
+    @property
+    def early_signum(self) -> int | None:
+        """The signal that came before pyexp-run was up, as a number; None if none (or unknown)."""
+        signum = getattr(signal, f"SIG{self.early_signal}", None) if self.early_signal else None
+        return int(signum) if signum is not None else None
 
     @property
     def job(self) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from pyexp.analysis import _checkWindow, getBest, splitOverParameter
+from pyexp.analysis import _checkWindow, _comparator, _pickBest, splitOverParameter
 from pyexp.results import _numeric
 
 if TYPE_CHECKING:
@@ -26,7 +26,8 @@ def plotSensitivity(
 ) -> Any:
     """Draw, per value of `param`, the mean over runs (inside the window) with a stderr band;
     one line per value of `by`. Where other parameters vary, each point is the best of them
-    (as getBest picks). Returns the matplotlib Axes."""
+    (as getBest picks). Values that are not numbers (lists, strings) are evenly spaced, in
+    file order, labelled as they read. Returns the matplotlib Axes."""
     _checkWindow(steps, percent)
     try:
         import matplotlib.pyplot as plt
@@ -36,22 +37,21 @@ def plotSensitivity(
         ) from None
     import numpy as np
 
+    better = _comparator(comparator, prefer)
+    results = list(results)
+    xs = _axis(results, param, logx)
     ax = ax if ax is not None else plt.gca()
-    lines = splitOverParameter(results, by) if by else {None: list(results)}
+    lines = splitOverParameter(results, by) if by else {None: results}
     for value, group in lines.items():
-        points = []
-        for x, candidates in sorted(splitOverParameter(group, param).items()):
-            best = getBest(candidates, steps, percent, comparator=comparator, prefer=prefer)
-            scores = None if best is None else _runScores(best, steps, percent)
-            if scores is not None and scores.size:
-                stderr = np.std(scores, ddof=1) / np.sqrt(scores.size) if scores.size > 1 else 0.0
-                points.append((x, float(np.mean(scores)), float(stderr)))
+        points = _points(splitOverParameter(group, param), xs, steps, percent, better)
         if not points:
             continue
-        xs, ys, errs = (np.asarray(column) for column in zip(*points, strict=True))
-        label = None if by is None else f"{by}={value}"
-        (line,) = ax.plot(xs, ys, marker="o", label=label)
-        ax.fill_between(xs, ys - errs, ys + errs, color=line.get_color(), alpha=0.25)
+        px, ys, errs = (np.asarray(column) for column in zip(*points, strict=True))
+        label = None if by is None else f"{by}={_label(value)}"
+        (line,) = ax.plot(px, ys, marker="o", label=label)
+        ax.fill_between(px, ys - errs, ys + errs, color=line.get_color(), alpha=0.25)
+    if any(x != position for x, position in xs.items()):
+        ax.set_xticks(list(xs.values()), [_label(x) for x in xs])
     ax.set_xlabel(param)
     ax.set_ylabel("mean over runs" + ("" if steps is None and percent is None else " (window)"))
     if logx:
@@ -59,6 +59,42 @@ def plotSensitivity(
     if by is not None:
         ax.legend()
     return ax
+
+
+def _axis(results: list[ResultLike], param: str, logx: bool) -> dict[Any, Any]:
+    """Each value of `param` -> its x position: itself if every value is a number, else its
+    place in file order."""
+    values = list(splitOverParameter(results, param))
+    if all(isinstance(v, (int, float)) for v in values):
+        return {v: v for v in sorted(values)}
+    if logx:
+        raise ValueError(f"logx needs numbers, but {param!r} takes other values: {values[0]!r}")
+    return {v: position for position, v in enumerate(values)}
+
+
+def _points(
+    candidates_at: dict[Any, list[ResultLike]],
+    xs: dict[Any, Any],
+    steps: int | None,
+    percent: float | None,
+    better: Callable[[float, float], bool],
+) -> list[tuple[Any, float, float]]:
+    """(x position, mean, stderr) of the best result at each value that has data."""
+    import numpy as np
+
+    points = []
+    for x, position in xs.items():
+        best = _pickBest(candidates_at.get(x, []), steps, percent, better)
+        scores = None if best is None else _runScores(best, steps, percent)
+        if scores is not None and scores.size:
+            stderr = np.std(scores, ddof=1) / np.sqrt(scores.size) if scores.size > 1 else 0.0
+            points.append((position, float(np.mean(scores)), float(stderr)))
+    return points
+
+
+def _label(value: Any) -> str:
+    """A parameter value as it reads in the experiment file (a list, not its tuple key)."""
+    return str(list(value)) if isinstance(value, tuple) else str(value)
 
 
 def _runScores(result: ResultLike, steps: int | None, percent: float | None) -> Any:

@@ -20,7 +20,7 @@ from pyexp.state import leases, settings
 from pyexp.state.atomic import scan_names
 from pyexp.state.attempts import FAILED, OOM, Attempts
 from pyexp.state.layout import state_dirs, work_scope
-from pyexp.state.ledger import PENDING, SUBMITTED, Ledger, LedgerEntry, LedgerScan
+from pyexp.state.ledger import PENDING, SUBMITTED, Ledger, LedgerEntry, LedgerScan, job_name
 from pyexp.state.records import CompletionRecords, record_key
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -301,7 +301,11 @@ def to_submit(
     """The indices pyexp-submit should submit: the missing ones, the failing ones (attempts
     left), and those whose lease holder stopped renewing (held), which the next runner takes
     over."""
-    standing = classify(exp, runs, queue, max_attempts, retry_failed)
+    return submittable(classify(exp, runs, queue, max_attempts, retry_failed))
+
+
+def submittable(standing: Standing) -> IndexSet:
+    """The indices of standing that pyexp-submit submits (see to_submit)."""
     return standing.indices(MISSING) | standing.indices(FAILING) | standing.indices(HELD)
 
 
@@ -313,9 +317,12 @@ def check_ledger(exp: ExperimentDescription, queue: QueueSnapshot) -> list[str]:
     scan = ledger.scan()
     for entry_id in scan.unreadable:
         if queue.entry_active(entry_id):
+            name = queue.names.get(entry_id) or job_name(
+                exp.path or "", exp.description.get("name"), entry_id
+            )
             raise LedgerUnreadable(
-                f"{scan.unreadable[entry_id]}; its array pyexp-{entry_id} is still in squeue and "
+                f"{scan.unreadable[entry_id]}; its array {name} is still in squeue and "
                 f"which indices it owns is unknown: nothing submitted until it leaves the queue "
-                f"(scancel -n pyexp-{entry_id}) or the file is repaired"
+                f"(scancel -n {name}) or the file is repaired"
             )
     return ledger_problems(scan, queue)

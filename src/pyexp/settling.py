@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyexp.experiment import ExperimentDescription
 from pyexp.scheduler.slurm_states import NOT_THE_SCRIPTS_FAULT, SLURM_OUTCOMES, QueueSnapshot
 from pyexp.state import leases
 from pyexp.state.atomic import scan_names
 from pyexp.state.attempts import FAILED, LOST, Attempts
+from pyexp.state.guard import broken_line
 from pyexp.state.layout import experiment_id, state_dirs
 from pyexp.state.ledger import SETTLED, SUBMITTED, Ledger, LedgerEntry
 from pyexp.state.records import CompletionRecords, record_key
+
+# What the array template writes to a task's .err when it ends before pyexp-run starts.
+SETUP_FAILED = "pyexp: setup line failed"
+SCRIPT_ENDED = (SETUP_FAILED, "pyexp: stopped by")
+SAID_BYTES = 65536  # of the .err read: the script's lines come before pyexp-run's
 
 
 def with_accounting(
@@ -44,6 +50,7 @@ class _TaskEnd:
     state: str | None  # its final Slurm state, if squeue or sacct said
     runner_started: bool  # pyexp-run left its `started` marker
     launched: bool  # Slurm started the script: its .out or .err file exists
+    said: str = ""  # the script's own line on why it ended before pyexp-run (its .err)
 
 
 def settle(exp: ExperimentDescription, queue: QueueSnapshot) -> int:
@@ -55,9 +62,11 @@ def settle(exp: ExperimentDescription, queue: QueueSnapshot) -> int:
     names that task (a runner that ends normally records the index and removes the marker).
     Indices the task never started are lost (retried, not charged). A task whose script failed
     before pyexp-run started charges every index as failed, so a broken script is not
-    resubmitted forever; one cancelled, preempted or never launched (no output file) is not
-    charged. A farm's pool is charged only where a worker's lease marker names the index.
-    Each array is settled once.
+    resubmitted forever; one cancelled, preempted, timed out or never launched (no output file)
+    is not charged, nor one whose script said why it ended (a failed setup line, a stop signal:
+    see the array template), and after max_attempts such arrays in a row pyexp-submit refuses
+    (broken_script). A farm's pool is charged only where a worker's lease marker names the
+    index. Each array is settled once.
     """
     dirs = state_dirs(exp)
     ledger = Ledger(dirs.ledger)
@@ -73,16 +82,16 @@ def settle(exp: ExperimentDescription, queue: QueueSnapshot) -> int:
     markers = set(scan_names(dirs.leases))
     recorded = 0
     for entry in finished:
+        tasks = range(entry.task_count())
+        ends = [_task_end(exp, entry, t, queue, started, outputs) for t in tasks]
+        entry.script_failed = _script_failed(entry, ends)
         if entry.is_farm:
             recorded += _settle_farm(entry, queue, dirs.leases, done, tried, attempts)
-            entry.script_failed = _farm_script_failed(entry, queue, started, outputs)
             ledger.settle(entry)
             continue
         old = ExperimentDescription(entry.snapshot, path=entry.experiment, config=exp.config)
-        for t, task in enumerate(entry.tasks):
-            job = f"{entry.job_id}_{t}"
-            launched = any(f"{entry.job_name}_{t}.{s}" in outputs for s in ("out", "err"))
-            end = _TaskEnd(job, queue.state(entry.id, t), job in started, launched)
+        for task, end in zip(entry.tasks, ends, strict=True):
+            job = end.job
             for i in task:
                 key = record_key(old.getPermutation(i), old.getRun(i))
                 if key in done or (key, job) in tried:
@@ -128,42 +137,83 @@ def _holder_job(folder: str, key: str) -> str | None:
     return leases.read_holder(os.path.join(folder, key + leases.SUFFIX)).get("slurm_job")
 
 
-def _farm_script_failed(
-    entry: LedgerEntry, queue: QueueSnapshot, started: set[str], outputs: set[str]
-) -> str:
-    """Why no worker of a finished farm got as far as pyexp-run ("" if one did, or if Slurm
-    ended them before: cancelled, preempted, never launched): the pool is not charged index by
-    index, so pyexp-submit refuses to resubmit after max_attempts such farms in a row."""
-    ends = [
-        _TaskEnd(
-            f"{entry.job_id}_{t}",
-            queue.state(entry.id, t),
-            f"{entry.job_id}_{t}" in started,
-            any(f"{entry.job_name}_{t}.{s}" in outputs for s in ("out", "err")),
-        )
-        for t in range(entry.workers)
-    ]
+def _task_end(
+    exp: ExperimentDescription,
+    entry: LedgerEntry,
+    t: int,
+    queue: QueueSnapshot,
+    started: set[str],
+    outputs: set[str],
+) -> _TaskEnd:
+    """How task t of a finished entry ended, from the queue, markers and its output files."""
+    job = f"{entry.job_id}_{t}"
+    launched = any(f"{entry.job_name}_{t}.{s}" in outputs for s in ("out", "err"))
+    end = _TaskEnd(job, queue.state(entry.id, t), job in started, launched)
+    if not launched or end.runner_started or end.state in NOT_THE_SCRIPTS_FAULT:
+        return end
+    err = os.path.join(exp.config.log_path, experiment_id(exp), f"{entry.job_name}_{t}.err")
+    return replace(end, said=_script_said(err))
+
+
+def _script_said(err: str) -> str:
+    """The array script's own last line on why it ended before pyexp-run ("" if none)."""
+    try:
+        with open(err, encoding="utf-8", errors="replace") as f:
+            text = f.read(SAID_BYTES)
+    except OSError:
+        return ""
+    said = [line for line in text.splitlines() if line.startswith(SCRIPT_ENDED)]
+    return said[-1] if said else ""
+
+
+def _script_failed(entry: LedgerEntry, ends: list[_TaskEnd]) -> str:
+    """Why no task of a finished entry got as far as pyexp-run ("" if one did, or if Slurm
+    ended them before: cancelled, preempted, never launched, or a stop signal): its first such
+    task's .err file and what the script said there."""
     if any(e.runner_started for e in ends):
         return ""
-    failed = [e for e in ends if _vanished(e, ran=False)[0] == FAILED]
+    failed = [e for e in ends if _vanished(e, ran=False)[0] == FAILED or _setup_failed(e)]
     if not failed:
         return ""
-    return f"{entry.job_name}_{failed[0].job.rsplit('_', 1)[1]}.err"
+    err = f"{entry.job_name}_{failed[0].job.rsplit('_', 1)[1]}.err"
+    return f"{err}: {failed[0].said}" if failed[0].said else err
 
 
-def broken_farm_script(exp: ExperimentDescription, max_attempts: int) -> str | None:
-    """One line when the last max_attempts farms of exp all failed before pyexp-run started."""
-    farms = [
-        e for e in Ledger(state_dirs(exp).ledger).entries() if e.is_farm and e.state == SETTLED
-    ]
-    last = farms[-max_attempts:]
+def _setup_failed(end: _TaskEnd) -> bool:
+    return end.said.startswith(SETUP_FAILED)
+
+
+def broken_script(exp: ExperimentDescription, max_attempts: int) -> str | None:
+    """One line when the last max_attempts arrays of exp all failed before pyexp-run started."""
+    settled = [e for e in Ledger(state_dirs(exp).ledger).entries() if e.state == SETTLED]
+    last = settled[-max_attempts:]
     if len(last) < max_attempts or not all(e.script_failed for e in last):
         return None
-    where = os.path.join(exp.config.log_path, experiment_id(exp), last[-1].script_failed)
     return (
-        f"the last {max_attempts} farm arrays failed before pyexp-run started (see {where}): "
-        "fix the script (setup lines, python), then pass --retry-failed"
+        f"the last {max_attempts} arrays failed before pyexp-run started "
+        f"({_where(exp, last[-1])}): fix the script (setup lines, python), then pass --retry-failed"
     )
+
+
+def broken_command(exp: ExperimentDescription) -> str | None:
+    """One line when a task's first indices all failed fast (runner/guard.py) and no
+    pyexp-submit --retry-failed has cleared it since."""
+    line = broken_line(state_dirs(exp).broken)
+    return f"not resubmitted: {line}: fix the command, then pass --retry-failed" if line else None
+
+
+def script_failure(exp: ExperimentDescription) -> str | None:
+    """One line when the last settled array of exp failed before pyexp-run started."""
+    settled = [e for e in Ledger(state_dirs(exp).ledger).entries() if e.state == SETTLED]
+    if not settled or not settled[-1].script_failed:
+        return None
+    return f"the last finished array failed before pyexp-run started ({_where(exp, settled[-1])})"
+
+
+def _where(exp: ExperimentDescription, entry: LedgerEntry) -> str:
+    err, _, said = entry.script_failed.partition(": ")
+    where = os.path.join(exp.config.log_path, experiment_id(exp), err)
+    return f"{said}; see {where}" if said else f"see {where}"
 
 
 def _vanished(end: _TaskEnd, ran: bool) -> tuple[str, str]:
@@ -173,8 +223,10 @@ def _vanished(end: _TaskEnd, ran: bool) -> tuple[str, str]:
         return SLURM_OUTCOMES.get(end.state or "", LOST), f"running when the task ended ({state})"
     if end.runner_started:
         return LOST, f"not started before the task ended ({state})"
-    if end.state in NOT_THE_SCRIPTS_FAULT:
+    if end.state in NOT_THE_SCRIPTS_FAULT or end.state == "TIMEOUT":
         return SLURM_OUTCOMES[end.state], f"task ended before pyexp-run started ({state})"
+    if end.said:  # a setup line failed, or a stop signal came: retried, not charged
+        return LOST, f"{end.said} ({state}); see its .err file"
     if not end.launched:
         return LOST, f"task never launched: no output file ({state}; cancelled while pending?)"
     return FAILED, f"task script failed before pyexp-run started ({state}); see its .err file"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from bisect import bisect_right
@@ -12,6 +13,7 @@ from typing import Any
 
 from pyexp.errors import ExperimentError
 
+logger = logging.getLogger("pyexp.experiment")
 _SCALARS = (str, int, float, bool, type(None))
 CHOICE = "$choice"
 _INDEX = re.compile(r"\[(\d+)\]")  # a dotted part naming a list element: 'layers.[0].units'
@@ -103,6 +105,11 @@ def _value_leaves(value: Any, dotted: str, where: str) -> list[tuple[str, Const 
             return [(dotted, _alternatives(value, where))]
         if value:
             return _leaves(value, dotted + ".", where)
+        logger.warning(
+            "%s: an empty object sets no parameter and sweeps nothing (PyExpUtils drops the key; "
+            "pyexp passes {}): remove it or give it keys",
+            where,
+        )
         return [(dotted, Const({}))]
     if isinstance(value, list) and value and isinstance(value[0], dict):
         # A list of objects is a fixed array of structures whose inner sweeps expand.

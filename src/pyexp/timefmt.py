@@ -1,4 +1,4 @@
-"""Slurm time and memory strings: hours() and gigs()."""
+"""Slurm time and memory strings: hours() and gigs(); counts for people: amount()."""
 
 import math
 from numbers import Real
@@ -26,3 +26,8 @@ def gigs(n: float) -> str:
     if value.is_integer():
         return f"{int(value)}G"
     return f"{max(1, round(value * 1024))}M"
+
+
+def amount(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 task', '2 tasks'; plural where it is not noun + 's' ('1 index', '3 indices')."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pyexp.cli.args import Parser, count, runs_for, unknown_runs
+from pyexp.cli.args import Parser, console, count, runs_for, unknown_runs
 
 PROG = "pyexp-adopt"
 
@@ -24,6 +24,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@console
 def main(argv: list[str] | None = None) -> int:
     """Adopt each experiment's existing results; the exit status."""
     args = parse_args(argv)

@@ -1,13 +1,72 @@
-"""Argument parsing shared by the console scripts: one-line usage errors, counts >= 1."""
+"""What the console scripts share: one-line usage errors, counts >= 1, exit statuses, and a
+quiet end when the reader of their output goes away (`pyexp-status | head -1`)."""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
+
+
+GAVE_UP = 3  # exit status of pyexp-submit and pyexp-status: indices failed for good
+BROKEN_PIPE = 128 + 13  # as a shell reports a command killed by SIGPIPE
+
+Main = Callable[[list[str] | None], int]
+
+
+class _ReaderGone(BaseException):
+    """stdout's reader went away: unwinds past every `except OSError` to the console wrapper."""
+
+
+class _Stdout:
+    """sys.stdout whose writes raise _ReaderGone instead of BrokenPipeError."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise _ReaderGone from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise _ReaderGone from None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+def console(main: Main) -> Main:
+    """main as a console script: a closed stdout (`| head`) ends it with BROKEN_PIPE, silently,
+    wherever the write was (inside an `except OSError` too)."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        real = sys.stdout
+        sys.stdout = _Stdout(real)
+        try:
+            code = main(argv)
+            sys.stdout.flush()
+            return code
+        except _ReaderGone:
+            # Python flushes stdout again at exit: point it at /dev/null so that is quiet too.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, real.fileno())
+            return BROKEN_PIPE
+        finally:
+            sys.stdout = real
+
+    return wrapped
 
 
 class Parser(argparse.ArgumentParser):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pyexp.cli.args import Parser
+from pyexp.cli.args import Parser, console
 
 PROG = "pyexp-cancel"
 
@@ -18,6 +18,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@console
 def main(argv: list[str] | None = None) -> int:
     """Cancel each experiment's arrays; the exit status."""
     args = parse_args(argv)

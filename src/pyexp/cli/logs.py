@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from pyexp.cli.args import Parser, count
+from pyexp.cli.args import Parser, console, count
 
 PROG = "pyexp-logs"
 
@@ -23,6 +23,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+@console
 def main(argv: list[str] | None = None) -> int:
     """Print where the index's output is, with the tail of each attempt."""
     args = parse_args(argv)
@@ -39,13 +40,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _lines(exp, index: int, keep: int) -> list[str]:
     from pyexp.index_logs import attempts_in, index_log, task_files
+    from pyexp.timefmt import amount
 
     path = index_log(exp, index)
     if not os.path.exists(path):
         out = [f"{path}: no log yet (index {index} has not started)"]
     else:
         attempts = attempts_in(path, keep)
-        out = [f"{path}: {len(attempts)} attempt(s)"]
+        out = [f"{path}: {amount(len(attempts), 'attempt')}"]
         for n, a in enumerate(attempts, 1):
             shown = f"last {len(a.tail)} of {a.lines} lines" if a.lines > len(a.tail) else "all"
             out += [f"--- attempt {n}: {a.header} ({shown})", *(f"  {x}" for x in a.tail)]

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+from pyexp.timefmt import amount
+
+if TYPE_CHECKING:
+    from pyexp.scheduler.local import Tick
 
 WIDTH = 30
 
 
 class Progress:
-    """Called as each local task finishes: a bar on a terminal, a line per 10% otherwise."""
+    """Called as each local task ends: a bar on a terminal, a line per 10% otherwise; the bar
+    counts the indices that ran (as the state says), not those planned."""
 
     def __init__(self, label: str, stream: TextIO | None = None) -> None:
         self.label = label
@@ -19,21 +25,22 @@ class Progress:
         self.start = time.monotonic()
         self.shown = -1
 
-    def __call__(self, finished: int, total: int, failed: int) -> None:
-        """Show that finished of total indices have run, in tasks of which failed had failures."""
-        step = finished * 10 // total
-        if not self.tty and step == self.shown and finished < total:
+    def __call__(self, tick: Tick) -> None:
+        """Show how many of the planned indices have run as a task ends, and the time left."""
+        ran, total = tick.ran, max(1, tick.total)
+        step = ran * 10 // total
+        if not self.tty and step == self.shown and not tick.over:
             return
         self.shown = step
-        filled = finished * WIDTH // total
+        filled = min(WIDTH, ran * WIDTH // total)
         elapsed = time.monotonic() - self.start
-        eta = elapsed / finished * (total - finished)
+        failed = f", {amount(tick.failed_tasks, 'task')} with failures" if tick.failed_tasks else ""
+        left = f", ~{clock(tick.eta)} left" if tick.eta is not None and not tick.over else ""
         text = (
-            f"{self.label}: [{'#' * filled}{'.' * (WIDTH - filled)}] {finished}/{total} indices"
-            f"{f', {failed} tasks with failures' if failed else ''}, {clock(elapsed)} elapsed"
-            f"{f', ~{clock(eta)} left' if finished < total else ''}"
+            f"{self.label}: [{'#' * filled}{'.' * (WIDTH - filled)}] {ran}/{tick.total} indices"
+            f"{failed}, {clock(elapsed)} elapsed{left}"
         )
-        end = "\n" if finished == total or not self.tty else ""
+        end = "\n" if tick.over or not self.tty else ""
         self.stream.write(("\r\x1b[K" if self.tty else "") + text + end)
         self.stream.flush()
 

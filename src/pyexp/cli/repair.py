@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pyexp.cli.args import Parser
+from pyexp.cli.args import Parser, console
 from pyexp.errors import PyExpError, describe
 
 
@@ -16,6 +16,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@console
 def main(argv: list[str] | None = None) -> int:
     """Repair each experiment's completion records; one line per experiment."""
     from pyexp.experiment import loadExperiment

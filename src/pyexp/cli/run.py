@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
-from pyexp.cli.args import Parser, count
+from pyexp.cli.args import Parser, console, count
+from pyexp.job_environment import EARLY_SIGNAL
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,8 +51,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _note_stop_signals() -> None:
+    """Until the runner watches signals itself, a stop signal from Slurm (USR1, TERM) is noted
+    in PYEXP_EARLY_SIGNAL, as the array script notes one that comes before pyexp-run: the
+    runner then starts no index and exits as stopped."""
+
+    def note(signum: int, frame: object) -> None:
+        os.environ.setdefault(EARLY_SIGNAL, signal.Signals(signum).name.removeprefix("SIG"))
+
+    for signum in (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(signum, note)
+
+
+@console
 def main(argv: list[str] | None = None) -> int:
     """Run the requested indices; 0 when all succeeded, 2 on bad usage, 128+N on signal N."""
+    _note_stop_signals()
     args = parse_args(argv)
     # Imported here so that `--help` and importing this module stay fast.
     from pyexp import runner

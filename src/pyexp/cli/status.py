@@ -1,4 +1,8 @@
-"""pyexp-status: done, running, held, queued, failing, failed and missing per experiment."""
+"""pyexp-status: done, running, held, queued, failing, failed and missing per experiment.
+
+Exit status: 0; 3 when indices failed for good (attempts exhausted) or the broken-command guard
+stopped a task (see the first line); 1 on an error; 2 on bad usage.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import json
 import sys
 import time
 
-from pyexp.cli.args import Parser, count, runs_for
+from pyexp.cli.args import GAVE_UP, Parser, console, count, runs_for
 from pyexp.errors import PyExpError, describe
 
 PROG = "pyexp-status"
@@ -60,12 +64,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@console
 def main(argv: list[str] | None = None) -> int:
     """Print where each experiment stands (again every --watch seconds)."""
     args = parse_args(argv)
     try:
         while True:
-            if (code := _show(args)) or args.watch is None:
+            if (code := _show(args)) == 1 or args.watch is None:
                 return code
             time.sleep(args.watch)
     except KeyboardInterrupt:
@@ -84,13 +89,14 @@ def _show(args: argparse.Namespace) -> int:
         print("\x1b[H\x1b[J", end="")  # redraw in place
     print(json.dumps(reports, indent=2) if args.json else render(reports, args.verbose))
     sys.stdout.flush()
-    return 0
+    return GAVE_UP if any(r["failed"] or r["broken"] for r in reports) else 0
 
 
 def _report(path: str, args: argparse.Namespace) -> dict:
     from pyexp import sweep_progress as numbers
     from pyexp.experiment import loadExperiment
     from pyexp.reconcile import classify, max_attempts
+    from pyexp.settling import broken_command, script_failure
     from pyexp.state.layout import state_dirs
     from pyexp.state.records import CompletionRecords
 
@@ -102,9 +108,11 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     times = numbers.runtimes(CompletionRecords(state_dirs(exp).done).durations())
     eta = numbers.eta(standing, times)
     out: dict = {"experiment": path, "runs": runs or 1, "runs_unknown": runs is None}
+    out["broken"] = broken_command(exp)
     out.update(total=standing.total, **counts, percent=numbers.percentages(counts, standing.total))
     out.update(queue_known=problem is None and not args.no_slurm, queue_problem=problem)
-    out.update(jobs=standing.jobs, problems=standing.ledger_problems)
+    failed = script_failure(exp)  # the last array's script, before pyexp-run (a setup line)
+    out.update(jobs=standing.jobs, problems=standing.ledger_problems + ([failed] if failed else []))
     out["unplaced"] = len(standing.unplaced)
     out["runtime"] = times and {"indices": times.count, "median": times.median, "p90": times.p90}
     out["eta"] = eta and {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pyexp.cli.progress import clock
 from pyexp.reconcile import STATUSES
+from pyexp.timefmt import amount
 
 BAR = 40
 SYMBOLS = {  # drawn in this order, so the bar reads left to right as the legend
@@ -26,7 +27,8 @@ def render(reports: list[dict], verbose: bool) -> str:
 
 def _block(r: dict, verbose: bool) -> list[str]:
     total = r["total"]
-    lines = [f"{r['experiment']}: {NO_RUNS}"] if r["runs_unknown"] else []
+    lines = [f"{r['experiment']}: {r['broken']}"] if r["broken"] else []
+    lines += [f"{r['experiment']}: {NO_RUNS}"] if r["runs_unknown"] else []
     lines.append(
         f"{r['experiment']}: {r['done']:,}/{total:,} done ({r['percent']['done']:.1f}%) "
         f"[{bar(r, total)}]"
@@ -109,7 +111,8 @@ def _verbose(r: dict) -> list[str]:
         for f in rows:
             reason = f"; {f['reason']}" if f["reason"] else ""
             lines.append(
-                f"  index {f['index']}: {kind}, {f['attempts']} attempt(s), last {f['outcome']} "
+                f"  index {f['index']}: {kind}, {amount(f['attempts'], 'attempt')}, "
+                f"last {f['outcome']} "
                 f"(exit {f['exit_code']}){reason}; log: {f['log']}"
             )
             lines += [f"      | {line}" for line in f["tail"]]

@@ -1,4 +1,9 @@
-"""pyexp-submit: submit experiments' missing indices as Slurm job arrays, or run them here."""
+"""pyexp-submit: submit experiments' missing indices as Slurm job arrays, or run them here.
+
+Exit status: 0; 3 when all went well but indices failed for good (attempts exhausted: the first
+line says how many and where to look); 1 on an error or, with --local, tasks with failures;
+2 on bad usage.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from pyexp.cli.args import Parser, cluster_for, count, runs_for, unknown_runs
+from pyexp.cli.args import GAVE_UP, Parser, cluster_for, console, count, runs_for, unknown_runs
 from pyexp.scheduler.planner import SANE_MISSING
 
 if TYPE_CHECKING:
@@ -58,6 +63,7 @@ def minutes(text: str) -> float:
     return value
 
 
+@console
 def main(argv: list[str] | None = None) -> int:
     """Submit (or plan, or run locally) each experiment's missing indices; the exit status."""
     try:
@@ -77,12 +83,10 @@ def _submit_all(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from pyexp.cli.progress import Progress
-    from pyexp.cli.submit_view import report
+    from pyexp.cli.submit_view import given_up_line, report
     from pyexp.errors import PyExpError
     from pyexp.experiment import loadExperiment
     from pyexp.scheduler.submit import SubmitOptions, submit_experiment
-    from pyexp.state.layout import state_dirs
-    from pyexp.state.settings import remember
 
     exps = [loadExperiment(path) for path in args.experiments]
     runs = [runs_for(exp, args.runs) for exp in exps]
@@ -107,7 +111,7 @@ def _submit_all(args: argparse.Namespace) -> int:
         index_minutes=args.index_minutes,
         yes=args.yes,
     )
-    status = 0
+    failed = gave_up = False
     each = zip(args.experiments, exps, runs, clusters, strict=True)
     for path, exp, n, (cluster, remembered) in each:
         progress = Progress(exp.path or "") if args.local else None
@@ -116,13 +120,13 @@ def _submit_all(args: argparse.Namespace) -> int:
             note = "remembered from its last submission (--cluster NAME|PATH replaces it)"
             print(f"{path}: cluster {cluster.spec}, {note}", flush=True)
         done = submit_experiment(exp, one)
+        if done.given_up:  # first, so that a cron log's reader sees it
+            print(f"{PROG}: {given_up_line(done)}", file=sys.stderr, flush=True)
         for warning in done.warnings:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
-        if not args.dry_run:  # later runs without --runs, pyexp-status and loadResults use it
-            remember(state_dirs(exp).settings, runs=n, **_submitted_to(cluster, args.local))
         print(report(done, one), flush=True)
-        status = max(status, 1 if done.failed_tasks else 0)
-    return status
+        failed, gave_up = failed or bool(done.failed_tasks), gave_up or bool(done.given_up)
+    return 1 if failed else GAVE_UP if gave_up else 0
 
 
 def _cluster(
@@ -144,11 +148,6 @@ def _cluster(
             f"{state_dirs(exp).settings}; --cluster NAME|PATH replaces it)"
         ) from None
     return cluster.with_account(account, required=needed), remembered
-
-
-def _submitted_to(cluster: ClusterConfig, local: bool) -> dict[str, str]:
-    """The cluster to remember: the one arrays went to (a --local run submits to no cluster)."""
-    return {} if local else {"cluster": cluster.spec}
 
 
 if __name__ == "__main__":

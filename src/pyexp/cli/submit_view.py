@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shlex
 
 from pyexp.scheduler import planner
 from pyexp.scheduler.submit import SubmitOptions, Submitted, too_many
+from pyexp.timefmt import amount
 
 
 def report(done: Submitted, opts: SubmitOptions) -> str:
@@ -26,19 +28,42 @@ def report(done: Submitted, opts: SubmitOptions) -> str:
             if done.failed_tasks
             else ""
         )
-        return f"{name}: ran {n} indices locally in {kind}{failed}"
+        ran = n if done.ran is None else done.ran
+        of = f" of {n}" if ran != n else ""
+        return f"{name}: ran {ran}{of} indices locally in {kind}{failed}{_unclaimed(done, ran)}"
     jobs = ", ".join(done.job_ids)
     return (
-        f"{name}: submitted {n} indices as {_count(arrays, 'array')} "
+        f"{name}: submitted {amount(n, 'index', 'indices')} as {amount(arrays, 'array')} "
         f"to {opts.cluster.name} (job {jobs}){f', a {_mode(done)}' if farm else ''}{wait}"
+    )
+
+
+def _unclaimed(done: Submitted, ran: int) -> str:
+    """The line's tail for a farm whose command (no {index}: a pyexp.claim() script) claimed
+    nothing."""
+    if ran or not done.plan or done.plan.mode != planner.FARM or "{index}" in done.command:
+        return ""
+    return (
+        f"; its workers ran {done.command!r} but it claimed nothing: a command without {{index}} "
+        "must call pyexp.claim(); add {index} to run it once per index"
+    )
+
+
+def given_up_line(done: Submitted) -> str:
+    """The line saying that indices failed for good, how many, and the command that lists them."""
+    n = done.given_up
+    return (
+        f"{done.experiment}: {amount(n, 'index', 'indices')} failed for good (attempts "
+        f"exhausted), not resubmitted; see pyexp-status {shlex.quote(done.experiment)} -v, "
+        "then fix and pass --retry-failed"
     )
 
 
 def _mode(done: Submitted) -> str:
     tasks = sum(p.task_count for p in done.plans)
     if done.plan and done.plan.mode == planner.FARM:
-        return f"farm of {_count(tasks, 'worker')}"
-    return _count(tasks, "task")
+        return f"farm of {amount(tasks, 'worker')}"
+    return amount(tasks, "task")
 
 
 def _waiting(done: Submitted) -> str:
@@ -47,7 +72,11 @@ def _waiting(done: Submitted) -> str:
     if not waiting:
         return ""
     why = done.limits.source if done.limits else "queue limit"
-    return f"; {waiting} indices wait for room in the queue ({why}): the next run submits more"
+    verb = "waits" if waiting == 1 else "wait"
+    return (
+        f"; {amount(waiting, 'index', 'indices')} {verb} for room in the queue ({why}): "
+        "the next run submits more"
+    )
 
 
 def _dry_run_report(done: Submitted, opts: SubmitOptions) -> str:
@@ -61,8 +90,8 @@ def _dry_run_report(done: Submitted, opts: SubmitOptions) -> str:
     if plan.waiting:
         notes.append(_waiting(done).removeprefix("; "))
     lines = [
-        f"{done.experiment}: dry run, would submit {done.submitted} indices as "
-        f"{_count(arrays, 'array')} on {opts.cluster.name}:",
+        f"{done.experiment}: dry run, would submit {amount(done.submitted, 'index', 'indices')} as "
+        f"{amount(arrays, 'array')} on {opts.cluster.name}:",
         f"  mode: {'' if plan.mode == planner.FARM else 'static, '}{_mode(done)}: {plan.why}",
     ]
     if arrays:
@@ -94,7 +123,3 @@ def _limits(limits: planner.Limits) -> str:
     room = "no queue limit known" if limits.room is None else f"room for {limits.room} more jobs"
     running = f", {limits.running} running at once" if limits.running is not None else ""
     return f"  limits: {room} ({limits.source}){running}, MaxArraySize {limits.max_array_size}"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -32,6 +32,7 @@ from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.indexset import IndexSet
 from pyexp.job_environment import JobEnvironment
 from pyexp.runner.command import RunnerError
+from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import Item
 from pyexp.runner.pool import PoolClaims, TimeBudget
 from pyexp.runner.task import load_task, pool_tag, worker_job
@@ -68,9 +69,16 @@ class Job:
 class ClaimWorker:
     """The iterable pyexp.claim() returns; iterate it once."""
 
-    def __init__(self, exp: ExperimentDescription, claims: PoolClaims, job: JobEnvironment) -> None:
+    def __init__(
+        self,
+        exp: ExperimentDescription,
+        claims: PoolClaims,
+        job: JobEnvironment,
+        guard: FailFast | None = None,
+    ) -> None:
         dirs = state_dirs(exp)
-        self.exp, self.claims, self.job = exp, claims, job
+        self.exp, self.claims, self.job, self.guard = exp, claims, job, guard
+        self.broken_path = dirs.broken
         self.records, self.attempts = CompletionRecords(dirs.done), Attempts(dirs.attempts)
         self.leases = IndexLeases(dirs.leases, job=job.job)
         self.log_dir = os.path.join(exp.config.log_path, experiment_id(exp))
@@ -79,14 +87,16 @@ class ClaimWorker:
         self.signum: int | None = None
         self.unrecordable: str | None = None  # why state cannot be written: claim nothing more
         self._body = False  # a job's work runs: a stop signal raises Stopped in it
+        self._retries: set[str] = set()  # keys that had failed before (the guard's)
         self._old: dict[int, object] = {}
 
     def __iter__(self) -> Iterator[Job]:
         with contextlib.suppress(OSError):  # if it cannot be made, each index says so
             os.makedirs(self.log_dir, exist_ok=True)
         self._install()
+        self._retries = failed_before(self.attempts) if self.guard else set()
         try:
-            while self.signum is None and (job := self._next()) is not None:
+            while self.signum is None and not self._broken() and (job := self._next()) is not None:
                 yield job
                 if not job.entered:  # the loop came back: the body did not raise
                     self.end(job, None)
@@ -168,12 +178,18 @@ class ClaimWorker:
             except OSError as e:
                 self._cannot_record(e)
         self.tally[outcome] += 1
+        retry = job.key in self._retries
+        if self.guard is not None and self.guard.saw(outcome, duration, info["log"], retry):
+            report_broken(self.guard, self.broken_path, self.job.job, self.say)
         return suppress
 
     def _cannot_record(self, error: OSError) -> None:
         if self.unrecordable is None:
             self.unrecordable = str(error)
             self.say(f"cannot write state ({describe(error)}); claiming no new index")
+
+    def _broken(self) -> bool:
+        return self.guard is not None and self.guard.tripped
 
     def say(self, message: str) -> None:
         """One line of the worker's report, on stderr."""
@@ -270,7 +286,7 @@ def _from_ledger() -> ClaimWorker:
     slot, slots = int(os.environ.get("PYEXP_SLOT") or 0), max(1, entry.cores)
     pool, worker, workers = entry.index_set(), number * slots + slot, entry.workers * slots
     claims = PoolClaims(exp, pool, worker, workers, pool_tag(job), budget, _say)
-    return ClaimWorker(exp, claims, job)
+    return ClaimWorker(exp, claims, job, FailFast.for_entry(entry, number))
 
 
 def _say(message: str) -> None:

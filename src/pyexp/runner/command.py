@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import string
+import sys
+from collections.abc import Mapping
 
 from pyexp.config import Config
 from pyexp.errors import PyExpError
@@ -24,7 +27,7 @@ class CommandTemplate:
 
     def __init__(self, template: str) -> None:
         try:
-            self.tokens = shlex.split(template)
+            self.tokens = [_home(token) for token in shlex.split(template)]
         except ValueError as e:
             raise RunnerError(f"command {template!r}: {e}") from None
         if not self.tokens:
@@ -56,6 +59,33 @@ def _check_token(template: str, token: str) -> list[str]:
                 "(write {{ and }} for literal braces)"
             )
     return fields
+
+
+def _home(token: str) -> str:
+    """token with a leading ~ or ~user expanded, as a shell would (braces kept literal)."""
+    if not token.startswith("~"):
+        return token
+    head, sep, rest = token.partition("/")
+    home = os.path.expanduser(head)
+    if home == head:  # no such user: a shell leaves it too
+        return token
+    return home.replace("{", "{{").replace("}", "}}") + sep + rest
+
+
+def command_environ(
+    environ: Mapping[str, str], python_on_path: bool, python: str | None = None
+) -> dict[str, str]:
+    """environ for the user's command: with python_on_path, the folder of the Python running
+    pyexp-run (python, default sys.executable, not resolved: a venv's bin/python is a symlink)
+    first on PATH, so `python` and the venv's scripts resolve."""
+    env = dict(environ)
+    folder = os.path.dirname(python or sys.executable)
+    if not python_on_path or not folder:
+        return env
+    rest = env.get("PATH", os.defpath)
+    if rest.split(os.pathsep)[0] != folder:
+        env["PATH"] = folder + os.pathsep + rest if rest else folder
+    return env
 
 
 def resolve_command(cli: str | None, entry: LedgerEntry | None, config: Config) -> CommandTemplate:

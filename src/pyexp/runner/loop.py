@@ -31,7 +31,8 @@ from typing import TextIO
 from pyexp.errors import PyExpError, describe
 from pyexp.experiment import ExperimentDescription
 from pyexp.job_environment import JobEnvironment
-from pyexp.runner.command import CommandTemplate, env_number
+from pyexp.runner.command import CommandTemplate, command_environ, env_number
+from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import InOrder, Item, Source
 from pyexp.runner.processes import (
     STOP_SIGNALS,
@@ -46,6 +47,7 @@ from pyexp.state.attempts import FAILED, LEASE_LOST, OOM, PREEMPTED, TIMEOUT, At
 from pyexp.state.layout import experiment_id, state_dirs
 from pyexp.state.leases import DEFAULT_LEASE_SECONDS, DONE, IndexLeases, Lease
 from pyexp.state.records import CompletionRecords
+from pyexp.timefmt import amount
 
 # Below Slurm's default KillWait (30 s), so a stop ends before Slurm SIGKILLs the runner.
 DEFAULT_GRACE_SECONDS = 20.0
@@ -81,8 +83,10 @@ class Runner:
         grace: float | None = None,
         job: JobEnvironment | None = None,
         out: TextIO | None = None,
+        guard: FailFast | None = None,
     ) -> None:
         self.exp = exp
+        self.guard = guard
         self.command = command
         self.experiment_path = experiment_path or exp.path or ""
         self.snapshot_path = snapshot_path
@@ -99,6 +103,7 @@ class Runner:
         self.started_marker = os.path.join(dirs.started, self.attempt) if self.attempt else None
         self.records = CompletionRecords(dirs.done)
         self.attempts = Attempts(dirs.attempts)
+        self.broken_path = dirs.broken
         if lease_duration is None:
             value = os.environ.get("PYEXP_LEASE_SECONDS")
             lease_duration = env_number("PYEXP_LEASE_SECONDS", value, DEFAULT_LEASE_SECONDS)
@@ -108,9 +113,10 @@ class Runner:
         self.running: dict[int, _Running] = {}
         self.unrecordable: str | None = None  # why state cannot be written: start nothing new
         self._lost: deque[str] = deque()  # keys whose lease the heartbeat found lost
+        self._retries: set[str] = set()  # keys that had failed before this run (the guard's)
         self._watch: SignalWatch | None = None
         self._spawner = Spawner()
-        self._environ = dict(os.environ)
+        self._environ = command_environ(os.environ, job.python_on_path)
         self._oom_seen = oom_kills()
 
     def run(self, indices: Iterable[int]) -> int:
@@ -122,9 +128,15 @@ class Runner:
         if self.started_marker:  # tells reconcile this array task got as far as pyexp-run
             write_atomic(self.started_marker, f"{self.host} {os.getpid()} {_now()}\n")
         done = self.records.completed(compact=False)
+        self._retries = failed_before(self.attempts) if self.guard else set()
         with contextlib.suppress(OSError):  # if it cannot be made, each index says so
             os.makedirs(self.log_dir, exist_ok=True)
         with SignalWatch() as self._watch:
+            # Read now, with the watch on: a signal that came before is noted in the environment.
+            early = JobEnvironment.read().early_signum
+            if early is not None and self._watch.signum is None:
+                self.say("Slurm's stop signal came before pyexp-run was up: starting no index")
+                self._watch.signum = early
             try:
                 self._loop(source, done)
             finally:
@@ -147,14 +159,15 @@ class Runner:
                 return
             self._kill_lost()
             self._reap()
-            while self._free() and self._watch.signum is None and self.unrecordable is None:
+            while self._free() and self._watch.signum is None and not self._halted():
                 if (item := source.pop(len(self.running))) is None:
                     break
                 self._first_try(item, done, source, deferred)
-            if self.unrecordable is not None:
-                deferred.clear()
             now = time.monotonic()
-            queue = source.more() and self.unrecordable is None
+            queue = source.more()
+            if self._halted():  # start nothing more; deferred indices are left to their holders
+                queue = False
+                self._drop(deferred)
             if not queue and deferred and self._free():
                 if not window_end:
                     # A holder's own duration rules its takeover (one it wrote in its marker).
@@ -174,6 +187,11 @@ class Runner:
 
     def _free(self) -> bool:
         return len(self.running) < self.parallel
+
+    def _halted(self) -> bool:
+        """Whether no new index may start: the broken-command guard tripped, or state cannot
+        be written."""
+        return (self.guard is not None and self.guard.tripped) or self.unrecordable is not None
 
     def _first_try(self, item: Item, done: set[str], source: Source, deferred: list[Item]) -> None:
         if item.key in done:
@@ -224,8 +242,12 @@ class Runner:
 
     def _give_up(self, deferred: list[Item]) -> None:
         for item in deferred:
-            self.leases.forget(item.key)
             self.say(f"index {item.index}: still leased by a live runner elsewhere; left to it")
+        self._drop(deferred)
+
+    def _drop(self, deferred: list[Item]) -> None:
+        for item in deferred:
+            self.leases.forget(item.key)
         self.tally["elsewhere"] += len(deferred)
         deferred.clear()
 
@@ -264,7 +286,8 @@ class Runner:
     def _header(self, item: Item) -> str:
         return (
             f"=== {_now()} pyexp-run index={item.index} run={item.run} key={item.key} "
-            f"host={self.host} job={self.job or 'local'} pid={os.getpid()}\n"
+            f"host={self.host} job={self.job or 'local'} pid={os.getpid()} "
+            f"python={sys.executable}\n"
         )
 
     def _env(self, item: Item, log: int) -> dict[str, str]:
@@ -365,6 +388,9 @@ class Runner:
         self.say(
             f"index {r.item.index}: {outcome} (exit {rc}, {duration:.1f}s{why}) log: {r.log_path}"
         )
+        retry = r.item.key in self._retries
+        if self.guard is not None and self.guard.saw(outcome, duration, r.log_path, retry):
+            report_broken(self.guard, self.broken_path, self.job, self.say)
 
     def _cannot_record(self, error: OSError) -> None:
         """State cannot be written: finish what runs, start no new index (said once)."""
@@ -381,7 +407,8 @@ class Runner:
     def _stop(self, signum: int) -> None:
         outcome = TIMEOUT if signum == signal.SIGUSR1 else PREEMPTED
         name = signal.Signals(signum).name
-        self.say(f"{name}: stopping {len(self.running)} running index(es), starting no more")
+        running = amount(len(self.running), "running index", "running indices")
+        self.say(f"{name}: stopping {running}, starting no more")
         self.tally["stopped_by"] = signum
         for r in self.running.values():
             signal_group(r.proc, signal.SIGTERM)

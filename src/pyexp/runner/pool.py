@@ -15,8 +15,6 @@ job's end less the signal lead (under Slurm, less another 30 s: its warning may 
 from __future__ import annotations
 
 import math
-import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from itertools import chain
@@ -136,7 +134,7 @@ class PoolClaims:
         self._swept = swept
         self._skipped: set[int] = set()
         self._settled: set[str] = set()
-        self._leases, self._host = dirs.leases, socket.gethostname()
+        self._leases = dirs.leases
         self._refreshed = -math.inf
         self.ended = self.out_of_time = False
         self.tries = self.refused = 0
@@ -204,11 +202,7 @@ class PoolClaims:
         """Whether key's lease looks held by a live runner: renewed within its duration and,
         on this host, by a process that still exists (a dead holder's lease is worth a try)."""
         holder = holder_of(self._leases, key)
-        if holder is None or not holder.live:
-            return False
-        if holder.host == self._host and holder.pid is not None:
-            return _exists(holder.pid)
-        return True
+        return holder is not None and holder.live
 
     def _settled_keys(self) -> set[str]:
         now = time.monotonic()
@@ -223,13 +217,3 @@ class PoolClaims:
             for key, outcome, attempt in self._attempts.names()
             if outcome in _SETTLED_OUTCOMES and attempt.startswith(self._prefix)
         }
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True

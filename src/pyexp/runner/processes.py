@@ -86,13 +86,13 @@ class Spawner:
 
     def __init__(self) -> None:
         self._prefix = die_with_parent_prefix(os.getpid())
-        self._programs: dict[str, str] = {}
+        self._programs: dict[tuple[str, str | None], str] = {}
 
     def start(self, argv: list[str], log: int | None, env: Mapping[str, str]) -> subprocess.Popen:
         """Start argv (log None: it writes where this process does); OSError when its program
         cannot be found or started."""
         return subprocess.Popen(
-            [*self._prefix, self._resolve(argv[0]), *argv[1:]],
+            [*self._prefix, self._resolve(argv[0], env.get("PATH")), *argv[1:]],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -100,16 +100,17 @@ class Spawner:
             start_new_session=True,  # its own process group, signalled as one
         )
 
-    def _resolve(self, name: str) -> str:
-        # One PATH lookup per program instead of one failed exec per PATH entry per index.
+    def _resolve(self, name: str, path: str | None) -> str:
+        # One lookup per program on the command's PATH, instead of one failed exec per PATH
+        # entry per index.
         if os.sep in name:
             return name
-        if name not in self._programs:
-            found = shutil.which(name)
+        if (name, path) not in self._programs:
+            found = shutil.which(name, path=path)
             if found is None:
                 raise FileNotFoundError(errno.ENOENT, "not found on PATH", name)
-            self._programs[name] = found
-        return self._programs[name]
+            self._programs[name, path] = found
+        return self._programs[name, path]
 
 
 def die_with_parent_prefix(parent: int) -> list[str]:

@@ -13,6 +13,7 @@ from pyexp.config import Config
 from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.job_environment import JobEnvironment
 from pyexp.runner.command import RunnerError, env_number, parse_indices, resolve_command
+from pyexp.runner.guard import FailFast
 from pyexp.runner.loop import Runner
 from pyexp.runner.pool import PoolClaims, TimeBudget
 from pyexp.runner.sweep_edits import still_swept, swept_check
@@ -114,6 +115,7 @@ def run_ledger(
         parallel=parallel or default_parallel(entry, job),
         job=job,
         out=out,
+        guard=FailFast.for_entry(entry, task),
     )
     if not entry.is_farm:
         return runner.run(still_swept(entry, exp, entry.tasks[task], out or sys.stderr))

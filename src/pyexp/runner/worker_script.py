@@ -17,7 +17,8 @@ import tempfile
 import time
 from typing import TextIO
 
-from pyexp.runner.command import CommandTemplate, env_number
+from pyexp.job_environment import JobEnvironment
+from pyexp.runner.command import CommandTemplate, command_environ, env_number
 from pyexp.runner.processes import SignalWatch, Spawner, signal_group
 from pyexp.state.ledger import LedgerEntry
 
@@ -49,7 +50,7 @@ def run_worker_script(
     with tempfile.TemporaryDirectory(prefix="pyexp-worker-") as tmp:
         mark = os.path.join(tmp, "claimed")
         env = {
-            **os.environ,
+            **command_environ(os.environ, JobEnvironment.read().python_on_path),
             "PYEXP_LEDGER": os.path.abspath(ledger_path),
             "PYEXP_TASK": str(task),
             "PYEXP_EXPERIMENT": entry.experiment,
@@ -58,6 +59,11 @@ def run_worker_script(
             WORKER_START: str(started),
         }
         with SignalWatch() as watch:
+            # Read now, with the watch on: a signal that came before is noted in the environment.
+            if (early := JobEnvironment.read().early_signum) is not None:
+                print("pyexp-run: Slurm's stop signal came before pyexp-run was up: not starting",
+                      file=out)  # fmt: skip
+                return 128 + early
             procs = []
             try:
                 for slot in range(max(1, entry.cores)):  # one copy per core, each a sub-worker

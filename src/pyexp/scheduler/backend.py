@@ -39,6 +39,7 @@ class Sent:
 
     job_ids: list[str] = field(default_factory=list)
     failed_tasks: int = 0  # tasks that ended with failures (backends that run to the end)
+    ran: int | None = None  # indices that ran (backends that run to the end)
 
 
 class Backend(ABC):

@@ -10,6 +10,7 @@ from importlib import resources
 from numbers import Real
 
 from pyexp.errors import ClusterConfigError
+from pyexp.state.guard import DEFAULT_INDICES, DEFAULT_SECONDS
 from pyexp.timefmt import gigs, hours
 
 DEFAULT_CLUSTER = "local"
@@ -52,6 +53,7 @@ class ClusterConfig:
     sbatch: dict[str, str | None] = field(default_factory=dict)
     whole_node: bool = False
     python: str | None = None
+    python_on_path: bool = True  # its folder first on the command's PATH (`python` is the venv's)
     description: str = ""
     max_time_hours: float | None = None  # the cluster's limits: a request beyond them is refused
     cores_per_node: int | None = None
@@ -65,6 +67,8 @@ class ClusterConfig:
     purged_after_days: dict[str, int] = field(default_factory=dict)  # env var of a root -> days
     docs: dict[str, str] = field(default_factory=dict)  # field -> the doc page its figure is from
     spec: str = ""  # how to load it again: a shipped name, or the absolute path of the file
+    fail_fast_indices: int = DEFAULT_INDICES  # the broken-command guard (runner/guard.py); 0: off
+    fail_fast_seconds: float = DEFAULT_SECONDS
 
     @property
     def time(self) -> str:
@@ -107,6 +111,7 @@ _FIELDS = {
     "sbatch": (dict,),
     "whole_node": (bool,),
     "python": (str, type(None)),
+    "python_on_path": (bool,),
     "max_time_hours": (Real, type(None)),
     "cores_per_node": (int, type(None)),
     "mem_per_node_gb": (Real, type(None)),
@@ -118,6 +123,8 @@ _FIELDS = {
     "readonly_on_compute": (list,),
     "purged_after_days": (dict,),
     "docs": (dict,),
+    "fail_fast_indices": (int,),
+    "fail_fast_seconds": (Real,),
 }
 _REQUIRED = ("time_hours",)
 _COUNTS = (  # fields that count something: at least 1 when set
@@ -281,6 +288,14 @@ def _check_values(c: ClusterConfig) -> None:
         value = getattr(c, key)
         if value is not None and value < 1:
             raise ClusterConfigError(f"{where}: '{key}' must be at least 1, got {value}")
+    if c.fail_fast_indices < 0:
+        raise ClusterConfigError(
+            f"{where}: 'fail_fast_indices' must be 0 (no guard) or more, got {c.fail_fast_indices}"
+        )
+    if not 0 < c.fail_fast_seconds < float("inf"):
+        raise ClusterConfigError(
+            f"{where}: 'fail_fast_seconds' must be a positive number, got {c.fail_fast_seconds}"
+        )
     if c.max_array_size < 2:
         raise ClusterConfigError(f"{where}: 'max_array_size' must be at least 2")
     if not 0 <= c.signal_lead_seconds < c.time_hours * 3600 - 1:

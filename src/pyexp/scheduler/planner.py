@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pyexp.errors import PyExpError
 from pyexp.indexset import IndexSet
 from pyexp.scheduler.cluster import ClusterConfig
+from pyexp.timefmt import amount
 
 FARM, STATIC = "farm", "static"
 DEFAULT_INDEX_MINUTES = 10.0  # nothing finished yet and no --index-minutes
@@ -163,8 +164,8 @@ def _farm(
     else:
         want = math.ceil(est.seconds * len(missing) / (capacity * cluster.cores))
         why = (
-            f"{len(missing)} indices x ~{clock(est.seconds)} ({est.source}) fill "
-            f"{want} task(s) of {clock(capacity)} x {cluster.cores} core(s)"
+            f"{amount(len(missing), 'index', 'indices')} x ~{clock(est.seconds)} ({est.source}) "
+            f"fill {amount(want, 'task')} of {clock(capacity)} x {amount(cluster.cores, 'core')}"
         )
     n, capped = max(1, want), ""
     for name, cap in caps.items():
@@ -190,7 +191,7 @@ def _static(
     tasks = math.ceil(len(missing) / per_task)
     if limits.room is not None and limits.room < tasks:
         tasks = max(0, limits.room)
-        why += f", {tasks} task(s) fit in the queue ({limits.source})"
+        why += f", {amount(tasks, 'task')} fit in the queue ({limits.source})"
     if tasks > MAX_STATIC_TASKS:
         raise PlanError(
             f"static bundles would make {tasks} array tasks (more than {MAX_STATIC_TASKS}; "
@@ -287,9 +288,10 @@ def describe(plans: list[ArrayPlan], shown: int = 5) -> str:
     lines = []
     for n, p in enumerate(plans[:shown]):
         first, last = p.pool.ranges[0][0], p.pool.ranges[-1][1] - 1
-        what = "workers" if p.mode == FARM else "tasks"
+        what = "worker" if p.mode == FARM else "task"
         lines.append(
-            f"  array {n}: --array={p.array_spec}  {p.task_count} {what}  {p.indices} indices "
+            f"  array {n}: --array={p.array_spec}  {amount(p.task_count, what)}  "
+            f"{amount(p.indices, 'index', 'indices')} "
             f"({first}..{last})  <= {p.core_hours:g} core-hours"
         )
     if len(plans) > shown:
@@ -298,7 +300,8 @@ def describe(plans: list[ArrayPlan], shown: int = 5) -> str:
     indices = sum(p.indices for p in plans)
     hours = sum(p.core_hours for p in plans)
     lines.append(
-        f"  total: {len(plans)} array(s), {tasks} tasks, {indices} indices, <= {hours:g} core-hours"
+        f"  total: {amount(len(plans), 'array')}, {amount(tasks, 'task')}, "
+        f"{amount(indices, 'index', 'indices')}, <= {hours:g} core-hours"
     )
     return "\n".join(lines)
 

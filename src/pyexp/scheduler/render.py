@@ -47,6 +47,11 @@ def q(value: Any) -> Shell:
     return Shell(shlex.quote(text))
 
 
+def printable(value: Any) -> str:
+    """value as text that q accepts: control characters and backslashes shown as '?'."""
+    return "".join("?" if ch < " " or ch in "\x7f\\" else ch for ch in str(value))
+
+
 def raw(value: Any) -> Shell:
     """Mark trusted shell code (the cluster config's setup lines) to be written unquoted."""
     return Shell(str(value))
@@ -67,6 +72,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["q"] = q
     env.filters["raw"] = raw
+    env.filters["printable"] = printable
     return env
 
 
@@ -131,6 +137,7 @@ def array_context(
         "grace": grace,
         "experiment": experiment,
         "python": cluster.python or sys.executable,
+        "python_on_path": cluster.python_on_path,
         "ledger": ledger,
         "cluster": cluster.name,
     }

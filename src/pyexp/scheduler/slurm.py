@@ -21,6 +21,7 @@ from pyexp.scheduler.job_limits import JobLimits, parse_assoc_mgr, parse_sacctmg
 from pyexp.scheduler.slurm_states import QueueSnapshot
 from pyexp.state.ledger import entry_id_from_job_name
 
+COMMANDS = ("sbatch", "squeue", "scancel", "scontrol", "sacct", "sacctmgr")  # all we ever run
 DEFAULT_TIMEOUT = 60.0
 GRACE_MARGIN_SECONDS = 4  # after the grace: SIGKILL, reap, record attempts, release leases
 
@@ -121,6 +122,7 @@ def queue_snapshot(timeout: float | None = None) -> QueueSnapshot:
 def parse_squeue(text: str) -> QueueSnapshot:
     """Parse `squeue -h -r -o '%i|%j|%T'` lines; jobs that are not pyexp arrays are ignored."""
     tasks: dict[tuple[str, int], str] = {}
+    names: dict[str, str] = {}
     for line in text.splitlines():
         parts = line.strip().split("|")
         if len(parts) < 3:
@@ -129,9 +131,10 @@ def parse_squeue(text: str) -> QueueSnapshot:
         entry = entry_id_from_job_name(name.strip())
         if entry is None or "_" not in job:
             continue
+        names[entry] = name.strip()
         for task in expand_task_ids(job.split("_", 1)[1]):
             tasks[(entry, task)] = state
-    return QueueSnapshot(tasks)
+    return QueueSnapshot(tasks, names)
 
 
 def expand_task_ids(spec: str) -> list[int]:

@@ -47,6 +47,7 @@ class QueueSnapshot:
     (`-t all`, so recently ended tasks too), completed by sacct's word when it answers."""
 
     tasks: dict[tuple[str, int], str] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # entry id -> job name squeue showed
 
     def active(self, entry_id: str, task_id: int) -> bool:
         """Whether that task may still run (pending, running, requeued, suspended, ...)."""
@@ -64,4 +65,4 @@ class QueueSnapshot:
     def merged(self, states: dict[tuple[str, int], str]) -> QueueSnapshot:
         """This snapshot completed with states of tasks it does not list (sacct's word)."""
         # What squeue lists is the controller's current word; accounting may lag behind it.
-        return QueueSnapshot({**states, **self.tasks})
+        return QueueSnapshot({**states, **self.tasks}, self.names)

@@ -15,16 +15,19 @@ from typing import TYPE_CHECKING, TextIO
 
 from pyexp.errors import PyExpError, SavePathError
 from pyexp.indexset import IndexSet
-from pyexp.scheduler import planner, render
+from pyexp.scheduler import planner, preflight, render
 from pyexp.scheduler.backend import Backend, log_dir
 from pyexp.scheduler.cluster import ClusterConfig
+from pyexp.state import save_owners
 from pyexp.state.atomic import scan_names, write_atomic
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
 from pyexp.state.records import CompletionRecords
+from pyexp.state.settings import remember
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
+    from pyexp.scheduler.local import Tick
 
 LOCK_LEASE_SECONDS = float(os.environ.get("PYEXP_SUBMIT_LOCK_SECONDS") or 30.0)
 CHECKED_PERMUTATIONS = 20_000  # save paths checked before submitting, of a huge sweep the first
@@ -49,7 +52,7 @@ class SubmitOptions:
     retry_failed: bool = False
     lock_timeout: float = 60.0
     out: TextIO = field(default_factory=lambda: sys.stdout)
-    progress: Callable[[int, int, int], None] | None = None  # local: indices done, of, failed tasks
+    progress: Callable[[Tick], None] | None = None  # local: called as each task ends
     workers: int | None = None  # farm workers (--workers); None: from the expected work
     indices_per_task: int | None = None  # static bundles (--indices-per-task)
     index_minutes: float | None = None  # estimate of one index (--index-minutes)
@@ -79,6 +82,9 @@ class Submitted:
     logs: str = ""
     queue_seen: bool = True  # False: squeue could not be asked, queued work was not subtracted
     warnings: list[str] = field(default_factory=list)  # one line each, e.g. unreadable ledger
+    given_up: int = 0  # indices failed for good (attempts exhausted), not submitted
+    ran: int | None = None  # indices that ran (--local), as the state says
+    command: str = ""
 
     @property
     def plans(self) -> list[planner.ArrayPlan]:
@@ -101,6 +107,12 @@ def submit_experiment(exp: ExperimentDescription, opts: SubmitOptions) -> Submit
         )
     if opts.dry_run:
         return _submit_locked(exp, opts, command, lambda: True)
+    preflight.check_writable(_experiment_path(exp), {"state_path": state_dirs(exp).root})
+    # Before anything runs: later submits without --runs or --cluster, pyexp-status and
+    # loadResults use them, also after an interrupted or killed first run. A --local run
+    # submits to no cluster.
+    cluster = {} if opts.local else {"cluster": opts.cluster.spec}
+    remember(state_dirs(exp).settings, runs=opts.runs, **cluster)
     with submit_lock(state_dirs(exp).submit_lock, opts.lock_timeout) as held:
         return _submit_locked(exp, opts, command, held)
 
@@ -133,10 +145,11 @@ def submit_lock(path: str, timeout: float) -> Iterator[Callable[[], bool]]:
 def _submit_locked(
     exp: ExperimentDescription, opts: SubmitOptions, command: str, held: Callable[[], bool]
 ) -> Submitted:
-    from pyexp.reconcile import check_ledger, max_attempts, to_submit
+    from pyexp.reconcile import FAILED_OUT, check_ledger, classify, max_attempts, submittable
     from pyexp.scheduler import slurm
     from pyexp.scheduler.slurm_states import QueueSnapshot
-    from pyexp.settling import broken_farm_script, settle, with_accounting
+    from pyexp.settling import broken_command, broken_script, settle, with_accounting
+    from pyexp.state.guard import clear_broken
 
     notes = storage_notes(exp, opts)  # before anything asks Slurm or writes state
     backend = opts.backend()
@@ -149,18 +162,31 @@ def _submit_locked(
         settle(exp, queue)
     warnings = notes + check_ledger(exp, queue)
     cap = max_attempts(exp, opts.max_attempts, remember=submitting)
-    missing = _as_set(to_submit(exp, opts.runs, queue, cap, opts.retry_failed))
+    standing = classify(exp, opts.runs, queue, cap, opts.retry_failed)
+    missing = submittable(standing)
     done = Submitted(_experiment_path(exp), missing, logs=log_dir(exp), queue_seen=seen)
-    done.warnings = warnings
+    done.command = command
+    done.warnings, done.given_up = warnings, len(standing.indices(FAILED_OUT))
+    if opts.retry_failed and not opts.dry_run:
+        clear_broken(state_dirs(exp).broken)
+    where, owned = done.experiment, permutations_of(missing, exp.numPermutations())
+    root = preflight.check_save_owners(where, exp, owned, CHECKED_PERMUTATIONS)
+    if not opts.dry_run:
+        save_owners.register(exp, root)
     if not missing:
         return done
-    broken = None if opts.retry_failed else broken_farm_script(exp, cap)
+    broken = None if opts.retry_failed else broken_command(exp) or broken_script(exp, cap)
     if broken and not opts.dry_run:
         raise PyExpError(f"{done.experiment}: {broken}")
     done.warnings += [broken] if broken else []
     if len(missing) > planner.SANE_MISSING and not (opts.yes or opts.dry_run):
         raise PyExpError(too_many(done))
     done.warnings += check_runnable(exp, command, missing, opts.runs)
+    done.warnings += preflight.check_program(
+        where, command, exp.config.root, opts.cluster, opts.local
+    )
+    if not opts.dry_run:
+        preflight.check_writable(where, {"save_path": root, "log_path": done.logs})
     done.limits = backend.limits()
     durations = CompletionRecords(state_dirs(exp).done).durations()
     done.plan = planner.plan_submission(
@@ -181,7 +207,9 @@ def _submit_locked(
         return done
     os.makedirs(done.logs, exist_ok=True)  # Slurm does not create the log folder
     sent = backend.submit(exp, entries, held)
-    done.job_ids, done.failed_tasks = sent.job_ids, sent.failed_tasks
+    done.job_ids, done.failed_tasks, done.ran = sent.job_ids, sent.failed_tasks, sent.ran
+    if opts.local and (broken := broken_command(exp)):  # a task of this run stopped early
+        done.warnings.append(broken)
     return done
 
 
@@ -199,9 +227,10 @@ def storage_notes(exp: ExperimentDescription, opts: SubmitOptions) -> list[str]:
 
 def _per_task(opts: SubmitOptions) -> int | None:
     # Locally there is no queue to spare and no time limit to beat: static bundles (each task's
-    # end is progress) unless --workers asks for a farm.
+    # end is progress) unless --workers asks for a farm; no smaller than the broken-command
+    # guard's count, or a broken command would never trip it and run every index.
     if opts.local and opts.workers is None and opts.indices_per_task is None:
-        return opts.cluster.indices_per_task
+        return max(opts.cluster.indices_per_task, opts.cluster.fail_fast_indices)
     return opts.indices_per_task
 
 
@@ -290,6 +319,8 @@ def _entry(
         time_limit_seconds=None if local else opts.cluster.time_hours * 3600,
         signal_lead_seconds=None if local else opts.cluster.signal_lead_seconds,
         index_minutes=opts.index_minutes,
+        fail_fast_indices=opts.cluster.fail_fast_indices,
+        fail_fast_seconds=opts.cluster.fail_fast_seconds,
     )
 
 

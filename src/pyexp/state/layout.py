@@ -4,7 +4,8 @@ Work is identified by (the experiment file, the values of the top-level fields i
 uses, parameters, run). The first picks the folder; the second, when the save_path uses any such
 field, suffixes done/, attempts/ and leases/ with a hash of their values (`done-<hash8>`), so a
 changed `agent` in `results/{agent}/...` finds nothing done while the old value's records stay.
-The ledger, started markers, scripts and settings are shared by every scope.
+The ledger, started markers, scripts, settings and the broken-command guard's word are shared
+by every scope.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class StateDirs:
     @property
     def settings(self) -> str:
         return os.path.join(self.root, "settings.json")
+
+    @property
+    def broken(self) -> str:
+        return os.path.join(self.root, "broken-command.json")
 
     @property
     def submit_lock(self) -> str:

@@ -43,8 +43,9 @@ Contracts:
   refusal while the folder is writable.
 
 held_keys()/live_keys() read the markers for status (tombstones are not holders): a marker is
-live while its mtime is within its own D of this host's clock. They are estimates for people;
-runners never decide from them.
+live while its mtime is within its own D of this host's clock, unless its holder ran on this host
+and is dead (pid gone, or reused: the start token differs), which the next try takes over at
+once. They are estimates for people; runners never decide from them.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class Holder:
     job: str | None
     age: float  # seconds since the marker was last renewed
     duration: float | None  # the holder's lease duration
-    live: bool  # renewed within its duration; False: stale, a contender may take it
+    live: bool  # renewed within its duration by a holder not known dead; False: may be taken
 
 
 class IndexLeases:
@@ -346,7 +347,9 @@ class IndexLeases:
             "beat": 0,
             "job": self.job,
             "host": socket.gethostname(),
+            "host_id": _host_id(),
             "pid": os.getpid(),
+            "pid_start": _pid_start(os.getpid()),
             "duration": lock.lease_duration,
             "start": time.time(),
         }
@@ -417,8 +420,38 @@ def _holder(path: str, fallback: float, now: float) -> Holder | None:
         job=info.get("job"),
         age=age,
         duration=duration,
-        live=age < (duration or fallback),
+        live=age < (duration or fallback) and not _dead_here(info),
     )
+
+
+def _dead_here(info: dict) -> bool:
+    """Whether our info says its holder ran on this host (and pid namespace) and that process is
+    gone, or its pid now names another process (a different start time)."""
+    pid = info.get("pid")
+    if not isinstance(pid, int) or info.get("host_id") != _host_id() or not _pid_start(os.getpid()):
+        return False  # elsewhere, or no /proc here to tell
+    start = _pid_start(pid)
+    return start is None or start != info.get("pid_start")
+
+
+def _host_id() -> str:
+    """This host and pid namespace: pids are comparable only between equal ids."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}/{namespace}"
+
+
+def _pid_start(pid: int) -> str | None:
+    """When process pid started (clock ticks since boot), or None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else None
 
 
 def _read_marker(path: str) -> dict[str, str] | None:

@@ -46,18 +46,14 @@ class LedgerEntry:
     signal_lead_seconds: float | None = None  # how long before the limit Slurm signals
     index_minutes: float | None = None  # estimate of one index while none has finished
     script_failed: str = ""  # farm, settled: the .err of a worker whose script failed early
+    fail_fast_indices: int | None = None  # the broken-command guard (runner/guard.py); 0: off
+    fail_fast_seconds: float | None = None
 
     @property
     def job_name(self) -> str:
         """The Slurm job name, `<experiment>-pyexp-<id>`: it names this entry even before its
         job id is recorded, and says in squeue whose work it is."""
-        return f"{self.short_name()}-pyexp-{self.id}"
-
-    def short_name(self) -> str:
-        """The experiment's name for job names: its 'name', else folder-stem, shell-safe."""
-        folder, stem = os.path.split(os.path.splitext(self.experiment)[0])
-        name = str(self.snapshot.get("name") or f"{os.path.basename(folder)}-{stem}")
-        return _UNSAFE.sub("_", name)[:NAME_CHARS] or "exp"
+        return job_name(self.experiment, self.snapshot.get("name"), self.id)
 
     @property
     def is_farm(self) -> bool:
@@ -79,6 +75,14 @@ class LedgerEntry:
     def task_count(self) -> int:
         """How many array tasks the entry has: its workers (farm) or its index lists (static)."""
         return self.workers if self.is_farm else len(self.tasks)
+
+
+def job_name(experiment: str, name: str | None, entry_id: str) -> str:
+    """The Slurm job name of an entry, `<experiment>-pyexp-<id>`: the experiment's 'name', else
+    its file's folder-stem, shell-safe."""
+    folder, stem = os.path.split(os.path.splitext(experiment)[0])
+    short = _UNSAFE.sub("_", str(name or f"{os.path.basename(folder)}-{stem}"))[:NAME_CHARS]
+    return f"{short or 'exp'}-pyexp-{entry_id}"
 
 
 def new_entry_id() -> str:

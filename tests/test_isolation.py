@@ -1,0 +1,57 @@
+"""No ordinary test reaches a real Slurm: the gate asks the environment only, and every Slurm
+command pyexp runs goes nowhere (the tripwires on PATH would catch a call by name)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import no_slurm_env, slurm_requested, tripwire_calls
+from test_commands import Project
+
+from pyexp.scheduler import slurm
+
+
+def test_slurm_tests_run_only_when_the_environment_asks(tmp_path, monkeypatch):
+    # What scripts/slurm-local.sh start leaves behind asks for nothing.
+    (tmp_path / "local-slurm-up").touch()
+    monkeypatch.setenv("PYEXP_SLURM_DIR", str(tmp_path))
+    assert not slurm_requested({"PYEXP_SLURM_DIR": str(tmp_path)})
+    assert slurm_requested({"PYEXP_TEST_SLURM": "1"}) and slurm_requested({"CI": "true"})
+
+
+def test_every_slurm_command_is_overridden_to_nowhere():
+    assert {slurm.command(name) for name in slurm.COMMANDS} == {
+        "/nonexistent/pyexp-tests-never-submit"
+    }
+    assert set(no_slurm_env()) == {f"PYEXP_{name.upper()}" for name in slurm.COMMANDS}
+
+
+def _cli(project: Project, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "pyexp", *args]
+    return subprocess.run(argv, cwd=project.root, env=env, capture_output=True, text=True)
+
+
+def test_status_submit_and_cancel_call_no_slurm_command_by_name(tmp_path, tripwires):
+    project = Project(tmp_path)
+    exp = str(project.experiment)
+    status = _cli(project, "status", exp, "--runs", "1", env=dict(os.environ))
+    submit = _cli(project, "submit", exp, "--runs", "1", "--cluster", "local", env=dict(os.environ))
+    cancel = _cli(project, "cancel", exp, env=dict(os.environ))
+    assert tripwire_calls(tripwires) == []
+    # squeue cannot be asked: one line says so, and nothing is shown as queued for sure.
+    (said,) = [line for line in status.stdout.splitlines() if line.startswith("  squeue")]
+    assert "not found" in said and status.returncode == 0
+    assert submit.returncode != 0 and len(submit.stderr.strip().splitlines()) == 1
+    assert "no Slurm here? try --local" in submit.stderr
+    assert cancel.returncode == 1 and "squeue: command not found" in cancel.stderr
+
+
+def test_the_tripwires_catch_a_slurm_command_run_by_name(tmp_path, tripwires):
+    project = Project(tmp_path)
+    bare = {k: v for k, v in os.environ.items() if k not in no_slurm_env()}
+    _cli(project, "status", str(project.experiment), "--runs", "1", env=bare)
+    caught = tripwire_calls(tripwires)
+    (tripwires / "calls").unlink()  # caught on purpose: the fixture must not fail this test
+    assert any(call.startswith("squeue ") for call in caught)
