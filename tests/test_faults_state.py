@@ -306,7 +306,11 @@ def runners_on(tmp_path, state) -> RunProject:
 
 
 FILL_AT = 3  # the index whose command fills the state filesystem
-FILLER = 'echo "$PYEXP_INDEX" >> "$1"; [ "$PYEXP_INDEX" = {fill} ] && cat /dev/zero > "$2/fill"; :'
+# The filler ends at once; the others take 0.3 s, so it fails while they still run.
+FILLER = (
+    'echo "$PYEXP_INDEX" >> "$1"; '
+    'if [ "$PYEXP_INDEX" = {fill} ]; then cat /dev/zero > "$2/fill"; else sleep 0.3; fi; :'
+)
 
 
 @pytest.mark.parametrize("farm", [False, True], ids=["static", "farm"])

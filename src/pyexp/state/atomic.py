@@ -50,7 +50,7 @@ def clean_temp(folder: str, older_than: float = 3600.0) -> None:
     cutoff = time.time() - older_than
     try:
         with os.scandir(folder) as it:
-            old = [e.path for e in it if e.name.startswith(TEMP_PREFIX) and _mtime(e) < cutoff]
+            old = [e.path for e in it if e.name.startswith(TEMP_PREFIX) and entry_mtime(e) < cutoff]
     except FileNotFoundError:
         return
     for path in old:
@@ -58,7 +58,8 @@ def clean_temp(folder: str, older_than: float = 3600.0) -> None:
             os.unlink(path)
 
 
-def _mtime(entry: os.DirEntry) -> float:
+def entry_mtime(entry: os.DirEntry) -> float:
+    """A listed entry's mtime; infinity if it vanished since the listing."""
     try:
         return entry.stat(follow_symlinks=False).st_mtime
     except FileNotFoundError:

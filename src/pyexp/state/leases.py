@@ -65,7 +65,7 @@ from filelock import LeaseSettingsMismatch, SoftFileLease, Timeout
 
 from pyexp.errors import ConfigError
 from pyexp.job_environment import JobEnvironment
-from pyexp.state.atomic import scan_names, write_atomic
+from pyexp.state.atomic import entry_mtime, scan_names, write_atomic
 
 DEFAULT_LEASE_SECONDS = 60.0
 SUFFIX = ".lease"
@@ -559,7 +559,7 @@ def sweep_tombstones(folder: str, older_than: float) -> int:
     they carry, read after open; the listing's mtime only preselects); how many."""
     before = time.time() - older_than
     with os.scandir(folder) as it:
-        old = [e.path for e in it if e.name.endswith(SUFFIX) and _mtime(e) < before]
+        old = [e.path for e in it if e.name.endswith(SUFFIX) and entry_mtime(e) < before]
     removed = 0
     for path in old:
         with contextlib.suppress(OSError):
@@ -568,10 +568,3 @@ def sweep_tombstones(folder: str, older_than: float) -> int:
             if written is not None and written < before:
                 removed += _move_aside(path, body)
     return removed
-
-
-def _mtime(entry: os.DirEntry) -> float:
-    try:
-        return entry.stat(follow_symlinks=False).st_mtime
-    except OSError:
-        return float("inf")
