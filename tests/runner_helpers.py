@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shlex
@@ -14,7 +15,9 @@ from conftest import no_slurm_env, write_config, write_experiment
 
 from pyexp.config import load_config
 from pyexp.experiment import ExperimentDescription, loadExperiment
+from pyexp.runner import CommandTemplate, Runner
 from pyexp.state.layout import state_dirs
+from pyexp.state.leases import is_tombstone
 from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
 from pyexp.state.records import CompletionRecords
 
@@ -70,7 +73,8 @@ class Project:
 
     def leases(self, path: Path) -> list[str]:
         folder = Path(state_dirs(self.load(path)).leases)
-        return sorted(p.name for p in folder.glob("*.lease")) if folder.exists() else []
+        markers = folder.glob("*.lease") if folder.exists() else []
+        return sorted(p.name for p in markers if not is_tombstone(str(p)))  # held, not done
 
 
 def wait_for(predicate, timeout: float = 10.0, every: float = 0.02) -> None:
@@ -99,3 +103,9 @@ def write_entry(project: Project, path: Path, tasks: list[list[int]], **fields) 
     ledger = Ledger(state_dirs(exp).ledger)
     ledger.write(entry)
     return ledger.path(entry.id)
+
+
+def in_process_runner(project: Project, path: Path, command: str, parallel: int = 3):
+    exp = project.load(path)
+    out = io.StringIO()
+    return Runner(exp, CommandTemplate(command), parallel=parallel, out=out), out

@@ -5,6 +5,7 @@ mounts where the machine allows them (skipped otherwise)."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -13,16 +14,20 @@ import time
 
 import pytest
 from conftest import write_project
+from runner_helpers import Project as RunProject
+from runner_helpers import in_process_runner, write_entry
+from runner_helpers import sh as run_sh
 
 from pyexp import listMissingResults, loadExperiment
 from pyexp.cli.repair import main as repair_main
 from pyexp.cli.status import main as status_main
 from pyexp.config import getConfig, load_config
-from pyexp.state import records
+from pyexp.state import leases, records
 from pyexp.state.atomic import write_atomic
 from pyexp.state.attempts import FAILED, Attempts
 from pyexp.state.layout import state_dirs
-from pyexp.state.ledger import Ledger
+from pyexp.state.leases import DONE, IndexLeases, sweep_tombstones
+from pyexp.state.ledger import FARM, Ledger
 from pyexp.state.records import SEGMENTS, CompletionRecords, StateCorrupt, record_key
 
 
@@ -276,3 +281,172 @@ def test_status_on_a_damaged_segment_is_one_line_naming_the_repair(tmp_path, mon
     assert status_main([exp.path, "--no-slurm"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pyexp-repair" in err and seg_dir in err
+
+
+# ---------------------------------------------------------------- a worker that cannot record
+
+
+def runners_on(tmp_path, state) -> RunProject:
+    """A pyexp-run project whose state_path is state (logs stay on tmp_path)."""
+    proj = RunProject(tmp_path)
+    proj.config.write_text(json.dumps({"state_path": str(state), "log_path": "logs"}))
+    return proj
+
+
+FILL_AT = 3  # the index whose command fills the state filesystem
+# The filler ends at once; the others take 0.3 s, so it fails while they still run.
+FILLER = (
+    'echo "$PYEXP_INDEX" >> "$1"; '
+    'if [ "$PYEXP_INDEX" = {fill} ]; then cat /dev/zero > "$2/fill"; else sleep 0.3; fi; :'
+)
+
+
+@pytest.mark.parametrize("farm", [False, True], ids=["static", "farm"])
+def test_runner_on_a_full_state_filesystem_starts_no_new_index(tmp_path, tmpfs, farm):
+    proj = runners_on(tmp_path, tmpfs)
+    path = proj.experiment("full", {"a": list(range(40))})
+    ran = tmp_path / "ran"
+    command = run_sh(FILLER.format(fill=FILL_AT), ran, tmpfs, "{index}")
+    if farm:  # one worker running 2 at once
+        ledger = write_entry(proj, path, [], mode=FARM, pool="0-39", workers=1, cores=2)
+        args = ["--ledger", ledger, "--task", "0"]
+    else:
+        args = [path, "--indices", "0-39", "--parallel", "2"]
+    out = proj.run(*args, "--command", command)
+    started = [int(x) for x in ran.read_text().split()]
+    assert out.returncode == 1, out.stderr
+    # What ran alongside the filler finished; nothing started after its record failed.
+    assert max(started) <= FILL_AT + 1 and len(started) <= FILL_AT + 2, started
+    said = [line for line in out.stderr.splitlines() if "starting no new index" in line]
+    assert len(said) == 1 and "No space left on device" in said[0], out.stderr
+    assert "Traceback" not in out.stderr
+    done = CompletionRecords(state_dirs(proj.load(path)).done).completed(compact=False)
+    assert len(done) >= FILL_AT and len(done) <= len(started)
+
+
+def test_in_process_worker_on_a_full_state_filesystem_claims_no_new_index(tmp_path, tmpfs):
+    proj = runners_on(tmp_path, tmpfs)
+    path = proj.experiment("full", {"a": list(range(40))})
+    ran = tmp_path / "ran"
+    code = (
+        "import pathlib, sys, pyexp\n"
+        "for job in pyexp.claim(sys.argv[1], runs=1):\n"
+        "    with job:\n"
+        "        open(sys.argv[2], 'a').write(f'{job.index}\\n')\n"
+        f"        if job.index == {FILL_AT}:\n"
+        "            try:\n"
+        "                pathlib.Path(sys.argv[3], 'fill').write_bytes(bytes(1 << 20))\n"
+        "            except OSError:\n"
+        "                pass\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, path, ran, tmpfs],
+        env=proj.env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    started = [int(x) for x in ran.read_text().split()]
+    assert started == list(range(FILL_AT + 1)), (started, out.stderr)
+    said = [line for line in out.stderr.splitlines() if "claiming no new index" in line]
+    assert len(said) == 1 and "No space left on device" in said[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+# ---------------------------------------------------------------- stale handles, vanishing files
+# A stale NFS file handle cannot be made on demand here: ESTALE is raised at the state layer's
+# I/O boundary (its atomic writes, the lease marker reads) instead.
+
+
+def stale(path):
+    return OSError(errno.ESTALE, os.strerror(errno.ESTALE), path)
+
+
+def test_estale_writing_a_completion_record_stops_new_work_and_loses_nothing(tmp_path, monkeypatch):
+    proj = runners_on(tmp_path, tmp_path / "state")
+    path = proj.experiment("estale", {"a": list(range(4))})
+    ran = tmp_path / "ran"
+    command = run_sh('echo "$PYEXP_INDEX" >> "$1"', ran)
+    real, failed = records.write_atomic, []
+
+    def write_atomic(target, data):
+        if not failed:
+            failed.append(target)
+            raise stale(target)
+        return real(target, data)
+
+    monkeypatch.setattr(records, "write_atomic", write_atomic)
+    runner, out = in_process_runner(proj, path, command, parallel=1)
+    assert runner.run(range(4)) == 1
+    said = [line for line in out.getvalue().splitlines() if "starting no new index" in line]
+    assert len(said) == 1 and "Stale file handle" in said[0], out.getvalue()
+    assert ran.read_text().split() == ["0"]  # ran, unrecorded: still missing, not done
+    monkeypatch.setattr(records, "write_atomic", real)
+    again, _ = in_process_runner(proj, path, command, parallel=1)
+    assert again.run(range(4)) == 0
+    assert all(proj.complete(path, i) for i in range(4))
+    assert ran.read_text().split() == ["0", "0", "1", "2", "3"]
+
+
+def test_estale_reading_a_lease_marker_neither_takes_nor_fails(tmp_path, monkeypatch):
+    holder, contender = IndexLeases(str(tmp_path), 0.3), IndexLeases(str(tmp_path), 0.3)
+    assert holder.try_take("k") is not None
+    real_open = open
+
+    def stale_open(file, *args, **kwargs):
+        if str(file).startswith(str(tmp_path)):
+            raise stale(file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(leases, "open", stale_open, raising=False)
+    start = time.monotonic()
+    while time.monotonic() - start < 1.0:  # three durations of unreadable markers
+        assert contender.try_take("k") is None
+        time.sleep(0.05)
+    monkeypatch.undo()
+    holder.end("k", completed=True)
+    assert contender.try_take("k") == DONE
+
+
+def test_lease_markers_vanishing_between_listing_and_opening(tmp_path, monkeypatch):
+    holder = IndexLeases(str(tmp_path), 30.0)
+    for key in ("a", "b", "c"):
+        assert holder.try_take(key) is not None
+    holder.end("c", completed=True)
+    real = leases.scan_names
+
+    def listed_then_released(folder):
+        names = real(folder)
+        holder.forget("a")  # released by its runner just after the listing
+        os.unlink(os.path.join(folder, "c.lease"))  # a tombstone swept meanwhile
+        return names
+
+    monkeypatch.setattr(leases, "scan_names", listed_then_released)
+    assert set(leases.held_keys(str(tmp_path))) == {"b"}
+    assert sweep_tombstones(str(tmp_path), 0.0) == 0
+    holder.release()
+
+
+def test_loose_records_vanishing_into_a_fold_between_listing_and_opening(tmp_path, monkeypatch):
+    exp = experiment(tmp_path, SWEEP)
+    folder = state_dirs(exp).done
+    reader, folder_writer = CompletionRecords(folder), CompletionRecords(folder)
+    for i in range(6):
+        folder_writer.mark_complete(exp.getPermutation(i), exp.getRun(i), {"duration": 1.0})
+    real, folded = records.scan_names, []
+
+    def listed_then_folded(path):
+        names = real(path)
+        if path == folder and not folded:  # another writer folds them just after our listing
+            folded.append(True)
+            monkeypatch.setattr(records, "COMPACT_AT", 1)
+            folder_writer.completed()
+            monkeypatch.setattr(records, "COMPACT_AT", 2000)
+        return names
+
+    monkeypatch.setattr(records, "scan_names", listed_then_folded)
+    keys = {record_key(exp.getPermutation(i), exp.getRun(i)) for i in range(6)}
+    assert reader.completed(compact=False) == keys
+    assert reader.durations() == [1.0] * 6 and folded
+    assert [n for n in os.listdir(folder) if n not in (SEGMENTS, "durations")] == []

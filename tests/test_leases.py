@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 
 from pyexp.environment import lease_seconds
-from pyexp.state.leases import IndexLeases, held_keys, live_keys, read_holder
+from pyexp.state.leases import (
+    DONE,
+    TOMBSTONE,
+    IndexLeases,
+    held_keys,
+    holder_of,
+    is_tombstone,
+    live_keys,
+    read_holder,
+    sweep_tombstones,
+)
 
 HOLD = textwrap.dedent(
     """
@@ -285,3 +295,89 @@ def test_held_keys_name_the_holder_and_whether_it_is_stale(tmp_path):
     assert live_keys(str(tmp_path), 30.0) == {"mine", "empty"}
     leases.release()
     assert not os.path.exists(os.path.join(tmp_path, "mine.lease.info"))
+
+
+# ---------------------------------------------------------------- caching shared filesystems
+
+
+def test_completed_key_leaves_a_tombstone_that_answers_done_and_is_never_taken(tmp_path):
+    holder, other = IndexLeases(str(tmp_path), 0.5), IndexLeases(str(tmp_path), 0.5)
+    assert holder.try_take("k") is not None
+    holder.end("k", completed=True)
+    path = os.path.join(tmp_path, "k.lease")
+    assert is_tombstone(path) and not os.path.exists(path + ".info")
+    start = time.monotonic()
+    while time.monotonic() - start < 1.5:  # 3 durations: neither filelock nor we take it
+        assert other.try_take("k") == DONE
+        time.sleep(0.05)
+    assert held_keys(str(tmp_path), 0.5) == {} and holder_of(str(tmp_path), "k") is None
+    assert read_holder(path) == {}
+    holder.release()  # its tombstone is older than RETAIN_LEASES durations: folded
+    assert not os.path.exists(path)
+    assert other.try_take("k") is not None
+    other.release()
+
+
+def test_tombstones_of_others_are_swept_by_the_time_they_carry(tmp_path):
+    leases = IndexLeases(str(tmp_path), 30.0)
+    assert leases.try_take("k") is not None
+    leases.end("k", completed=True)
+    path = os.path.join(tmp_path, "k.lease")
+    old = time.time() - 120
+    os.utime(path, (old, old))  # an old mtime alone (a cached one) does not make it old
+    assert sweep_tombstones(str(tmp_path), 60.0) == 0 and os.path.exists(path)
+    with open(path, "wb") as f:
+        f.write(TOMBSTONE + f"{old:.3f} node-elsewhere\n".encode())
+    os.utime(path, (old, old))
+    assert sweep_tombstones(str(tmp_path), 60.0) == 1 and os.listdir(tmp_path) == []
+
+
+def test_foreign_holder_whose_info_beats_is_not_taken_though_its_mtime_looks_old(tmp_path):
+    # Through an attribute cache the marker's renewals may not show; its info's content does.
+    path = foreign_marker(str(tmp_path), "k", 0.5)
+    leases = IndexLeases(str(tmp_path), 0.5)
+    start, beat = time.monotonic(), 0
+    while time.monotonic() - start < 2.0:
+        beat += 1
+        with open(path + ".info", "w") as f:
+            f.write(f'{{"token": "{"ab" * 16}", "beat": {beat}}}')
+        os.utime(path, (1e9, 1e9))
+        assert leases.try_take("k") is None
+        time.sleep(0.1)
+    lease, seconds = poll_take(leases, "k", 2.0)  # the beats stop: taken a duration after the
+    assert lease is not None and 0.35 <= seconds < 1.5  # last one seen (0.1 s before the poll)
+    leases.release()
+
+
+def test_holder_rewrites_its_info_every_third_of_the_lease(tmp_path):
+    leases = IndexLeases(str(tmp_path), 0.6)
+    lease = leases.try_take("k")
+    seen = set()
+    for _ in range(10):
+        with open(lease.path + ".info") as f:
+            seen.add(f.read())
+        time.sleep(0.1)
+    assert len(seen) >= 3
+    leases.release()
+
+
+def test_holder_whose_info_cannot_be_rewritten_loses_the_lease_before_a_taker(
+    tmp_path, monkeypatch
+):
+    from pyexp.state import leases as module
+
+    lost = []
+    leases = IndexLeases(str(tmp_path), 1.5, on_lost=lost.append)
+    lease = leases.try_take("k")
+
+    def full(path, data, sync=True):  # a full filesystem: no room for the info's temp file
+        raise OSError(28, "No space left on device", path)
+
+    monkeypatch.setattr(module, "write_atomic", full)
+    start = time.monotonic()
+    while not lost and time.monotonic() - start < 3.0:
+        time.sleep(0.02)
+    assert lost == ["k"] and lease.lost
+    assert time.monotonic() - start < 1.45  # at 2/3 D: before a contender's watch of D ends
+    monkeypatch.undo()
+    leases.release()

@@ -13,14 +13,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from runner_helpers import RUN, Project, sh, wait_for, write_entry
+from runner_helpers import RUN, Project, in_process_runner, sh, wait_for, write_entry
 
 from pyexp.config import load_config
 from pyexp.job_environment import EARLY_SIGNAL, PYTHON_ON_PATH
 from pyexp.runner import (
     DEFAULT_GRACE_SECONDS,
     CommandTemplate,
-    Runner,
     RunnerError,
     oom_kills,
     parse_indices,
@@ -579,14 +578,6 @@ def test_log_that_cannot_be_opened_fails_that_index_only(project):
     assert attempt["exit_code"] is None and "log cannot be written" in attempt["error"]
     [line] = [x for x in result.stderr.splitlines() if "index 1:" in x]
     assert "Is a directory" in line and project.leases(exp) == []
-
-
-def in_process_runner(project: Project, path: Path, command: str, parallel: int = 3):
-    import io
-
-    exp = project.load(path)
-    out = io.StringIO()
-    return Runner(exp, CommandTemplate(command), parallel=parallel, out=out), out
 
 
 def failing_for(index: int, real):

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 
 from pyexp.config import load_config
 from pyexp.environment import config_file, grace_seconds
-from pyexp.errors import RunnerError
+from pyexp.errors import RunnerError, describe
 from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.indexset import IndexSet
 from pyexp.job_environment import JobEnvironment
@@ -87,6 +87,7 @@ class ClaimWorker:
         self.grace = grace_seconds()
         self.tally: Counter[str] = Counter()
         self.signum: int | None = None
+        self.unrecordable: str | None = None  # why state cannot be written: claim nothing more
         self._body = False  # a job's work runs: a stop signal raises Stopped in it
         self._retries: set[str] = set()  # keys that had failed before (the guard's)
         self._old: dict[int, object] = {}
@@ -107,8 +108,17 @@ class ClaimWorker:
             self.say(self._summary())
 
     def _next(self) -> Job | None:
-        while (item := self.claims.pop(0)) is not None and self.signum is None:
-            lease = self.leases.try_take(item.key)
+        while self.unrecordable is None and (item := self.claims.pop(0)) is not None:
+            if self.signum is not None:
+                break
+            try:
+                lease = self.leases.try_take(item.key)
+            except OSError as e:  # its marker cannot be written: nor can its outcome
+                self._cannot_record(e)
+                return None
+            if lease == DONE:
+                self.tally["skipped"] += 1
+                continue
             if lease is None:
                 self.claims.held(item)
                 continue
@@ -157,16 +167,26 @@ class ClaimWorker:
         self._log(job, f"{text}=== {_now()} {outcome} after {duration:.1f}s\n")
         if outcome == DONE or suppress:  # other BaseExceptions (SystemExit) leave it missing
             state = self.records, self.attempts, self.leases
-            outcome, why = record_outcome(*state, job, outcome, info, self.job.attempt)
+            outcome, why = record_outcome(
+                *state, job, outcome, info, self.job.attempt, cannot_write=self._cannot_record
+            )
             if why:
                 self.say(f"index {job.index}: {why}")
         else:
-            self.leases.forget(job.key)
+            try:
+                self.leases.end(job.key, completed=False)
+            except OSError as e:
+                self._cannot_record(e)
         self.tally[outcome] += 1
         retry = job.key in self._retries
         if self.guard is not None and self.guard.saw(outcome, duration, info["log"], retry):
             report_broken(self.guard, self.broken_path, self.job.job, self.say)
         return suppress
+
+    def _cannot_record(self, error: OSError) -> None:
+        if self.unrecordable is None:
+            self.unrecordable = str(error)
+            self.say(f"cannot write state ({describe(error)}); claiming no new index")
 
     def _broken(self) -> bool:
         return self.guard is not None and self.guard.tripped
@@ -182,6 +202,7 @@ class ClaimWorker:
             f"{t['done']} done, {t['skipped']} already complete, {t[FAILED]} failed, "
             f"{t[TIMEOUT] + t[PREEMPTED]} stopped, {t[LEASE_LOST]} lease lost"
             f"{self.claims.summary()}{stop}"
+            + ("; stopped early, the state folder refused a write" if self.unrecordable else "")
         )
 
     def _log_path(self, job: Job) -> str:

@@ -2,13 +2,16 @@
 
 Per index: skip it if complete; take its lease without waiting (held elsewhere: retry it after
 the rest); run the command in its own process group, stdout and stderr appended to
-`<log_path>/<experiment id>/<index>.log`; on exit 0 write the completion record, then release;
-otherwise record a failed attempt, then release. An index whose log or record cannot be written
-fails alone; the others go on. A lease lost while its command runs (the heartbeat found the
-marker gone or taken) kills that command's process group and records a `lease_lost` attempt,
-never a completion. SIGUSR1 (Slurm's pre-timeout signal) and SIGTERM/SIGINT (preemption,
-scancel) stop it: children get SIGTERM, then SIGKILL after the grace period, their attempts are
-recorded as timeout/preempted, leases released, no new index starts.
+`<log_path>/<experiment id>/<index>.log`; on exit 0 write the completion record, then leave a
+completion tombstone in its lease marker (state/leases.py); otherwise record a failed attempt,
+then release. An index whose log cannot be written fails alone; the others go on. Once a record,
+attempt or tombstone cannot be written (full or failing state filesystem), the running indices
+finish but no new index starts, and the runner says why in one line. A lease lost while its
+command runs (the heartbeat found the marker gone or taken) kills that command's process group
+and records a `lease_lost` attempt, never a completion. SIGUSR1 (Slurm's pre-timeout signal)
+and SIGTERM/SIGINT (preemption, scancel) stop it: children get SIGTERM, then SIGKILL after the
+grace period, their attempts are recorded as timeout/preempted, leases released, no new index
+starts.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import TextIO
 
 from pyexp.command import CommandTemplate
 from pyexp.environment import grace_seconds, lease_seconds
-from pyexp.errors import PyExpError
+from pyexp.errors import PyExpError, describe
 from pyexp.experiment import ExperimentDescription
 from pyexp.job_environment import JobEnvironment
 from pyexp.runner.command import command_environ
@@ -107,6 +110,7 @@ class Runner:
         self.log_dir = log_dir(exp)
         self.tally: Counter[str] = Counter()
         self.running: dict[int, _Running] = {}
+        self.unrecordable: str | None = None  # why state cannot be written: start nothing new
         self._lost: deque[str] = deque()  # keys whose lease the heartbeat found lost
         self._retries: set[str] = set()  # keys that had failed before this run (the guard's)
         self._watch: SignalWatch | None = None
@@ -154,13 +158,13 @@ class Runner:
                 return
             self._kill_lost()
             self._reap()
-            while self._free() and self._watch.signum is None and not self._broken():
+            while self._free() and self._watch.signum is None and not self._halted():
                 if (item := source.pop(len(self.running))) is None:
                     break
                 self._first_try(item, done, source, deferred)
             now = time.monotonic()
             queue = source.more()
-            if self._broken():  # start nothing more; deferred indices are left to their holders
+            if self._halted():  # start nothing more; deferred indices are left to their holders
                 queue = False
                 self._drop(deferred)
             if not queue and deferred and self._free():
@@ -183,14 +187,19 @@ class Runner:
     def _free(self) -> bool:
         return len(self.running) < self.parallel
 
-    def _broken(self) -> bool:
-        return self.guard is not None and self.guard.tripped
+    def _halted(self) -> bool:
+        """Whether no new index may start: the broken-command guard tripped, or state cannot
+        be written."""
+        return (self.guard is not None and self.guard.tripped) or self.unrecordable is not None
 
     def _first_try(self, item: Item, done: set[str], source: Source, deferred: list[Item]) -> None:
         if item.key in done:
             self.tally["skipped"] += 1
             return
-        lease = self.leases.try_take(item.key)
+        lease = self._take(item)
+        if lease == DONE:
+            self.tally["skipped"] += 1
+            return
         if lease is None:
             source.held(item)
             if source.defers:
@@ -203,15 +212,30 @@ class Runner:
             self.leases.forget(item.key)
             self.tally["skipped"] += 1
 
+    def _take(self, item: Item) -> Lease | str | None:
+        """try_take, where a marker that cannot be written stops new work (None: not taken);
+        before any index started, the run fails as a whole (one line, naming the file)."""
+        try:
+            return self.leases.try_take(item.key)
+        except OSError as e:
+            if not self.running and not self.tally:
+                raise
+            self._cannot_record(e)
+            return None
+
     def _retry(self, deferred: list[Item]) -> None:
         for item in list(deferred):
             if not self._free():
                 return
-            if self.records.is_complete(item.params, item.run):
+            lease = None
+            if (
+                self.records.is_complete(item.params, item.run)
+                or (lease := self._take(item)) == DONE
+            ):
                 deferred.remove(item)
                 self.leases.forget(item.key)
                 self.tally["skipped"] += 1
-            elif (lease := self.leases.try_take(item.key)) is not None:
+            elif lease is not None:
                 deferred.remove(item)
                 self._launch(item, lease)
 
@@ -342,7 +366,9 @@ class Runner:
         failure = {"exit_code": rc, **({"error": error} if error else {})}
         # quota, stale NFS handle: said, and the other indices keep going
         outcome, why = record_outcome(
-            self.records, self.attempts, self.leases, r.item, outcome, info, self.attempt, failure
+            *(self.records, self.attempts, self.leases, r.item, outcome, info, self.attempt),
+            failure,
+            cannot_write=self._cannot_record,
         )
         if why:
             error = f"{error}; {why}" if error else why
@@ -354,6 +380,12 @@ class Runner:
         retry = r.item.key in self._retries
         if self.guard is not None and self.guard.saw(outcome, duration, r.log_path, retry):
             report_broken(self.guard, self.broken_path, self.job, self.say)
+
+    def _cannot_record(self, error: OSError) -> None:
+        """State cannot be written: finish what runs, start no new index (said once)."""
+        if self.unrecordable is None:
+            self.unrecordable = str(error)
+            self.say(f"cannot write state ({describe(error)}); starting no new index")
 
     def _oom(self, rc: int) -> bool:
         if rc not in (-signal.SIGKILL, 128 + signal.SIGKILL):
@@ -400,10 +432,12 @@ class Runner:
             + (f", {t[LEASE_LOST]} lease lost" if t[LEASE_LOST] else "")
             + (f", {t['unrecorded']} not recorded" if t["unrecorded"] else "")
             + source.summary()
+            + ("; stopped early, the state folder refused a write" if self.unrecordable else "")
         )
         if t["stopped_by"]:
             return 128 + t["stopped_by"]
-        return 1 if t[FAILED] or t[OOM] or t[LEASE_LOST] or t["unrecorded"] else 0
+        failed = t[FAILED] or t[OOM] or t[LEASE_LOST] or t["unrecorded"] or self.unrecordable
+        return 1 if failed else 0
 
     def say(self, message: str) -> None:
         """One line of the runner's report."""

@@ -3,13 +3,13 @@ record when it is done, else an attempt; its lease released either way."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from pyexp.state.attempts import FAILED, Attempts
-from pyexp.state.leases import IndexLeases
+from pyexp.state.leases import DONE, IndexLeases  # a completed lease is a tombstone: "done"
 from pyexp.state.records import CompletionRecords
 
-DONE = "done"
 UNRECORDED = "unrecorded"  # the state could not be written: the index stays missing
 
 
@@ -30,11 +30,13 @@ def record_outcome(
     info: dict,
     attempt: str | None,
     failure: dict | None = None,
+    cannot_write: Callable[[OSError], None] = lambda e: None,
 ) -> tuple[str, str | None]:
     """Record work's outcome (DONE: its completion record with info; else an attempt with info
-    and the failure's details) and release its lease; the outcome recorded and why it differs:
-    a completion record that cannot be written makes a failed attempt, and state that cannot be
-    written at all leaves the index UNRECORDED (missing)."""
+    and the failure's details) and end its lease (a completed one leaves a tombstone); the
+    outcome recorded and why it differs: a completion record that cannot be written makes a
+    failed attempt, and state that cannot be written at all leaves the index UNRECORDED
+    (missing). Each write that fails is also passed to cannot_write (the caller stops)."""
     error = None
     try:
         if outcome == DONE:
@@ -43,10 +45,16 @@ def record_outcome(
                 return DONE, None
             except OSError as e:
                 outcome, error = FAILED, f"its completion record cannot be written: {e}"
+                cannot_write(e)
         details = {**info, **(failure or {}), **({"error": error} if error else {})}
         attempts.record(work.key, outcome, details, attempt)
         return outcome, error
     except OSError as e:
+        cannot_write(e)
+        outcome = UNRECORDED
         return UNRECORDED, f"not recorded ({e}); it stays missing"
     finally:
-        leases.forget(work.key)
+        try:  # a completed index leaves a tombstone in its marker
+            leases.end(work.key, completed=outcome == DONE)
+        except OSError as e:
+            cannot_write(e)

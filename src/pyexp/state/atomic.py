@@ -14,17 +14,18 @@ import uuid
 TEMP_PREFIX = ".tmp-"
 
 
-def write_atomic(path: str, data: str | bytes) -> None:
-    """Write data to path so readers see the old file or the whole new one, never part."""
+def write_atomic(path: str, data: str | bytes, sync: bool = True) -> None:
+    """Write data to path so readers see the old file or the whole new one, never part; sync:
+    also to stable storage before the rename (a fact that must survive a server crash)."""
     try:
-        _write(path, data.encode() if isinstance(data, str) else data)
+        _write(path, data.encode() if isinstance(data, str) else data, sync)
     except OSError as e:
         if e.filename is not None and e.filename != path and TEMP_PREFIX not in str(e.filename):
             raise
         raise OSError(e.errno, e.strerror or str(e), path) from e
 
 
-def _write(path: str, data: bytes) -> None:
+def _write(path: str, data: bytes, sync: bool) -> None:
     tmp = os.path.join(os.path.dirname(path), f"{TEMP_PREFIX}{uuid.uuid4().hex}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -35,7 +36,8 @@ def _write(path: str, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -48,7 +50,7 @@ def clean_temp(folder: str, older_than: float = 3600.0) -> None:
     cutoff = time.time() - older_than
     try:
         with os.scandir(folder) as it:
-            old = [e.path for e in it if e.name.startswith(TEMP_PREFIX) and _mtime(e) < cutoff]
+            old = [e.path for e in it if e.name.startswith(TEMP_PREFIX) and entry_mtime(e) < cutoff]
     except FileNotFoundError:
         return
     for path in old:
@@ -56,7 +58,8 @@ def clean_temp(folder: str, older_than: float = 3600.0) -> None:
             os.unlink(path)
 
 
-def _mtime(entry: os.DirEntry) -> float:
+def entry_mtime(entry: os.DirEntry) -> float:
+    """A listed entry's mtime; infinity if it vanished since the listing."""
     try:
         return entry.stat(follow_symlinks=False).st_mtime
     except FileNotFoundError:

@@ -1,33 +1,51 @@
-"""Per-index leases: at most one runner works on an index at a time, across nodes.
+"""Per-index leases: at most one runner works on an index at a time, and none after it completed,
+across nodes whose caches disagree.
 
-A lease is a filelock `SoftFileLease` (pinned to 4.3.x, whose takeover rules are checked in
-tests/test_leases.py) marker at `<state>/leases/<record_key>.lease`, created with O_EXCL on the
-shared filesystem (not flock, which does not exclude across NFS/Lustre clients). filelock writes
-its owner record into it (pid, host, start, token, lease duration); beside it we write our own
-`<key>.lease.info` (JSON: token, job, host, pid, duration, start) atomically after acquiring, and
-remove it before releasing. A holder's heartbeat thread touches the marker every D/3 (D = the
-lease duration); release unlinks it.
+What pyexp assumes of the shared filesystem (NFS; Lustre is stricter): close-to-open consistency
+(content read after open() is the server's) and atomic exclusive create and rename on the server.
+What it does not assume: coherent attribute, name or missing-name caches (a node may see an old
+mtime, a file that is gone, or miss one that exists for as long as its cache lasts), and fcntl or
+flock locks across nodes. Every decision below rests on create, rename or a read after open:
 
-Contracts, D = the duration written in the holder's marker:
+- take: a filelock `SoftFileLease` marker `<state>/leases/<record_key>.lease`, created with O_EXCL
+  (filelock writes its owner record: pid, host, start, token, duration); beside it our own
+  `<key>.lease.info` (JSON: token, job, host, pid, duration, start, beat), written atomically
+  after acquiring and rewritten by a beat thread every D/3 (D = the lease duration); filelock's
+  heartbeat renews the marker's mtime every D/3 too. A fresh SoftFileLease object is used for each
+  try, so filelock itself frees only a dead holder on this host (pid gone: at once); it never
+  judges a marker by its age, which through a cache could look old while the holder lives.
+- complete: end(key, completed=True) replaces the marker (rename) by a tombstone, `pyexp-done
+  <time> <host>`, then releases: a contender whose cache still hides the completion record cannot
+  create the marker (the server refuses), reads the tombstone and gets DONE. Tombstones outlive
+  the caches: they are removed RETAIN_LEASES (2) durations after they were written (by the writer
+  at its release, or by anyone's release by the time they carry, allowing CLOCK_SKEW), so client
+  caches must be shorter than D. No one ever takes a tombstone over.
+- take over (holder elsewhere, or a marker left empty or garbage): once this contender has seen
+  the marker's content, its info's content and its mtime (each read after open) unchanged for
+  the marker's D on its own monotonic clock; the live holder's beats change the info's content,
+  which no attribute cache hides. The marker is then renamed aside (one contender wins), checked
+  to be the one watched (else put back), and the key taken by exclusive create with the
+  holder's D (duration_for(key) says how long to keep retrying).
+
+Contracts:
 - timeout: try_take never waits; it returns None while anyone holds the key (this contender
-  included) and the caller retries.
-- stale holder on this host (pid dead): taken over at the next try (about 5 ms).
-- stale holder elsewhere (node failure): taken over once this contender has watched the marker
-  unchanged for D on its own monotonic clock (no wall clocks compared). The taker uses the
-  marker's D, not its own configured one: duration_for(key) says how long to keep retrying.
-- empty or garbage marker (a holder killed between creating and writing it): taken over once its
-  mtime is older than the taker's D (filelock itself also takes garbage after 2 s unchanged).
+  included), DONE for a tombstone, and the caller retries None.
 - compromise: the heartbeat reports the loss when the marker vanished, changed owner, or could
-  not be renewed for 2/3 D (shorter failures, e.g. an EIO blip, are retried and recover). It then
+  not be renewed for 2/3 D (shorter failures, e.g. an EIO blip, are retried and recover); so
+  does the beat thread when the info could not be rewritten at two beats in a row. It then
   calls on_lost(key) from the heartbeat thread, at least D/3 before any contender can take the
   lease; the holder must stop that key's work. Lease.lost says the same to a poller, and reads
   the marker's claim token too (fencing before a completion is recorded).
-- a live holder (heartbeat running) is never taken over; one whose heartbeat stops for longer
+- a live holder (heartbeat and beat running) is never taken over; one whose beats stop for longer
   than D (SIGSTOP, a hung filesystem) can be, and is told so by on_lost when it resumes.
+- errors: a marker or info that cannot be written raises OSError naming the file (the runner
+  then starts no new index); sshfs's EPERM for an exclusive create its negative cache hid is a
+  refusal while the folder is writable.
 
-held_keys()/live_keys() read the markers for status: a marker is live while its mtime (set by the
-file server on NFS) is within its own D of this host's clock, unless its holder ran on this host
-and is dead (pid gone, or reused: the start token differs), which the next try takes over at once.
+held_keys()/live_keys() read the markers for status (tombstones are not holders): a marker is
+live while its mtime is within its own D of this host's clock, unless its holder ran on this host
+and is dead (pid gone, or reused: the start token differs), which the next try takes over at
+once. They are estimates for people; runners never decide from them.
 """
 
 from __future__ import annotations
@@ -36,20 +54,26 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Final, Literal
 
 from filelock import LeaseSettingsMismatch, SoftFileLease, Timeout
 
 from pyexp.environment import lease_seconds
 from pyexp.job_environment import JobEnvironment
-from pyexp.state.atomic import scan_names, write_atomic
+from pyexp.state.atomic import entry_mtime, scan_names, write_atomic
 
 SUFFIX = ".lease"
 INFO = ".info"
 _MARKER_LIMIT = 4096
+TOMBSTONE = b"pyexp-done "  # a completed key's marker content, kept RETAIN_LEASES durations
+RETAIN_LEASES = 2.0  # tombstones outlive every client cache the design assumes (<= 1 duration)
+CLOCK_SKEW = 60.0  # seconds by which nodes' wall clocks may differ (tombstones carry their time)
+DONE: Final = "done"  # try_take's answer for a key whose marker says it was completed
 
 
 def slurm_job() -> str | None:
@@ -64,13 +88,16 @@ class Lease:
     key: str
     path: str
     _lock: SoftFileLease
+    _info: dict = field(default_factory=dict)  # what the beat thread rewrites, with its count
+    _beaten: float = field(default_factory=time.monotonic)  # its last successful rewrite
+    _stalled: bool = False  # the info could not be rewritten for 2/3 D: contenders may take it
 
     @property
     def lost(self) -> bool:
         """Whether the lease is no longer ours: the heartbeat found the marker gone, taken, or
-        not renewable, or the marker carries another claim now (read now: a holder resumed
-        after a pause longer than the lease learns it before its heartbeat's next beat)."""
-        return not still_holds(self._lock)
+        not renewable, the beats stalled, or the marker carries another claim now (read now: a
+        holder resumed after a pause longer than the lease learns it before its next beat)."""
+        return self._stalled or not still_holds(self._lock)
 
     def release(self) -> None:
         """Give the lease up (idempotent)."""
@@ -107,10 +134,15 @@ class IndexLeases:
         self.duration = lease_seconds() if duration is None else duration
         self.job = job
         self.on_lost = on_lost
-        # One lock object per key, kept across tries: takeover of a foreign lease needs the same
-        # object to have watched the marker unchanged for the whole duration.
-        self._locks: dict[str, SoftFileLease] = {}
+        self._locks: dict[str, SoftFileLease] = {}  # the leases this contender holds
+        self._held: dict[str, Lease] = {}  # and their info, rewritten by the beat thread
+        # What each foreign marker looked like (content, info, mtime) since when, with its
+        # holder's duration: taken over once unchanged for that duration on our own clock.
+        self._watch: dict[str, tuple[tuple, float, float]] = {}
+        self._tombstones: dict[str, tuple[bytes, float]] = {}  # key -> (tombstone, written)
         self._made_folder = False
+        self._guard = threading.Lock()  # the beat thread and the holder's release
+        self._beat: threading.Event | None = None
 
     def path(self, key: str) -> str:
         """The marker path of key."""
@@ -119,68 +151,166 @@ class IndexLeases:
     def duration_for(self, key: str) -> float:
         """The lease duration this contender uses for key (a foreign holder's, once seen)."""
         lock = self._locks.get(key)
-        return self.duration if lock is None else lock.lease_duration
+        if lock is not None:
+            return lock.lease_duration
+        watch = self._watch.get(key)
+        return self.duration if watch is None else watch[2]
 
-    def try_take(self, key: str) -> Lease | None:
-        """Take key's lease if it is free or stale, without waiting; None if anyone holds it,
-        this contender included (two indices with equal parameters share one key)."""
-        if self._lock(key).is_locked:
+    def try_take(self, key: str) -> Lease | Literal["done"] | None:
+        """Take key's lease if it is free or stale, without waiting; DONE if its marker is a
+        completion tombstone; None if anyone holds it, this contender included (two indices
+        with equal parameters share one key)."""
+        lock = self._locks.get(key)
+        if lock is not None and lock.is_locked:
             return None
         if not self._made_folder:
             os.makedirs(self.folder, exist_ok=True)
             self._made_folder = True
-        try:
-            lock = self._acquire(key)
-        except OSError as e:  # filelock's marker write names no file
-            raise OSError(e.errno, e.strerror, e.filename or self.path(key)) from None
-        if lock is None:
-            return None
         path = self.path(key)
-        try:
-            write_atomic(path + INFO, json.dumps(self._info(lock)))
+        lock = self._acquire(key, self.duration)
+        if lock is None:
+            seen = self._observe(key)
+            if seen != "stale":
+                return seen
+            lock = self._acquire(key, self._watch.pop(key)[2])
+            if lock is None:
+                return None
+        self._watch.pop(key, None)
+        lease = Lease(key, path, lock, self._info(lock))
+        try:  # advisory, and rewritten every D/3: no need to reach stable storage
+            write_atomic(path + INFO, json.dumps(lease._info), sync=False)
         except OSError:
             lock.release(force=True)
             raise
-        return Lease(key, path, lock)
+        self._locks[key], self._held[key] = lock, lease
+        self._start_beat()
+        return lease
+
+    def end(self, key: str, completed: bool) -> None:
+        """Release key's lease; if completed, leave a tombstone in its marker first (atomically,
+        in place of our lease): a contender whose cache still hides the completion record learns
+        it from the marker it must open anyway. Raises OSError (the lease released) if the
+        tombstone cannot be written."""
+        lock = self._locks.get(key)
+        if not completed or lock is None or not lock.is_locked:
+            self.forget(key)
+            return
+        # Not checked against a loss first: the record is written, so the tombstone is true
+        # even over a taker's marker (whose holder then learns it lost the lease). Not synced:
+        # after a server crash the synced record is the fact, visible once caches expire.
+        body = TOMBSTONE + f"{time.time():.3f} {socket.gethostname()}\n".encode()
+        try:
+            write_atomic(self.path(key), body, sync=False)
+            self._tombstones[key] = (body, time.monotonic())
+        finally:
+            self.forget(key)
 
     def forget(self, key: str) -> None:
         """Drop the watch state of key (after it is done), releasing it if held."""
-        lock = self._locks.pop(key, None)
-        if lock is not None and lock.is_locked:
-            _remove_info(self.path(key), lock.token)
-            lock.release(force=True)
+        self._watch.pop(key, None)
+        with self._guard:
+            lock = self._locks.pop(key, None)
+            self._held.pop(key, None)
+            if lock is not None and lock.is_locked:
+                _remove_info(self.path(key), lock.token)
+                lock.release(force=True)
 
     def release(self) -> None:
-        """Release every lease this contender holds."""
+        """Release every lease this contender holds, and remove the tombstones that have
+        outlived RETAIN_LEASES durations (ours by our clock, others' by the time they carry)."""
         for key in list(self._locks):
             self.forget(key)
+        if self._beat is not None:
+            self._beat.set()
+            self._beat = None
+        retain = RETAIN_LEASES * self.duration
+        now = time.monotonic()
+        for key, (body, written) in list(self._tombstones.items()):
+            if now - written >= retain:
+                _move_aside(self.path(key), body)
+                del self._tombstones[key]
+        if self._made_folder:
+            with contextlib.suppress(OSError):
+                sweep_tombstones(self.folder, retain + CLOCK_SKEW)
 
-    def _acquire(self, key: str) -> SoftFileLease | None:
-        for _ in range(2):  # a second try after adopting a foreign duration or breaking a marker
-            lock = self._lock(key)
-            try:
-                lock.acquire(timeout=0)
-                return lock
-            except LeaseSettingsMismatch:
-                if not self._adopt_duration(key):
-                    return None
-            except Timeout:
-                if not _break_if_unreadable(self.path(key), self.duration):
-                    return None
-        return None
-
-    def _adopt_duration(self, key: str) -> bool:
-        duration = _marker_duration(_read_marker(self.path(key)))
-        if duration is None or duration == self._locks[key].lease_duration:
-            return False
-        self._locks[key] = self._new_lock(key, duration)
-        return True
-
-    def _lock(self, key: str) -> SoftFileLease:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = self._new_lock(key, self.duration)
+    def _acquire(self, key: str, duration: float) -> SoftFileLease | None:
+        # A fresh lock object each try: filelock itself then frees only a dead holder on this
+        # host (at once), never a marker by its age as seen through a cache (our _observe does).
+        lock = self._new_lock(key, duration)
+        try:
+            lock.acquire(timeout=0)
+        except (Timeout, LeaseSettingsMismatch):
+            return None
+        except PermissionError:
+            # sshfs answers an exclusive create of an existing file (that its negative cache
+            # hid) with EPERM: refused, while the folder is writable at all.
+            if os.access(self.folder, os.W_OK):
+                return None
+            raise
+        except OSError as e:  # filelock's marker write names no file
+            raise OSError(e.errno, e.strerror, e.filename or self.path(key)) from None
         return lock
+
+    def _observe(self, key: str) -> str | None:
+        """After a refused take: DONE (a tombstone), "stale" (the marker, its info and its
+        mtime were unchanged for its holder's duration on our clock, and we moved it aside),
+        or None (held, or gone meanwhile: try again later)."""
+        path = self.path(key)
+        seen = _look(path)
+        if seen is None:
+            self._watch.pop(key, None)
+            return None
+        if seen[0].startswith(TOMBSTONE):
+            self._watch.pop(key, None)
+            return DONE
+        now = time.monotonic()
+        first = self._watch.get(key)
+        if first is None or first[0] != seen:
+            duration = _marker_duration(_parse_marker(seen[0])) or self.duration
+            self._watch[key] = (seen, now, duration)
+            return None
+        if now - first[1] < first[2] or not _move_aside(path, seen[0]):
+            return None
+        return "stale"
+
+    def _start_beat(self) -> None:
+        if self._beat is None:
+            self._beat = threading.Event()
+            beat = threading.Thread(target=self._beats, args=(self._beat,), daemon=True)
+            beat.start()
+
+    def _beats(self, stop: threading.Event) -> None:
+        """Rewrite each held lease's info every D/3: a change of content a contender reads
+        after open (close-to-open), where a renewed mtime may hide behind its attribute cache.
+        Info that cannot be rewritten at two beats in a row (2/3 D) loses the lease (on_lost),
+        D/3 before a contender that watches it unchanged for D may take it."""
+        count = 0
+        while not stop.wait(min([self.duration, *self._durations()]) / 3):
+            count += 1
+            for lease in list(self._held.values()):
+                if self._beat_once(lease, count):
+                    lease._beaten = time.monotonic()
+                elif not lease._stalled and (
+                    time.monotonic() - lease._beaten > lease._lock.lease_duration / 2
+                ):  # seen at the second failed beat, 2/3 D after the last good one
+                    lease._stalled = True
+                    if self.on_lost is not None:
+                        self.on_lost(lease.key)
+
+    def _beat_once(self, lease: Lease, count: int) -> bool:
+        """Rewrite lease's info with beat count; False if it could not be written."""
+        with self._guard:
+            if self._held.get(lease.key) is not lease or not lease._lock.is_locked:
+                return True
+            lease._info["beat"] = count
+            try:
+                write_atomic(lease.path + INFO, json.dumps(lease._info), sync=False)
+            except OSError:
+                return False
+            return True
+
+    def _durations(self) -> list[float]:
+        return [lock.lease_duration for lock in list(self._locks.values())]
 
     def _new_lock(self, key: str, duration: float) -> SoftFileLease:
         def lost(_compromise: object) -> None:
@@ -194,6 +324,7 @@ class IndexLeases:
     def _info(self, lock: SoftFileLease) -> dict:
         return {
             "token": lock.token,
+            "beat": 0,
             "job": self.job,
             "host": socket.gethostname(),
             "host_id": _host_id(),
@@ -224,12 +355,13 @@ def held_keys(
         if name.endswith(SUFFIX):
             path = os.path.join(folder, name)
             with contextlib.suppress(FileNotFoundError):  # released meanwhile
-                held[name[: -len(SUFFIX)]] = _holder(path, fallback, now)
+                if (holder := _holder(path, fallback, now)) is not None:
+                    held[name[: -len(SUFFIX)]] = holder
     return held
 
 
 def holder_of(folder: str, key: str, duration: float | None = None) -> Holder | None:
-    """Who holds key's lease marker in folder, None if there is none (see held_keys)."""
+    """Who holds key's lease marker in folder, None if there is none or it is a tombstone."""
     fallback = lease_seconds() if duration is None else duration
     try:
         return _holder(os.path.join(folder, key + SUFFIX), fallback, time.time())
@@ -251,9 +383,13 @@ def read_holder(path: str) -> dict[str, str]:
     return fields
 
 
-def _holder(path: str, fallback: float, now: float) -> Holder:
+def _holder(path: str, fallback: float, now: float) -> Holder | None:
+    """The holder of the marker at path; None for a tombstone (its key completed)."""
     age = now - os.lstat(path).st_mtime
-    fields = _read_marker(path) or {}
+    data = _read_bytes(path)
+    if data is not None and data.startswith(TOMBSTONE):
+        return None
+    fields = _parse_marker(data or b"") or {}
     info = _read_info(path, fields.get("token"))
     duration = _marker_duration(fields)
     pid = fields.get("pid", "")
@@ -300,9 +436,15 @@ def _pid_start(pid: int) -> str | None:
 
 def _read_marker(path: str) -> dict[str, str] | None:
     """filelock's owner record as fields; None if empty, partial, garbage or gone."""
+    data = _read_bytes(path)
+    return None if data is None else _parse_marker(data)
+
+
+def _read_bytes(path: str) -> bytes | None:
+    """The start of the file at path, read after opening it; None if it cannot be read."""
     try:
         with open(path, "rb") as f:
-            return _parse_marker(f.read(_MARKER_LIMIT))
+            return f.read(_MARKER_LIMIT)
     except OSError:
         return None
 
@@ -344,28 +486,65 @@ def _remove_info(marker: str, token: str | None) -> None:
             os.unlink(marker + INFO)
 
 
-def _break_if_unreadable(path: str, duration: float) -> bool:
-    """Remove path if it holds no owner record and is older than duration by mtime; whether it
-    was removed. Only that inode is removed: a marker recreated meanwhile is put back."""
+def _look(path: str) -> tuple | None:
+    """(marker content, info content, marker mtime) read after opening each (what a contender
+    watches; None: no marker). The contents come from the file server (close-to-open); the
+    mtime may be a cached one, so it only ever delays a takeover."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with open(path, "rb") as f:
+            marker, mtime = f.read(_MARKER_LIMIT), os.fstat(f.fileno()).st_mtime
+    except OSError:
+        return None
+    return marker, _read_bytes(path + INFO), mtime
+
+
+def _move_aside(path: str, marker: bytes) -> bool:
+    """Remove the stale marker at path (one rename, which the file server arbitrates); whether
+    it was the one watched. Another contender's fresh marker moved by mistake is put back."""
+    aside = f"{path}.stale-{uuid.uuid4().hex}"
+    try:
+        os.rename(path, aside)
     except OSError:
         return False
     try:
-        st = os.fstat(fd)
-        if time.time() - st.st_mtime < duration or _parse_marker(os.read(fd, _MARKER_LIMIT)):
-            return False
-        aside = f"{path}.stale-{uuid.uuid4().hex}"
-        try:
-            os.rename(path, aside)
-        except OSError:
-            return False
-        if not os.path.samestat(os.lstat(aside), st):  # replaced between our checks: undo
+        if _read_bytes(aside) != marker:
             with contextlib.suppress(OSError):
                 os.link(aside, path)
-            os.unlink(aside)
             return False
-        os.unlink(aside)
+        _remove_info(path, (_parse_marker(marker) or {}).get("token"))
         return True
     finally:
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(aside)
+
+
+def is_tombstone(path: str) -> bool:
+    """Whether the marker at path is a completion tombstone (read after open)."""
+    return _tombstone_time(_read_bytes(path)) is not None
+
+
+def _tombstone_time(body: bytes | None) -> float | None:
+    """When a marker's content body was written as a tombstone (its writer's clock); None if it
+    is not one."""
+    if body is None or not body.startswith(TOMBSTONE):
+        return None
+    try:
+        return float(body[len(TOMBSTONE) :].split()[0])
+    except (ValueError, IndexError):
+        return 0.0  # damaged: as old as can be
+
+
+def sweep_tombstones(folder: str, older_than: float) -> int:
+    """Remove the tombstones in folder written more than older_than seconds ago (by the time
+    they carry, read after open; the listing's mtime only preselects); how many."""
+    before = time.time() - older_than
+    with os.scandir(folder) as it:
+        old = [e.path for e in it if e.name.endswith(SUFFIX) and entry_mtime(e) < before]
+    removed = 0
+    for path in old:
+        with contextlib.suppress(OSError):
+            body = _read_bytes(path)
+            written = _tombstone_time(body)
+            if written is not None and written < before:
+                removed += _move_aside(path, body)
+    return removed
