@@ -32,9 +32,11 @@ def report(done: Submitted, opts: SubmitOptions) -> str:
         of = f" of {n}" if ran != n else ""
         return f"{name}: ran {ran}{of} indices locally in {kind}{failed}{_unclaimed(done, ran)}"
     jobs = ", ".join(done.job_ids)
+    # static without --indices-per-task: the time budget gave each index a task of its own
+    how = f", a {_mode(done)}" if farm else "" if opts.indices_per_task else f"; {done.plan.why}"
     return (
         f"{name}: submitted {amount(n, 'index', 'indices')} as {amount(arrays, 'array')} "
-        f"to {opts.cluster.name} (job {jobs}){f', a {_mode(done)}' if farm else ''}{wait}"
+        f"to {opts.cluster.name} (job {jobs}){how}{wait}"
     )
 
 

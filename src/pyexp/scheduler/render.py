@@ -10,6 +10,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from pyexp.errors import PyExpError
+from pyexp.timefmt import hours
 
 if TYPE_CHECKING:
     import jinja2
@@ -121,7 +122,7 @@ def array_context(
         "array": plan.array_spec,
         "tasks": plan.task_count,
         "indices": plan.indices,
-        "time": cluster.time,
+        "time": hours(plan.time_hours),
         "cores": cluster.cores,
         "whole_node": cluster.whole_node,
         "mem_per_cpu": cluster.mem_per_cpu,

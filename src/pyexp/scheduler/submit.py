@@ -189,13 +189,15 @@ def _submit_locked(
         preflight.check_writable(where, {"save_path": root, "log_path": done.logs})
     done.limits = backend.limits()
     durations = CompletionRecords(state_dirs(exp).done).durations()
+    est = planner.estimate(durations, opts.index_minutes)
     done.plan = planner.plan_submission(
         missing,
         opts.cluster,
         done.limits,
-        planner.estimate(durations, opts.index_minutes),
+        est,
         workers=opts.workers,
         per_task=_per_task(opts),
+        started_nothing=started_nothing(exp, est),
     )
     folder = _dry_run_folder(exp, done.warnings) if opts.dry_run else state_dirs(exp).scripts
     entries = [_entry(exp, opts, backend, command, p, folder) for p in done.plans]
@@ -211,6 +213,18 @@ def _submit_locked(
     if opts.local and (broken := broken_command(exp)):  # a task of this run stopped early
         done.warnings.append(broken)
     return done
+
+
+def started_nothing(exp: ExperimentDescription, est: planner.Estimate) -> float | None:
+    """The time limit of a farm task that could start no index at an estimate no smaller than
+    est's (runner/pool.py notes it): a farm of tasks that short would start nothing again."""
+    from pyexp.state.settings import read_settings
+
+    seen = read_settings(state_dirs(exp).unfit)
+    limit, estimate = seen.get("time_limit_seconds"), seen.get("estimate")
+    if not isinstance(limit, (int, float)) or not isinstance(estimate, (int, float)):
+        return None
+    return float(limit) if est.fit is None or est.fit >= estimate else None
 
 
 def storage_notes(exp: ExperimentDescription, opts: SubmitOptions) -> list[str]:
@@ -316,7 +330,7 @@ def _entry(
         mode=plan.mode,
         pool=plan.pool.text() if farm else "",
         workers=plan.task_count if farm else 0,
-        time_limit_seconds=None if local else opts.cluster.time_hours * 3600,
+        time_limit_seconds=None if local else plan.time_hours * 3600,
         signal_lead_seconds=None if local else opts.cluster.signal_lead_seconds,
         index_minutes=opts.index_minutes,
         fail_fast_indices=opts.cluster.fail_fast_indices,
