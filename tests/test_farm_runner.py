@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from test_runner import Project, sh, wait_for, write_entry
 
+from pyexp.budget import EARLY_WARNING_SECONDS
 from pyexp.indexset import IndexSet
 from pyexp.job_environment import EARLY_SIGNAL, JobEnvironment
-from pyexp.budget import EARLY_WARNING_SECONDS
 from pyexp.runner.pool import TimeBudget
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import FARM, Ledger, LedgerEntry

@@ -210,7 +210,8 @@ def test_an_index_that_fits_no_task_the_cluster_allows_is_refused_in_one_line():
 
 def test_an_unmeasured_sweep_is_not_held_back_by_the_default_guess():
     # workers start any index while nothing is measured; the plan holds a farm then
-    plan = plan_submission(IndexSet.span(0, 6), _cluster(hours=0.1), Limits(None, 1001), estimate([]))
+    cluster, lim = _cluster(hours=0.1), Limits(None, 1001)
+    plan = plan_submission(IndexSet.span(0, 6), cluster, lim, estimate([]))
     assert plan.mode == "farm"
 
 

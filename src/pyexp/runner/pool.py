@@ -9,7 +9,8 @@ it asks again whether the array tried it. A pass that claimed something is follo
 over the indices that were held; the worker ends when a pass claims nothing and none of its own
 indices runs, or when the next index no longer fits before the deadline: both decided by
 pyexp.budget, with the planner's rule (a high percentile of this experiment's measured
-durations, else the entry's index_minutes; the job's end less the signal lead and Slurm's early warning).
+durations, else the entry's index_minutes; the job's end less the signal lead and Slurm's early
+warning).
 """
 
 from __future__ import annotations
