@@ -14,6 +14,7 @@ from pyexp.indexset import IndexSet
 from pyexp.scheduler.cluster import load_cluster
 from pyexp.scheduler.planner import (
     DEFAULT_INDEX_MINUTES,
+    PILOT_WORKERS,
     Estimate,
     Limits,
     PlanError,
@@ -266,3 +267,19 @@ def test_a_farm_seen_starting_nothing_is_never_planned_again_unchanged():
     assert plan_submission(IndexSet.span(0, 6), longer, lim, est, started_nothing=1800.0).mode == (
         "farm"
     )
+
+
+def test_an_unmeasured_farm_is_a_pilot_and_the_next_round_sizes_from_what_it_measured():
+    missing, lim = IndexSet.span(0, 1000), Limits(None, 1001)
+    pilot = plan_submission(missing, _cluster(hours=0.25), lim, estimate([]))
+    assert pilot.mode == "farm" and pilot.tasks == PILOT_WORKERS
+    assert pilot.why.startswith(f"a pilot of {PILOT_WORKERS} workers: nothing measured yet")
+    # measured: 8 min each -> 8000 min of work in tasks of 15 min less 90 s: 593 workers
+    sized = plan_submission(missing, _cluster(hours=0.25), lim, estimate([480.0] * 10))
+    assert sized.tasks == 593
+    quick = plan_submission(missing, _cluster(hours=0.25), lim, estimate([0.01] * 10))
+    assert quick.tasks == 1  # indices that take no time: one worker, not hundreds
+    flag = plan_submission(missing, _cluster(hours=0.25), lim, estimate([], index_minutes=8))
+    assert flag.tasks == 593  # --index-minutes sizes it at once
+    asked = plan_submission(missing, _cluster(hours=0.25), lim, estimate([]), workers=9)
+    assert asked.tasks == 9

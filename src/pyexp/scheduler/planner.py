@@ -3,7 +3,8 @@ under MaxArraySize and the user's room in the queue.
 
 Farm mode (the default): one array of `workers` tasks that pull indices from one pool; as many
 workers as the expected work fills (index time x missing / (task time x cores)), capped by the
-room left in the queue, MaxArraySize and missing / cores. Static mode (--indices-per-task N):
+room left in the queue, MaxArraySize and missing / cores; before anything is measured (and
+without --index-minutes), a pilot of PILOT_WORKERS. Static mode (--indices-per-task N):
 task t of an array runs the N indices after t * N, as pyexp always did.
 """
 
@@ -22,6 +23,7 @@ from pyexp.timefmt import amount
 
 FARM, STATIC = "farm", "static"
 DEFAULT_INDEX_MINUTES = 10.0  # nothing finished yet and no --index-minutes
+PILOT_WORKERS = 4  # a farm before anything is measured: the next round sizes from what it measures
 SANE_MISSING = 10**7  # more missing indices than this needs --yes: likely a sweep typo
 MAX_STATIC_TASKS = 10**5  # static bundles beyond this would plan lists of too many tasks
 
@@ -195,6 +197,12 @@ def _farm(
     }
     if asked is not None:
         want, why = asked, f"--workers {asked}"
+    elif est.fit is None:  # nothing measured and no --index-minutes
+        want = PILOT_WORKERS
+        why = (
+            f"a pilot of {amount(want, 'worker')}: nothing measured yet (the next submit sizes "
+            "the farm from what they measure; --index-minutes or --workers set it now)"
+        )
     else:
         want = math.ceil(est.seconds * len(missing) / (capacity * cluster.cores))
         why = (
