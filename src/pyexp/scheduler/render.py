@@ -78,13 +78,13 @@ def environment() -> jinja2.Environment:
 
 
 @lru_cache(maxsize=8)
-def load_template(path: str | None = None) -> jinja2.Template:
-    """The template at path (--template), else the array template shipped with pyexp."""
+def load_template(path: str | None = None, shipped: str = DEFAULT_TEMPLATE) -> jinja2.Template:
+    """The template at path (--template), else the one named shipped that pyexp ships."""
     import jinja2
 
     try:
         if path is None:
-            text = resources.files("pyexp.templates").joinpath(DEFAULT_TEMPLATE).read_text("utf-8")
+            text = resources.files("pyexp.templates").joinpath(shipped).read_text("utf-8")
         else:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
@@ -144,11 +144,13 @@ def array_context(
     }
 
 
-def render(context: dict[str, Any], template: str | None = None) -> str:
-    """The script text for one array."""
+def render(
+    context: dict[str, Any], template: str | None = None, shipped: str = DEFAULT_TEMPLATE
+) -> str:
+    """The script text for one array (or, with shipped, another job pyexp ships a template of)."""
     import jinja2
 
     try:
-        return load_template(template).render(context)
+        return load_template(template, shipped).render(context)
     except jinja2.UndefinedError as e:
         raise RenderError(f"{template or DEFAULT_TEMPLATE}: {e.message}") from None

@@ -57,6 +57,7 @@ class SubmitOptions:
     indices_per_task: int | None = None  # static bundles (--indices-per-task)
     index_minutes: float | None = None  # estimate of one index (--index-minutes)
     yes: bool = False  # submit more than planner.SANE_MISSING indices
+    after: Callable[[Submitted], str] | None = None  # under the lock, after submitting (chain)
 
     def backend(self) -> Backend:
         """Where the arrays go: this machine with --local, else Slurm."""
@@ -85,6 +86,7 @@ class Submitted:
     given_up: int = 0  # indices failed for good (attempts exhausted), not submitted
     ran: int | None = None  # indices that ran (--local), as the state says
     command: str = ""
+    chain: str = ""  # what --until-done's chain did, one line
 
     @property
     def plans(self) -> list[planner.ArrayPlan]:
@@ -114,7 +116,9 @@ def submit_experiment(exp: ExperimentDescription, opts: SubmitOptions) -> Submit
     cluster = {} if opts.local else {"cluster": opts.cluster.spec}
     remember(state_dirs(exp).settings, runs=opts.runs, **cluster)
     with submit_lock(state_dirs(exp).submit_lock, opts.lock_timeout) as held:
-        return _submit_locked(exp, opts, command, held)
+        done = _submit_locked(exp, opts, command, held)
+        done.chain = opts.after(done) if opts.after else ""
+        return done
 
 
 @contextmanager
