@@ -114,6 +114,7 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     failed = script_failure(exp)  # the last array's script, before pyexp-run (a setup line)
     out.update(jobs=standing.jobs, problems=standing.ledger_problems + ([failed] if failed else []))
     out["unplaced"] = len(standing.unplaced)
+    out["chain"] = _chain(exp, asked_slurm=problem is None and not args.no_slurm)
     out["runtime"] = times and {"indices": times.count, "median": times.median, "p90": times.p90}
     out["eta"] = eta and {
         "seconds": eta.seconds,
@@ -198,6 +199,22 @@ def _held(index: int, holder) -> dict:
         "job": holder.job,
         "age_seconds": int(holder.age),
     }
+
+
+def _chain(exp, asked_slurm: bool) -> str | None:
+    """--until-done's chain in one line (whether its follow-up is gone: when squeue answers)."""
+    from pyexp.errors import SlurmError
+    from pyexp.scheduler import chain
+    from pyexp.state.layout import state_dirs
+
+    found = chain.Chain.read(state_dirs(exp).chain)
+    if found is None:
+        return None
+    try:
+        gone = asked_slurm and chain.followup_gone(found)
+    except SlurmError:
+        gone = False
+    return chain.describe(found, gone)
 
 
 def _queue(exp, no_slurm: bool):

@@ -42,6 +42,8 @@ def _block(r: dict, verbose: bool) -> list[str]:
         )
     if r["jobs"]:
         lines.append(f"  jobs: {', '.join(r['jobs'])}")
+    if r.get("chain"):
+        lines.append(f"  {r['chain']}")
     if r["runtime"]:
         t = r["runtime"]
         lines.append(
