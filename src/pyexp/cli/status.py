@@ -126,6 +126,7 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     out["held_indices"] = [_held(i, h) for i, h in sorted(standing.held.items())[:LIST_LIMIT]]
     if args.verbose or args.json:
         out.update(_failures(exp, standing), running_indices=_running(exp, standing))
+        out["retried_with_more"] = _retried_with_more(exp)
     if args.by:
         out["by"] = {"param": args.by, "rows": numbers.breakdown(exp, standing, args.by)}
     return out
@@ -161,6 +162,19 @@ def _failures(exp, standing) -> dict:
         out[f"{name}_indices"] = rows
         out[f"{name}_indices_total"] = len(keys)
     return out
+
+
+def _retried_with_more(exp) -> list[dict]:
+    """The arrays that retried indices with more memory or time, and why."""
+    from pyexp.state.layout import state_dirs
+    from pyexp.state.ledger import Ledger
+
+    entries = Ledger(state_dirs(exp).ledger).entries()
+    return [
+        {"job": e.job_id, "indices": e.index_set().text(), "why": e.escalated}
+        for e in entries
+        if e.escalated
+    ]
 
 
 def _tail(attempts_in, log: str) -> list[str]:

@@ -106,6 +106,10 @@ def _verbose(r: dict) -> list[str]:
         f"  index {h['index']}: running on {h['host']} pid {h['pid']} job {h['job']}"
         for h in r["running_indices"]
     ]
+    lines += [
+        f"  indices {m['indices']}: retried with more (job {m['job']}): {m['why']}"
+        for m in r.get("retried_with_more", [])
+    ]
     for kind in ("failing", "failed"):
         rows, total = r[f"{kind}_indices"], r[f"{kind}_indices_total"]
         if total > len(rows):

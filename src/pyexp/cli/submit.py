@@ -45,6 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--indices-per-task", type=count, metavar="N", help="static bundles of N indices per task")
     add("--index-minutes", type=minutes, metavar="M", help="one index's time (default: measured)")
     add("--yes", action="store_true", help=f"submit more than {SANE_MISSING} missing indices")
+    add("--no-escalate", action="store_true", help="retry out-of-memory/time as they were")
     add("--until-done", action="store_true", help="chain follow-up jobs until the sweep is done")
     add("--max-rounds", type=count, metavar="N", help="rounds of --until-done (default 10)")
     add("--then", metavar="CMD", help="with --until-done: a job that runs CMD once all is done")
@@ -118,6 +119,7 @@ def _submit_all(args: argparse.Namespace) -> int:
         indices_per_task=args.indices_per_task,
         index_minutes=args.index_minutes,
         yes=args.yes,
+        escalate=not args.no_escalate,
     )
     failed = gave_up = False
     each = zip(args.experiments, exps, runs, clusters, strict=True)
@@ -188,7 +190,8 @@ def _next_round_argv(args: argparse.Namespace, path: str, opts: SubmitOptions) -
         "--then": args.then,
     }
     argv += [part for flag, v in given.items() if v is not None for part in (flag, str(v))]
-    return argv + (["--yes"] if args.yes else [])
+    flags = {"--yes": args.yes, "--no-escalate": args.no_escalate}
+    return argv + [flag for flag, on in flags.items() if on]
 
 
 def _cluster(

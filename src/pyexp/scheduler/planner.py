@@ -43,6 +43,8 @@ class ArrayPlan:
     throttle: int | None
     cores: int
     time_hours: float
+    mem_per_core_gb: float | None = None  # None: the cluster config's
+    why: str = ""  # a retry with more memory or time (scheduler/escalate.py): why
 
     @property
     def mode(self) -> str:

@@ -10,7 +10,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from pyexp.errors import PyExpError
-from pyexp.timefmt import hours
+from pyexp.timefmt import gigs, hours
 
 if TYPE_CHECKING:
     import jinja2
@@ -125,7 +125,7 @@ def array_context(
         "time": hours(plan.time_hours),
         "cores": cluster.cores,
         "whole_node": cluster.whole_node,
-        "mem_per_cpu": cluster.mem_per_cpu,
+        "mem_per_cpu": gigs(plan.mem_per_core_gb) if plan.mem_per_core_gb else cluster.mem_per_cpu,
         "gpus": cluster.gpus,
         "account": cluster.account,
         "output": log_pattern(log_dir, job_name, "out"),

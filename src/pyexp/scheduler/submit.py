@@ -9,13 +9,13 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import TYPE_CHECKING, TextIO
 
 from pyexp.errors import PyExpError, SavePathError
 from pyexp.indexset import IndexSet
-from pyexp.scheduler import planner, preflight, render
+from pyexp.scheduler import escalate, planner, preflight, render
 from pyexp.scheduler.backend import Backend, log_dir
 from pyexp.scheduler.cluster import ClusterConfig
 from pyexp.state import save_owners
@@ -27,6 +27,7 @@ from pyexp.state.settings import remember
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
+    from pyexp.reconcile import Standing
     from pyexp.scheduler.local import Tick
 
 LOCK_LEASE_SECONDS = float(os.environ.get("PYEXP_SUBMIT_LOCK_SECONDS") or 30.0)
@@ -58,6 +59,7 @@ class SubmitOptions:
     index_minutes: float | None = None  # estimate of one index (--index-minutes)
     yes: bool = False  # submit more than planner.SANE_MISSING indices
     after: Callable[[Submitted], str] | None = None  # under the lock, after submitting (chain)
+    escalate: bool = True  # retries with more memory or time (scheduler/escalate.py)
 
     def backend(self) -> Backend:
         """Where the arrays go: this machine with --local, else Slurm."""
@@ -194,8 +196,10 @@ def _submit_locked(
     done.limits = backend.limits()
     durations = CompletionRecords(state_dirs(exp).done).durations()
     est = planner.estimate(durations, opts.index_minutes)
+    retries = _retries(exp, standing, missing, opts)
+    retried = IndexSet.of(i for r in retries for i in r.indices)
     done.plan = planner.plan_submission(
-        missing,
+        missing - retried,
         opts.cluster,
         done.limits,
         est,
@@ -203,6 +207,9 @@ def _submit_locked(
         per_task=_per_task(opts),
         started_nothing=started_nothing(exp, est),
     )
+    if retries:
+        more = escalate.plans(retries, opts.cluster, done.limits)
+        done.plan = replace(done.plan, arrays=done.plan.arrays + more)
     folder = _dry_run_folder(exp, done.warnings) if opts.dry_run else state_dirs(exp).scripts
     entries = [_entry(exp, opts, backend, command, p, folder) for p in done.plans]
     done.scripts = [
@@ -217,6 +224,15 @@ def _submit_locked(
     if opts.local and (broken := broken_command(exp)):  # a task of this run stopped early
         done.warnings.append(broken)
     return done
+
+
+def _retries(
+    exp: ExperimentDescription, standing: Standing, missing: IndexSet, opts: SubmitOptions
+) -> list[escalate.Retry]:
+    """The indices retried with more memory or time (not with --no-escalate, --local)."""
+    if not opts.escalate or opts.local:
+        return []
+    return escalate.retries(exp, standing, missing, opts.cluster)
 
 
 def started_nothing(exp: ExperimentDescription, est: planner.Estimate) -> float | None:
@@ -339,6 +355,8 @@ def _entry(
         index_minutes=opts.index_minutes,
         fail_fast_indices=opts.cluster.fail_fast_indices,
         fail_fast_seconds=opts.cluster.fail_fast_seconds,
+        mem_per_core_gb=None if local else plan.mem_per_core_gb or opts.cluster.mem_per_core_gb,
+        escalated=plan.why,
     )
 
 

@@ -15,6 +15,7 @@ from pyexp.state.atomic import scan_names, write_atomic
 FAILED, TIMEOUT, PREEMPTED, OOM, LOST = "failed", "timeout", "preempted", "oom", "lost"
 LEASE_LOST = "lease_lost"  # the runner lost the index's lease mid-run and stopped it
 RETRIED_ALWAYS = frozenset({TIMEOUT, PREEMPTED, LOST, LEASE_LOST})
+CHARGED_TIMEOUT = "timeout_charged"  # in counts(): a timeout of a job given more time
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,13 @@ class Attempts:
         parts = (name.split(".", 2) for name in scan_names(self.folder))
         return [(p[0], p[1], p[2]) for p in parts if len(p) == 3]  # strays are not attempts
 
-    def counts(self) -> dict[str, Counter]:
-        """key -> Counter of outcomes."""
+    def counts(self, charged_timeouts: set[str] = frozenset()) -> dict[str, Counter]:
+        """key -> Counter of outcomes; a timeout in one of the jobs charged_timeouts (array job
+        ids) counts as CHARGED_TIMEOUT."""
         out: dict[str, Counter] = {}
-        for key, outcome, _ in self.names():
+        for key, outcome, attempt in self.names():
+            if outcome == TIMEOUT and attempt.split("_")[0] in charged_timeouts:
+                outcome = CHARGED_TIMEOUT
             out.setdefault(key, Counter())[outcome] += 1
         return out
 
