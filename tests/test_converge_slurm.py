@@ -3,6 +3,7 @@ time budget for planner and workers, pilots, chained rounds (--until-done), the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -145,8 +146,67 @@ def test_a_cancelled_follow_up_is_shown_and_a_manual_until_done_restarts_the_cha
     assert project.counts() == Counter(range(4))
 
 
-def _status_slurm(project: Project) -> str:
+def _status_slurm(project: Project, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
     env["PYEXP_CONFIG"] = str(project.config)
-    argv = [sys.executable, "-m", "pyexp.cli.status", str(project.experiment)]
+    argv = [sys.executable, "-m", "pyexp.cli.status", str(project.experiment), *args]
     return subprocess.run(argv, cwd=project.root, env=env, capture_output=True, text=True).stdout
+
+
+JOB = """\
+root=$(dirname "$0")
+case $1 in
+  0) [ -e "$root/tried-0" ] || { touch "$root/tried-0"; echo "fails once" >&2; exit 1; } ;;
+  1) sleep 35 ;;  # more than a one-minute task warned 30 s before its end (and up to 30 s early)
+  2) python -c 'bytearray(300 * 2**20)' || exit $? ;;  # more than 256M
+esac
+echo "$1" >> "$root/count.txt"
+"""
+
+
+@pytest.fixture
+def memory_cgroups():
+    """Memory enforcement as Slurm's task/cgroup does it: the local Slurm runs task/none (and is
+    shared, so it is not reconfigured), so a setup line puts each task in a cgroup-v1 memory
+    group limited to its --mem-per-cpu (SLURM_MEM_PER_CPU); the kernel OOM-kills past it."""
+    root = f"/sys/fs/cgroup/memory/pyexp-test-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        os.mkdir(root)
+    except OSError as e:
+        pytest.skip(f"no writable cgroup-v1 memory controller here ({e})")
+    yield (
+        f'cg={root}/"$SLURM_JOB_ID"; mkdir -p "$cg" && '
+        'echo "$((SLURM_MEM_PER_CPU * SLURM_CPUS_ON_NODE))M" > "$cg/memory.limit_in_bytes" && '
+        'echo $$ > "$cg/cgroup.procs"'
+    )
+    for folder, _, _ in sorted(os.walk(root), reverse=True):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
+def test_a_sweep_that_fails_times_out_and_runs_out_of_memory_once_converges_by_itself(
+    tmp_path, memory_cgroups
+):
+    project = Project(tmp_path, 6)
+    job = project.root / "job.sh"
+    job.write_text(JOB)
+    project.config.write_text(json.dumps({"command": f"sh {shlex.quote(str(job))} {{index}}"}))
+    cluster = _minute_cluster(project, setup=[memory_cgroups])
+    hook = "echo hook >> hook.txt"
+    args = ("--runs", "1", "--indices-per-task", "1", "--until-done")
+    first = project.submit(*args, "--then", hook, cluster=cluster)
+    assert first.returncode == 0, first.stderr
+    second = project.submit(*args, cluster=cluster)
+    assert "joined its chain (round 1 of 10" in second.stdout, second.stdout + second.stderr
+    chain = _wait_stopped(project, timeout=110)
+    assert chain["stopped"].startswith("every index done after round 3"), chain
+    _wait_gone([chain["hook"]], timeout=60)
+    assert project.counts() == Counter(range(6))  # every index done exactly once
+    assert (project.root / "hook.txt").read_text() == "hook\n"
+    more = {e.index_set().text(): e for e in project.entries() if e.escalated}
+    assert set(more) == {"1", "2"}, [(e.index_set().text(), e.escalated) for e in project.entries()]
+    assert more["1"].time_limit_seconds == 120 and more["2"].mem_per_core_gb == 0.5
+    verbose = _status_slurm(project, "-v")
+    assert "indices 2: retried with more (job " in verbose
+    assert "out of memory with 256M per core: 512M" in verbose
+    assert "timed out in a task of 60 s: a task of its own of 2 min" in verbose
