@@ -123,13 +123,8 @@ def test_until_done_with_a_command_that_always_fails_stops_after_the_first_round
 
 
 def test_a_cancelled_follow_up_is_shown_and_a_manual_until_done_restarts_the_chain(tmp_path):
-    project = Project(tmp_path, 4)
+    project, hold = _held_project(tmp_path, 4)  # the follow-up stays pending while it exists
     cluster = _small_cluster(project)
-    hold = project.root / "hold"
-    hold.touch()  # the tasks wait while it exists, so the follow-up stays pending
-    wait = f'while [ -e {shlex.quote(str(hold))} ]; do sleep 0.2; done; echo "$0" >> "$1"'
-    command = f"sh -c {shlex.quote(wait)} {{index}} {shlex.quote(str(project.count))}"
-    project.config.write_text(json.dumps({"command": command}))
     first = project.submit("--runs", "1", "--until-done", "--workers", "1", cluster=cluster)
     assert first.returncode == 0, first.stderr
     followup = _chain(project)["followup"]
@@ -210,3 +205,56 @@ def test_a_sweep_that_fails_times_out_and_runs_out_of_memory_once_converges_by_i
     assert "indices 2: retried with more (job " in verbose
     assert "out of memory with 256M per core: 512M" in verbose
     assert "timed out in a task of 60 s: a task of its own of 2 min" in verbose
+
+
+def _held_project(tmp_path, permutations: int) -> tuple[Project, object]:
+    """A project whose tasks wait while the returned file exists (so its jobs stay queued)."""
+    project = Project(tmp_path, permutations)
+    hold = project.root / "hold"
+    hold.touch()
+    wait = f'while [ -e {shlex.quote(str(hold))} ]; do sleep 0.2; done; echo "$0" >> "$1"'
+    command = f"sh -c {shlex.quote(wait)} {{index}} {shlex.quote(str(project.count))}"
+    project.config.write_text(json.dumps({"command": command}))
+    return project, hold
+
+
+def test_status_shows_the_round_and_pyexp_cancel_cancels_the_chain_with_the_arrays(tmp_path):
+    project, hold = _held_project(tmp_path, 4)
+    cluster = _small_cluster(project)
+    first = project.submit("--runs", "1", "--until-done", "--workers", "1", cluster=cluster)
+    assert first.returncode == 0, first.stderr
+    followup = _chain(project)["followup"]
+    status = _status_slurm(project)
+    assert (
+        f"chain: round 1 of 10 (submitted 4 indices, 1 array queued or running); follow-up "
+        f"job {followup} runs round 2 once they end" in status
+    ), status
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
+    env["PYEXP_CONFIG"] = str(project.config)
+    argv = [sys.executable, "-m", "pyexp.cli.cancel", str(project.experiment)]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert f"cancelled its --until-done chain (follow-up job {followup})" in out.stdout, out
+    _wait_gone([followup, *(e.job_id for e in project.entries())], timeout=30)
+    hold.unlink()
+    assert "chain stopped: cancelled by pyexp-cancel" in _status_slurm(project)
+
+
+def test_a_chain_stops_after_max_rounds_and_when_indices_failed_for_good_the_hook_waits(tmp_path):
+    project, hold = _held_project(tmp_path, 2)
+    cluster = _small_cluster(project)
+    once = project.submit("--runs", "1", "--until-done", "--max-rounds", "1", cluster=cluster)
+    assert "chain stopped: --max-rounds 1 reached with work still queued" in once.stdout, once
+    assert not _chain(project)["followup"]
+    hold.unlink()
+    _wait_gone([e.job_id for e in project.entries()], timeout=60)
+
+    failing = Project(tmp_path / "failing", 6)
+    job = failing.root / "job.sh"
+    job.write_text('[ "$1" = 0 ] && { echo "index 0 always fails" >&2; exit 1; }\nexit 0\n')
+    failing.config.write_text(json.dumps({"command": f"sh {shlex.quote(str(job))} {{index}}"}))
+    args = ("--runs", "1", "--until-done", "--max-attempts", "1", "--then", "touch hook")
+    assert failing.submit(*args, cluster=_small_cluster(failing)).returncode == 0
+    chain = _wait_stopped(failing, timeout=60)
+    assert chain["stopped"].startswith("round 2 started nothing new: 1 index failed for good")
+    assert "the --then hook does not run" in chain["stopped"] and not chain["hook"]
+    assert not (failing.root / "hook").exists()
