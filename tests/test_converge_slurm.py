@@ -117,6 +117,7 @@ def test_until_done_with_a_command_that_always_fails_stops_after_the_first_round
     assert first.returncode == 0, first.stderr
     chain = _wait_stopped(project, timeout=90)
     assert "a round failed" in chain["stopped"] and "--retry-failed" in chain["stopped"], chain
+    assert "(log: " in chain["stopped"] and "chain-round-2.err" in chain["stopped"]
     assert len(project.entries()) == 1  # the first round's array only
     err = (project.root / "logs").rglob("chain-round-2.err")
     assert "--retry-failed" in next(err).read_text()

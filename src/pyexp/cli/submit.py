@@ -167,7 +167,7 @@ def _round(
     try:
         return submit_experiment(exp, replace(opts, after=after))
     except PyExpError as e:
-        chain.stop(exp, f"a round failed: {describe(e)}")
+        chain.round_failed(exp, describe(e), job)
         raise
 
 

@@ -135,12 +135,28 @@ def step(
 
 
 def stop(exp: ExperimentDescription, why: str) -> None:
-    """Record that the chain stopped (a round that failed, pyexp-cancel), if there is one."""
+    """Record that the chain stopped (pyexp-cancel), if there is one."""
     path = state_dirs(exp).chain
     chain = Chain.read(path)
     if chain is not None and not chain.stopped:
         chain.stopped, chain.followup = why, ""
         chain.write(path)
+
+
+def round_failed(exp: ExperimentDescription, why: str, this_job: str | None) -> None:
+    """A round that failed (one line why) stops the chain, naming the follow-up's log when it
+    was the follow-up; a joiner's failure leaves a live chain as it is."""
+    chain = Chain.read(state_dirs(exp).chain)
+    if chain is None or chain.stopped:
+        return
+    own = bool(chain.followup) and chain.followup == this_job
+    try:
+        if not own and _live(chain):
+            return
+    except PyExpError:  # Slurm does not answer: say what failed all the same
+        pass
+    log = f" (log: {chain.followup_err})" if own and chain.followup_err else ""
+    stop(exp, f"a round failed: {why}{log}")
 
 
 def pending_followup(exp: ExperimentDescription) -> str | None:
