@@ -194,22 +194,7 @@ def _submit_locked(
     if not opts.dry_run:
         preflight.check_writable(where, {"save_path": root, "log_path": done.logs})
     done.limits = backend.limits()
-    durations = CompletionRecords(state_dirs(exp).done).durations()
-    est = planner.estimate(durations, opts.index_minutes)
-    retries = _retries(exp, standing, missing, opts)
-    retried = IndexSet.of(i for r in retries for i in r.indices)
-    done.plan = planner.plan_submission(
-        missing - retried,
-        opts.cluster,
-        done.limits,
-        est,
-        workers=opts.workers,
-        per_task=_per_task(opts),
-        started_nothing=started_nothing(exp, est),
-    )
-    if retries:
-        more = escalate.plans(retries, opts.cluster, done.limits)
-        done.plan = replace(done.plan, arrays=done.plan.arrays + more)
+    done.plan = _plan(exp, opts, standing, missing, done.limits)
     folder = _dry_run_folder(exp, done.warnings) if opts.dry_run else state_dirs(exp).scripts
     entries = [_entry(exp, opts, backend, command, p, folder) for p in done.plans]
     done.scripts = [
@@ -224,6 +209,30 @@ def _submit_locked(
     if opts.local and (broken := broken_command(exp)):  # a task of this run stopped early
         done.warnings.append(broken)
     return done
+
+
+def _plan(
+    exp: ExperimentDescription,
+    opts: SubmitOptions,
+    standing: Standing,
+    missing: IndexSet,
+    limits: planner.Limits,
+) -> planner.Plan:
+    """The arrays for missing: the retries with more memory or time, then the rest's plan."""
+    est = planner.estimate(CompletionRecords(state_dirs(exp).done).durations(), opts.index_minutes)
+    retries = _retries(exp, standing, missing, opts)
+    retried = IndexSet.of(i for r in retries for i in r.indices)
+    plan = planner.plan_submission(
+        missing - retried,
+        opts.cluster,
+        limits,
+        est,
+        workers=opts.workers,
+        per_task=_per_task(opts),
+        started_nothing=started_nothing(exp, est),
+    )
+    more = escalate.plans(retries, opts.cluster, limits)
+    return replace(plan, arrays=plan.arrays + more) if more else plan
 
 
 def _retries(
