@@ -249,8 +249,10 @@ def test_queued_work_survives_added_reordered_and_removed_sweep_values(tmp_path)
     limits = {"time_hours": 0.1, "indices_per_task": 1, "array_throttle": 1}
     cluster.write_text(json.dumps({**limits, "mem_per_core_gb": 0.25, "account_required": False}))
 
-    def submit(*args: str) -> str:
-        result = project.submit("--runs", "1", *args, cluster=str(cluster))
+    def submit(*args: str) -> str:  # static bundles: tasks own fixed indices
+        result = project.submit(
+            "--runs", "1", "--indices-per-task", "1", *args, cluster=str(cluster)
+        )
         assert result.returncode == 0, result.stderr
         return result.stdout
 
