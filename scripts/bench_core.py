@@ -112,7 +112,7 @@ STRACE_CHILD = """
 import sys
 from pyexp.config import load_config
 from pyexp.experiment import loadExperiment
-from pyexp.missing import listMissingResults
+from pyexp.standing.missing import listMissingResults
 exp = loadExperiment(sys.argv[1], config=load_config(sys.argv[2]))
 exp.numPermutations()
 if sys.argv[4] == "call":
@@ -155,7 +155,7 @@ def pyexputils_experiment(root: str):
 def bench_size(target: int, root: str, theirs) -> dict[str, bool]:
     from pyexp.config import load_config
     from pyexp.experiment import loadExperiment
-    from pyexp.missing import listMissingResults
+    from pyexp.standing.missing import listMissingResults
 
     config_path = os.path.join(root, "config.json")
     config = load_config(config_path)

@@ -20,7 +20,7 @@ from syscalls import read_strace_summary
 
 from pyexp.config import load_config
 from pyexp.experiment import ExperimentDescription, loadExperiment
-from pyexp.missing import permutation_hashes
+from pyexp.standing.missing import permutation_hashes
 from pyexp.state.attempts import FAILED, Attempts
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id

@@ -10,8 +10,6 @@ import subprocess
 import sys
 
 import pytest
-from test_faults_state import tmpfs  # noqa: F401  (a root-only tmpfs)
-from test_submit import project  # noqa: F401  (the fake-Slurm project fixture)
 
 from pyexp.config import getConfig
 from pyexp.experiment import loadExperiment
@@ -49,14 +47,14 @@ def test_python_m_pyexp_runs_repair(tmp_path):
     assert result.returncode == 0 and "none damaged" in result.stdout, result
 
 
-def test_cluster_config_that_is_not_utf8_is_one_line(project):  # noqa: F811
+def test_cluster_config_that_is_not_utf8_is_one_line(project):
     bad = project["root"] / "bad-cluster.json"
     bad.write_bytes(b"\xff{}")
     result = pyexp(project["root"], "submit", project["exp"], "--runs", "1", "--cluster", str(bad))
     assert "not UTF-8" in one_line(result, "submit")
 
 
-def test_template_that_is_not_utf8_is_one_line(project):  # noqa: F811
+def test_template_that_is_not_utf8_is_one_line(project):
     bad = project["root"] / "bad.j2"
     bad.write_bytes(b"\xff")
     argv = ["submit", project["exp"], "--runs", "1", "--cluster", "local", "--dry-run"]
@@ -64,7 +62,7 @@ def test_template_that_is_not_utf8_is_one_line(project):  # noqa: F811
     assert "not UTF-8" in one_line(result, "submit")
 
 
-def test_damaged_settings_are_named_not_called_never_submitted(project):  # noqa: F811
+def test_damaged_settings_are_named_not_called_never_submitted(project):
     assert (
         pyexp(project["root"], "submit", project["exp"], "--runs", "2", "--local").returncode == 0
     )
@@ -77,7 +75,7 @@ def test_damaged_settings_are_named_not_called_never_submitted(project):  # noqa
         assert f"{settings} cannot be read; pass --runs N" in line
 
 
-def test_damaged_snapshot_is_rewritten_before_a_command_reads_it(project):  # noqa: F811
+def test_damaged_snapshot_is_rewritten_before_a_command_reads_it(project):
     exp = loadExperiment(project["exp"])
     path = write_snapshot(exp, exp.fingerprint())
     for damage in (b"", b'{"name": "swe', b"\xff\x00"):
@@ -89,8 +87,8 @@ def test_damaged_snapshot_is_rewritten_before_a_command_reads_it(project):  # no
 
 
 def test_dry_run_on_a_read_only_state_folder_writes_scripts_to_a_temp_folder(
-    tmpfs,  # noqa: F811
-    project,  # noqa: F811
+    tmpfs,
+    project,
 ):
     config = json.dumps({"command": "true {index}", "state_path": str(tmpfs)})
     (project["root"] / "config.json").write_text(config)
@@ -108,7 +106,7 @@ def test_dry_run_on_a_read_only_state_folder_writes_scripts_to_a_temp_folder(
     assert status.returncode == 0 and status.stderr == "", status.stderr
 
 
-def test_unreadable_ledger_warning_is_kept_when_there_is_work_to_submit(project):  # noqa: F811
+def test_unreadable_ledger_warning_is_kept_when_there_is_work_to_submit(project):
     argv = ["submit", project["exp"], "--runs", "1", "--cluster", project["cluster"]]
     assert pyexp(project["root"], *argv).returncode == 0
     (project["fake"] / "jobs.txt").unlink()  # the array has left the queue
@@ -122,8 +120,8 @@ def test_unreadable_ledger_warning_is_kept_when_there_is_work_to_submit(project)
 
 
 def test_full_state_filesystem_names_the_file_submit_and_run_stopped_at(
-    tmpfs,  # noqa: F811
-    project,  # noqa: F811
+    tmpfs,
+    project,
 ):
     config = json.dumps({"command": "true {index}", "state_path": str(tmpfs)})
     (project["root"] / "config.json").write_text(config)

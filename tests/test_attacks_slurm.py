@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from test_faults_slurm import Sweep, _runner_of, our_jobs, wait_gone
+from slurm_helpers import Sweep, our_jobs, runner_of, wait_gone
 
 pytestmark = pytest.mark.slurm
 
@@ -62,7 +62,7 @@ def test_task_paused_past_its_lease_kills_its_stale_command_on_resume_and_record
     sweep.env["PYEXP_LEASE_SECONDS"] = "4"  # a heartbeat every 1.3 s: slower than the fence
     assert sweep.submit().returncode == 0
     child = sweep.wait_for_start(0)
-    runner = _runner_of(child)
+    runner = runner_of(child)
     for pid in (runner, child):  # as `scontrol suspend` does to every process of the task
         os.kill(pid, signal.SIGSTOP)
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_submit import project  # noqa: F401  (fixture)
 
 from pyexp.cli.submit import main, parse_args
 from pyexp.experiment import loadExperiment
@@ -13,7 +12,7 @@ from pyexp.scheduler.chain import Chain, describe
 from pyexp.state.layout import state_dirs
 
 
-def test_until_done_is_refused_in_one_line_where_jobs_may_not_submit_jobs(project, capsys):  # noqa: F811
+def test_until_done_is_refused_in_one_line_where_jobs_may_not_submit_jobs(project, capsys):
     argv = [project["exp"], "--runs", "1", "--cluster", "trillium", "--account", "def-x"]
     assert main([*argv, "--until-done"]) == 1
     err = capsys.readouterr().err
@@ -38,7 +37,7 @@ def test_until_done_usage_errors_exit_2_with_one_line(extra, capsys):
     assert err.startswith("pyexp-submit: ") and err.count("\n") == 1, err
 
 
-def test_the_next_round_runs_the_same_submit_with_everything_explicit(project, monkeypatch):  # noqa: F811
+def test_the_next_round_runs_the_same_submit_with_everything_explicit(project, monkeypatch):
     from dataclasses import replace
 
     from pyexp.cli.submit import _next_round_argv
@@ -80,7 +79,7 @@ def test_a_chain_whose_follow_up_is_gone_says_so_and_names_its_err():
     assert describe(chain).startswith("chain: round 2 of 10 (x); follow-up job 77 runs round 3")
 
 
-def test_status_shows_the_chain_without_asking_slurm(project, capsys):  # noqa: F811
+def test_status_shows_the_chain_without_asking_slurm(project, capsys):
     from pyexp.cli.status import main as status
 
     path = state_dirs(loadExperiment(project["exp"])).chain

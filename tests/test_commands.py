@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import no_slurm_env
+from conftest import no_slurm_env, write_project
 
 from pyexp.cli.progress import Progress
 from pyexp.experiment import loadExperiment
@@ -28,10 +28,9 @@ class Project:
         self.root = root / "project"
         self.sibling = root / "sibling"
         self.sibling.mkdir(parents=True)
-        self.experiment = self.root / "experiments" / "day" / "e.json"
-        self.experiment.parent.mkdir(parents=True)
-        self.experiment.write_text(json.dumps({"metaParameters": {"x": list(range(permutations))}}))
-        (self.root / "config.json").write_text(json.dumps({"command": command}))
+        meta = {"metaParameters": {"x": list(range(permutations))}}
+        config = {"command": command}
+        self.experiment = write_project(self.root, meta, config, "experiments/day/e.json")
         self.env: dict[str, str] = {}
 
     def cli(
@@ -218,7 +217,7 @@ def test_cancel_scancels_the_experiments_jobs_and_their_indices_become_missing(t
 
 
 def test_logs_of_a_farm_index_name_the_worker_that_ran_it(project):
-    from pyexp.index_logs import index_log, task_files
+    from pyexp.state.index_logs import index_log, task_files
 
     exp = project.exp()
     entry = LedgerEntry(

@@ -13,7 +13,8 @@ import time
 from collections import Counter
 
 import pytest
-from test_slurm_e2e import Project, _status, _wait_gone
+from slurm_helpers import Project
+from slurm_helpers import wait_jobs_gone as _wait_gone
 
 from pyexp.config import load_config
 from pyexp.experiment import loadExperiment
@@ -104,7 +105,7 @@ def test_until_done_converges_by_itself_joins_a_second_call_and_runs_the_hook_on
     text = script.read_text()
     assert "#SBATCH --export=NONE" in text and "#SBATCH --dependency=afterany:" in text
     assert f"exec {sys.executable} -m pyexp.cli.submit" in text and "--retry-failed" not in text
-    status = _status(project)
+    status = _status_slurm(project, "--no-slurm")
     assert "chain stopped: every index done after round" in status, status
     assert "nothing to submit" in project.submit("--runs", "1", cluster=cluster).stdout
 

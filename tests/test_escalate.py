@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from test_submit import _exp, project  # noqa: F401  (fixture)
-
-from pyexp.reconcile import FAILING, MISSING, classify, submittable
+from pyexp.experiment import loadExperiment
 from pyexp.scheduler.cluster import load_cluster
 from pyexp.scheduler.escalate import more_of, retries
-from pyexp.scheduler.slurm_states import QueueSnapshot
+from pyexp.standing.reconcile import FAILING, MISSING, classify, submittable
+from pyexp.standing.slurm_states import QueueSnapshot
 from pyexp.state.attempts import OOM, TIMEOUT, Attempts
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry
@@ -61,15 +60,16 @@ def _ended(exp, job_id, indices, escalated=""):
     Ledger(state_dirs(exp).ledger).write(entry)
 
 
-def test_only_indices_that_ran_out_of_memory_or_time_get_more_grouped_by_what(project):  # noqa: F811
-    exp, cluster = _exp(project), load_cluster(project["cluster"])
+def test_only_indices_that_ran_out_of_memory_or_time_get_more_grouped_by_what(project):
+    exp, cluster = loadExperiment(project["exp"]), load_cluster(project["cluster"])
     _ended(exp, "500", [1, 2, 3, 4])
     _attempt(exp, 1, OOM, "500_0")
     _attempt(exp, 2, TIMEOUT, "500_1")
     _attempt(exp, 3, TIMEOUT, "500_2")
     _attempt(exp, 4, "failed", "500_3")  # an ordinary failure: retried as it was
     standing = classify(exp, 1, QueueSnapshot())
-    found = retries(exp, standing, submittable(standing), cluster)
+    entries = Ledger(state_dirs(exp).ledger).entries()
+    found = retries(exp, standing, submittable(standing), cluster, entries)
     assert {(r.indices.text(), r.mem_per_core_gb, r.time_hours * 60) for r in found} == {
         ("1", 0.5, 1.0),
         ("2-3", 0.25, 2.0),
@@ -77,8 +77,8 @@ def test_only_indices_that_ran_out_of_memory_or_time_get_more_grouped_by_what(pr
     assert 4 in standing.indices(FAILING)
 
 
-def test_a_timeout_counts_against_max_attempts_only_in_a_retry_with_more_time(project):  # noqa: F811
-    exp = _exp(project)
+def test_a_timeout_counts_against_max_attempts_only_in_a_retry_with_more_time(project):
+    exp = loadExperiment(project["exp"])
     _ended(exp, "500", [5])
     _attempt(exp, 5, TIMEOUT, "500_0")
     assert 5 in classify(exp, 1, QueueSnapshot()).indices(MISSING)  # always retried, not charged

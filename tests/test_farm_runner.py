@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from test_runner import Project, sh, wait_for, write_entry
+from runner_helpers import Project, sh, wait_for, write_entry
 
 from pyexp.budget import EARLY_WARNING_SECONDS
 from pyexp.indexset import IndexSet
@@ -137,7 +137,7 @@ def test_worker_does_not_start_an_index_its_time_cannot_hold(project):
         path,
         "0-9",
         1,
-        time_limit_seconds=4.0,
+        time_limit_seconds=8.0,
         signal_lead_seconds=0.5,
         index_minutes=0.1 / 60,
     )
@@ -145,7 +145,7 @@ def test_worker_does_not_start_an_index_its_time_cannot_hold(project):
     result = project.run("--ledger", ledger, "--task", 0, "--command", command)
     assert result.returncode == 0, result.stderr
     ran = [int(x) for x in out.read_text().split()]
-    assert 1 <= len(ran) <= 3  # 3.5 s of budget, 1.5 s per index estimated
+    assert 1 <= len(ran) <= 6  # 7.5 s of budget, 1.5 s per index estimated; a slow start: fewer
     assert re.search(r"not starting index \d+: it may take 2s and [01]s are left", result.stderr)
     assert "stopped before the time limit" in result.stderr
     assert project.attempts(path) == []  # nothing killed, nothing charged

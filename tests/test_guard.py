@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+from conftest import write_project
 
 from pyexp.config import load_config
 from pyexp.errors import ClusterConfigError
@@ -37,11 +38,12 @@ class Project:
 
     def __init__(self, root, n: int = 20, **cluster) -> None:
         self.root = root
-        self.experiment = root / "experiments" / "guard.json"
-        self.experiment.parent.mkdir(parents=True)
-        self.experiment.write_text(json.dumps({"metaParameters": {"x": list(range(n))}}))
+        meta, config = (
+            {"metaParameters": {"x": list(range(n))}},
+            {"state_path": "state", "log_path": "logs"},
+        )
+        self.experiment = write_project(root, meta, config, "experiments/guard.json")
         self.config = root / "config.json"
-        self.config.write_text(json.dumps({"state_path": "state", "log_path": "logs"}))
         self.cluster = root / "cluster.json"
         self.cluster.write_text(json.dumps({"time_hours": 1, "indices_per_task": n, **cluster}))
 

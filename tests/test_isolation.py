@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 
-from conftest import no_slurm_env, slurm_requested, tripwire_calls
-from test_commands import Project
+from conftest import no_slurm_env, slurm_requested, tripwire_calls, write_project
 
+from pyexp.environment import slurm_command
 from pyexp.scheduler import slurm
+
+FOUR = {"metaParameters": {"x": [0, 1, 2, 3]}}
 
 
 def test_slurm_tests_run_only_when_the_environment_asks(tmp_path, monkeypatch):
@@ -22,23 +24,24 @@ def test_slurm_tests_run_only_when_the_environment_asks(tmp_path, monkeypatch):
 
 
 def test_every_slurm_command_is_overridden_to_nowhere():
-    assert {slurm.command(name) for name in slurm.COMMANDS} == {
+    assert {slurm_command(name) for name in slurm.COMMANDS} == {
         "/nonexistent/pyexp-tests-never-submit"
     }
     assert set(no_slurm_env()) == {f"PYEXP_{name.upper()}" for name in slurm.COMMANDS}
 
 
-def _cli(project: Project, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def _cli(root, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     argv = [sys.executable, "-m", "pyexp", *args]
-    return subprocess.run(argv, cwd=project.root, env=env, capture_output=True, text=True)
+    return subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True)
 
 
 def test_status_submit_and_cancel_call_no_slurm_command_by_name(tmp_path, tripwires):
-    project = Project(tmp_path)
-    exp = str(project.experiment)
-    status = _cli(project, "status", exp, "--runs", "1", env=dict(os.environ))
-    submit = _cli(project, "submit", exp, "--runs", "1", "--cluster", "local", env=dict(os.environ))
-    cancel = _cli(project, "cancel", exp, env=dict(os.environ))
+    exp = str(write_project(tmp_path, FOUR, config={"command": "true {index}"}))
+    status = _cli(tmp_path, "status", exp, "--runs", "1", env=dict(os.environ))
+    submit = _cli(
+        tmp_path, "submit", exp, "--runs", "1", "--cluster", "local", env=dict(os.environ)
+    )
+    cancel = _cli(tmp_path, "cancel", exp, env=dict(os.environ))
     assert tripwire_calls(tripwires) == []
     # squeue cannot be asked: one line says so, and nothing is shown as queued for sure.
     (said,) = [line for line in status.stdout.splitlines() if line.startswith("  squeue")]
@@ -49,9 +52,9 @@ def test_status_submit_and_cancel_call_no_slurm_command_by_name(tmp_path, tripwi
 
 
 def test_the_tripwires_catch_a_slurm_command_run_by_name(tmp_path, tripwires):
-    project = Project(tmp_path)
+    exp = str(write_project(tmp_path, FOUR))
     bare = {k: v for k, v in os.environ.items() if k not in no_slurm_env()}
-    _cli(project, "status", str(project.experiment), "--runs", "1", env=bare)
+    _cli(tmp_path, "status", exp, "--runs", "1", env=bare)
     caught = tripwire_calls(tripwires)
     (tripwires / "calls").unlink()  # caught on purpose: the fixture must not fail this test
     assert any(call.startswith("squeue ") for call in caught)

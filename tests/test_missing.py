@@ -7,10 +7,11 @@ import json
 import os
 
 import pytest
+from conftest import write_experiment
 
 from pyexp import listIndices, listMissingResults, loadExperiment
 from pyexp.config import load_config
-from pyexp.missing import permutation_hashes
+from pyexp.standing.missing import permutation_hashes
 from pyexp.state import records
 from pyexp.state.layout import state_dirs
 from pyexp.state.records import CompletionRecords
@@ -27,10 +28,8 @@ def config(tmp_path):
     return load_config(None, cwd=str(tmp_path))
 
 
-def write_experiment(tmp_path, d: dict, config, name: str = "exp.json"):
-    path = tmp_path / "experiments" / "mc" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(d))
+def load_written(tmp_path, d: dict, config, name: str = "exp.json"):
+    path = write_experiment(tmp_path, d, f"experiments/mc/{name}")
     return loadExperiment(str(path), config=config)
 
 
@@ -41,19 +40,19 @@ def mark(exp, *indices: int) -> None:
 
 
 def test_list_indices(tmp_path, config):
-    exp = write_experiment(tmp_path, SWEEP, config)
+    exp = load_written(tmp_path, SWEEP, config)
     assert listIndices(exp) == [0, 1, 2, 3]
     assert listIndices(exp, runs=3) == list(range(12))
 
 
 def test_everything_missing_without_records(tmp_path, config):
-    exp = write_experiment(tmp_path, SWEEP, config)
+    exp = load_written(tmp_path, SWEEP, config)
     assert listMissingResults(exp) == [0, 1, 2, 3]
     assert listMissingResults(exp, runs=2) == list(range(8))
 
 
 def test_missing_is_what_has_no_record(tmp_path, config):
-    exp = write_experiment(tmp_path, SWEEP, config)
+    exp = load_written(tmp_path, SWEEP, config)
     mark(exp, 0, 3, 6)
     assert listMissingResults(exp, runs=2) == [1, 2, 4, 5, 7]
     assert listMissingResults(exp, runs=1) == [1, 2]
@@ -61,20 +60,20 @@ def test_missing_is_what_has_no_record(tmp_path, config):
 
 
 def test_a_folder_without_a_record_is_still_missing(tmp_path, config):
-    exp = write_experiment(tmp_path, SWEEP, config)
+    exp = load_written(tmp_path, SWEEP, config)
     exp.buildSaveContext(0).ensureExists()  # killed at its time limit: folder, no record
     assert listMissingResults(exp) == [0, 1, 2, 3]
 
 
 def test_adding_a_sweep_value_keeps_finished_work_done(tmp_path, config):
-    exp = write_experiment(tmp_path, SWEEP, config)
+    exp = load_written(tmp_path, SWEEP, config)
     done = {1: exp.getPermutation(1), 6: exp.getPermutation(6)}  # (1.0, 0.99) r0; (0.5, 0.9) r1
     mark(exp, 1, 6)
     assert listMissingResults(exp, runs=2) == [0, 2, 3, 4, 5, 7]
 
     grown = json.loads(json.dumps(SWEEP))
     grown["metaParameters"]["alpha"] = [1.0, 0.75, 0.5]
-    exp2 = write_experiment(tmp_path, grown, config)  # same file, one more value
+    exp2 = load_written(tmp_path, grown, config)  # same file, one more value
     assert state_dirs(exp2) == state_dirs(exp)
     n = exp2.numPermutations()
     assert n == 6
@@ -86,8 +85,8 @@ def test_adding_a_sweep_value_keeps_finished_work_done(tmp_path, config):
 
 
 def test_records_are_per_experiment_file(tmp_path, config):
-    exp = write_experiment(tmp_path, SWEEP, config)
-    other = write_experiment(tmp_path, SWEEP, config, name="other.json")
+    exp = load_written(tmp_path, SWEEP, config)
+    other = load_written(tmp_path, SWEEP, config, name="other.json")
     mark(exp, 0, 1)
     assert listMissingResults(exp) == [2, 3]
     assert listMissingResults(other) == [0, 1, 2, 3]
@@ -95,7 +94,7 @@ def test_records_are_per_experiment_file(tmp_path, config):
 
 def test_many_records_folded_still_answer_correctly(tmp_path, config, monkeypatch):
     monkeypatch.setattr(records, "COMPACT_AT", 10)
-    exp = write_experiment(tmp_path, SWEEP, config)
+    exp = load_written(tmp_path, SWEEP, config)
     mark(exp, *range(0, 40, 3))
     expected = [i for i in range(40) if i % 3]
     assert listMissingResults(exp, runs=10) == expected  # folds
@@ -104,7 +103,7 @@ def test_many_records_folded_still_answer_correctly(tmp_path, config, monkeypatc
 
 
 def test_permutation_hashes_follow_index_order(tmp_path, config):
-    exp = write_experiment(tmp_path, SWEEP, config)
+    exp = load_written(tmp_path, SWEEP, config)
     from pyexp import paramsHash
 
     assert permutation_hashes(exp) == [paramsHash(exp.getPermutation(i)) for i in range(4)]
@@ -137,7 +136,7 @@ class Calls:
 
 def test_record_mode_reads_a_bounded_number_of_entries(tmp_path, config, monkeypatch):
     monkeypatch.setattr(records, "COMPACT_AT", 10)
-    exp = write_experiment(tmp_path, SWEEP, config)
+    exp = load_written(tmp_path, SWEEP, config)
     runs = 100
     mark(exp, *range(0, 4 * runs, 2))
     listMissingResults(exp, runs=runs)  # folds
@@ -159,7 +158,7 @@ def make_results(exp, runs: int, with_file: set[int], folder_only: set[int]) -> 
 
 
 def test_result_file_mode_answers_from_files(tmp_path, config):
-    exp = write_experiment(tmp_path, SWEEP, config)
+    exp = load_written(tmp_path, SWEEP, config)
     make_results(exp, 3, with_file={0, 5, 6, 11}, folder_only={1, 7})
     assert listMissingResults(exp, runs=3, result_file="returns.npy") == [1, 2, 3, 4, 7, 8, 9, 10]
     mark(exp, 1)  # records are not consulted in this mode
@@ -168,12 +167,12 @@ def test_result_file_mode_answers_from_files(tmp_path, config):
 
 
 def test_result_file_mode_with_no_results_tree(tmp_path, config):
-    exp = write_experiment(tmp_path, SWEEP, config)
+    exp = load_written(tmp_path, SWEEP, config)
     assert listMissingResults(exp, runs=2, result_file="returns.npy") == list(range(8))
 
 
 def test_result_file_mode_lists_each_folder_once_and_stats_nothing(tmp_path, config, monkeypatch):
-    exp = write_experiment(tmp_path, SWEEP, config)
+    exp = load_written(tmp_path, SWEEP, config)
     runs = 25
     total = exp.numPermutations() * runs
     with_file = set(range(0, total, 3))
@@ -202,7 +201,7 @@ def test_result_file_mode_shared_folder_is_listed_once(tmp_path, monkeypatch):
     config = load_config(
         str(_write(tmp_path / "config.json", {"save_path": "results/{name}/{params}"}))
     )
-    exp = write_experiment(tmp_path, {**SWEEP, "metaParameters": {"alpha": [1.0, 0.5]}}, config)
+    exp = load_written(tmp_path, {**SWEEP, "metaParameters": {"alpha": [1.0, 0.5]}}, config)
     for i in (0,):
         with open(exp.buildSaveContext(i).ensureExists("returns.npy"), "w") as f:
             f.write("x")
@@ -219,15 +218,15 @@ def _write(path, data):
 
 
 def test_records_of_removed_values_and_extra_runs_are_ignored(tmp_path, config):
-    exp = write_experiment(tmp_path, SWEEP, config)
+    exp = load_written(tmp_path, SWEEP, config)
     mark(exp, 0, 2, 5, 13)  # 13: run 3
     shrunk = json.loads(json.dumps(SWEEP))
     shrunk["metaParameters"]["alpha"] = [0.5]  # index 2 (alpha 0.5, beta 0.9) is now index 0
-    exp2 = write_experiment(tmp_path, shrunk, config)
+    exp2 = load_written(tmp_path, shrunk, config)
     assert listMissingResults(exp2, runs=2) == [1, 2, 3]
 
 
 def test_equal_params_at_two_indices_share_one_record(tmp_path, config):
-    exp = write_experiment(tmp_path, {"name": "d", "metaParameters": {"a": [1, 1, 2]}}, config)
+    exp = load_written(tmp_path, {"name": "d", "metaParameters": {"a": [1, 1, 2]}}, config)
     mark(exp, 0)
     assert listMissingResults(exp) == [2]

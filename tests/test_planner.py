@@ -248,7 +248,7 @@ def test_a_trillion_missing_indices_plan_without_enumerating():
     )
     with pytest.raises(PlanError, match="would make"):
         plan_submission(missing, _cluster(), Limits(None, 1001), estimate([]), per_task=1)
-    assert time.monotonic() - start < 1
+    assert time.monotonic() - start < 10  # enumerating 10**12 would take hours; loaded: seconds
 
 
 def test_clock():

@@ -49,7 +49,7 @@ def test_missing_results_are_left_out_and_nothing_is_raised(tmp_path):
 
 def test_submit_and_run_paths_never_import_matplotlib():
     code = (
-        "import sys, pyexp, pyexp.cli.submit, pyexp.cli.run, pyexp.results; "
+        "import sys, pyexp, pyexp.cli.submit, pyexp.cli.run, pyexp.analysis.results; "
         "print('matplotlib' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -37,7 +37,7 @@ def _expected(comment: str):
 def examples(tmp_path, monkeypatch):
     """A copy of examples/ after the README's first command ran in it (less the pip install)."""
     command = _block("bash", "## Try it").strip()
-    install = "pip install -e '.[plot]' && "
+    install = "pip install '.[plot]' && "
     assert command.startswith(install + "cd examples && ")
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")} | no_slurm_env()
@@ -89,3 +89,11 @@ def test_every_cluster_config_field_is_explained_in_the_table():
 
     table = README[README.index("| field | meaning |") :].split("\n\n", 1)[0]
     assert sorted(re.findall(r"^\| `(\w+)` \|", table, re.M)) == sorted(_FIELDS)
+
+
+def test_every_public_name_is_in_the_api_table():
+    import pyexp
+
+    table = README[README.index("| call | what it does |") :].split("\n\n", 1)[0]
+    named = set(re.findall(r"`\.?(\w+)", table))
+    assert [name for name in pyexp.__all__ if name not in named] == []

@@ -7,29 +7,28 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import write_garbage_ledger_entry, write_project
 
 from pyexp.cli.status import main as status_main
 from pyexp.config import getConfig, load_config
 from pyexp.experiment import loadExperiment
-from pyexp.reconcile import (
+from pyexp.job_environment import JobEnvironment
+from pyexp.scheduler.slurm import parse_squeue
+from pyexp.standing.reconcile import (
     DONE,
     FAILED_OUT,
     FAILING,
     MISSING,
     QUEUED,
     RUNNING,
-    STATUSES,
     QueueSnapshot,
     active_indices,
     classify,
-    queued_keys,
     to_submit,
 )
-from pyexp.scheduler.slurm import parse_squeue
-from pyexp.scheduler.submit import log_dir
-from pyexp.settling import settle
+from pyexp.standing.settling import settle
 from pyexp.state.attempts import FAILED, LOST, OOM, PREEMPTED, TIMEOUT, Attempts
-from pyexp.state.layout import state_dirs
+from pyexp.state.layout import log_dir, read_ledger, state_dirs
 from pyexp.state.leases import IndexLeases
 from pyexp.state.ledger import SETTLED, SUBMITTED, Ledger, LedgerEntry, new_entry_id
 from pyexp.state.records import CompletionRecords, record_key
@@ -38,12 +37,8 @@ from pyexp.state.records import CompletionRecords, record_key
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """An experiment of 6 permutations in a project folder with its own config.json."""
-    (tmp_path / "experiments").mkdir()
-    path = tmp_path / "experiments" / "sweep.json"
-    path.write_text(json.dumps({"name": "sweep", "metaParameters": {"x": list(range(6))}}))
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"command": "true"}))
-    monkeypatch.setenv("PYEXP_CONFIG", str(config))
+    write_project(tmp_path, {"name": "sweep", "metaParameters": {"x": list(range(6))}})
+    monkeypatch.setenv("PYEXP_CONFIG", str(tmp_path / "config.json"))
     getConfig.cache_clear()
     yield tmp_path
     getConfig.cache_clear()
@@ -128,7 +123,6 @@ def test_queued_work_keeps_its_parameters_when_sweep_values_are_added_and_reorde
     queued = classify(edited, 2, queue).indices(QUEUED)
     assert sorted(_key(edited, i) for i in queued) == sorted(_key(exp, i) for i in range(5))
     assert list(queued) == [0, 1, 4, 5, 7]
-    assert queued_keys(edited, queue) == {_key(exp, i) for i in range(5)}
     submit = to_submit(edited, 2, queue)
     # x=7 in both runs, and run 1 of the three old permutations that were not queued in run 1
     assert list(submit) == [2, 3, 6, 8, 9, 10, 11]
@@ -143,7 +137,6 @@ def test_queued_work_whose_value_was_removed_is_not_queued(project):
     path.write_text(json.dumps({"name": "sweep", "metaParameters": {"x": [0, 1, 2, 3, 4]}}))
     removed = _exp(project)
     assert list(classify(removed, 1, queue).indices(QUEUED)) == [0, 1]
-    assert queued_keys(removed, queue) == {_key(exp, i) for i in (0, 1, 5)}  # 5 is skipped
 
 
 def test_queued_work_of_other_save_path_field_values_is_not_queued_for_these(project, monkeypatch):
@@ -233,7 +226,7 @@ def _said(exp, entry, task, text):
 
 
 def test_a_failed_setup_line_charges_no_index_and_status_and_submit_name_it(project, capsys):
-    from pyexp.settling import broken_script
+    from pyexp.standing.settling import broken_script
 
     exp = _exp(project)
     line = "pyexp: setup line failed (exit 1): module load python/3.11"
@@ -296,7 +289,7 @@ def test_sacct_running_or_pending_task_is_not_settled_nor_resubmitted(
     project, tmp_path, monkeypatch
 ):
     from pyexp.scheduler import slurm
-    from pyexp.settling import with_accounting
+    from pyexp.standing.settling import with_accounting
 
     exp = _exp(project)
     entry = _entry(exp, [[0], [1], [2], [3], [4]], job_id="800")
@@ -327,59 +320,14 @@ def test_squeue_listing_wins_over_lagging_accounting():
 
 
 def test_requeued_task_attempts_are_counted_separately(project, monkeypatch):
-    from pyexp.state.leases import slurm_attempt
-
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "700")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
-    first = slurm_attempt()
+    first = JobEnvironment.read().attempt
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    assert (first, slurm_attempt()) == ("700_3", "700_3-1")
+    assert (first, JobEnvironment.read().attempt) == ("700_3", "700_3-1")
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
-    assert slurm_attempt() is None
-
-
-def test_status_shows_counts_and_failed_indices_with_reason_and_log(project, capsys):
-    exp = _exp(project)
-    CompletionRecords(state_dirs(exp).done).mark_complete(exp.getPermutation(0), 0)
-    key = _key(exp, 2)
-    attempts = Attempts(state_dirs(exp).attempts)
-    for job in ("1_0", "2_0", "3_0"):
-        attempts.record(key, FAILED, {"exit_code": 7, "log": "/logs/2.log"}, job)
-    path = str(project / "experiments" / "sweep.json")
-
-    assert status_main([path, "--runs", "1", "--no-slurm", "--json"]) == 3  # failed for good
-    (report,) = json.loads(capsys.readouterr().out)
-    assert {k: report[k] for k in ("done", "running", "queued", "failed", "missing")} == {
-        "done": 1,
-        "running": 0,
-        "queued": 0,
-        "failed": 1,
-        "missing": 4,
-    }
-    (failed,) = report["failed_indices"]
-    assert {k: failed[k] for k in ("index", "attempts", "outcome", "exit_code", "log")} == {
-        "index": 2,
-        "attempts": 3,
-        "outcome": FAILED,
-        "exit_code": 7,
-        "log": "/logs/2.log",
-    }
-
-    assert status_main([path, "--runs", "1", "--no-slurm", "-v"]) == 3
-    table = capsys.readouterr().out
-    assert "index 2: failed, 3 attempts, last failed (exit 7); log: /logs/2.log" in table
-    assert table.splitlines()[0].startswith(f"{path}: 1/6 done (16.7%) [")
-    counts = [part.rsplit(" ", 2) for part in table.splitlines()[1].strip().split("  ")]
-    assert [c[0].split(" ")[0] for c in counts] == list(STATUSES)
-
-
-def test_status_of_a_broken_experiment_is_one_line(project, capsys):
-    bad = project / "experiments" / "bad.json"
-    bad.write_text('{"metaParameters": {"x": []}}')
-    assert status_main([str(bad), "--no-slurm"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("pyexp-status: ") and err.count("\n") == 1 and "x" in err
+    assert JobEnvironment.read().attempt is None
 
 
 def test_sacct_states_parsed_and_none_without_accounting(tmp_path, monkeypatch):
@@ -402,21 +350,6 @@ def test_sacct_states_parsed_and_none_without_accounting(tmp_path, monkeypatch):
     assert slurm.sacct_states([]) is None
 
 
-def test_status_verbose_names_who_runs_an_index(project, capsys):
-    import socket
-
-    exp = _exp(project)
-    leases = IndexLeases(state_dirs(exp).leases, 60, job="77_3")
-    assert leases.try_take(_key(exp, 4)) is not None
-    try:
-        path = str(project / "experiments" / "sweep.json")
-        assert status_main([path, "--no-slurm", "-v"]) == 0
-    finally:
-        leases.release()
-    line = f"index 4: running on {socket.gethostname()} pid {os.getpid()} job 77_3"
-    assert line in capsys.readouterr().out
-
-
 def test_stray_files_in_attempts_are_ignored(project):
     exp = _exp(project)
     attempts = Attempts(state_dirs(exp).attempts)
@@ -428,28 +361,13 @@ def test_stray_files_in_attempts_are_ignored(project):
     assert (counts["failing"], counts["missing"]) == (1, 5)
 
 
-def test_bad_lease_seconds_is_a_one_line_error(project, capsys, monkeypatch):
-    monkeypatch.setenv("PYEXP_LEASE_SECONDS", "abc")
-    assert status_main([str(project / "experiments" / "sweep.json"), "--no-slurm"]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "PYEXP_LEASE_SECONDS='abc'" in err
-
-
 def test_every_state_squeue_shows_is_active_but_the_final_ones():
     queue = QueueSnapshot({("e", 0): "REQUEUE_HOLD", ("e", 1): "STOPPED", ("e", 2): "COMPLETED"})
     assert [queue.active("e", t) for t in range(4)] == [True, True, False, False]
 
 
-def test_status_rejects_zero_runs_in_one_line(project, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        status_main([str(project / "experiments" / "sweep.json"), "--runs", "0"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("pyexp-status: ") and err.count("\n") == 1 and "at least 1" in err
-
-
 def test_status_uses_the_attempt_cap_of_the_last_explicit_submit(project):
-    from pyexp.reconcile import max_attempts
+    from pyexp.standing.reconcile import max_attempts
 
     exp = _exp(project)
     assert max_attempts(exp, None) == 3
@@ -458,47 +376,25 @@ def test_status_uses_the_attempt_cap_of_the_last_explicit_submit(project):
     assert max_attempts(exp, None) == 1  # status and later cron runs agree with it
 
 
-def _garbage_entry(exp, entry_id="0badc0ffee00"):
-    folder = state_dirs(exp).ledger
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{entry_id}.json")
-    with open(path, "wb") as f:
-        f.write(b'{"id": "0badc0ffee00", "tasks": [[0, 1], [2')  # truncated mid-write
-    return path
-
-
-def test_unreadable_ledger_entry_is_named_in_one_line_by_status(project, capsys):
-    exp = _exp(project)
-    bad = _garbage_entry(exp)
-    path = str(project / "experiments" / "sweep.json")
-    assert status_main([path, "--no-slurm"]) == 0
-    out = capsys.readouterr().out
-    (warning,) = [line for line in out.splitlines() if "warning" in line]
-    assert bad in warning and "unreadable ledger entry" in warning and "not in squeue" in warning
-    assert status_main([path, "--no-slurm", "--json"]) == 0
-    (report,) = json.loads(capsys.readouterr().out)
-    assert len(report["problems"]) == 1 and report["missing"] == 6
-
-
 def test_submit_refuses_while_an_unreadable_entrys_array_is_in_squeue(project):
-    from pyexp.reconcile import LedgerUnreadable, check_ledger
+    from pyexp.standing.reconcile import LedgerUnreadable, check_ledger
 
     exp = _exp(project)
-    bad = _garbage_entry(exp)
+    bad = write_garbage_ledger_entry(exp)
     with open(bad, "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n\xff\xfe")  # binary junk
     # The advice names the array as Slurm does (squeue's name, else the experiment's job name).
     queue = parse_squeue("77_3|renamed-pyexp-0badc0ffee00|RUNNING\n")
     with pytest.raises(LedgerUnreadable) as refused:
-        check_ledger(exp, queue)
+        check_ledger(exp, queue, read_ledger(exp))
     message = str(refused.value)
     assert "\n" not in message and bad in message
     assert "(scancel -n renamed-pyexp-0badc0ffee00)" in message
     with pytest.raises(LedgerUnreadable) as refused:
-        check_ledger(exp, QueueSnapshot({("0badc0ffee00", 3): "RUNNING"}))
+        check_ledger(exp, QueueSnapshot({("0badc0ffee00", 3): "RUNNING"}), read_ledger(exp))
     assert "(scancel -n sweep-pyexp-0badc0ffee00)" in str(refused.value)
     gone = QueueSnapshot({("0badc0ffee00", 3): "CANCELLED"})
-    (warning,) = check_ledger(exp, gone)
+    (warning,) = check_ledger(exp, gone, read_ledger(exp))
     assert bad in warning and "\n" not in warning
     assert list(to_submit(exp, 1, gone)) == list(range(6))
 
@@ -516,7 +412,7 @@ def _marker(exp, i, body, age):
 def test_stale_lease_markers_are_held_and_resubmitted_live_foreign_ones_are_running(
     project, capsys
 ):
-    from pyexp.reconcile import HELD, RUNNING
+    from pyexp.standing.reconcile import HELD, RUNNING
 
     exp = _exp(project)
     foreign = "filelock/2\npid=4242\nhost=node7\nmode=lease\ntoken=t\nduration=600.0\n"
@@ -541,28 +437,6 @@ def test_stale_lease_markers_are_held_and_resubmitted_live_foreign_ones_are_runn
         for line in lines
     ), lines
     assert any("index 2: held" in line and "nobody" in line for line in lines)
-
-
-def test_python_dash_m_status_runs_the_command(project):
-    import subprocess
-    import sys
-
-    path = str(project / "experiments" / "sweep.json")
-    for module in ("status", "run", "submit"):
-        result = subprocess.run(
-            [sys.executable, "-m", f"pyexp.cli.{module}", "--help"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0 and "usage:" in result.stdout, module
-    result = subprocess.run(
-        [sys.executable, "-m", "pyexp.cli.status", path, "--no-slurm"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0 and "missing" in result.stdout, result.stderr
 
 
 def _farm(exp, pool, workers, job_id="600"):
@@ -624,7 +498,7 @@ def test_array_whose_sbatch_may_still_be_in_flight_is_queued_until_sbatch_would_
 
 
 def test_farms_whose_script_keeps_failing_before_the_runner_are_not_resubmitted_forever(project):
-    from pyexp.settling import broken_script
+    from pyexp.standing.settling import broken_script
     from pyexp.state.layout import experiment_id
 
     exp = _exp(project)

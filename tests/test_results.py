@@ -13,8 +13,8 @@ import warnings
 import numpy as np
 import pytest
 
-from pyexp import analysis
-from pyexp.analysis import (
+from pyexp.analysis import filters as analysis
+from pyexp.analysis.filters import (
     find,
     getBest,
     sliceOverParameter,
@@ -22,10 +22,10 @@ from pyexp.analysis import (
     whereParameterEquals,
     whereParameterGreaterEq,
 )
+from pyexp.analysis.results import Result, ResultView, loadResults
 from pyexp.config import load_config
 from pyexp.errors import ResultsError
 from pyexp.experiment import ExperimentDescription
-from pyexp.results import Result, ResultView, loadResults
 
 SWEEP = {
     "name": "results-test",
@@ -133,7 +133,7 @@ def test_loadResults_rejects_unknown_suffix_without_loader(exp):
 
 
 def test_import_does_not_import_numpy():
-    code = "import sys, pyexp.results; print('numpy' in sys.modules)"
+    code = "import sys, pyexp.analysis.results; print('numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -535,7 +535,7 @@ def test_runs_default_to_the_submitted_runs_then_to_those_found(exp):
 
 
 def test_whereParametersEqual_matches_nested_and_dotted_keys(tmp_path, noLoads):
-    from pyexp.analysis import whereParametersEqual
+    from pyexp.analysis.filters import whereParametersEqual
 
     exp = _experiment(tmp_path, CONDITIONAL)
     results = list(loadResults(exp, "returns.npy"))

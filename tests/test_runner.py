@@ -13,10 +13,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import no_slurm_env
+from runner_helpers import RUN, Project, sh, wait_for, write_entry
 
 from pyexp.config import load_config
-from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.job_environment import EARLY_SIGNAL, PYTHON_ON_PATH
 from pyexp.runner import (
     DEFAULT_GRACE_SECONDS,
@@ -28,78 +27,13 @@ from pyexp.runner import (
 )
 from pyexp.state.attempts import FAILED, LEASE_LOST, PREEMPTED, TIMEOUT
 from pyexp.state.layout import state_dirs
-from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
+from pyexp.state.ledger import Ledger
 from pyexp.state.records import CompletionRecords, record_key
-
-RUN = [sys.executable, "-m", "pyexp.cli.run"]
-
-
-class Project:
-    """A tmp project: config.json, experiments, and pyexp-run processes pointed at it."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.config = root / "config.json"
-        self.config.write_text(json.dumps({"state_path": "state", "log_path": "logs"}))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PYEXP_"))}
-        self.env = {
-            **env,
-            **no_slurm_env(),
-            "PYEXP_CONFIG": str(self.config),
-            "PYEXP_LEASE_SECONDS": "2",
-            "PYEXP_GRACE_SECONDS": "5",
-        }
-
-    def experiment(self, name: str, meta: dict, folder: str = "experiments") -> Path:
-        path = self.root / folder / f"{name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"metaParameters": meta}))
-        return path
-
-    def load(self, path: Path) -> ExperimentDescription:
-        return loadExperiment(str(path), config=load_config(str(self.config)))
-
-    def start(self, *args: str, env: dict | None = None, cwd: Path | None = None):
-        return subprocess.Popen(
-            [*RUN, *map(str, args)],
-            env={**self.env, **(env or {})},
-            cwd=cwd or self.root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def run(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
-        proc = self.start(*args, **kwargs)
-        out, err = proc.communicate(timeout=60)
-        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-    def complete(self, path: Path, index: int) -> bool:
-        exp = self.load(path)
-        records = CompletionRecords(state_dirs(exp).done)
-        return records.is_complete(exp.getPermutation(index), exp.getRun(index))
-
-    def attempts(self, path: Path) -> list[dict]:
-        folder = Path(state_dirs(self.load(path)).attempts)
-        return (
-            [json.loads(p.read_text()) for p in sorted(folder.glob("*"))] if folder.exists() else []
-        )
-
-    def leases(self, path: Path) -> list[str]:
-        folder = Path(state_dirs(self.load(path)).leases)
-        return sorted(p.name for p in folder.glob("*.lease")) if folder.exists() else []
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     return Project(tmp_path)
-
-
-def wait_for(predicate, timeout: float = 10.0, every: float = 0.02) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "timed out waiting"
-        time.sleep(every)
 
 
 def has_line(path: Path, line: str) -> bool:
@@ -112,11 +46,6 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-def sh(script: str, *args: object) -> str:
-    """A command template running script under sh with args as $1, $2, ..."""
-    return shlex.join(["sh", "-c", script, "sh", *map(str, args)])
 
 
 def test_eight_runners_run_each_of_500_indices_exactly_once(project):
@@ -251,22 +180,6 @@ def test_index_held_by_a_live_runner_is_left_to_it(project):
     assert first.returncode == 0 and second.returncode == 0
     assert sorted(out.read_text().split()) == ["0", "1"]
     assert "1 done, 1 already complete" in second.stderr
-
-
-def write_entry(project: Project, path: Path, tasks: list[list[int]], **fields) -> str:
-    exp = project.load(path)
-    entry = LedgerEntry(
-        id=new_entry_id(),
-        experiment=str(path),
-        fingerprint=exp.fingerprint(),
-        snapshot=json.loads(json.dumps(exp.description)),
-        runs=1,
-        tasks=tasks,
-        **fields,
-    )
-    ledger = Ledger(state_dirs(exp).ledger)
-    ledger.write(entry)
-    return ledger.path(entry.id)
 
 
 def test_experiment_edited_while_a_task_runs_each_index_runs_what_was_planned(project):

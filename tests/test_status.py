@@ -8,20 +8,30 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+from conftest import write_garbage_ledger_entry, write_project
 
 from pyexp.cli.args import GAVE_UP
 from pyexp.cli.status import LIST_LIMIT
 from pyexp.cli.status import main as status_main
 from pyexp.config import getConfig, load_config
 from pyexp.experiment import loadExperiment
-from pyexp.reconcile import DONE, FAILED_OUT, FAILING, MISSING, QueueSnapshot, classify
+from pyexp.standing.reconcile import (
+    DONE,
+    FAILED_OUT,
+    FAILING,
+    MISSING,
+    STATUSES,
+    QueueSnapshot,
+    classify,
+)
 from pyexp.state import records
 from pyexp.state.attempts import FAILED, Attempts
 from pyexp.state.layout import state_dirs
 from pyexp.state.leases import IndexLeases
-from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
+from pyexp.state.ledger import Ledger, LedgerEntry, local_job_id, new_entry_id
 from pyexp.state.records import CompletionRecords, record_key
 
 SWEEP = {"name": "sweep", "metaParameters": {"lr": [0.1, 0.01, 0.001], "opt": ["sgd", "adam"]}}
@@ -29,10 +39,7 @@ HUGE = {"name": "huge", "metaParameters": {f"k{j:02d}": list(range(10)) for j in
 
 
 def _project(root, sweep):
-    (root / "experiments").mkdir(exist_ok=True)
-    path = root / "experiments" / f"{sweep['name']}.json"
-    path.write_text(json.dumps(sweep))
-    (root / "config.json").write_text(json.dumps({"command": "true"}))
+    path = write_project(root, sweep, path=f"experiments/{sweep['name']}.json")
     getConfig.cache_clear()
     return str(path), loadExperiment(str(path), load_config(root / "config.json"))
 
@@ -245,7 +252,7 @@ def test_huge_sweep_counts_from_the_done_set_and_places_folded_records_by_the_le
         _done(exp, i)
     monkeypatch.setattr(records, "COMPACT_AT", 1)
     CompletionRecords(state_dirs(exp).done).completed()  # folded: only their keys remain
-    assert _entry(exp, [far[:2]], job_id="local-1")
+    assert _entry(exp, [far[:2]], job_id=local_job_id("1"))
     for i in far[2:]:
         _done(exp, i)  # loose: its params are on record
     _fail(exp, 999_999_999_999 - 10**6, 3)  # never submitted and not loose: cannot be placed
@@ -280,10 +287,132 @@ def test_permutation_of_params_inverts_the_index_math(tmp_path):
 
 
 def test_to_submit_includes_failing_but_not_given_up(sweep):
-    from pyexp.reconcile import to_submit
+    from pyexp.standing.reconcile import to_submit
 
     _, exp = sweep
     _fail(exp, 1, 1)
     _fail(exp, 2, 3)
     missing = to_submit(exp, 1, QueueSnapshot())
     assert list(missing) == [0, 1, 3, 4, 5] and os.sep
+
+
+def test_one_status_reads_the_ledger_once(sweep, monkeypatch, capsys):
+    path, exp = sweep
+    _entry(exp, [[0, 1]], job_id="4242")  # submitted to Slurm, not settled: in doubt
+    scans = []
+    real = Ledger.scan
+    monkeypatch.setattr(Ledger, "scan", lambda self: scans.append(1) or real(self))
+    report = _json(path, "--no-slurm", capsys=capsys)
+    assert len(scans) == 1 and report["queued"] == 2
+
+
+def test_status_shows_counts_and_failed_indices_with_reason_and_log(sweep, capsys):
+    path, exp = sweep
+    CompletionRecords(state_dirs(exp).done).mark_complete(exp.getPermutation(0), 0)
+    key = _key(exp, 2)
+    attempts = Attempts(state_dirs(exp).attempts)
+    for job in ("1_0", "2_0", "3_0"):
+        attempts.record(key, FAILED, {"exit_code": 7, "log": "/logs/2.log"}, job)
+    path = path
+
+    assert status_main([path, "--runs", "1", "--no-slurm", "--json"]) == 3  # failed for good
+    (report,) = json.loads(capsys.readouterr().out)
+    assert {k: report[k] for k in ("done", "running", "queued", "failed", "missing")} == {
+        "done": 1,
+        "running": 0,
+        "queued": 0,
+        "failed": 1,
+        "missing": 4,
+    }
+    (failed,) = report["failed_indices"]
+    assert {k: failed[k] for k in ("index", "attempts", "outcome", "exit_code", "log")} == {
+        "index": 2,
+        "attempts": 3,
+        "outcome": FAILED,
+        "exit_code": 7,
+        "log": "/logs/2.log",
+    }
+
+    assert status_main([path, "--runs", "1", "--no-slurm", "-v"]) == 3
+    table = capsys.readouterr().out
+    assert "index 2: failed, 3 attempts, last failed (exit 7); log: /logs/2.log" in table
+    assert table.splitlines()[0].startswith(f"{path}: 1/6 done (16.7%) [")
+    counts = [part.rsplit(" ", 2) for part in table.splitlines()[1].strip().split("  ")]
+    assert [c[0].split(" ")[0] for c in counts] == list(STATUSES)
+
+
+def test_status_of_a_broken_experiment_is_one_line(sweep, capsys):
+    path, exp = sweep
+    bad = Path(path).parent / "bad.json"
+    bad.write_text('{"metaParameters": {"x": []}}')
+    assert status_main([str(bad), "--no-slurm"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pyexp-status: ") and err.count("\n") == 1 and "x" in err
+
+
+def test_status_verbose_names_who_runs_an_index(sweep, capsys):
+    path, exp = sweep
+    import socket
+
+    leases = IndexLeases(state_dirs(exp).leases, 60, job="77_3")
+    assert leases.try_take(_key(exp, 4)) is not None
+    try:
+        path = path
+        assert status_main([path, "--no-slurm", "-v"]) == 0
+    finally:
+        leases.release()
+    line = f"index 4: running on {socket.gethostname()} pid {os.getpid()} job 77_3"
+    assert line in capsys.readouterr().out
+
+
+def test_bad_lease_seconds_is_a_one_line_error(sweep, capsys, monkeypatch):
+    path, exp = sweep
+    monkeypatch.setenv("PYEXP_LEASE_SECONDS", "abc")
+    assert status_main([path, "--no-slurm"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "PYEXP_LEASE_SECONDS='abc'" in err
+
+
+def test_status_rejects_zero_runs_in_one_line(sweep, capsys):
+    path, exp = sweep
+    with pytest.raises(SystemExit) as exit_info:
+        status_main([path, "--runs", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyexp-status: ") and err.count("\n") == 1 and "at least 1" in err
+
+
+def test_unreadable_ledger_entry_is_named_in_one_line_by_status(sweep, capsys):
+    path, exp = sweep
+    bad = write_garbage_ledger_entry(exp)
+    path = path
+    assert status_main([path, "--no-slurm"]) == 0
+    out = capsys.readouterr().out
+    (warning,) = [line for line in out.splitlines() if "warning" in line]
+    assert bad in warning and "unreadable ledger entry" in warning and "not in squeue" in warning
+    assert status_main([path, "--no-slurm", "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert len(report["problems"]) == 1 and report["missing"] == 6
+
+
+def test_python_dash_m_status_runs_the_command(sweep):
+    path, exp = sweep
+    import subprocess
+    import sys
+
+    path = path
+    for module in ("status", "run", "submit"):
+        result = subprocess.run(
+            [sys.executable, "-m", f"pyexp.cli.{module}", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0 and "usage:" in result.stdout, module
+    result = subprocess.run(
+        [sys.executable, "-m", "pyexp.cli.status", path, "--no-slurm"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0 and "missing" in result.stdout, result.stderr

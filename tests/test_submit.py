@@ -11,108 +11,24 @@ import threading
 import time
 
 import pytest
+from conftest import FAKE_PERMUTATIONS as N
 
 from pyexp.cli.submit import main
 from pyexp.config import getConfig
 from pyexp.errors import SlurmError
 from pyexp.experiment import loadExperiment
 from pyexp.indexset import IndexSet
-from pyexp.reconcile import to_submit
 from pyexp.scheduler import planner, slurm
-from pyexp.scheduler.backend import Backend
+from pyexp.scheduler import submit as submit_module
 from pyexp.scheduler.cluster import load_cluster
 from pyexp.scheduler.local import LocalBackend
-from pyexp.scheduler.slurm_backend import SlurmBackend
 from pyexp.scheduler.submit import SubmitBusy, check_runnable, permutations_of, submit_lock
+from pyexp.standing.reconcile import to_submit
 from pyexp.state.attempts import FAILED, Attempts
 from pyexp.state.layout import state_dirs
-from pyexp.state.ledger import SUBMITTED, UNCONFIRMED, Ledger
+from pyexp.state.ledger import SUBMITTED, UNCONFIRMED, Ledger, is_local_job
 from pyexp.state.records import CompletionRecords, record_key
 from pyexp.state.settings import read_settings
-
-# One script plays sbatch, squeue and scontrol (by its name); FAKE_* variables steer it.
-FAKE_SLURM = r"""
-import fcntl, os, re, sys, time
-state = os.environ["FAKE_SLURM_DIR"]
-jobs = os.path.join(state, "jobs.txt")
-name = os.path.basename(sys.argv[0])
-
-def sbatch():
-    mode = os.environ.get("FAKE_SBATCH_MODE", "accept")
-    with open(os.path.join(state, "sbatch.pid"), "w") as f:
-        f.write(str(os.getpid()))
-    time.sleep(float(os.environ.get("FAKE_SBATCH_DELAY", "0")))
-    with open(os.path.join(state, "lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        accepted = open(jobs).read().splitlines() if os.path.exists(jobs) else []
-        if mode == "hang":
-            time.sleep(60)
-        if mode == "socket":
-            print("sbatch: error: Socket timed out on send/recv operation", file=sys.stderr)
-            sys.exit(1)
-        if mode.startswith("refuse_after:") and len(accepted) >= int(mode.split(":")[1]):
-            print("sbatch: error: Batch job submission failed: Invalid account", file=sys.stderr)
-            sys.exit(1)
-        job = 1000 + len(accepted)
-        with open(jobs, "a") as f:
-            f.write(f"{job}|{sys.argv[-1]}\n")
-    print("Submitted batch job 1234" if mode == "garbage" else f"{job};fakecluster")
-
-def squeue():
-    if os.environ.get("FAKE_SQUEUE_MODE") == "fail":
-        print("slurm_load_jobs error: Unable to contact slurm controller", file=sys.stderr)
-        sys.exit(1)
-    ids_only = sys.argv[sys.argv.index("-o") + 1] == "%i"
-    def show(line):
-        print(line.split("|")[0] if ids_only else line)
-    show("77|interactive|RUNNING")
-    show("78_3|someone-else|PENDING")
-    for line in open(jobs).read().splitlines() if os.path.exists(jobs) else []:
-        job, script = line.split("|", 1)
-        text = open(script).read()
-        jobname = re.search(r"--job-name=(\S+)", text).group(1)
-        spec = re.search(r"--array=0-(\d+)(%\d+)?", text)
-        last, throttle = int(spec.group(1)), spec.group(2) or ""
-        show(f"{job}_0|{jobname}|RUNNING")  # one task running, the rest folded
-        if last >= 1:
-            show(f"{job}_[1-{last}{throttle}]|{jobname}|PENDING")
-
-def scontrol():
-    print("Configuration data as of now")
-    print(f"MaxArraySize            = {os.environ.get('FAKE_MAX_ARRAY', '11')}")
-    print("KillWait                = 30 sec")
-
-{"sbatch": sbatch, "squeue": squeue, "scontrol": scontrol}[name]()
-"""
-
-N = 30  # permutations of the test experiment
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """An experiment of 30 indices, its config, a cluster config and a fake Slurm on PATH."""
-    (tmp_path / "experiments").mkdir()
-    exp_path = tmp_path / "experiments" / "sweep.json"
-    exp_path.write_text(json.dumps({"name": "sweep", "metaParameters": {"x": list(range(N))}}))
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"command": "true {index}"}))
-    cluster = tmp_path / "tiny.json"
-    cluster.write_text(json.dumps({"time_hours": 1, "indices_per_task": 1, "array_throttle": 3}))
-    fake = tmp_path / "fake"
-    fake.mkdir()
-    for cmd in ("sbatch", "squeue", "scontrol"):
-        path = fake / cmd
-        path.write_text(f"#!{sys.executable}\n{FAKE_SLURM}")
-        path.chmod(0o755)
-        monkeypatch.setenv(f"PYEXP_{cmd.upper()}", str(path))
-    monkeypatch.setenv("FAKE_SLURM_DIR", str(fake))
-    monkeypatch.setenv("PYEXP_CONFIG", str(config))
-    monkeypatch.delenv("SBATCH_ACCOUNT", raising=False)
-    monkeypatch.delenv("CC_CLUSTER", raising=False)
-    monkeypatch.chdir(tmp_path)
-    getConfig.cache_clear()
-    yield {"exp": str(exp_path), "cluster": str(cluster), "fake": fake, "root": tmp_path}
-    getConfig.cache_clear()
 
 
 def _submit(project, *extra, farm=False):
@@ -574,7 +490,7 @@ def test_local_runs_the_plan_here_through_the_runner(project, capsys):
     assert "ran 30 indices locally in 6 tasks" in capsys.readouterr().out
     assert sorted(int(x) for x in count.read_text().split()) == list(range(N))
     entries = _ledger(project)
-    assert {e.state for e in entries} == {SUBMITTED} and entries[0].job_id.startswith("local-")
+    assert {e.state for e in entries} == {SUBMITTED} and is_local_job(entries[0].job_id)
     assert main([*argv, "--command", command]) == 0
     assert "nothing to submit" in capsys.readouterr().out
     assert _sbatch_calls(project) == []
@@ -691,11 +607,31 @@ def test_workers_and_static_bundles_exclude_each_other(project, capsys):
     assert "exclude each other" in _stderr_line(capsys)
 
 
-def test_local_farm_and_static_share_one_backend_interface():
-    cluster = load_cluster("local")
-    for backend in (LocalBackend(cluster, parallel=2), SlurmBackend(cluster)):
-        assert isinstance(backend, Backend)
-    local = LocalBackend(cluster, parallel=2)
+def test_the_local_backend_names_this_machine_and_bounds_only_what_runs_at_once():
+    local = LocalBackend(load_cluster("local"), parallel=2)
     assert (local.name, local.cores, local.limits().room, local.limits().running) == (
         "local-machine", 1, None, 2,
     )  # fmt: skip
+
+
+def test_one_submit_reads_the_ledger_once(project, monkeypatch):
+    scans = []
+    real = Ledger.scan
+    monkeypatch.setattr(Ledger, "scan", lambda self: scans.append(1) or real(self))
+    assert _submit(project) == 0 and len(scans) == 1
+    assert _submit(project) == 0 and len(scans) == 2  # again, with the first one's arrays queued
+
+
+def test_a_submitter_paused_after_its_fencing_check_sends_nothing_twice(project, monkeypatch):
+    wanted = []  # at each check: what a submitter taking the lock right then would send
+
+    def paused_past_its_lease(lock):
+        wanted.append(set(_still_missing(project)))
+        return True
+
+    monkeypatch.setattr(submit_module, "still_holds", paused_past_its_lease)
+    assert _submit(project) == 0
+    arrays = sorted(_ledger(project), key=lambda e: e.created)
+    assert len(arrays) == len(wanted) >= 3
+    for checked, entry in zip(wanted, arrays, strict=True):
+        assert not checked & set(entry.indices())  # the array sbatch sends next is in flight

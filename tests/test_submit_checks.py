@@ -11,8 +11,6 @@ import sys
 
 import pytest
 from conftest import no_slurm_env
-from test_faults_state import tmpfs  # noqa: F401  (a root-only tmpfs)
-from test_submit import project  # noqa: F401  (the fake-Slurm project fixture)
 
 from pyexp.cli.submit import main as submit_main
 from pyexp.config import getConfig
@@ -78,7 +76,7 @@ def test_a_program_path_must_exist_and_be_executable(tmp_path):
 
 
 def test_with_setup_lines_a_missing_program_is_a_warning_on_the_cluster(
-    project,  # noqa: F811
+    project,
     capsys,
 ):
     (project["root"] / "config.json").write_text(json.dumps({"command": "pyhton {index}"}))
@@ -102,7 +100,7 @@ def test_with_setup_lines_a_missing_program_is_a_warning_on_the_cluster(
 
 
 @pytest.mark.parametrize("key", ["save_path", "log_path", "state_path"])
-def test_a_folder_that_cannot_be_written_is_refused_in_one_line(tmp_path, tmpfs, key):  # noqa: F811
+def test_a_folder_that_cannot_be_written_is_refused_in_one_line(tmp_path, tmpfs, key):
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
     value = str(tmpfs / "here") + ("/{name}/{params}/{run}" if key == "save_path" else "")
     folder = Folder(tmp_path, **{key: value})

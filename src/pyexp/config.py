@@ -11,8 +11,10 @@ import json
 import os
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
-from pyexp.errors import ConfigError
+from pyexp.environment import config_file
+from pyexp.errors import ConfigError, PyExpError
 
 DEFAULTS = {
     "save_path": "results/{name}/{params}/{run}",
@@ -42,7 +44,7 @@ def find_config_file(start: str, first: str | None = None) -> str | None:
     for folder in ([first] if first else []) + [start]:
         if found := nearest_config(folder):
             return found
-    if env := os.environ.get("PYEXP_CONFIG"):
+    if env := config_file():
         if not os.path.isfile(env):
             raise ConfigError(f"PYEXP_CONFIG={env}: no such file")
         return os.path.abspath(env)
@@ -97,18 +99,23 @@ def _absolute(root: str, value: str) -> str:
     return os.path.normpath(os.path.join(root, os.path.expanduser(value)))
 
 
-def _read_json_object(path: str) -> dict:
+def read_json(path: str, error: type[PyExpError]) -> Any:
+    """The JSON file at path, parsed; error (one line: path, and line:column) if it cannot be."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+        raise error(f"{path}: cannot read: {e.strerror}") from None
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        raise error(f"{path}: not UTF-8 text (byte {e.start})") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+        raise error(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+
+
+def _read_json_object(path: str) -> dict:
+    data = read_json(path, ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data

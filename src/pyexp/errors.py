@@ -30,6 +30,10 @@ class SlurmError(PyExpError, RuntimeError):
     """Slurm refused, hung, or answered something we cannot read."""
 
 
+class RunnerError(PyExpError, ValueError):
+    """The runner cannot start: bad arguments, command, ledger or task."""
+
+
 class LedgerMismatch(PyExpError, RuntimeError):
     """Work in the ledger no longer means what the experiment file says now."""
 

@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 from pyexp import sweep
-from pyexp.config import Config, config_for_experiment, getConfig
+from pyexp.config import Config, config_for_experiment, getConfig, read_json
 from pyexp.context import FileSystemContext
 from pyexp.errors import ExperimentError, SavePathError
 
@@ -267,17 +267,7 @@ def loadExperiment(
             f"loadExperiment({path!r}, Model): Model must be ExperimentDescription or a "
             f"subclass of it, got {Model!r}"
         )
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise ExperimentError(f"{path}: cannot read: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise ExperimentError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ExperimentError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    d = read_json(path, ExperimentError)
     path = _original_path(path)
     return Model(d, path=path) if config is None else Model(d, path=path, config=config)
 

@@ -7,6 +7,9 @@ import sys
 
 from pyexp.cli.args import Parser, console, count, runs_for, unknown_runs
 
+# Each command imports its work inside the functions that do it: `--help` and the console
+# scripts start fast.
+
 PROG = "pyexp-adopt"
 
 
@@ -28,9 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Adopt each experiment's existing results; the exit status."""
     args = parse_args(argv)
-    from pyexp.adopt import adopt
     from pyexp.errors import PyExpError, describe
     from pyexp.experiment import loadExperiment
+    from pyexp.standing.adopt import adopt
 
     try:
         for path in args.experiments:

@@ -10,6 +10,9 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
+# Each command imports its work inside the functions that do it: `--help` and the console
+# scripts start fast.
+
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
 

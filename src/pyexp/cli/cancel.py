@@ -7,6 +7,9 @@ import sys
 
 from pyexp.cli.args import Parser, console
 
+# Each command imports its work inside the functions that do it: `--help` and the console
+# scripts start fast.
+
 PROG = "pyexp-cancel"
 
 

@@ -8,6 +8,9 @@ import sys
 
 from pyexp.cli.args import Parser, console, count
 
+# Each command imports its work inside the functions that do it: `--help` and the console
+# scripts start fast.
+
 PROG = "pyexp-logs"
 
 
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _lines(exp, index: int, keep: int) -> list[str]:
-    from pyexp.index_logs import attempts_in, index_log, task_files
+    from pyexp.state.index_logs import attempts_in, index_log, task_files
     from pyexp.timefmt import amount
 
     path = index_log(exp, index)

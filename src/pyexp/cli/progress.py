@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, TextIO
 
 from pyexp.timefmt import amount
 
+# Each command imports its work inside the functions that do it: `--help` and the console
+# scripts start fast.
+
 if TYPE_CHECKING:
     from pyexp.scheduler.local import Tick
 

@@ -8,6 +8,9 @@ import sys
 from pyexp.cli.args import Parser, console
 from pyexp.errors import PyExpError, describe
 
+# Each command imports its work inside the functions that do it: `--help` and the console
+# scripts start fast.
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line of pyexp-repair."""

@@ -71,12 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here so that `--help` and importing this module stay fast.
     from pyexp import runner
     from pyexp.config import load_config
+    from pyexp.environment import config_file
     from pyexp.errors import PyExpError, describe
 
     try:
         if args.ledger is not None:
             # An array task uses the config its script exports: the one pyexp-submit used.
-            env = os.environ.get("PYEXP_CONFIG")
+            env = config_file()
             config = load_config(env) if env else None
             return runner.run_ledger(args.ledger, args.task, args.command, args.parallel, config)
         return runner.run_direct(

@@ -14,6 +14,9 @@ import time
 from pyexp.cli.args import GAVE_UP, Parser, console, count, runs_for
 from pyexp.errors import PyExpError, describe
 
+# Each command imports its work inside the functions that do it: `--help` and the console
+# scripts start fast.
+
 PROG = "pyexp-status"
 LIST_LIMIT = 50  # indices listed per kind; the JSON says how many there are in all
 TAIL_LINES = 5  # of each failing index's last attempt
@@ -93,17 +96,18 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _report(path: str, args: argparse.Namespace) -> dict:
-    from pyexp import sweep_progress as numbers
     from pyexp.experiment import loadExperiment
-    from pyexp.reconcile import classify, max_attempts
-    from pyexp.settling import broken_command, script_failure
-    from pyexp.state.layout import state_dirs
+    from pyexp.standing import progress as numbers
+    from pyexp.standing.reconcile import classify, max_attempts
+    from pyexp.standing.settling import broken_command, script_failure
+    from pyexp.state.layout import read_ledger, state_dirs
     from pyexp.state.records import CompletionRecords
 
     exp = loadExperiment(path)
     runs = runs_for(exp, args.runs)
-    queue, problem = _queue(exp, args.no_slurm)
-    standing = classify(exp, runs or 1, queue, max_attempts(exp, args.max_attempts))
+    scan = read_ledger(exp)  # the ledger, read once for the whole report
+    queue, problem = _queue(exp, scan, args.no_slurm)
+    standing = classify(exp, runs or 1, queue, max_attempts(exp, args.max_attempts), scan=scan)
     counts = standing.counts()
     times = numbers.runtimes(CompletionRecords(state_dirs(exp).done).durations())
     eta = numbers.eta(standing, times)
@@ -111,7 +115,7 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     out["broken"] = broken_command(exp)
     out.update(total=standing.total, **counts, percent=numbers.percentages(counts, standing.total))
     out.update(queue_known=problem is None and not args.no_slurm, queue_problem=problem)
-    failed = script_failure(exp)  # the last array's script, before pyexp-run (a setup line)
+    failed = script_failure(exp, scan)  # the last array's script, before pyexp-run (a setup line)
     out.update(jobs=standing.jobs, problems=standing.ledger_problems + ([failed] if failed else []))
     out["unplaced"] = len(standing.unplaced)
     out["chain"] = _chain(exp, asked_slurm=problem is None and not args.no_slurm)
@@ -126,7 +130,7 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     out["held_indices"] = [_held(i, h) for i, h in sorted(standing.held.items())[:LIST_LIMIT]]
     if args.verbose or args.json:
         out.update(_failures(exp, standing), running_indices=_running(exp, standing))
-        out["retried_with_more"] = _retried_with_more(exp)
+        out["retried_with_more"] = _retried_with_more(scan)
     if args.by:
         out["by"] = {"param": args.by, "rows": numbers.breakdown(exp, standing, args.by)}
     return out
@@ -134,8 +138,8 @@ def _report(path: str, args: argparse.Namespace) -> dict:
 
 def _failures(exp, standing) -> dict:
     """The failing and failed indices (first LIST_LIMIT of each): attempts, reason, log tail."""
-    from pyexp.index_logs import attempts_in, index_log
     from pyexp.state.attempts import Attempts
+    from pyexp.state.index_logs import attempts_in, index_log
     from pyexp.state.layout import state_dirs
 
     attempts = Attempts(state_dirs(exp).attempts)
@@ -164,15 +168,11 @@ def _failures(exp, standing) -> dict:
     return out
 
 
-def _retried_with_more(exp) -> list[dict]:
+def _retried_with_more(scan) -> list[dict]:
     """The arrays that retried indices with more memory or time, and why."""
-    from pyexp.state.layout import state_dirs
-    from pyexp.state.ledger import Ledger
-
-    entries = Ledger(state_dirs(exp).ledger).entries()
     return [
         {"job": e.job_id, "indices": e.index_set().text(), "why": e.escalated}
-        for e in entries
+        for e in scan.entries
         if e.escalated
     ]
 
@@ -231,22 +231,23 @@ def _chain(exp, asked_slurm: bool) -> str | None:
     return chain.describe(found, gone)
 
 
-def _queue(exp, no_slurm: bool):
+def _queue(exp, scan, no_slurm: bool):
     """squeue's snapshot (with sacct's word), else the ledger's guess and why squeue was not
     asked; with --no-slurm, the guess and no complaint."""
+    from pyexp.environment import slurm_command
     from pyexp.errors import SlurmError
-    from pyexp.reconcile import unknown_queue
     from pyexp.scheduler import slurm
-    from pyexp.settling import with_accounting
+    from pyexp.standing.reconcile import unknown_queue
+    from pyexp.standing.settling import with_accounting
 
     if no_slurm:
-        return unknown_queue(exp), None
+        return unknown_queue(scan), None
     if not slurm.available():
-        return unknown_queue(exp), f"{slurm.command('squeue')}: not found on PATH"
+        return unknown_queue(scan), f"{slurm_command('squeue')}: not found on PATH"
     try:
-        return with_accounting(exp, slurm.queue_snapshot(), slurm.sacct_states), None
+        return with_accounting(exp, slurm.queue_snapshot(), slurm.sacct_states, scan), None
     except SlurmError as e:
-        return unknown_queue(exp), str(e)
+        return unknown_queue(scan), str(e)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pyexp.cli.progress import clock
-from pyexp.reconcile import STATUSES
+from pyexp.standing.reconcile import STATUSES
 from pyexp.timefmt import amount
 
 BAR = 40

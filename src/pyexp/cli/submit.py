@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 from pyexp.cli.args import GAVE_UP, Parser, cluster_for, console, count, runs_for, unknown_runs
 from pyexp.scheduler.planner import SANE_MISSING
 
+# Each command imports its work inside the functions that do it: `--help` and the console
+# scripts start fast.
+
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
     from pyexp.scheduler.cluster import ClusterConfig

@@ -1,7 +1,10 @@
 """The runner inside array tasks: per index, lease, run the user's command, record, release."""
 
-from pyexp.runner.command import CommandTemplate, RunnerError, parse_indices, resolve_command
-from pyexp.runner.loop import DEFAULT_GRACE_SECONDS, Runner
+from pyexp.command import CommandTemplate
+from pyexp.environment import DEFAULT_GRACE_SECONDS
+from pyexp.errors import RunnerError
+from pyexp.runner.command import parse_indices, resolve_command
+from pyexp.runner.loop import Runner
 from pyexp.runner.processes import oom_kills
 from pyexp.runner.task import load_task, run_direct, run_ledger, write_snapshot
 

@@ -27,18 +27,21 @@ from collections import Counter
 from collections.abc import Iterator
 
 from pyexp.config import load_config
+from pyexp.environment import config_file, grace_seconds
+from pyexp.errors import RunnerError
 from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.indexset import IndexSet
 from pyexp.job_environment import JobEnvironment
-from pyexp.runner.command import RunnerError
 from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import Item
+from pyexp.runner.outcome import DONE, record_outcome
 from pyexp.runner.pool import PoolClaims, TimeBudget
 from pyexp.runner.task import load_task, pool_tag, worker_job
-from pyexp.runner.worker_script import CLAIM_MARK, WORKER_START, grace_seconds
+from pyexp.runner.worker_script import CLAIM_MARK, WORKER_START
 from pyexp.state.attempts import FAILED, LEASE_LOST, PREEMPTED, TIMEOUT, Attempts
-from pyexp.state.layout import experiment_id, state_dirs
+from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.leases import IndexLeases, Lease
+from pyexp.state.ledger import local_job_id
 from pyexp.state.records import CompletionRecords
 
 
@@ -80,7 +83,7 @@ class ClaimWorker:
         self.broken_path = dirs.broken
         self.records, self.attempts = CompletionRecords(dirs.done), Attempts(dirs.attempts)
         self.leases = IndexLeases(dirs.leases, job=job.job)
-        self.log_dir = os.path.join(exp.config.log_path, experiment_id(exp))
+        self.log_dir = log_dir(exp)
         self.grace = grace_seconds()
         self.tally: Counter[str] = Counter()
         self.signum: int | None = None
@@ -147,20 +150,17 @@ class ClaimWorker:
         elif isinstance(exc, Stopped) or (exc is not None and self.signum is not None):
             outcome = TIMEOUT if self.signum == signal.SIGUSR1 else PREEMPTED
         elif exc is None:
-            outcome = "done"
+            outcome = DONE
         else:
             outcome = FAILED
         text = "".join(traceback.format_exception(exc)) if outcome == FAILED else ""
         self._log(job, f"{text}=== {_now()} {outcome} after {duration:.1f}s\n")
-        try:
-            if outcome == "done":
-                self.records.mark_complete(job.params, job.run, info)
-            elif suppress:  # other BaseExceptions (SystemExit) leave the index missing
-                self.attempts.record(job.key, outcome, info, self.job.attempt)
-        except OSError as e:
-            outcome = "unrecorded"
-            self.say(f"index {job.index}: not recorded ({e}); it stays missing")
-        finally:
+        if outcome == DONE or suppress:  # other BaseExceptions (SystemExit) leave it missing
+            state = self.records, self.attempts, self.leases
+            outcome, why = record_outcome(*state, job, outcome, info, self.job.attempt)
+            if why:
+                self.say(f"index {job.index}: {why}")
+        else:
             self.leases.forget(job.key)
         self.tally[outcome] += 1
         retry = job.key in self._retries
@@ -231,7 +231,7 @@ def claim(
             raise RunnerError(f"indices {indices!r}: {e}") from None
     else:
         pool = IndexSet.span(0, exp.numPermutations() * (runs or 1))
-    local = f"local-{uuid.uuid4().hex[:12]}"
+    local = local_job_id(uuid.uuid4().hex[:12])
     job = JobEnvironment(array_job_id=local, array_task_id="0")
     return ClaimWorker(exp, PoolClaims(exp, pool, 0, 1, local, say=_say), job)
 
@@ -250,7 +250,7 @@ def _from_ledger() -> ClaimWorker:
     entry, number = load_task(ledger, int(task) if task else None, job)
     if not entry.is_farm:
         raise RunnerError(f"{ledger}: pyexp.claim() needs a farm entry, this one is static")
-    config_path = os.environ.get("PYEXP_CONFIG")
+    config_path = config_file()
     config = load_config(config_path) if config_path else None
     exp = ExperimentDescription(entry.snapshot, path=entry.experiment, config=config)
     job = worker_job(entry, number, job)

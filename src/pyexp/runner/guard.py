@@ -13,12 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyexp.index_logs import last_output_line
-from pyexp.state.attempts import FAILED, OOM, Attempts
+from pyexp.runner.outcome import DONE
+from pyexp.state.attempts import CHARGED, Attempts
 from pyexp.state.guard import DEFAULT_INDICES, DEFAULT_SECONDS, record_broken
+from pyexp.state.index_logs import last_output_line
 from pyexp.state.ledger import LedgerEntry
-
-_FAILURES = (FAILED, OOM)
 
 
 @dataclass
@@ -50,13 +49,13 @@ class FailFast:
         this task tried it); whether it trips the guard."""
         if self.off or self.tripped:
             return False
-        if outcome in _FAILURES and retry:  # resubmitted failures fail again: no news
+        if outcome in CHARGED and retry:  # resubmitted failures fail again: no news
             return False
-        if outcome in _FAILURES and seconds <= self.seconds:
+        if outcome in CHARGED and seconds <= self.seconds:
             self.fast += 1
             self.first_log = self.first_log or log
             return self.tripped
-        if outcome == "done" or outcome in _FAILURES:  # a success or a slow failure
+        if outcome == DONE or outcome in CHARGED:  # a success or a slow failure
             self.off = True
         return False
 
@@ -81,4 +80,4 @@ def report_broken(guard: FailFast, path: str, job: str | None, say: Callable[[st
 
 def failed_before(attempts: Attempts) -> set[str]:
     """Record keys with a failed attempt on record (one directory read)."""
-    return {key for key, outcome, _ in attempts.names() if outcome in _FAILURES}
+    return {key for key, outcome, _ in attempts.names() if outcome in CHARGED}

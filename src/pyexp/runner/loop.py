@@ -25,12 +25,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
+from pyexp.command import CommandTemplate
+from pyexp.environment import grace_seconds, lease_seconds
 from pyexp.errors import PyExpError
 from pyexp.experiment import ExperimentDescription
 from pyexp.job_environment import JobEnvironment
-from pyexp.runner.command import CommandTemplate, command_environ, env_number
+from pyexp.runner.command import command_environ
 from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import InOrder, Item, Source
+from pyexp.runner.outcome import DONE, record_outcome
 from pyexp.runner.processes import (
     STOP_SIGNALS,
     SignalWatch,
@@ -41,13 +44,12 @@ from pyexp.runner.processes import (
 )
 from pyexp.state.atomic import write_atomic
 from pyexp.state.attempts import FAILED, LEASE_LOST, OOM, PREEMPTED, TIMEOUT, Attempts
-from pyexp.state.layout import experiment_id, state_dirs
-from pyexp.state.leases import DEFAULT_LEASE_SECONDS, IndexLeases, Lease
+from pyexp.state.layout import log_dir, state_dirs
+from pyexp.state.leases import IndexLeases, Lease
 from pyexp.state.records import CompletionRecords
 from pyexp.timefmt import amount
 
 # Below Slurm's default KillWait (30 s), so a stop ends before Slurm SIGKILLs the runner.
-DEFAULT_GRACE_SECONDS = 20.0
 STOP_SIGNAL_WAIT = 1.0  # seconds a command's death by a stop signal waits for the runner's own
 # Exit statuses of a command killed by a stop signal (Popen's -N, or a shell's 128+N).
 _STOP_EXITS = frozenset(code for s in STOP_SIGNALS for code in (-s, 128 + s))
@@ -89,9 +91,7 @@ class Runner:
         self.snapshot_path = snapshot_path
         self.parallel = max(1, parallel)
         if grace is None:
-            grace = env_number(
-                "PYEXP_GRACE_SECONDS", os.environ.get("PYEXP_GRACE_SECONDS"), DEFAULT_GRACE_SECONDS
-            )
+            grace = grace_seconds()
         self.grace = grace
         self.out = out or sys.stderr
         job = job or JobEnvironment.read()
@@ -102,10 +102,9 @@ class Runner:
         self.attempts = Attempts(dirs.attempts)
         self.broken_path = dirs.broken
         if lease_duration is None:
-            value = os.environ.get("PYEXP_LEASE_SECONDS")
-            lease_duration = env_number("PYEXP_LEASE_SECONDS", value, DEFAULT_LEASE_SECONDS)
+            lease_duration = lease_seconds()
         self.leases = IndexLeases(dirs.leases, lease_duration, job=self.job, on_lost=self._on_lost)
-        self.log_dir = os.path.join(exp.config.log_path, experiment_id(exp))
+        self.log_dir = log_dir(exp)
         self.tally: Counter[str] = Counter()
         self.running: dict[int, _Running] = {}
         self._lost: deque[str] = deque()  # keys whose lease the heartbeat found lost
@@ -332,28 +331,21 @@ class Runner:
             "duration": round(duration, 3),
             "log": r.log_path,
         }
-        try:
-            if r.lease.lost:  # someone else may be running it: its exit status proves nothing
-                outcome = LEASE_LOST
-            elif error is not None:
-                outcome = FAILED
-            elif rc == 0 and outcome is None:
-                try:
-                    self.records.mark_complete(r.item.params, r.item.run, info)
-                    outcome = "done"
-                except OSError as e:
-                    outcome, error = FAILED, f"its completion record cannot be written: {e}"
-            else:
-                outcome = outcome or (OOM if self._oom(rc) else FAILED)
-            if outcome != "done":
-                details = {**info, "exit_code": rc, **({"error": error} if error else {})}
-                self.attempts.record(r.item.key, outcome, details, self.attempt)
-        except OSError as e:  # quota, stale NFS handle: say so, keep the other indices going
-            error = f"{error}; " if error else ""
-            error += f"not recorded ({e}); it stays missing"
-            outcome = "unrecorded"
-        finally:
-            self.leases.forget(r.item.key)
+        if r.lease.lost:  # someone else may be running it: its exit status proves nothing
+            outcome = LEASE_LOST
+        elif error is not None:
+            outcome = FAILED
+        elif rc == 0 and outcome is None:
+            outcome = DONE
+        else:
+            outcome = outcome or (OOM if self._oom(rc) else FAILED)
+        failure = {"exit_code": rc, **({"error": error} if error else {})}
+        # quota, stale NFS handle: said, and the other indices keep going
+        outcome, why = record_outcome(
+            self.records, self.attempts, self.leases, r.item, outcome, info, self.attempt, failure
+        )
+        if why:
+            error = f"{error}; {why}" if error else why
         self.tally[outcome] += 1
         why = f"; {error}" if error else ""
         self.say(

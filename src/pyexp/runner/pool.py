@@ -26,6 +26,7 @@ from pyexp.indexset import IndexSet
 from pyexp.job_environment import JobEnvironment
 from pyexp.runner.item import Item
 from pyexp.state.attempts import FAILED, LEASE_LOST, OOM, Attempts
+from pyexp.state.layout import state_dirs
 from pyexp.state.leases import holder_of
 from pyexp.state.ledger import LedgerEntry
 from pyexp.state.records import CompletionRecords
@@ -111,8 +112,6 @@ class PoolClaims:
         say: Callable[[str], None] = print,
         swept: Callable[[int], bool] | None = None,
     ) -> None:
-        from pyexp.state.layout import state_dirs
-
         start = (worker * len(pool)) // max(1, workers)
         self._exp = exp
         self._pass: Iterator[int] = chain(pool.take(start, len(pool)), pool.take(0, start))

@@ -7,7 +7,7 @@ from typing import TextIO
 
 from pyexp.errors import PyExpError
 from pyexp.experiment import ExperimentDescription, loadExperiment, paramsHash
-from pyexp.missing import permutation_hashes
+from pyexp.standing.missing import permutation_hashes
 from pyexp.state.layout import work_scope
 from pyexp.state.ledger import LedgerEntry
 

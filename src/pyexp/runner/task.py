@@ -10,9 +10,11 @@ from dataclasses import replace
 from typing import TextIO
 
 from pyexp.config import Config
+from pyexp.environment import positive
+from pyexp.errors import RunnerError
 from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.job_environment import JobEnvironment
-from pyexp.runner.command import RunnerError, env_number, parse_indices, resolve_command
+from pyexp.runner.command import parse_indices, resolve_command
 from pyexp.runner.guard import FailFast
 from pyexp.runner.loop import Runner
 from pyexp.runner.pool import PoolClaims, TimeBudget
@@ -20,14 +22,14 @@ from pyexp.runner.sweep_edits import still_swept, swept_check
 from pyexp.runner.worker_script import run_worker_script
 from pyexp.state.atomic import write_atomic
 from pyexp.state.layout import state_dirs
-from pyexp.state.ledger import Ledger, LedgerEntry
+from pyexp.state.ledger import Ledger, LedgerEntry, local_job_id
 
 
 def default_parallel(entry: LedgerEntry | None, job: JobEnvironment) -> int:
     """Indices at once: the ledger entry's cores, else $SLURM_CPUS_PER_TASK, else 1."""
     if entry is not None:
         return max(1, entry.cores)
-    return max(1, int(env_number("SLURM_CPUS_PER_TASK", job.cpus_per_task, 1)))
+    return max(1, int(positive("SLURM_CPUS_PER_TASK", job.cpus_per_task, 1)))
 
 
 def load_task(
@@ -58,7 +60,7 @@ def worker_job(entry: LedgerEntry, task: int, job: JobEnvironment) -> JobEnviron
     say which array tried them (workers do not retry what their array already failed)."""
     if job.array_task_id is not None:
         return job
-    return replace(job, array_job_id=f"local-{entry.id}", array_task_id=str(task))
+    return replace(job, array_job_id=local_job_id(entry.id), array_task_id=str(task))
 
 
 def pool_tag(job: JobEnvironment) -> str:

@@ -17,8 +17,10 @@ import tempfile
 import time
 from typing import TextIO
 
+from pyexp.command import CommandTemplate
+from pyexp.environment import grace_seconds
 from pyexp.job_environment import JobEnvironment
-from pyexp.runner.command import CommandTemplate, command_environ, env_number
+from pyexp.runner.command import command_environ
 from pyexp.runner.processes import SignalWatch, Spawner, signal_group
 from pyexp.state.ledger import LedgerEntry
 
@@ -26,13 +28,6 @@ CLAIM_MARK = "PYEXP_CLAIM_MARK"  # a path pyexp.claim() creates: the script did 
 WORKER_START = (
     "PYEXP_WORKER_START"  # epoch seconds pyexp-run started: the time limit counts from it
 )
-DEFAULT_GRACE_SECONDS = 20.0
-
-
-def grace_seconds() -> float:
-    """How long a stopped worker script may take to end: $PYEXP_GRACE_SECONDS, else 20 s."""
-    value = os.environ.get("PYEXP_GRACE_SECONDS")
-    return env_number("PYEXP_GRACE_SECONDS", value, DEFAULT_GRACE_SECONDS)
 
 
 def run_worker_script(

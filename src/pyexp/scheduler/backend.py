@@ -1,28 +1,21 @@
 """Where arrays run, behind one small interface (as submitit's executors): submit a plan's
-ledger entries, say what is queued and how much more may be, cancel."""
+ledger entries, say what is queued and how much more may be."""
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pyexp.errors import PyExpError
-from pyexp.state.layout import experiment_id
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
     from pyexp.scheduler.cluster import ClusterConfig
     from pyexp.scheduler.planner import Limits
-    from pyexp.scheduler.slurm_states import QueueSnapshot
+    from pyexp.standing.slurm_states import QueueSnapshot
     from pyexp.state.ledger import LedgerEntry
-
-
-def log_dir(exp: ExperimentDescription) -> str:
-    """Where an experiment's array tasks write their stdout and stderr."""
-    return os.path.join(exp.config.log_path, experiment_id(exp))
 
 
 class SubmitLockLost(PyExpError, RuntimeError):
@@ -72,7 +65,3 @@ class Backend(ABC):
         self, exp: ExperimentDescription, entries: list[LedgerEntry], held: Callable[[], bool]
     ) -> Sent:
         """Record and start the entries' arrays, checking held() (the submit lock) before each."""
-
-    @abstractmethod
-    def cancel(self, job_ids: list[str]) -> None:
-        """Cancel these arrays, pending and running tasks."""

@@ -12,7 +12,7 @@ from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
-    from pyexp.reconcile import QueueSnapshot
+    from pyexp.standing.reconcile import QueueSnapshot
 
 
 @dataclass

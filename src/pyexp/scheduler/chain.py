@@ -15,17 +15,19 @@ status sees it gone without a word and names its .err.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from pyexp.environment import slurm_command
 from pyexp.errors import PyExpError
 from pyexp.scheduler import render, slurm
-from pyexp.scheduler.backend import log_dir
+from pyexp.standing.slurm_states import QueueSnapshot, is_final
 from pyexp.state.atomic import write_atomic
-from pyexp.state.layout import state_dirs
+from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.ledger import SUBMITTED, UNCONFIRMED, Ledger
 from pyexp.state.settings import read_settings
 from pyexp.timefmt import amount, hours
@@ -33,7 +35,6 @@ from pyexp.timefmt import amount, hours
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
     from pyexp.scheduler.cluster import ClusterConfig
-    from pyexp.scheduler.slurm_states import QueueSnapshot
     from pyexp.scheduler.submit import Submitted
 
 DEFAULT_MAX_ROUNDS = 10
@@ -67,8 +68,6 @@ class Chain:
 
     def write(self, path: str) -> None:
         """Store the chain atomically."""
-        import json
-
         write_atomic(path, json.dumps(asdict(self)))
 
 
@@ -200,8 +199,6 @@ def in_flight(exp: ExperimentDescription, queue: QueueSnapshot) -> set[str]:
 
 
 def _live(chain: Chain) -> bool:
-    from pyexp.scheduler.slurm_states import is_final
-
     if chain.stopped or not chain.followup:
         return False
     state = slurm.job_state(chain.followup)
@@ -233,7 +230,7 @@ def _job_context(exp: ExperimentDescription, cluster: ClusterConfig, name: str) 
     os.makedirs(folder, exist_ok=True)
     pattern = os.path.join(folder.replace("%", "%%"), name)
     python = cluster.python or sys.executable
-    sbatch = shutil.which(slurm.command("sbatch"))
+    sbatch = shutil.which(slurm_command("sbatch"))
     dirs = [os.path.dirname(python), *([os.path.dirname(sbatch)] if sbatch else [])]
     return {
         "job_name": f"pyexp-{name}-{exp.getExperimentName().replace('/', '_')[:40]}",

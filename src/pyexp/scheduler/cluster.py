@@ -256,7 +256,7 @@ def _docs(docs: dict, source: str) -> dict[str, str]:
 
 
 def _sbatch(options: dict, source: str) -> dict[str, str | None]:
-    from pyexp.scheduler.sbatch_options import check_option
+    from pyexp.scheduler.sbatch_options import check_option  # lazy: simple-slurm only if asked
 
     out: dict[str, str | None] = {}
     for name, value in options.items():

@@ -10,20 +10,20 @@ retried as it was. `pyexp-submit --no-escalate` turns this off.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from pyexp.indexset import IndexSet
 from pyexp.scheduler import planner
 from pyexp.state.attempts import OOM, TIMEOUT, Attempts
 from pyexp.state.layout import state_dirs
-from pyexp.state.ledger import Ledger, LedgerEntry
+from pyexp.state.ledger import LedgerEntry
 from pyexp.timefmt import gigs
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
-    from pyexp.reconcile import Standing
     from pyexp.scheduler.cluster import ClusterConfig
+    from pyexp.standing.reconcile import Standing
 
 
 @dataclass(frozen=True)
@@ -37,16 +37,20 @@ class Retry:
 
 
 def retries(
-    exp: ExperimentDescription, standing: Standing, wanted: IndexSet, cluster: ClusterConfig
+    exp: ExperimentDescription,
+    standing: Standing,
+    wanted: IndexSet,
+    cluster: ClusterConfig,
+    entries: list[LedgerEntry],
 ) -> list[Retry]:
-    """The indices of wanted whose last attempt ran out of memory or time, grouped by the
-    resources their retry gets."""
+    """The indices of wanted whose last attempt (of an array among entries, the ledger) ran out
+    of memory or time, grouped by the resources their retry gets."""
     keys = {i: k for i, k in {**standing.failing_keys, **standing.retried_keys}.items()}
     keys = {i: k for i, k in keys.items() if i in wanted}
     if not keys:
         return []
     latest = Attempts(state_dirs(exp).attempts).latest(set(keys.values()))
-    jobs = {e.job_id: e for e in Ledger(state_dirs(exp).ledger).entries() if e.job_id}
+    jobs = {e.job_id: e for e in entries if e.job_id}
     groups: dict[tuple[float | None, float, str], list[int]] = {}
     for index, key in sorted(keys.items()):
         attempt = latest.get(key)
@@ -104,6 +108,4 @@ def plans(found: list[Retry], cluster: ClusterConfig, limits: planner.Limits) ->
 
 
 def _with(array: planner.ArrayPlan, retry: Retry) -> planner.ArrayPlan:
-    from dataclasses import replace
-
     return replace(array, mem_per_core_gb=retry.mem_per_core_gb, why=retry.why)

@@ -13,17 +13,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pyexp.job_environment import PYTHON_ON_PATH
-from pyexp.scheduler.backend import Backend, Sent, SubmitFailed, log_dir
+from pyexp.scheduler.backend import Backend, Sent, SubmitFailed
 from pyexp.scheduler.planner import Limits
+from pyexp.scheduler.slurm_backend import SlurmBackend
 from pyexp.state.atomic import scan_names
-from pyexp.state.layout import state_dirs
-from pyexp.state.ledger import Ledger
+from pyexp.state.layout import log_dir, state_dirs
+from pyexp.state.ledger import Ledger, local_job_id
 from pyexp.state.records import CompletionRecords
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
     from pyexp.scheduler.cluster import ClusterConfig
-    from pyexp.scheduler.slurm_states import QueueSnapshot
+    from pyexp.standing.slurm_states import QueueSnapshot
     from pyexp.state.ledger import LedgerEntry
 
 
@@ -63,8 +64,6 @@ class LocalBackend(Backend):
 
     def queue(self, required: bool) -> QueueSnapshot | None:
         """What Slurm has queued of this experiment, if this machine talks to Slurm."""
-        from pyexp.scheduler.slurm_backend import SlurmBackend
-
         return SlurmBackend(self.cluster).queue(required=False)
 
     def limits(self) -> Limits:
@@ -80,7 +79,7 @@ class LocalBackend(Backend):
         jobs: list[tuple[LedgerEntry, int]] = []
         for entry in entries:
             ledger.write(entry)
-            ledger.mark_submitted(entry, f"local-{os.getpid()}")
+            ledger.mark_submitted(entry, local_job_id(str(os.getpid())))
             sent.job_ids.append(entry.job_id or "")
             jobs += [(entry, t) for t in range(entry.task_count())]
         env = dict(os.environ)
@@ -117,9 +116,6 @@ class LocalBackend(Backend):
                 pool.shutdown(cancel_futures=True)
                 raise SubmitFailed("interrupted: stopped indices stay missing") from None
         return sent
-
-    def cancel(self, job_ids: list[str]) -> None:
-        """Nothing to do: local tasks end with the pyexp-submit that runs them (Ctrl-C)."""
 
 
 def ran_so_far(exp: ExperimentDescription) -> int:

@@ -19,9 +19,9 @@ from pyexp import budget
 from pyexp.errors import PyExpError
 from pyexp.indexset import IndexSet
 from pyexp.scheduler.cluster import ClusterConfig
+from pyexp.state.ledger import FARM, STATIC  # the ledger records a plan's mode
 from pyexp.timefmt import amount
 
-FARM, STATIC = "farm", "static"
 DEFAULT_INDEX_MINUTES = 10.0  # nothing finished yet and no --index-minutes
 PILOT_WORKERS = 4  # a farm before anything is measured: the next round sizes from what it measures
 SANE_MISSING = 10**7  # more missing indices than this needs --yes: likely a sweep typo

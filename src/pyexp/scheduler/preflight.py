@@ -14,6 +14,7 @@ from itertools import islice
 from typing import TYPE_CHECKING
 
 from pyexp.errors import ConfigError, ExperimentError, SavePathError
+from pyexp.experiment import loadExperiment
 from pyexp.state import save_owners
 
 if TYPE_CHECKING:
@@ -90,8 +91,6 @@ def check_save_owners(
 ) -> str:
     """Refuse when another experiment file registered under exp's save root has a permutation
     whose save path is one of these permutations' (the first `limit`); returns the root."""
-    from pyexp.experiment import loadExperiment
-
     root = save_owners.save_root(exp)
     for other_path in save_owners.owners(exp, root):
         if not os.path.exists(other_path):

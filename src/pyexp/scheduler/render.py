@@ -13,7 +13,7 @@ from pyexp.errors import PyExpError
 from pyexp.timefmt import gigs, hours
 
 if TYPE_CHECKING:
-    import jinja2
+    import jinja2  # lazy: only runs that render a script pay for it
 
     from pyexp.scheduler.cluster import ClusterConfig
     from pyexp.scheduler.planner import ArrayPlan
@@ -61,7 +61,7 @@ def raw(value: Any) -> Shell:
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     """The Jinja environment: every {{ expression }} goes through q unless marked raw."""
-    import jinja2
+    import jinja2  # lazy: only runs that render a script pay for it
 
     env = jinja2.Environment(
         finalize=q,
@@ -80,7 +80,7 @@ def environment() -> jinja2.Environment:
 @lru_cache(maxsize=8)
 def load_template(path: str | None = None, shipped: str = DEFAULT_TEMPLATE) -> jinja2.Template:
     """The template at path (--template), else the one named shipped that pyexp ships."""
-    import jinja2
+    import jinja2  # lazy: only runs that render a script pay for it
 
     try:
         if path is None:
@@ -148,7 +148,7 @@ def render(
     context: dict[str, Any], template: str | None = None, shipped: str = DEFAULT_TEMPLATE
 ) -> str:
     """The script text for one array (or, with shipped, another job pyexp ships a template of)."""
-    import jinja2
+    import jinja2  # lazy: only runs that render a script pay for it
 
     try:
         return load_template(template, shipped).render(context)

@@ -16,13 +16,13 @@ import shutil
 import signal
 import subprocess
 
+from pyexp.environment import slurm_command, slurm_timeout
 from pyexp.errors import SlurmError
 from pyexp.scheduler.job_limits import JobLimits, parse_assoc_mgr, parse_sacctmgr
-from pyexp.scheduler.slurm_states import QueueSnapshot
+from pyexp.standing.slurm_states import QueueSnapshot
 from pyexp.state.ledger import entry_id_from_job_name
 
 COMMANDS = ("sbatch", "squeue", "scancel", "scontrol", "sacct", "sacctmgr")  # all we ever run
-DEFAULT_TIMEOUT = 60.0
 GRACE_MARGIN_SECONDS = 4  # after the grace: SIGKILL, reap, record attempts, release leases
 
 
@@ -36,29 +36,15 @@ _RANGE = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
 _LOST_ANSWER = re.compile(r"timed? ?out|socket|connection|unable to contact", re.IGNORECASE)
 
 
-def command(name: str) -> str:
-    """The executable for a Slurm command: $PYEXP_<NAME> if set, else the name on PATH."""
-    return os.environ.get(f"PYEXP_{name.upper()}") or name
-
-
-def timeout_default() -> float:
-    """Seconds to wait for a Slurm command: $PYEXP_SLURM_TIMEOUT, else 60."""
-    value = os.environ.get("PYEXP_SLURM_TIMEOUT")
-    try:
-        return float(value) if value else DEFAULT_TIMEOUT
-    except ValueError:
-        raise SlurmError(f"PYEXP_SLURM_TIMEOUT={value!r} is not a number of seconds") from None
-
-
 def available() -> bool:
     """Whether squeue can be found, i.e. whether this machine talks to a Slurm cluster."""
-    return shutil.which(command("squeue")) is not None
+    return shutil.which(slurm_command("squeue")) is not None
 
 
 def run(name: str, args: list[str], timeout: float | None = None) -> str:
     """Run a Slurm command and return its stdout; SlurmError with one line on any failure."""
-    exe = command(name)
-    timeout = timeout_default() if timeout is None else timeout
+    exe = slurm_command(name)
+    timeout = slurm_timeout() if timeout is None else timeout
     try:
         proc = subprocess.Popen(
             [exe, *args],
@@ -192,7 +178,7 @@ def job_limits(timeout: float | None = None) -> JobLimits | None:
         ("scontrol", ["show", "assoc_mgr", f"users={user}", "flags=assoc"]),
     )
     for (name, args), parse in zip(asks, (parse_sacctmgr, parse_assoc_mgr), strict=True):
-        if shutil.which(command(name)) is None:
+        if shutil.which(slurm_command(name)) is None:
             continue
         try:
             limits = parse(run(name, args, timeout))
@@ -231,7 +217,7 @@ def grace_seconds(config: str) -> int | None:
 def sacct_states(job_ids: list[str], timeout: float | None = None) -> dict[str, str] | None:
     """Each array task's state by sacct ('123_4' -> 'OUT_OF_MEMORY', pending ones too), or None
     when sacct cannot say (no accounting here)."""
-    if not job_ids or shutil.which(command("sacct")) is None:
+    if not job_ids or shutil.which(slurm_command("sacct")) is None:
         return None
     args = ["-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(job_ids)]
     try:

@@ -18,7 +18,7 @@ from pyexp.state.ledger import Ledger
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
     from pyexp.scheduler.cluster import ClusterConfig
-    from pyexp.scheduler.slurm_states import QueueSnapshot
+    from pyexp.standing.slurm_states import QueueSnapshot
     from pyexp.state.ledger import LedgerEntry
 
 
@@ -68,6 +68,12 @@ class SlurmBackend(Backend):
         ledger, sent = Ledger(state_dirs(exp).ledger), Sent()
         where = entries[0].experiment if entries else ""
         for n, entry in enumerate(entries):
+            # Recorded before sbatch: a task that starts at once finds its entry, and an array
+            # whose sbatch hangs but gets queued anyway is still found in squeue by its job name.
+            # Recorded before the fencing check, too: a submitter that takes the lock after the
+            # check sees this entry in flight, so a pause between check and sbatch sends nothing
+            # twice (a pause before the check drops the entry: the next round submits it).
+            ledger.write(entry)
             if not held():  # fencing: another submitter took the lock while this one was paused
                 _forget(ledger, entries[n:], keep_first=False)
                 raise SubmitLockLost(
@@ -75,9 +81,6 @@ class SlurmBackend(Backend):
                     f"(paused past its {self.lock_seconds:g} s lease); stopped after {n} of "
                     f"{len(entries)} arrays, another submitter handles the rest"
                 )
-            # Recorded before sbatch: a task that starts at once finds its entry, and an array
-            # whose sbatch hangs but gets queued anyway is still found in squeue by its job name.
-            ledger.write(entry)
             try:
                 job_id = slurm.sbatch(entry.script)
             except SlurmError as e:
@@ -89,10 +92,6 @@ class SlurmBackend(Backend):
             ledger.mark_submitted(entry, job_id)
             sent.job_ids.append(job_id)
         return sent
-
-    def cancel(self, job_ids: list[str]) -> None:
-        """scancel the arrays."""
-        slurm.scancel(job_ids)
 
 
 def _forget(ledger: Ledger, unsent: list[LedgerEntry], keep_first: bool) -> str:

@@ -13,24 +13,41 @@ from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import TYPE_CHECKING, TextIO
 
+from filelock import SoftFileLease, Timeout
+
+from pyexp.command import CommandTemplate
+from pyexp.environment import submit_lock_seconds
 from pyexp.errors import PyExpError, SavePathError
 from pyexp.indexset import IndexSet
-from pyexp.scheduler import escalate, planner, preflight, render
-from pyexp.scheduler.backend import Backend, log_dir
+from pyexp.scheduler import escalate, planner, preflight, render, slurm
+from pyexp.scheduler.backend import Backend
 from pyexp.scheduler.cluster import ClusterConfig
+from pyexp.scheduler.local import LocalBackend
+from pyexp.scheduler.slurm_backend import SlurmBackend
+from pyexp.scheduler.storage import purge_warning, readonly_refusal
+from pyexp.standing.reconcile import (
+    FAILED_OUT,
+    Standing,
+    check_ledger,
+    classify,
+    max_attempts,
+    submittable,
+)
+from pyexp.standing.settling import broken_command, broken_script, settle, with_accounting
+from pyexp.standing.slurm_states import QueueSnapshot
 from pyexp.state import save_owners
 from pyexp.state.atomic import scan_names, write_atomic
-from pyexp.state.layout import state_dirs
+from pyexp.state.guard import clear_broken
+from pyexp.state.layout import log_dir, read_ledger, state_dirs
+from pyexp.state.leases import still_holds
 from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
 from pyexp.state.records import CompletionRecords
-from pyexp.state.settings import remember
+from pyexp.state.settings import read_settings, remember
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
-    from pyexp.reconcile import Standing
     from pyexp.scheduler.local import Tick
 
-LOCK_LEASE_SECONDS = float(os.environ.get("PYEXP_SUBMIT_LOCK_SECONDS") or 30.0)
 CHECKED_PERMUTATIONS = 20_000  # save paths checked before submitting, of a huge sweep the first
 
 
@@ -63,12 +80,9 @@ class SubmitOptions:
 
     def backend(self) -> Backend:
         """Where the arrays go: this machine with --local, else Slurm."""
-        from pyexp.scheduler.local import LocalBackend
-        from pyexp.scheduler.slurm_backend import SlurmBackend
-
         if self.local:
             return LocalBackend(self.cluster, self.parallel, self.progress)
-        return SlurmBackend(self.cluster, LOCK_LEASE_SECONDS)
+        return SlurmBackend(self.cluster, submit_lock_seconds())
 
 
 @dataclass
@@ -127,12 +141,8 @@ def submit_experiment(exp: ExperimentDescription, opts: SubmitOptions) -> Submit
 def submit_lock(path: str, timeout: float) -> Iterator[Callable[[], bool]]:
     """Hold the experiment's submit lock (a lease, so it works across login nodes on NFS);
     yields a check that it is still ours (renewed, not taken over), for fencing each sbatch."""
-    from filelock import SoftFileLease, Timeout
-
-    from pyexp.state.leases import still_holds
-
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    lock = SoftFileLease(path, lease_duration=LOCK_LEASE_SECONDS, timeout=timeout)
+    lock = SoftFileLease(path, lease_duration=submit_lock_seconds(), timeout=timeout)
     try:
         lock.acquire()
     except Timeout:
@@ -151,24 +161,19 @@ def submit_lock(path: str, timeout: float) -> Iterator[Callable[[], bool]]:
 def _submit_locked(
     exp: ExperimentDescription, opts: SubmitOptions, command: str, held: Callable[[], bool]
 ) -> Submitted:
-    from pyexp.reconcile import FAILED_OUT, check_ledger, classify, max_attempts, submittable
-    from pyexp.scheduler import slurm
-    from pyexp.scheduler.slurm_states import QueueSnapshot
-    from pyexp.settling import broken_command, broken_script, settle, with_accounting
-    from pyexp.state.guard import clear_broken
-
     notes = storage_notes(exp, opts)  # before anything asks Slurm or writes state
     backend = opts.backend()
     submitting = not (opts.local or opts.dry_run)
     queue = backend.queue(required=submitting)
     seen = queue is not None
     queue = queue or QueueSnapshot()
+    scan = read_ledger(exp)  # the ledger, read once for the whole command
     if submitting:
-        queue = with_accounting(exp, queue, slurm.sacct_states)
-        settle(exp, queue)
-    warnings = notes + check_ledger(exp, queue)
+        queue = with_accounting(exp, queue, slurm.sacct_states, scan)
+        settle(exp, queue, scan)
+    warnings = notes + check_ledger(exp, queue, scan)
     cap = max_attempts(exp, opts.max_attempts, remember=submitting)
-    standing = classify(exp, opts.runs, queue, cap, opts.retry_failed)
+    standing = classify(exp, opts.runs, queue, cap, opts.retry_failed, scan)
     missing = submittable(standing)
     done = Submitted(_experiment_path(exp), missing, logs=log_dir(exp), queue_seen=seen)
     done.command = command
@@ -181,7 +186,7 @@ def _submit_locked(
         save_owners.register(exp, root)
     if not missing:
         return done
-    broken = None if opts.retry_failed else broken_command(exp) or broken_script(exp, cap)
+    broken = None if opts.retry_failed else broken_command(exp) or broken_script(exp, cap, scan)
     if broken and not opts.dry_run:
         raise PyExpError(f"{done.experiment}: {broken}")
     done.warnings += [broken] if broken else []
@@ -194,7 +199,7 @@ def _submit_locked(
     if not opts.dry_run:
         preflight.check_writable(where, {"save_path": root, "log_path": done.logs})
     done.limits = backend.limits()
-    done.plan = _plan(exp, opts, standing, missing, done.limits)
+    done.plan = _plan(exp, opts, standing, missing, done.limits, scan.entries)
     folder = _dry_run_folder(exp, done.warnings) if opts.dry_run else state_dirs(exp).scripts
     entries = [_entry(exp, opts, backend, command, p, folder) for p in done.plans]
     done.scripts = [
@@ -217,10 +222,11 @@ def _plan(
     standing: Standing,
     missing: IndexSet,
     limits: planner.Limits,
+    entries: list[LedgerEntry],
 ) -> planner.Plan:
     """The arrays for missing: the retries with more memory or time, then the rest's plan."""
     est = planner.estimate(CompletionRecords(state_dirs(exp).done).durations(), opts.index_minutes)
-    retries = _retries(exp, standing, missing, opts)
+    retries = _retries(exp, standing, missing, opts, entries)
     retried = IndexSet.of(i for r in retries for i in r.indices)
     plan = planner.plan_submission(
         missing - retried,
@@ -236,19 +242,21 @@ def _plan(
 
 
 def _retries(
-    exp: ExperimentDescription, standing: Standing, missing: IndexSet, opts: SubmitOptions
+    exp: ExperimentDescription,
+    standing: Standing,
+    missing: IndexSet,
+    opts: SubmitOptions,
+    entries: list[LedgerEntry],
 ) -> list[escalate.Retry]:
     """The indices retried with more memory or time (not with --no-escalate, --local)."""
     if not opts.escalate or opts.local:
         return []
-    return escalate.retries(exp, standing, missing, opts.cluster)
+    return escalate.retries(exp, standing, missing, opts.cluster, entries)
 
 
 def started_nothing(exp: ExperimentDescription, est: planner.Estimate) -> float | None:
     """The time limit of a farm task that could start no index at an estimate no smaller than
     est's (runner/pool.py notes it): a farm of tasks that short would start nothing again."""
-    from pyexp.state.settings import read_settings
-
     seen = read_settings(state_dirs(exp).unfit)
     limit, estimate = seen.get("time_limit_seconds"), seen.get("estimate")
     if not isinstance(limit, (int, float)) or not isinstance(estimate, (int, float)):
@@ -259,8 +267,6 @@ def started_nothing(exp: ExperimentDescription, est: planner.Estimate) -> float 
 def storage_notes(exp: ExperimentDescription, opts: SubmitOptions) -> list[str]:
     """Refuse state, logs or results where compute nodes cannot write (a dry run notes it; --local
     runs here, where they can); the warning for state on purged scratch."""
-    from pyexp.scheduler.storage import purge_warning, readonly_refusal
-
     refusal = None if opts.local else readonly_refusal(exp.config, opts.cluster, os.environ)
     if refusal and not opts.dry_run:
         raise PyExpError(refusal)
@@ -296,8 +302,6 @@ def check_runnable(
     """Refuse, before anything is submitted, a command or save paths the tasks would fail on or
     share (of a huge sweep, the first CHECKED_PERMUTATIONS permutations); the warnings worth a
     line (runs > 1 with no {run} in the save path)."""
-    from pyexp.runner import CommandTemplate
-
     CommandTemplate(command)
     n, owner = exp.numPermutations(), {}
     # run 0 of each: the run cannot make it invalid

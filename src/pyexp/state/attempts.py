@@ -14,7 +14,9 @@ from pyexp.state.atomic import scan_names, write_atomic
 # Outcomes a runner records; "completed" is the completion record itself.
 FAILED, TIMEOUT, PREEMPTED, OOM, LOST = "failed", "timeout", "preempted", "oom", "lost"
 LEASE_LOST = "lease_lost"  # the runner lost the index's lease mid-run and stopped it
-RETRIED_ALWAYS = frozenset({TIMEOUT, PREEMPTED, LOST, LEASE_LOST})
+# Outcomes the command is to blame for: they count against the attempt cap and the broken-command
+# guard; the others (timeout, preempted, lost, lease_lost) are always retried.
+CHARGED = frozenset({FAILED, OOM})
 CHARGED_TIMEOUT = "timeout_charged"  # in counts(): a timeout of a job given more time
 
 

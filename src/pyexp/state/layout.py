@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from pyexp.experiment import ExperimentDescription, canonical_json
+from pyexp.state.ledger import Ledger, LedgerScan
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -103,6 +104,16 @@ def _safe(parts: list[str]) -> str:
 def state_dirs(exp: ExperimentDescription) -> StateDirs:
     """The state folders of exp."""
     return StateDirs(os.path.join(exp.config.state_path, experiment_id(exp)), work_scope(exp))
+
+
+def log_dir(exp: ExperimentDescription) -> str:
+    """The log folder of exp: <log_path>/<experiment id> (index logs, array tasks' files)."""
+    return os.path.join(exp.config.log_path, experiment_id(exp))
+
+
+def read_ledger(exp: ExperimentDescription) -> LedgerScan:
+    """The ledger of exp as it is now: one listing, each entry read once."""
+    return Ledger(state_dirs(exp).ledger).scan()
 
 
 def work_scope(exp: ExperimentDescription) -> str:

@@ -43,33 +43,13 @@ from dataclasses import dataclass
 
 from filelock import LeaseSettingsMismatch, SoftFileLease, Timeout
 
-from pyexp.errors import ConfigError
+from pyexp.environment import lease_seconds
 from pyexp.job_environment import JobEnvironment
 from pyexp.state.atomic import scan_names, write_atomic
 
-DEFAULT_LEASE_SECONDS = 60.0
 SUFFIX = ".lease"
 INFO = ".info"
 _MARKER_LIMIT = 4096
-
-
-def lease_seconds() -> float:
-    """The lease duration: $PYEXP_LEASE_SECONDS, else 60 s."""
-    value = os.environ.get("PYEXP_LEASE_SECONDS")
-    if not value:
-        return DEFAULT_LEASE_SECONDS
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0:
-        raise ConfigError(f"PYEXP_LEASE_SECONDS={value!r}: must be a positive number of seconds")
-    return seconds
-
-
-def slurm_attempt() -> str | None:
-    """This array task's try as `<array job>_<task>[-<requeue count>]`, None outside an array."""
-    return JobEnvironment.read().attempt
 
 
 def slurm_job() -> str | None:

@@ -17,6 +17,7 @@ PENDING, SUBMITTED, SETTLED = "pending", "submitted", "settled"
 UNCONFIRMED = "unconfirmed"  # sbatch answered unclearly: queued only if squeue shows it
 STATIC, FARM = "static", "farm"  # tasks own fixed index lists / workers pull from one pool
 CANCELLED = "cancelled"  # by pyexp-cancel: its unfinished indices are missing, never charged
+LOCAL_JOB = "local-"  # job ids of work run on this machine, never Slurm's
 NAME_CHARS = 40  # of the experiment's name in job names: squeue shows the start of a name
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _JOB_NAME = re.compile(r"(?:.*-)?pyexp-([A-Za-z0-9]+)")
@@ -62,6 +63,11 @@ class LedgerEntry:
         """Whether the entry's workers pull from a pool instead of owning index lists."""
         return self.mode == FARM
 
+    @property
+    def unsettled_on_slurm(self) -> bool:
+        """Submitted to Slurm and not settled: local runs record every outcome themselves."""
+        return self.state == SUBMITTED and bool(self.job_id) and not is_local_job(self.job_id)
+
     def index_set(self) -> IndexSet:
         """Every index of the entry: the pool (farm) or every task's list (static)."""
         if self.is_farm:
@@ -85,6 +91,16 @@ def job_name(experiment: str, name: str | None, entry_id: str) -> str:
     folder, stem = os.path.split(os.path.splitext(experiment)[0])
     short = _UNSAFE.sub("_", str(name or f"{os.path.basename(folder)}-{stem}"))[:NAME_CHARS]
     return f"{short or 'exp'}-pyexp-{entry_id}"
+
+
+def local_job_id(tag: str) -> str:
+    """The job id of work run on this machine (`local-<tag>`): no Slurm job has it."""
+    return f"{LOCAL_JOB}{tag}"
+
+
+def is_local_job(job_id: str | None) -> bool:
+    """Whether job_id names work run on this machine, not a Slurm job."""
+    return str(job_id).startswith(LOCAL_JOB)
 
 
 def new_entry_id() -> str:
@@ -166,7 +182,14 @@ class Ledger:
 
 @dataclass
 class LedgerScan:
-    """The ledger as read: its entries, and why each unreadable file (by entry id) is not one."""
+    """The ledger as read: its entries, and why each unreadable file (by entry id) is not one.
+
+    A command reads it once (read_ledger) and hands it on; writes (Ledger.settle, ...) update
+    the entry objects it holds, so it stays the command's view of the ledger."""
 
     entries: list[LedgerEntry]
     unreadable: dict[str, str]
+
+    def settled(self) -> list[LedgerEntry]:
+        """The settled entries, oldest first."""
+        return [e for e in self.entries if e.state == SETTLED]

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from pyexp.errors import PyExpError
 from pyexp.experiment import ExperimentDescription
-from pyexp.placement import MAP_LIMIT
-from pyexp.reconcile import DONE, FAILED_OUT, MISSING, RUNNING, STATUSES, Standing
+from pyexp.standing.placement import MAP_LIMIT
+from pyexp.standing.reconcile import DONE, FAILED_OUT, MISSING, RUNNING, STATUSES, Standing
 from pyexp.sweep import ABSENT, value_at
 
 BY_LIMIT = 1_000_000  # indices of one status decoded for --by; above it, --by refuses

@@ -10,7 +10,6 @@ from pyexp.sweep import flat_items
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
-    from pyexp.results import _Shared
 
 logger = logging.getLogger("pyexp.results")
 
@@ -55,22 +54,28 @@ def csv_key(params: dict) -> str:
     return ",".join(str(v) for _, v in flat_items(params))
 
 
-def csv_runs(shared: _Shared, idx: int, params: dict) -> dict[int, Any]:
-    """{run: data} of one permutation in a PyExpUtils CSV file shared by all its runs."""
-    import numpy as np
+def csv_runs(
+    tables: dict[str, CsvTable | None],
+    exp: ExperimentDescription,
+    path: str,
+    runs: int | None,
+    params: dict,
+) -> dict[int, Any]:
+    """{run: data} of one permutation in the PyExpUtils CSV file at path shared by all its runs;
+    tables caches the files parsed so far (None: unreadable); runs None: those found."""
+    import numpy as np  # lazy: the submit path imports no numpy
 
-    path = shared.path(idx)
-    if path not in shared.tables:
+    if path not in tables:
         try:
             with open(path, encoding="utf-8") as f:
-                shared.tables[path] = CsvTable(path, f.read().splitlines())
+                tables[path] = CsvTable(path, f.read().splitlines())
         except (OSError, UnicodeDecodeError) as e:
             logger.warning("result file unreadable: %s (%s)", path, e)
-            shared.tables[path] = None
-    table = shared.tables[path]
+            tables[path] = None
+    table = tables[path]
     header = [k for k, _ in flat_items(params)]
-    found = {} if table is None else table.rows(shared.exp, header).get(csv_key(params), {})
-    runs = shared.runs if shared.runs is not None else max(found, default=-1) + 1
+    found = {} if table is None else table.rows(exp, header).get(csv_key(params), {})
+    runs = runs if runs is not None else max(found, default=-1) + 1
     out: dict[int, Any] = {}
     for run in range(runs):
         try:

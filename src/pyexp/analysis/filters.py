@@ -11,7 +11,7 @@ from pyexp.errors import ResultsError
 from pyexp.sweep import flat_items
 
 if TYPE_CHECKING:
-    from pyexp.results import ResultLike
+    from pyexp.analysis.results import ResultLike
 
 _MISSING: Any = object()
 
@@ -231,7 +231,7 @@ def _checkWindow(steps: int | None, percent: float | None) -> None:
 
 def _windowMean(result: ResultLike, steps: int | None, percent: float | None) -> float | None:
     """The mean over runs, then over the window of steps; None if the result has no data."""
-    import numpy as np
+    import numpy as np  # lazy: importing pyexp stays numpy-free
 
     curve = result.mean()
     if curve is None:

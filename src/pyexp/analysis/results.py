@@ -1,5 +1,5 @@
 """Analysis side: lazy, cached Result objects over an experiment's saved files (filters and
-getBest are in pyexp.analysis)."""
+getBest are in pyexp.analysis.filters)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,13 @@ from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from pyexp.csv_results import csv_runs
+from pyexp.analysis.csv_results import csv_runs
+from pyexp.experiment import paramsString
 from pyexp.indexset import IndexSet
+from pyexp.standing.missing import permutation_hashes
+from pyexp.state.layout import state_dirs
+from pyexp.state.records import CompletionRecords
+from pyexp.state.settings import remembered_int
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -48,7 +53,7 @@ class _ResultBase:
         data = _numeric(self.load(), self)
         if data is None:
             return None
-        import numpy as np
+        import numpy as np  # lazy: importing pyexp stays numpy-free
 
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -59,7 +64,7 @@ class _ResultBase:
         data = _numeric(self.load(), self)
         if data is None:
             return None
-        import numpy as np
+        import numpy as np  # lazy: importing pyexp stays numpy-free
 
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -109,9 +114,6 @@ class _Shared:
         """The runs asked for, else the submitted ones, else those found (None: all rows)."""
         if self._runs is not None:
             return self._runs
-        from pyexp.state.layout import state_dirs
-        from pyexp.state.settings import remembered_int
-
         remembered = remembered_int(state_dirs(self.exp).settings, "runs")
         if remembered is not None or self.shared_file:
             return remembered
@@ -161,7 +163,9 @@ class Result(_ResultBase):
         """Every run's data, runs first, read on first call and cached; None if none exists."""
         if self._data is _UNLOADED:
             if self._shared.shared_file and _suffix(self.filename) == ".csv":
-                found = csv_runs(self._shared, self.idx, self.params)
+                shared = self._shared
+                path = shared.path(self.idx)
+                found = csv_runs(shared.tables, self.exp, path, shared.runs, self.params)
             else:
                 found = {
                     run: _readOrNone(path, self._shared.loader)
@@ -193,8 +197,6 @@ class Result(_ResultBase):
 
     def label(self) -> str:
         """The permutation as PyExpUtils names its folder."""
-        from pyexp.experiment import paramsString
-
         return paramsString(self.params)
 
     def __repr__(self) -> str:
@@ -285,7 +287,7 @@ def _readOrNone(path: str, loader: Loader | None) -> Any:
 
 def _readBuiltin(path: str) -> Any:
     """Read a .npy (array), .npz (dict of arrays) or .csv (array) file with numpy."""
-    import numpy as np
+    import numpy as np  # lazy: importing pyexp stays numpy-free
 
     suffix = _suffix(path)
     if suffix == ".npz":
@@ -298,7 +300,7 @@ def _readBuiltin(path: str) -> Any:
 
 def _stack(datas: list[Any]) -> tuple[Any, bool]:
     """Runs' data as one runs-first array (NaN-padded along steps) and whether it was uneven."""
-    import numpy as np
+    import numpy as np  # lazy: importing pyexp stays numpy-free
 
     if all(isinstance(d, dict) for d in datas):
         out, uneven = {}, False
@@ -325,7 +327,7 @@ def _numeric(data: Any, result: Any) -> Any:
     """data as a float array, None for None; TypeError saying to reduce other data."""
     if data is None:
         return None
-    import numpy as np
+    import numpy as np  # lazy: importing pyexp stays numpy-free
 
     try:
         if isinstance(data, dict):
@@ -340,10 +342,6 @@ def _numeric(data: Any, result: Any) -> Any:
 
 def _runsOnDisk(shared: _Shared) -> int:
     """How many runs exist: from completion records (one folder read), else result files."""
-    from pyexp.missing import permutation_hashes
-    from pyexp.state.layout import state_dirs
-    from pyexp.state.records import CompletionRecords
-
     exp = shared.exp
     hashes = set(permutation_hashes(exp))
     keys = CompletionRecords(state_dirs(exp).done).completed(compact=False)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from pyexp.analysis import _checkWindow, _comparator, _pickBest, splitOverParameter
-from pyexp.results import _numeric
+from pyexp.analysis.filters import _checkWindow, _comparator, _pickBest, splitOverParameter
+from pyexp.analysis.results import _numeric
 
 if TYPE_CHECKING:
-    from pyexp.results import ResultLike
+    from pyexp.analysis.results import ResultLike
 
 
 def plotSensitivity(
@@ -30,12 +32,12 @@ def plotSensitivity(
     file order, labelled as they read. Returns the matplotlib Axes."""
     _checkWindow(steps, percent)
     try:
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # lazy: only plots need it
     except ImportError:
         raise ImportError(
             "plotSensitivity needs matplotlib: pip install 'pyexp-utils[plot]'"
         ) from None
-    import numpy as np
+    import numpy as np  # lazy: importing pyexp stays numpy-free
 
     better = _comparator(comparator, prefer)
     results = list(results)
@@ -80,7 +82,7 @@ def _points(
     better: Callable[[float, float], bool],
 ) -> list[tuple[Any, float, float]]:
     """(x position, mean, stderr) of the best result at each value that has data."""
-    import numpy as np
+    import numpy as np  # lazy: importing pyexp stays numpy-free
 
     points = []
     for x, position in xs.items():
@@ -99,10 +101,7 @@ def _label(value: Any) -> str:
 
 def _runScores(result: ResultLike, steps: int | None, percent: float | None) -> Any:
     """Each run's mean over the window of steps (runs first), NaN runs left out."""
-    import math
-    import warnings
-
-    import numpy as np
+    import numpy as np  # lazy: importing pyexp stays numpy-free
 
     data = _numeric(result.load(), result)
     if data is None:

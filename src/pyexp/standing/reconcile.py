@@ -11,16 +11,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
+from pyexp.environment import slurm_timeout
 from pyexp.errors import PyExpError
 from pyexp.experiment import ExperimentDescription, paramsHash
 from pyexp.indexset import IndexSet
-from pyexp.placement import place
-from pyexp.scheduler.slurm_states import QueueSnapshot
+from pyexp.standing.placement import place
+from pyexp.standing.slurm_states import QueueSnapshot
 from pyexp.state import leases, settings
 from pyexp.state.atomic import scan_names
-from pyexp.state.attempts import CHARGED_TIMEOUT, FAILED, OOM, Attempts
+from pyexp.state.attempts import CHARGED, CHARGED_TIMEOUT, Attempts
 from pyexp.state.layout import state_dirs, work_scope
-from pyexp.state.ledger import PENDING, SUBMITTED, Ledger, LedgerEntry, LedgerScan, job_name
+from pyexp.state.ledger import PENDING, Ledger, LedgerEntry, LedgerScan, job_name
 from pyexp.state.records import CompletionRecords, record_key
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -96,18 +97,6 @@ def queued_indices(
     return out
 
 
-def queued_keys(
-    exp: ExperimentDescription, queue: QueueSnapshot, scan: LedgerScan | None = None
-) -> set[str]:
-    """Record keys (parameters and run) that a pending or running array task of ours still owns
-    in exp's work scope."""
-    return {
-        record_key(planned.getPermutation(i), planned.getRun(i))
-        for _, planned, owned in _owned(exp, queue, scan)
-        for i in owned
-    }
-
-
 def _owned(
     exp: ExperimentDescription, queue: QueueSnapshot, scan: LedgerScan | None
 ) -> Iterator[tuple[LedgerEntry, ExperimentDescription, IndexSet]]:
@@ -140,19 +129,10 @@ class UnknownQueue(QueueSnapshot):
         return entry_id in self.in_doubt
 
 
-def unknown_queue(exp: ExperimentDescription) -> UnknownQueue:
-    """The queue as far as the ledger knows it without squeue: every unsettled Slurm array."""
-    entries = Ledger(state_dirs(exp).ledger).entries()
-    return UnknownQueue(in_doubt=frozenset(e.id for e in entries if _unsettled(e)))
-
-
-def _unsettled(entry: LedgerEntry) -> bool:
-    # As settling.left_queue: local runs record every outcome themselves, Slurm arrays get settled.
-    return (
-        entry.state == SUBMITTED
-        and bool(entry.job_id)
-        and not str(entry.job_id).startswith("local-")
-    )
+def unknown_queue(scan: LedgerScan) -> UnknownQueue:
+    """The queue as far as the ledger (scan) knows it without squeue: every unsettled Slurm
+    array."""
+    return UnknownQueue(in_doubt=frozenset(e.id for e in scan.entries if e.unsettled_on_slurm))
 
 
 def active_indices(entry: LedgerEntry, queue: QueueSnapshot) -> IndexSet:
@@ -170,9 +150,7 @@ def active_indices(entry: LedgerEntry, queue: QueueSnapshot) -> IndexSet:
 def _sbatch_in_flight(entry: LedgerEntry) -> bool:
     # Recorded, then sbatch: another submitter (this one paused, or slurmctld slow to answer)
     # may not see the array in squeue yet. Until sbatch would have timed out, it may be queued.
-    from pyexp.scheduler.slurm import timeout_default
-
-    return time.time() - entry.created < timeout_default() + IN_FLIGHT_MARGIN_SECONDS
+    return time.time() - entry.created < slurm_timeout() + IN_FLIGHT_MARGIN_SECONDS
 
 
 def ledger_problems(scan: LedgerScan, queue: QueueSnapshot) -> list[str]:
@@ -191,17 +169,19 @@ def classify(
     queue: QueueSnapshot,
     max_attempts: int = 3,
     retry_failed: bool = False,
+    scan: LedgerScan | None = None,
 ) -> Standing:
     """Every index of exp x runs as exactly one of the STATUSES, in that order of precedence.
 
     Arithmetic over the few record keys on disk (done, leased, attempted) placed at their
-    indices, and the ledger's queued indices: missing is everything else, never enumerated.
+    indices, and the ledger's queued indices (scan: the ledger as this command read it; default:
+    read now): missing is everything else, never enumerated.
     """
     dirs = state_dirs(exp)
     markers = leases.held_keys(dirs.leases)  # before done: a runner may finish in between
     # A reader: folding here would also drop the parameters that place keys of huge sweeps.
     done = CompletionRecords(dirs.done).completed(compact=False)
-    scan = Ledger(dirs.ledger).scan()
+    scan = scan or Ledger(dirs.ledger).scan()
     # a timeout in a retry with more time counts against the cap (scheduler/escalate.py)
     escalated = {e.job_id for e in scan.entries if e.escalated and e.job_id}
     attempts = Attempts(dirs.attempts).counts(charged_timeouts=escalated)
@@ -246,7 +226,7 @@ def classify(
 def _charged(outcomes: Counter) -> int:
     """Failures that count towards the attempt cap (failed, out of memory, a timeout of a retry
     with more time)."""
-    return outcomes[FAILED] + outcomes[OOM] + outcomes[CHARGED_TIMEOUT]
+    return sum(outcomes[o] for o in CHARGED) + outcomes[CHARGED_TIMEOUT]
 
 
 def _at(where: dict[str, int], keys: Iterable[str]) -> IndexSet:
@@ -315,12 +295,10 @@ def submittable(standing: Standing) -> IndexSet:
     return standing.indices(MISSING) | standing.indices(FAILING) | standing.indices(HELD)
 
 
-def check_ledger(exp: ExperimentDescription, queue: QueueSnapshot) -> list[str]:
-    """One line per unreadable ledger entry whose array has left the queue (its indices count
-    as missing); LedgerUnreadable if one's array may still run, since which indices it owns is
-    unknown and submitting any might run one twice."""
-    ledger = Ledger(state_dirs(exp).ledger)
-    scan = ledger.scan()
+def check_ledger(exp: ExperimentDescription, queue: QueueSnapshot, scan: LedgerScan) -> list[str]:
+    """One line per unreadable ledger entry (of scan) whose array has left the queue (its indices
+    count as missing); LedgerUnreadable if one's array may still run, since which indices it owns
+    is unknown and submitting any might run one twice."""
     for entry_id in scan.unreadable:
         if queue.entry_active(entry_id):
             name = queue.names.get(entry_id) or job_name(

@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from pyexp.experiment import ExperimentDescription
-from pyexp.state.layout import experiment_id, state_dirs
+from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.ledger import Ledger
 
 HEADER = "=== "  # the runner starts each attempt with '=== <time> pyexp-run index=...'
@@ -24,7 +24,7 @@ class AttemptLog:
 
 def index_log(exp: ExperimentDescription, index: int) -> str:
     """The runner's log file of an index: <log_path>/<experiment id>/<index>.log."""
-    return os.path.join(exp.config.log_path, experiment_id(exp), f"{index}.log")
+    return os.path.join(log_dir(exp), f"{index}.log")
 
 
 def attempts_in(path: str, keep: int) -> list[AttemptLog]:
@@ -54,8 +54,6 @@ def _close(out: list[AttemptLog], tail: deque[str]) -> None:
 
 def task_files(exp: ExperimentDescription, index: int) -> list[tuple[str, str]]:
     """(job, file) of the .out/.err files of every array task that held index, oldest first."""
-    from pyexp.scheduler.submit import log_dir
-
     out = []
     ran = _jobs_in_headers(index_log(exp, index))
     for entry in Ledger(state_dirs(exp).ledger).entries():

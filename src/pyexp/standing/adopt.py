@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pyexp.experiment import ExperimentDescription
-from pyexp.missing import listIndices, listMissingResults
+from pyexp.standing.missing import listIndices, listMissingResults
 from pyexp.state.layout import state_dirs
 from pyexp.state.records import CompletionRecords, record_key
 

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from pyexp.experiment import ExperimentDescription
-from pyexp.scheduler.slurm_states import NOT_THE_SCRIPTS_FAULT, SLURM_OUTCOMES, QueueSnapshot
+from pyexp.standing.slurm_states import NOT_THE_SCRIPTS_FAULT, SLURM_OUTCOMES, QueueSnapshot
 from pyexp.state import leases
 from pyexp.state.atomic import scan_names
 from pyexp.state.attempts import FAILED, LOST, Attempts
 from pyexp.state.guard import broken_line
-from pyexp.state.layout import experiment_id, state_dirs
-from pyexp.state.ledger import SETTLED, SUBMITTED, Ledger, LedgerEntry
+from pyexp.state.layout import log_dir, read_ledger, state_dirs
+from pyexp.state.ledger import Ledger, LedgerEntry, LedgerScan
 from pyexp.state.records import CompletionRecords, record_key
 
 # What the array template writes to a task's .err when it ends before pyexp-run starts.
@@ -26,10 +26,12 @@ def with_accounting(
     exp: ExperimentDescription,
     queue: QueueSnapshot,
     states: Callable[[list[str]], dict[str, str] | None],
+    scan: LedgerScan | None = None,
 ) -> QueueSnapshot:
     """squeue's snapshot completed by sacct's word (states: job ids -> '123_4' -> state, None
-    when accounting cannot say) on our unsettled arrays that squeue no longer shows as active."""
-    unsettled = [e for e in Ledger(state_dirs(exp).ledger).entries() if left_queue(e, queue)]
+    when accounting cannot say) on our unsettled arrays that squeue no longer shows as active;
+    scan: the ledger as this command read it (default: read now)."""
+    unsettled = [e for e in (scan or read_ledger(exp)).entries if left_queue(e, queue)]
     answer = states([e.job_id for e in unsettled if e.job_id]) if unsettled else None
     if not answer:
         return queue
@@ -53,7 +55,7 @@ class _TaskEnd:
     said: str = ""  # the script's own line on why it ended before pyexp-run (its .err)
 
 
-def settle(exp: ExperimentDescription, queue: QueueSnapshot) -> int:
+def settle(exp: ExperimentDescription, queue: QueueSnapshot, scan: LedgerScan | None = None) -> int:
     """Record how finished arrays ended for the indices they left unfinished; how many recorded.
 
     queue holds what squeue (and sacct, see with_accounting) said; an array is finished when
@@ -66,11 +68,11 @@ def settle(exp: ExperimentDescription, queue: QueueSnapshot) -> int:
     is not charged, nor one whose script said why it ended (a failed setup line, a stop signal:
     see the array template), and after max_attempts such arrays in a row pyexp-submit refuses
     (broken_script). A farm's pool is charged only where a worker's lease marker names the
-    index. Each array is settled once.
+    index. Each array is settled once; scan: the ledger as this command read it (default: now).
     """
     dirs = state_dirs(exp)
     ledger = Ledger(dirs.ledger)
-    finished = [e for e in ledger.entries() if left_queue(e, queue)]
+    finished = [e for e in (scan or ledger.scan()).entries if left_queue(e, queue)]
     if not finished:
         return 0
     live = leases.live_keys(dirs.leases)  # before done: a runner may finish in between
@@ -78,7 +80,7 @@ def settle(exp: ExperimentDescription, queue: QueueSnapshot) -> int:
     attempts = Attempts(dirs.attempts)
     tried = {(key, attempt.split("-")[0]) for key, _, attempt in attempts.names()}
     started = {name.split("-")[0] for name in scan_names(dirs.started)}
-    outputs = set(scan_names(os.path.join(exp.config.log_path, experiment_id(exp))))
+    outputs = set(scan_names(log_dir(exp)))
     markers = set(scan_names(dirs.leases))
     recorded = 0
     for entry in finished:
@@ -151,7 +153,7 @@ def _task_end(
     end = _TaskEnd(job, queue.state(entry.id, t), job in started, launched)
     if not launched or end.runner_started or end.state in NOT_THE_SCRIPTS_FAULT:
         return end
-    err = os.path.join(exp.config.log_path, experiment_id(exp), f"{entry.job_name}_{t}.err")
+    err = os.path.join(log_dir(exp), f"{entry.job_name}_{t}.err")
     return replace(end, said=_script_said(err))
 
 
@@ -183,9 +185,11 @@ def _setup_failed(end: _TaskEnd) -> bool:
     return end.said.startswith(SETUP_FAILED)
 
 
-def broken_script(exp: ExperimentDescription, max_attempts: int) -> str | None:
+def broken_script(
+    exp: ExperimentDescription, max_attempts: int, scan: LedgerScan | None = None
+) -> str | None:
     """One line when the last max_attempts arrays of exp all failed before pyexp-run started."""
-    settled = [e for e in Ledger(state_dirs(exp).ledger).entries() if e.state == SETTLED]
+    settled = (scan or read_ledger(exp)).settled()
     last = settled[-max_attempts:]
     if len(last) < max_attempts or not all(e.script_failed for e in last):
         return None
@@ -202,9 +206,10 @@ def broken_command(exp: ExperimentDescription) -> str | None:
     return f"not resubmitted: {line}: fix the command, then pass --retry-failed" if line else None
 
 
-def script_failure(exp: ExperimentDescription) -> str | None:
-    """One line when the last settled array of exp failed before pyexp-run started."""
-    settled = [e for e in Ledger(state_dirs(exp).ledger).entries() if e.state == SETTLED]
+def script_failure(exp: ExperimentDescription, scan: LedgerScan) -> str | None:
+    """One line when the last settled array of exp (its ledger: scan) failed before pyexp-run
+    started."""
+    settled = scan.settled()
     if not settled or not settled[-1].script_failed:
         return None
     return f"the last finished array failed before pyexp-run started ({_where(exp, settled[-1])})"
@@ -212,7 +217,7 @@ def script_failure(exp: ExperimentDescription) -> str | None:
 
 def _where(exp: ExperimentDescription, entry: LedgerEntry) -> str:
     err, _, said = entry.script_failed.partition(": ")
-    where = os.path.join(exp.config.log_path, experiment_id(exp), err)
+    where = os.path.join(log_dir(exp), err)
     return f"{said}; see {where}" if said else f"see {where}"
 
 
@@ -233,10 +238,7 @@ def _vanished(end: _TaskEnd, ran: bool) -> tuple[str, str]:
 
 
 def left_queue(entry: LedgerEntry, queue: QueueSnapshot) -> bool:
-    # Local runs record every outcome themselves; Slurm arrays are settled once all tasks left.
-    return (
-        entry.state == SUBMITTED
-        and bool(entry.job_id)
-        and not str(entry.job_id).startswith("local-")
-        and not any(queue.active(entry.id, t) for t in range(entry.task_count()))
+    # Slurm arrays are settled once all their tasks left the queue.
+    return entry.unsettled_on_slurm and not any(
+        queue.active(entry.id, t) for t in range(entry.task_count())
     )

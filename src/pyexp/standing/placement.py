@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pyexp.experiment import ExperimentDescription
-from pyexp.missing import permutation_hashes
+from pyexp.standing.missing import permutation_hashes
 
 MAP_LIMIT = 1_000_000  # permutations up to which every paramsHash is computed
 

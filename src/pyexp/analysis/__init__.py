@@ -1,0 +1,1 @@
+"""The analysis side: results on disk as lazy Result objects, filters, getBest, CSV, plots."""

@@ -1,0 +1,1 @@
+"""Where a sweep stands: missing work, queued and settled jobs, placement, progress, adoption."""
