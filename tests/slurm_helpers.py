@@ -1,5 +1,6 @@
-"""What the real-Slurm fault tests share: a sweep whose job notes each index's start and end
-(and any overlap), submitted to the local Slurm, and waits on squeue."""
+"""What the real-Slurm tests share: a sweep whose job notes each index's start and end (and any
+overlap), submitted to the local Slurm; a project whose command counts each index's runs
+(Project); waits on squeue."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from itertools import pairwise
 
 import pytest
 from conftest import write_project
+
+from pyexp.config import load_config
+from pyexp.experiment import loadExperiment
+from pyexp.state.layout import state_dirs
+from pyexp.state.ledger import Ledger, LedgerEntry
 
 JOB = """
 import fcntl, os, sys, time
@@ -159,3 +165,52 @@ def wait_gone(state: str, deadline: float) -> None:
 def runner_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+class Project:
+    """An experiment of `permutations` indices per run in a folder with a space and a quote."""
+
+    def __init__(self, root, permutations: int) -> None:
+        self.root = root / "my project's dir"
+        self.count = self.root / "count.txt"
+        # Each run of an index appends its number: the lines count the executions.
+        command = f"sh -c 'echo {{index}} >> \"$0\"' {shlex.quote(str(self.count))}"
+        meta = {"name": "e2e", "metaParameters": {"x": list(range(permutations))}}
+        self.experiment = write_project(
+            self.root, meta, {"command": command}, "experiments/e2e.json"
+        )
+        self.config = self.root / "config.json"
+
+    def submit(self, *args: str, cluster: str = "local") -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
+        env["PYEXP_CONFIG"] = str(self.config)
+        argv = [sys.executable, "-m", "pyexp.cli.submit", str(self.experiment), *args]
+        argv += ["--cluster", cluster]
+        return subprocess.run(argv, cwd=self.root, env=env, capture_output=True, text=True)
+
+    def entries(self) -> list[LedgerEntry]:
+        exp = loadExperiment(str(self.experiment), config=load_config(str(self.config)))
+        return Ledger(state_dirs(exp).ledger).entries()
+
+    def counts(self) -> Counter:
+        return (
+            Counter(int(x) for x in self.count.read_text().split())
+            if self.count.exists()
+            else Counter()
+        )
+
+
+def squeue_words(*args: str) -> list[str]:
+    """The words squeue -h prints with args."""
+    out = subprocess.run(["squeue", "-h", *args], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def wait_jobs_gone(job_ids: list[str], timeout: float) -> None:
+    """Wait until squeue no longer lists any of job_ids."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not squeue_words("-j", ",".join(job_ids), "-o", "%i"):
+            return
+        time.sleep(0.5)
+    pytest.fail(f"jobs {job_ids} still in squeue after {timeout} s")

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from runner_helpers import Project, sh, wait_for, write_entry
 
+from pyexp.budget import EARLY_WARNING_SECONDS
 from pyexp.indexset import IndexSet
 from pyexp.job_environment import EARLY_SIGNAL, JobEnvironment
-from pyexp.runner.pool import EARLY_WARNING_SECONDS, TimeBudget
+from pyexp.runner.pool import TimeBudget
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import FARM, Ledger, LedgerEntry
 from pyexp.state.records import CompletionRecords
@@ -158,6 +159,9 @@ def test_worker_uses_index_minutes_while_nothing_has_finished(project):
     assert result.returncode == 0, result.stderr
     assert "not starting index 0: it may take 60s and 2s are left" in result.stderr
     assert not any(project.complete(path, i) for i in range(10))
+    # seen, for the planner: a farm of tasks this short would start nothing again
+    seen = json.loads(Path(state_dirs(project.load(path)).unfit).read_text())
+    assert seen == {"time_limit_seconds": 2.0, "estimate": 60.0}
 
 
 def test_worker_under_slurm_stops_starting_before_slurms_early_warning(tmp_path):

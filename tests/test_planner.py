@@ -9,10 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pyexp import budget
 from pyexp.indexset import IndexSet
 from pyexp.scheduler.cluster import load_cluster
 from pyexp.scheduler.planner import (
     DEFAULT_INDEX_MINUTES,
+    PILOT_WORKERS,
     Estimate,
     Limits,
     PlanError,
@@ -139,9 +141,10 @@ def test_static_bundles_take_every_index_once_or_leave_it_waiting(indices, lim, 
 
 def test_farm_workers_follow_the_expected_work():
     missing, lim = IndexSet.span(0, 1000), Limits(None, 1001)
-    # 1000 x 6 min = 100 h of work in tasks of 1 h less a 1 min lead: 102 workers
+    # 1000 x 6 min = 100 h of work in tasks of 1 h less a 1 min lead and 30 s of Slurm's early
+    # warning: 103 workers
     plan = plan_submission(missing, _cluster(), lim, estimate([], index_minutes=6))
-    assert plan.mode == "farm" and plan.tasks == 102
+    assert plan.mode == "farm" and plan.tasks == 103
     assert "1000 indices x ~6 min (--index-minutes 6)" in plan.why
     on_4_cores = plan_submission(missing, _cluster(cores=4), lim, estimate([], 6))
     assert on_4_cores.tasks == 26
@@ -172,11 +175,45 @@ def test_max_running_jobs_caps_farm_workers_and_throttles_static_arrays():
     assert unlimited.arrays[0].array_spec == "0-999"  # 1000 tasks, none held back
 
 
-def test_an_index_longer_than_a_task_gets_a_task_of_its_own():
+def test_an_index_longer_than_a_task_gets_a_task_of_its_own_with_the_time_it_needs():
     plan = plan_submission(
         IndexSet.span(0, 10), _cluster(hours=1), Limits(None, 1001), estimate([], 90)
     )
-    assert plan.mode == "static" and plan.tasks == 10 and "does not fit" in plan.why
+    assert plan.mode == "static" and plan.tasks == 10 and "cannot start" in plan.why
+    # 90 min + 60 s lead + 30 s early warning + a minute to start: 93 min
+    assert [a.time_hours * 60 for a in plan.arrays] == [93]
+
+
+@pytest.mark.parametrize(
+    ("hours", "lead", "durations"),
+    [
+        (1 / 60, 30, [1.0] * 6),  # 1-minute tasks, 30 s lead: no time left to start anything
+        (3, 120, [2.75 * 3600] * 8 + [2.97 * 3600] * 2),  # median 2h45, p90 2h58 under 3 h
+    ],
+)
+def test_a_plan_never_holds_a_farm_whose_workers_cannot_start_an_index(hours, lead, durations):
+    cluster = replace(_cluster(hours=hours, lead=lead), max_time_hours=24)
+    est = estimate(durations)
+    plan = plan_submission(IndexSet.span(0, 6), cluster, Limits(None, 1001), est)
+    (array,) = plan.arrays
+    usable = budget.usable_seconds(array.time_hours * 3600, lead)
+    assert budget.may_start(est.fit, usable)  # the worker's own rule lets it start
+    assert plan.mode == "static" and array.per_task == 1 and array.task_count == 6
+    assert "cannot start" in plan.why and f"p90 of {len(durations)} done" in plan.why
+
+
+def test_an_index_that_fits_no_task_the_cluster_allows_is_refused_in_one_line():
+    cluster = replace(_cluster(hours=24), max_time_hours=24)
+    with pytest.raises(PlanError, match="nor in the cluster's max_time_hours 24") as e:
+        plan_submission(IndexSet.span(0, 3), cluster, Limits(None, 1001), estimate([24 * 3600.0]))
+    assert "\n" not in str(e.value)
+
+
+def test_an_unmeasured_sweep_is_not_held_back_by_the_default_guess():
+    # workers start any index while nothing is measured; the plan holds a farm then
+    cluster, lim = _cluster(hours=0.1), Limits(None, 1001)
+    plan = plan_submission(IndexSet.span(0, 6), cluster, lim, estimate([]))
+    assert plan.mode == "farm"
 
 
 def test_estimate_prefers_the_flag_then_the_measured_median_then_the_default():
@@ -216,3 +253,33 @@ def test_a_trillion_missing_indices_plan_without_enumerating():
 
 def test_clock():
     assert [clock(s) for s in (5, 600, 3 * 3600, 5 * 86400)] == ["5 s", "10 min", "3 h", "5 days"]
+
+
+def test_a_farm_seen_starting_nothing_is_never_planned_again_unchanged():
+    cluster, lim = _cluster(hours=0.5, lead=60), Limits(None, 1001)
+    est = estimate([1.0] * 6)  # fits on paper: 30 min less 90 s
+    assert plan_submission(IndexSet.span(0, 6), cluster, lim, est).mode == "farm"
+    # ...but a worker of a 30-minute task started nothing (its Python and setup took the rest)
+    again = plan_submission(IndexSet.span(0, 6), cluster, lim, est, started_nothing=1800.0)
+    assert again.mode == "static" and again.arrays[0].per_task == 1
+    assert again.arrays[0].time_hours * 3600 == budget.seconds_for_one(1.0, 60)
+    longer = replace(cluster, time_hours=1.0)  # a longer task was never seen failing to start
+    assert plan_submission(IndexSet.span(0, 6), longer, lim, est, started_nothing=1800.0).mode == (
+        "farm"
+    )
+
+
+def test_an_unmeasured_farm_is_a_pilot_and_the_next_round_sizes_from_what_it_measured():
+    missing, lim = IndexSet.span(0, 1000), Limits(None, 1001)
+    pilot = plan_submission(missing, _cluster(hours=0.25), lim, estimate([]))
+    assert pilot.mode == "farm" and pilot.tasks == PILOT_WORKERS
+    assert pilot.why.startswith(f"a pilot of {PILOT_WORKERS} workers: nothing measured yet")
+    # measured: 8 min each -> 8000 min of work in tasks of 15 min less 90 s: 593 workers
+    sized = plan_submission(missing, _cluster(hours=0.25), lim, estimate([480.0] * 10))
+    assert sized.tasks == 593
+    quick = plan_submission(missing, _cluster(hours=0.25), lim, estimate([0.01] * 10))
+    assert quick.tasks == 1  # indices that take no time: one worker, not hundreds
+    flag = plan_submission(missing, _cluster(hours=0.25), lim, estimate([], index_minutes=8))
+    assert flag.tasks == 593  # --index-minutes sizes it at once
+    asked = plan_submission(missing, _cluster(hours=0.25), lim, estimate([]), workers=9)
+    assert asked.tasks == 9

@@ -78,7 +78,7 @@ def _pwned(tmp) -> list:
 
 def _context(hostile, cluster):
     root = hostile["root"]
-    plan = plan_arrays(range(10), 2, 1001, throttle=2)[0]
+    plan = plan_arrays(range(10), 2, 1001, throttle=2, time_hours=cluster.time_hours)[0]
     return array_context(
         plan,
         cluster,

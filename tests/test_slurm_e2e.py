@@ -16,62 +16,17 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import write_project
+from slurm_helpers import Project
+from slurm_helpers import squeue_words as _squeue
+from slurm_helpers import wait_jobs_gone as _wait_gone
 
 from pyexp.config import load_config
 from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.state.attempts import TIMEOUT, Attempts
 from pyexp.state.layout import state_dirs
-from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry
+from pyexp.state.ledger import SUBMITTED, LedgerEntry
 
 pytestmark = pytest.mark.slurm
-
-
-class Project:
-    """An experiment of `permutations` indices per run in a folder with a space and a quote."""
-
-    def __init__(self, root, permutations: int) -> None:
-        self.root = root / "my project's dir"
-        self.count = self.root / "count.txt"
-        # Each run of an index appends its number: the lines count the executions.
-        command = f"sh -c 'echo {{index}} >> \"$0\"' {shlex.quote(str(self.count))}"
-        meta = {"name": "e2e", "metaParameters": {"x": list(range(permutations))}}
-        self.experiment = write_project(
-            self.root, meta, {"command": command}, "experiments/e2e.json"
-        )
-        self.config = self.root / "config.json"
-
-    def submit(self, *args: str, cluster: str = "local") -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
-        env["PYEXP_CONFIG"] = str(self.config)
-        argv = [sys.executable, "-m", "pyexp.cli.submit", str(self.experiment), *args]
-        argv += ["--cluster", cluster]
-        return subprocess.run(argv, cwd=self.root, env=env, capture_output=True, text=True)
-
-    def entries(self) -> list[LedgerEntry]:
-        exp = loadExperiment(str(self.experiment), config=load_config(str(self.config)))
-        return Ledger(state_dirs(exp).ledger).entries()
-
-    def counts(self) -> Counter:
-        return (
-            Counter(int(x) for x in self.count.read_text().split())
-            if self.count.exists()
-            else Counter()
-        )
-
-
-def _squeue(*args: str) -> list[str]:
-    out = subprocess.run(["squeue", "-h", *args], capture_output=True, text=True, check=True)
-    return out.stdout.split()
-
-
-def _wait_gone(job_ids: list[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _squeue("-j", ",".join(job_ids), "-o", "%i"):
-            return
-        time.sleep(0.5)
-    pytest.fail(f"jobs {job_ids} still in squeue after {timeout} s")
 
 
 def test_every_index_runs_exactly_once(tmp_path):
@@ -248,8 +203,10 @@ def test_queued_work_survives_added_reordered_and_removed_sweep_values(tmp_path)
     limits = {"time_hours": 0.1, "indices_per_task": 1, "array_throttle": 1}
     cluster.write_text(json.dumps({**limits, "mem_per_core_gb": 0.25, "account_required": False}))
 
-    def submit(*args: str) -> str:
-        result = project.submit("--runs", "1", *args, cluster=str(cluster))
+    def submit(*args: str) -> str:  # static bundles: tasks own fixed indices
+        result = project.submit(
+            "--runs", "1", "--indices-per-task", "1", *args, cluster=str(cluster)
+        )
         assert result.returncode == 0, result.stderr
         return result.stdout
 

@@ -39,14 +39,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _line(path: str, done) -> str:
-    if not done.job_ids:
-        return f"{path}: nothing queued or running in Slurm"
     verb = "would cancel" if done.dry_run else "cancelled"
+    follow = done.followup
+    chain = f"; {verb} its --until-done chain (follow-up job {follow})" if follow else ""
+    if not done.job_ids:
+        return f"{path}: nothing queued or running in Slurm{chain}"
     jobs = ", ".join(done.job_ids)
     tail = (
         "" if done.dry_run else "; their unfinished indices are missing (pyexp-submit reruns them)"
     )
-    return f"{path}: {verb} job {jobs} ({done.tasks} array tasks){tail}"
+    return f"{path}: {verb} job {jobs} ({done.tasks} array tasks){tail}{chain}"
 
 
 if __name__ == "__main__":

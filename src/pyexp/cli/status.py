@@ -118,6 +118,7 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     failed = script_failure(exp, scan)  # the last array's script, before pyexp-run (a setup line)
     out.update(jobs=standing.jobs, problems=standing.ledger_problems + ([failed] if failed else []))
     out["unplaced"] = len(standing.unplaced)
+    out["chain"] = _chain(exp, asked_slurm=problem is None and not args.no_slurm)
     out["runtime"] = times and {"indices": times.count, "median": times.median, "p90": times.p90}
     out["eta"] = eta and {
         "seconds": eta.seconds,
@@ -129,6 +130,7 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     out["held_indices"] = [_held(i, h) for i, h in sorted(standing.held.items())[:LIST_LIMIT]]
     if args.verbose or args.json:
         out.update(_failures(exp, standing), running_indices=_running(exp, standing))
+        out["retried_with_more"] = _retried_with_more(scan)
     if args.by:
         out["by"] = {"param": args.by, "rows": numbers.breakdown(exp, standing, args.by)}
     return out
@@ -164,6 +166,15 @@ def _failures(exp, standing) -> dict:
         out[f"{name}_indices"] = rows
         out[f"{name}_indices_total"] = len(keys)
     return out
+
+
+def _retried_with_more(scan) -> list[dict]:
+    """The arrays that retried indices with more memory or time, and why."""
+    return [
+        {"job": e.job_id, "indices": e.index_set().text(), "why": e.escalated}
+        for e in scan.entries
+        if e.escalated
+    ]
 
 
 def _tail(attempts_in, log: str) -> list[str]:
@@ -202,6 +213,22 @@ def _held(index: int, holder) -> dict:
         "job": holder.job,
         "age_seconds": int(holder.age),
     }
+
+
+def _chain(exp, asked_slurm: bool) -> str | None:
+    """--until-done's chain in one line (whether its follow-up is gone: when squeue answers)."""
+    from pyexp.errors import SlurmError
+    from pyexp.scheduler import chain
+    from pyexp.state.layout import state_dirs
+
+    found = chain.Chain.read(state_dirs(exp).chain)
+    if found is None:
+        return None
+    try:
+        gone = asked_slurm and chain.followup_gone(found)
+    except SlurmError:
+        gone = False
+    return chain.describe(found, gone)
 
 
 def _queue(exp, scan, no_slurm: bool):

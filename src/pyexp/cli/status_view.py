@@ -42,6 +42,8 @@ def _block(r: dict, verbose: bool) -> list[str]:
         )
     if r["jobs"]:
         lines.append(f"  jobs: {', '.join(r['jobs'])}")
+    if r.get("chain"):
+        lines.append(f"  {r['chain']}")
     if r["runtime"]:
         t = r["runtime"]
         lines.append(
@@ -103,6 +105,10 @@ def _verbose(r: dict) -> list[str]:
     lines = [
         f"  index {h['index']}: running on {h['host']} pid {h['pid']} job {h['job']}"
         for h in r["running_indices"]
+    ]
+    lines += [
+        f"  indices {m['indices']}: retried with more (job {m['job']}): {m['why']}"
+        for m in r.get("retried_with_more", [])
     ]
     for kind in ("failing", "failed"):
         rows, total = r[f"{kind}_indices"], r[f"{kind}_indices_total"]

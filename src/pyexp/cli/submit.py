@@ -20,6 +20,7 @@ from pyexp.scheduler.planner import SANE_MISSING
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
     from pyexp.scheduler.cluster import ClusterConfig
+    from pyexp.scheduler.submit import SubmitOptions, Submitted
 
 PROG = "pyexp-submit"
 
@@ -47,7 +48,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--indices-per-task", type=count, metavar="N", help="static bundles of N indices per task")
     add("--index-minutes", type=minutes, metavar="M", help="one index's time (default: measured)")
     add("--yes", action="store_true", help=f"submit more than {SANE_MISSING} missing indices")
+    add("--no-escalate", action="store_true", help="retry out-of-memory/time as they were")
+    add("--until-done", action="store_true", help="chain follow-up jobs until the sweep is done")
+    add("--max-rounds", type=count, metavar="N", help="rounds of --until-done (default 10)")
+    add("--then", metavar="CMD", help="with --until-done: a job that runs CMD once all is done")
     args = p.parse_args(argv)
+    if args.until_done and (args.local or args.dry_run):
+        p.error("--until-done chains Slurm jobs; it goes with neither --local nor --dry-run")
+    if (args.max_rounds is not None or args.then is not None) and not args.until_done:
+        p.error("--max-rounds and --then go with --until-done")
     if args.parallel is not None and not args.local:
         p.error("--parallel N goes with --local")
     if args.workers is not None and args.indices_per_task is not None:
@@ -113,6 +122,7 @@ def _submit_all(args: argparse.Namespace) -> int:
         indices_per_task=args.indices_per_task,
         index_minutes=args.index_minutes,
         yes=args.yes,
+        escalate=not args.no_escalate,
     )
     failed = gave_up = False
     each = zip(args.experiments, exps, runs, clusters, strict=True)
@@ -122,14 +132,69 @@ def _submit_all(args: argparse.Namespace) -> int:
         if remembered:
             note = "remembered from its last submission (--cluster NAME|PATH replaces it)"
             print(f"{path}: cluster {cluster.spec}, {note}", flush=True)
-        done = submit_experiment(exp, one)
+        done = _round(args, path, exp, one) if args.until_done else submit_experiment(exp, one)
         if done.given_up:  # first, so that a cron log's reader sees it
             print(f"{PROG}: {given_up_line(done)}", file=sys.stderr, flush=True)
         for warning in done.warnings:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
         print(report(done, one), flush=True)
+        if done.chain:
+            print(done.chain, flush=True)
         failed, gave_up = failed or bool(done.failed_tasks), gave_up or bool(done.given_up)
     return 1 if failed else GAVE_UP if gave_up else 0
+
+
+def _round(
+    args: argparse.Namespace, path: str, exp: ExperimentDescription, opts: SubmitOptions
+) -> Submitted:
+    """One round of --until-done: submit, then (under the lock) join, stop or chain the chain."""
+    import os
+    from dataclasses import replace
+
+    from pyexp.errors import PyExpError, describe
+    from pyexp.job_environment import JobEnvironment
+    from pyexp.scheduler import chain
+    from pyexp.scheduler.submit import submit_experiment
+
+    chain.refuse_where_jobs_cannot_submit(opts.cluster)
+    request = chain.ChainRequest(
+        _next_round_argv(args, os.path.abspath(path), opts),
+        args.max_rounds or chain.DEFAULT_MAX_ROUNDS,
+        args.then,
+    )
+    job = JobEnvironment.read().job_id
+
+    def after(done: Submitted) -> str:
+        return chain.step(exp, done, request, opts.cluster, job)
+
+    try:
+        return submit_experiment(exp, replace(opts, after=after))
+    except PyExpError as e:
+        chain.round_failed(exp, describe(e), job)
+        raise
+
+
+def _next_round_argv(args: argparse.Namespace, path: str, opts: SubmitOptions) -> list[str]:
+    """pyexp-submit's arguments for the next round: the same options, everything explicit (the
+    follow-up job has no $CC_CLUSTER nor $SBATCH_ACCOUNT); never --retry-failed (once is
+    enough)."""
+    import os
+
+    argv = [path, "--runs", str(opts.runs), "--cluster", opts.cluster.spec, "--until-done"]
+    given = {
+        "--account": opts.cluster.account,
+        "--command": args.command,
+        "--template": os.path.abspath(args.template) if args.template else None,
+        "--max-attempts": args.max_attempts,
+        "--workers": args.workers,
+        "--indices-per-task": args.indices_per_task,
+        "--index-minutes": args.index_minutes,
+        "--max-rounds": args.max_rounds,
+        "--then": args.then,
+    }
+    argv += [part for flag, v in given.items() if v is not None for part in (flag, str(v))]
+    flags = {"--yes": args.yes, "--no-escalate": args.no_escalate}
+    return argv + [flag for flag, on in flags.items() if on]
 
 
 def _cluster(

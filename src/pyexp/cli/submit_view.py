@@ -32,9 +32,21 @@ def report(done: Submitted, opts: SubmitOptions) -> str:
         of = f" of {n}" if ran != n else ""
         return f"{name}: ran {ran}{of} indices locally in {kind}{failed}{_unclaimed(done, ran)}"
     jobs = ", ".join(done.job_ids)
+    more = [p for p in done.plans if p.why]
+    retried = sum(p.indices for p in more)
+    wait += (
+        f"; {amount(retried, 'index', 'indices')} retried with more memory or time "
+        "(pyexp-status -v says why)"
+        if more
+        else ""
+    )
+    # static without --indices-per-task: the time budget gave each index a task of its own
+    farm = farm and len(more) < arrays
+    plain = opts.indices_per_task or len(more) == arrays
+    how = f", a {_mode(done)}" if farm else "" if plain else f"; {done.plan.why}"
     return (
         f"{name}: submitted {amount(n, 'index', 'indices')} as {amount(arrays, 'array')} "
-        f"to {opts.cluster.name} (job {jobs}){f', a {_mode(done)}' if farm else ''}{wait}"
+        f"to {opts.cluster.name} (job {jobs}){how}{wait}"
     )
 
 
@@ -60,7 +72,7 @@ def given_up_line(done: Submitted) -> str:
 
 
 def _mode(done: Submitted) -> str:
-    tasks = sum(p.task_count for p in done.plans)
+    tasks = sum(p.task_count for p in done.plans if not p.why)  # not the retries with more
     if done.plan and done.plan.mode == planner.FARM:
         return f"farm of {amount(tasks, 'worker')}"
     return amount(tasks, "task")

@@ -7,9 +7,10 @@ a live holder, so workers that meet walk past each other instead of contending o
 It tries the lease of any other (the Runner does, and reports taken/held back); under the lease
 it asks again whether the array tried it. A pass that claimed something is followed by another
 over the indices that were held; the worker ends when a pass claims nothing and none of its own
-indices runs, or when the next index's estimate (a high percentile of this experiment's
-measured durations, else the entry's index_minutes) no longer fits before the deadline: the
-job's end less the signal lead (under Slurm, less another 30 s: its warning may come that early).
+indices runs, or when the next index no longer fits before the deadline: both decided by
+pyexp.budget, with the planner's rule (a high percentile of this experiment's measured
+durations, else the entry's index_minutes; the job's end less the signal lead and Slurm's early
+warning).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from itertools import chain
 
+from pyexp.budget import index_seconds, may_start, usable_seconds
 from pyexp.experiment import ExperimentDescription
 from pyexp.indexset import IndexSet
 from pyexp.job_environment import JobEnvironment
@@ -28,20 +30,11 @@ from pyexp.state.layout import state_dirs
 from pyexp.state.leases import holder_of
 from pyexp.state.ledger import LedgerEntry
 from pyexp.state.records import CompletionRecords
+from pyexp.state.settings import remember
 
-PERCENTILE = 0.9  # of measured durations: the estimate of the next index
-# slurmctld checks time limits every 30 s and sends --signal's warning at the first check
-# within 30 s of (end - lead): up to 30 s early (measured 25 s early on Slurm 22.05).
-EARLY_WARNING_SECONDS = 30.0
 REFRESH_SECONDS = 1.0  # done and tried sets
 ESTIMATE_SECONDS = 30.0  # durations
 _SETTLED_OUTCOMES = (FAILED, OOM, LEASE_LOST)  # this array does not try them again
-
-
-def high_percentile(values: list[float], q: float = PERCENTILE) -> float:
-    """The q-quantile of values (nearest rank, so an observed value); values must not be empty."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 class TimeBudget:
@@ -51,11 +44,12 @@ class TimeBudget:
         self,
         deadline: float | None,
         records: CompletionRecords | None = None,
-        fallback: float | None = None,
+        index_minutes: float | None = None,
     ) -> None:
         self.deadline = deadline
+        self.limit: float | None = None  # the task's time limit, when known
         self.records = records
-        self.fallback = fallback
+        self.index_minutes = index_minutes
         self._estimate: float | None = None
         self._measured_at = -math.inf
 
@@ -66,38 +60,36 @@ class TimeBudget:
         """The budget of a task of entry started at monotonic time started: until the job's
         end (Slurm's, else started + the entry's time limit) less the signal lead, and under
         Slurm less how early its warning may come (it stops the indices then running)."""
-        lead = entry.signal_lead_seconds or 0.0
-        if lead and job.job_id is not None:  # not a stand-in for a local worker
-            lead += EARLY_WARNING_SECONDS
+        under_slurm = job.job_id is not None  # not a stand-in for a local worker
+        lead = entry.signal_lead_seconds
         if job.end is not None:
-            deadline = time.monotonic() + (job.end - time.time()) - lead
+            left = usable_seconds(job.end - time.time(), lead, under_slurm)
+            deadline: float | None = time.monotonic() + left
         elif entry.time_limit_seconds:
-            deadline = started + entry.time_limit_seconds - lead
+            deadline = started + usable_seconds(entry.time_limit_seconds, lead, under_slurm)
         else:
             deadline = None
-        minutes = entry.index_minutes
-        return cls(deadline, records, minutes * 60 if minutes else None)
+        budget = cls(deadline, records, entry.index_minutes)
+        budget.limit = entry.time_limit_seconds
+        return budget
 
     def left(self) -> float | None:
         """Seconds until the deadline (None: no deadline)."""
         return None if self.deadline is None else self.deadline - time.monotonic()
 
     def estimate(self) -> float | None:
-        """Seconds the next index may take: the measured high percentile, else the fallback."""
+        """Seconds the next index may take, as the planner estimates it (budget.index_seconds)."""
         now = time.monotonic()
-        if self.records is not None and now - self._measured_at >= ESTIMATE_SECONDS:
+        if now - self._measured_at >= ESTIMATE_SECONDS:
             self._measured_at = now
-            measured = self.records.durations()
-            self._estimate = high_percentile(measured) if measured else None
-        return self._estimate if self._estimate is not None else self.fallback
+            measured = self.records.durations() if self.records is not None else []
+            self._estimate = index_seconds(measured, self.index_minutes)
+        return self._estimate
 
     def refusal(self) -> str | None:
         """Why no further index may start (None: one may)."""
-        left = self.left()
-        if left is None:
-            return None
-        estimate = self.estimate()
-        if left > (estimate or 0.0):
+        left, estimate = self.left(), self.estimate()
+        if may_start(estimate, left):
             return None
         return (
             f"it may take {estimate or 0:.0f}s and {max(left, 0):.0f}s are left before the deadline"
@@ -133,7 +125,7 @@ class PoolClaims:
         self._swept = swept
         self._skipped: set[int] = set()
         self._settled: set[str] = set()
-        self._leases = dirs.leases
+        self._leases, self._unfit = dirs.leases, dirs.unfit
         self._refreshed = -math.inf
         self.ended = self.out_of_time = False
         self.tries = self.refused = 0
@@ -162,6 +154,9 @@ class PoolClaims:
             if (why := self._budget.refusal()) is not None:
                 self._say(f"not starting index {index}: {why}; the rest stays missing")
                 self.ended = self.out_of_time = True
+                if not self.tries and self._budget.limit:  # the planner must hear of it
+                    limit, estimate = self._budget.limit, self._budget.estimate()
+                    remember(self._unfit, time_limit_seconds=limit, estimate=estimate or 0.0)
                 return None
             return item
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pyexp.scheduler import slurm
+from pyexp.scheduler import chain, slurm
 from pyexp.scheduler.submit import submit_lock
 from pyexp.state.layout import state_dirs
 from pyexp.state.ledger import SUBMITTED, Ledger, LedgerEntry
@@ -22,6 +22,7 @@ class Cancelled:
     job_ids: list[str] = field(default_factory=list)
     tasks: int = 0  # pending or running array tasks of those jobs
     dry_run: bool = False
+    followup: str = ""  # the --until-done chain's follow-up job, cancelled too
 
 
 def cancel_experiment(
@@ -29,18 +30,24 @@ def cancel_experiment(
 ) -> Cancelled:
     """scancel every array of exp that squeue still shows; its ledger entries are marked
     cancelled first, so the indices they leave unfinished are missing, never charged as failed.
-    Holds the submit lock, so a cron pyexp-submit neither races the marks nor settles them."""
+    Holds the submit lock, so a cron pyexp-submit neither races the marks nor settles them.
+    The --until-done chain's follow-up is cancelled with them and the chain says so."""
     queue = slurm.queue_snapshot()  # required: without squeue nothing is known to be queued
     ledger = Ledger(state_dirs(exp).ledger)
     if dry_run:
-        return _active(ledger, queue, dry_run=True)
+        found = _active(ledger, queue, dry_run=True)
+        found.followup = chain.pending_followup(exp) or ""
+        return found
     with submit_lock(state_dirs(exp).submit_lock, lock_timeout):
         found = _active(ledger, queue)
+        found.followup = chain.pending_followup(exp) or ""
         entries = [e for e in ledger.entries() if e.job_id in found.job_ids]
         for entry in entries:
             ledger.mark_cancelled(entry)
+        if found.followup:
+            chain.stop(exp, f"cancelled by pyexp-cancel (with follow-up job {found.followup})")
         try:
-            slurm.scancel(found.job_ids)
+            slurm.scancel(found.job_ids + ([found.followup] if found.followup else []))
         except slurm.SlurmUncertain:
             raise  # it may have cancelled them: keep the marks (a cancelled index is missing)
         except slurm.SlurmError:

@@ -69,6 +69,7 @@ class ClusterConfig:
     spec: str = ""  # how to load it again: a shipped name, or the absolute path of the file
     fail_fast_indices: int = DEFAULT_INDICES  # the broken-command guard (runner/guard.py); 0: off
     fail_fast_seconds: float = DEFAULT_SECONDS
+    jobs_may_submit_jobs: bool = True  # False: no --until-done (its follow-up job submits)
 
     @property
     def time(self) -> str:
@@ -125,6 +126,7 @@ _FIELDS = {
     "docs": (dict,),
     "fail_fast_indices": (int,),
     "fail_fast_seconds": (Real,),
+    "jobs_may_submit_jobs": (bool,),
 }
 _REQUIRED = ("time_hours",)
 _COUNTS = (  # fields that count something: at least 1 when set

@@ -3,7 +3,8 @@ under MaxArraySize and the user's room in the queue.
 
 Farm mode (the default): one array of `workers` tasks that pull indices from one pool; as many
 workers as the expected work fills (index time x missing / (task time x cores)), capped by the
-room left in the queue, MaxArraySize and missing / cores. Static mode (--indices-per-task N):
+room left in the queue, MaxArraySize and missing / cores; before anything is measured (and
+without --index-minutes), a pilot of PILOT_WORKERS. Static mode (--indices-per-task N):
 task t of an array runs the N indices after t * N, as pyexp always did.
 """
 
@@ -12,8 +13,9 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from pyexp import budget
 from pyexp.errors import PyExpError
 from pyexp.indexset import IndexSet
 from pyexp.scheduler.cluster import ClusterConfig
@@ -21,6 +23,7 @@ from pyexp.state.ledger import FARM, STATIC  # the ledger records a plan's mode
 from pyexp.timefmt import amount
 
 DEFAULT_INDEX_MINUTES = 10.0  # nothing finished yet and no --index-minutes
+PILOT_WORKERS = 4  # a farm before anything is measured: the next round sizes from what it measures
 SANE_MISSING = 10**7  # more missing indices than this needs --yes: likely a sweep typo
 MAX_STATIC_TASKS = 10**5  # static bundles beyond this would plan lists of too many tasks
 
@@ -40,6 +43,8 @@ class ArrayPlan:
     throttle: int | None
     cores: int
     time_hours: float
+    mem_per_core_gb: float | None = None  # None: the cluster config's
+    why: str = ""  # a retry with more memory or time (scheduler/escalate.py): why
 
     @property
     def mode(self) -> str:
@@ -74,21 +79,30 @@ class ArrayPlan:
 
 @dataclass(frozen=True)
 class Estimate:
-    """How long one index takes: typical (median, for sizing) and mean (for totals)."""
+    """How long one index takes: typical (median, for sizing), mean (for totals), and how long
+    it may take (budget.index_seconds, for whether it fits; None: unknown)."""
 
     seconds: float
     mean: float
     source: str  # e.g. 'median of 40 finished indices'
+    fit: float | None = None
+    fit_source: str = ""  # e.g. 'p90 of 40 done'
 
 
 def estimate(durations: list[float], index_minutes: float | None = None) -> Estimate:
-    """--index-minutes if given, else the measured durations' median, else the default."""
+    """For sizing: --index-minutes if given, else the measured durations' median, else the
+    default; for fitting: budget.index_seconds, as farm workers decide."""
+    fit = budget.index_seconds(durations, index_minutes)
+    if durations:
+        fit_source = f"p{budget.PERCENTILE * 100:.0f} of {len(durations)} done"
+    else:
+        fit_source = f"--index-minutes {index_minutes:g}" if index_minutes is not None else ""
     if index_minutes is not None:
         s = index_minutes * 60
-        return Estimate(s, s, f"--index-minutes {index_minutes:g}")
+        return Estimate(s, s, f"--index-minutes {index_minutes:g}", fit, fit_source)
     if durations:
-        median = statistics.median(durations)
-        return Estimate(median, statistics.fmean(durations), f"median of {len(durations)} done")
+        median, mean = statistics.median(durations), statistics.fmean(durations)
+        return Estimate(median, mean, f"median of {len(durations)} done", fit, fit_source)
     s = DEFAULT_INDEX_MINUTES * 60
     return Estimate(s, s, f"default {DEFAULT_INDEX_MINUTES:g} min: nothing finished yet")
 
@@ -129,18 +143,42 @@ def plan_submission(
     est: Estimate,
     workers: int | None = None,
     per_task: int | None = None,
+    started_nothing: float | None = None,
 ) -> Plan:
-    """The plan for missing: static bundles when per_task is given, else a farm pool."""
+    """The plan for missing: static bundles when per_task is given, else a farm pool whose
+    workers can start their work (budget.may_start, as they decide; started_nothing: the time
+    limit of a farm task that started nothing with this estimate), else one index per task with
+    the time it needs."""
     if per_task is not None:
         return _static(missing, cluster, limits, est, per_task, f"--indices-per-task {per_task}")
-    capacity = cluster.time_hours * 3600 - cluster.signal_lead_seconds
-    if est.seconds > capacity and workers is None:
-        why = (
-            f"one index (~{clock(est.seconds)}, {est.source}) does not fit in a task's "
-            f"{clock(capacity)}: one index per task"
-        )
-        return _static(missing, cluster, limits, est, 1, why)
+    time_seconds = cluster.time_hours * 3600
+    capacity = budget.usable_seconds(time_seconds, cluster.signal_lead_seconds)
+    if started_nothing is not None and time_seconds <= started_nothing:
+        capacity = min(capacity, 0.0)  # seen: its workers could not start (Python, setup)
+    if not budget.may_start(est.fit, capacity):
+        return _one_per_task(missing, cluster, limits, est, capacity)
     return _farm(missing, cluster, limits, est, capacity, workers)
+
+
+def _one_per_task(
+    missing: IndexSet, cluster: ClusterConfig, limits: Limits, est: Estimate, capacity: float
+) -> Plan:
+    need = est.fit if est.fit is not None else est.seconds
+    source = est.fit_source or est.source
+    seconds = budget.seconds_for_one(need, cluster.signal_lead_seconds)
+    where = (
+        f"one index (~{clock(need)}, {source}) cannot start in a task of "
+        f"{clock(cluster.time_hours * 3600)} ({clock(max(capacity, 0))} before its signal lead "
+        "and Slurm's early warning)"
+    )
+    most = cluster.max_time_hours
+    if most is not None and seconds > most * 3600:
+        raise PlanError(
+            f"{where}, nor in the cluster's max_time_hours {most:g}; split the work of one "
+            "index or checkpoint it so it continues across tasks"
+        )
+    own = replace(cluster, time_hours=seconds / 3600)
+    return _static(missing, own, limits, est, 1, f"{where}: one index per task of {clock(seconds)}")
 
 
 def _farm(
@@ -161,6 +199,12 @@ def _farm(
     }
     if asked is not None:
         want, why = asked, f"--workers {asked}"
+    elif est.fit is None:  # nothing measured and no --index-minutes
+        want = PILOT_WORKERS
+        why = (
+            f"a pilot of {amount(want, 'worker')}: nothing measured yet (the next submit sizes "
+            "the farm from what they measure; --index-minutes or --workers set it now)"
+        )
     else:
         want = math.ceil(est.seconds * len(missing) / (capacity * cluster.cores))
         why = (

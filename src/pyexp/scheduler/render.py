@@ -10,6 +10,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from pyexp.errors import PyExpError
+from pyexp.timefmt import gigs, hours
 
 if TYPE_CHECKING:
     import jinja2  # lazy: only runs that render a script pay for it
@@ -77,13 +78,13 @@ def environment() -> jinja2.Environment:
 
 
 @lru_cache(maxsize=8)
-def load_template(path: str | None = None) -> jinja2.Template:
-    """The template at path (--template), else the array template shipped with pyexp."""
+def load_template(path: str | None = None, shipped: str = DEFAULT_TEMPLATE) -> jinja2.Template:
+    """The template at path (--template), else the one named shipped that pyexp ships."""
     import jinja2  # lazy: only runs that render a script pay for it
 
     try:
         if path is None:
-            text = resources.files("pyexp.templates").joinpath(DEFAULT_TEMPLATE).read_text("utf-8")
+            text = resources.files("pyexp.templates").joinpath(shipped).read_text("utf-8")
         else:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
@@ -121,10 +122,10 @@ def array_context(
         "array": plan.array_spec,
         "tasks": plan.task_count,
         "indices": plan.indices,
-        "time": cluster.time,
+        "time": hours(plan.time_hours),
         "cores": cluster.cores,
         "whole_node": cluster.whole_node,
-        "mem_per_cpu": cluster.mem_per_cpu,
+        "mem_per_cpu": gigs(plan.mem_per_core_gb) if plan.mem_per_core_gb else cluster.mem_per_cpu,
         "gpus": cluster.gpus,
         "account": cluster.account,
         "output": log_pattern(log_dir, job_name, "out"),
@@ -143,11 +144,13 @@ def array_context(
     }
 
 
-def render(context: dict[str, Any], template: str | None = None) -> str:
-    """The script text for one array."""
+def render(
+    context: dict[str, Any], template: str | None = None, shipped: str = DEFAULT_TEMPLATE
+) -> str:
+    """The script text for one array (or, with shipped, another job pyexp ships a template of)."""
     import jinja2  # lazy: only runs that render a script pay for it
 
     try:
-        return load_template(template).render(context)
+        return load_template(template, shipped).render(context)
     except jinja2.UndefinedError as e:
         raise RenderError(f"{template or DEFAULT_TEMPLATE}: {e.message}") from None

@@ -139,6 +139,21 @@ def expand_task_ids(spec: str) -> list[int]:
     return ids
 
 
+def job_state(job_id: str, timeout: float | None = None) -> str | None:
+    """The state squeue shows for one (non-array) job, ended ones within MinJobAge too; None
+    when squeue no longer knows it."""
+    try:
+        out = run("squeue", ["-h", "-t", "all", "-j", job_id, "-o", "%T"], timeout)
+    except SlurmUncertain:
+        raise
+    except SlurmError as e:
+        if "invalid job id" in str(e).lower():
+            return None
+        raise
+    states = out.split()
+    return states[0] if states else None
+
+
 def scancel(job_ids: list[str], timeout: float | None = None) -> None:
     """Cancel these jobs (whole arrays: pending and running tasks)."""
     if job_ids:

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import TYPE_CHECKING, TextIO
 
@@ -19,13 +19,20 @@ from pyexp.command import CommandTemplate
 from pyexp.environment import submit_lock_seconds
 from pyexp.errors import PyExpError, SavePathError
 from pyexp.indexset import IndexSet
-from pyexp.scheduler import planner, preflight, render, slurm
+from pyexp.scheduler import escalate, planner, preflight, render, slurm
 from pyexp.scheduler.backend import Backend
 from pyexp.scheduler.cluster import ClusterConfig
 from pyexp.scheduler.local import LocalBackend
 from pyexp.scheduler.slurm_backend import SlurmBackend
 from pyexp.scheduler.storage import purge_warning, readonly_refusal
-from pyexp.standing.reconcile import FAILED_OUT, check_ledger, classify, max_attempts, submittable
+from pyexp.standing.reconcile import (
+    FAILED_OUT,
+    Standing,
+    check_ledger,
+    classify,
+    max_attempts,
+    submittable,
+)
 from pyexp.standing.settling import broken_command, broken_script, settle, with_accounting
 from pyexp.standing.slurm_states import QueueSnapshot
 from pyexp.state import save_owners
@@ -35,7 +42,7 @@ from pyexp.state.layout import log_dir, read_ledger, state_dirs
 from pyexp.state.leases import still_holds
 from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
 from pyexp.state.records import CompletionRecords
-from pyexp.state.settings import remember
+from pyexp.state.settings import read_settings, remember
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
@@ -68,6 +75,8 @@ class SubmitOptions:
     indices_per_task: int | None = None  # static bundles (--indices-per-task)
     index_minutes: float | None = None  # estimate of one index (--index-minutes)
     yes: bool = False  # submit more than planner.SANE_MISSING indices
+    after: Callable[[Submitted], str] | None = None  # under the lock, after submitting (chain)
+    escalate: bool = True  # retries with more memory or time (scheduler/escalate.py)
 
     def backend(self) -> Backend:
         """Where the arrays go: this machine with --local, else Slurm."""
@@ -93,6 +102,7 @@ class Submitted:
     given_up: int = 0  # indices failed for good (attempts exhausted), not submitted
     ran: int | None = None  # indices that ran (--local), as the state says
     command: str = ""
+    chain: str = ""  # what --until-done's chain did, one line
 
     @property
     def plans(self) -> list[planner.ArrayPlan]:
@@ -122,7 +132,9 @@ def submit_experiment(exp: ExperimentDescription, opts: SubmitOptions) -> Submit
     cluster = {} if opts.local else {"cluster": opts.cluster.spec}
     remember(state_dirs(exp).settings, runs=opts.runs, **cluster)
     with submit_lock(state_dirs(exp).submit_lock, opts.lock_timeout) as held:
-        return _submit_locked(exp, opts, command, held)
+        done = _submit_locked(exp, opts, command, held)
+        done.chain = opts.after(done) if opts.after else ""
+        return done
 
 
 @contextmanager
@@ -187,15 +199,7 @@ def _submit_locked(
     if not opts.dry_run:
         preflight.check_writable(where, {"save_path": root, "log_path": done.logs})
     done.limits = backend.limits()
-    durations = CompletionRecords(state_dirs(exp).done).durations()
-    done.plan = planner.plan_submission(
-        missing,
-        opts.cluster,
-        done.limits,
-        planner.estimate(durations, opts.index_minutes),
-        workers=opts.workers,
-        per_task=_per_task(opts),
-    )
+    done.plan = _plan(exp, opts, standing, missing, done.limits, scan.entries)
     folder = _dry_run_folder(exp, done.warnings) if opts.dry_run else state_dirs(exp).scripts
     entries = [_entry(exp, opts, backend, command, p, folder) for p in done.plans]
     done.scripts = [
@@ -210,6 +214,54 @@ def _submit_locked(
     if opts.local and (broken := broken_command(exp)):  # a task of this run stopped early
         done.warnings.append(broken)
     return done
+
+
+def _plan(
+    exp: ExperimentDescription,
+    opts: SubmitOptions,
+    standing: Standing,
+    missing: IndexSet,
+    limits: planner.Limits,
+    entries: list[LedgerEntry],
+) -> planner.Plan:
+    """The arrays for missing: the retries with more memory or time, then the rest's plan."""
+    est = planner.estimate(CompletionRecords(state_dirs(exp).done).durations(), opts.index_minutes)
+    retries = _retries(exp, standing, missing, opts, entries)
+    retried = IndexSet.of(i for r in retries for i in r.indices)
+    plan = planner.plan_submission(
+        missing - retried,
+        opts.cluster,
+        limits,
+        est,
+        workers=opts.workers,
+        per_task=_per_task(opts),
+        started_nothing=started_nothing(exp, est),
+    )
+    more = escalate.plans(retries, opts.cluster, limits)
+    return replace(plan, arrays=plan.arrays + more) if more else plan
+
+
+def _retries(
+    exp: ExperimentDescription,
+    standing: Standing,
+    missing: IndexSet,
+    opts: SubmitOptions,
+    entries: list[LedgerEntry],
+) -> list[escalate.Retry]:
+    """The indices retried with more memory or time (not with --no-escalate, --local)."""
+    if not opts.escalate or opts.local:
+        return []
+    return escalate.retries(exp, standing, missing, opts.cluster, entries)
+
+
+def started_nothing(exp: ExperimentDescription, est: planner.Estimate) -> float | None:
+    """The time limit of a farm task that could start no index at an estimate no smaller than
+    est's (runner/pool.py notes it): a farm of tasks that short would start nothing again."""
+    seen = read_settings(state_dirs(exp).unfit)
+    limit, estimate = seen.get("time_limit_seconds"), seen.get("estimate")
+    if not isinstance(limit, (int, float)) or not isinstance(estimate, (int, float)):
+        return None
+    return float(limit) if est.fit is None or est.fit >= estimate else None
 
 
 def storage_notes(exp: ExperimentDescription, opts: SubmitOptions) -> list[str]:
@@ -311,11 +363,13 @@ def _entry(
         mode=plan.mode,
         pool=plan.pool.text() if farm else "",
         workers=plan.task_count if farm else 0,
-        time_limit_seconds=None if local else opts.cluster.time_hours * 3600,
+        time_limit_seconds=None if local else plan.time_hours * 3600,
         signal_lead_seconds=None if local else opts.cluster.signal_lead_seconds,
         index_minutes=opts.index_minutes,
         fail_fast_indices=opts.cluster.fail_fast_indices,
         fail_fast_seconds=opts.cluster.fail_fast_seconds,
+        mem_per_core_gb=None if local else plan.mem_per_core_gb or opts.cluster.mem_per_core_gb,
+        escalated=plan.why,
     )
 
 

@@ -19,7 +19,7 @@ from pyexp.standing.placement import place
 from pyexp.standing.slurm_states import QueueSnapshot
 from pyexp.state import leases, settings
 from pyexp.state.atomic import scan_names
-from pyexp.state.attempts import CHARGED, Attempts
+from pyexp.state.attempts import CHARGED, CHARGED_TIMEOUT, Attempts
 from pyexp.state.layout import state_dirs, work_scope
 from pyexp.state.ledger import PENDING, Ledger, LedgerEntry, LedgerScan, job_name
 from pyexp.state.records import CompletionRecords, record_key
@@ -54,6 +54,7 @@ class Standing:
     failed_keys: dict[int, str] = field(default_factory=dict)
     failing_keys: dict[int, str] = field(default_factory=dict)
     running_keys: dict[int, str] = field(default_factory=dict)
+    retried_keys: dict[int, str] = field(default_factory=dict)  # missing, with attempts (timeouts)
     held: dict[int, leases.Holder] = field(default_factory=dict)
     ledger_problems: list[str] = field(default_factory=list)
     unplaced: set[str] = field(default_factory=set)
@@ -180,8 +181,10 @@ def classify(
     markers = leases.held_keys(dirs.leases)  # before done: a runner may finish in between
     # A reader: folding here would also drop the parameters that place keys of huge sweeps.
     done = CompletionRecords(dirs.done).completed(compact=False)
-    attempts = Attempts(dirs.attempts).counts()
     scan = scan or Ledger(dirs.ledger).scan()
+    # a timeout in a retry with more time counts against the cap (scheduler/escalate.py)
+    escalated = {e.job_id for e in scan.entries if e.escalated and e.job_id}
+    attempts = Attempts(dirs.attempts).counts(charged_timeouts=escalated)
     queued = _index_set(queued_indices(exp, queue, scan))
     keys = done | markers.keys() | attempts.keys()
     where, unplaced = place(exp, runs, keys, _params_on_record(exp, dirs.done, scan))
@@ -215,12 +218,15 @@ def classify(
             standing.running_keys[i] = k
         elif i in sets[HELD] and k in markers:
             standing.held[i] = markers[k]
+        elif i in sets[MISSING] and k in attempts:
+            standing.retried_keys[i] = k
     return standing
 
 
 def _charged(outcomes: Counter) -> int:
-    """Failures that count towards the attempt cap (failed, out of memory)."""
-    return sum(outcomes[o] for o in CHARGED)
+    """Failures that count towards the attempt cap (failed, out of memory, a timeout of a retry
+    with more time)."""
+    return sum(outcomes[o] for o in CHARGED) + outcomes[CHARGED_TIMEOUT]
 
 
 def _at(where: dict[str, int], keys: Iterable[str]) -> IndexSet:

@@ -17,6 +17,7 @@ LEASE_LOST = "lease_lost"  # the runner lost the index's lease mid-run and stopp
 # Outcomes the command is to blame for: they count against the attempt cap and the broken-command
 # guard; the others (timeout, preempted, lost, lease_lost) are always retried.
 CHARGED = frozenset({FAILED, OOM})
+CHARGED_TIMEOUT = "timeout_charged"  # in counts(): a timeout of a job given more time
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,13 @@ class Attempts:
         parts = (name.split(".", 2) for name in scan_names(self.folder))
         return [(p[0], p[1], p[2]) for p in parts if len(p) == 3]  # strays are not attempts
 
-    def counts(self) -> dict[str, Counter]:
-        """key -> Counter of outcomes."""
+    def counts(self, charged_timeouts: set[str] = frozenset()) -> dict[str, Counter]:
+        """key -> Counter of outcomes; a timeout in one of the jobs charged_timeouts (array job
+        ids) counts as CHARGED_TIMEOUT."""
         out: dict[str, Counter] = {}
-        for key, outcome, _ in self.names():
+        for key, outcome, attempt in self.names():
+            if outcome == TIMEOUT and attempt.split("_")[0] in charged_timeouts:
+                outcome = CHARGED_TIMEOUT
             out.setdefault(key, Counter())[outcome] += 1
         return out
 

@@ -68,6 +68,16 @@ class StateDirs:
         return os.path.join(self.root, "broken-command.json")
 
     @property
+    def chain(self) -> str:
+        """--until-done's chain of rounds (scheduler/chain.py)."""
+        return os.path.join(self.root, "chain.json")
+
+    @property
+    def unfit(self) -> str:
+        """A farm task that could start nothing in its time: its limit and estimate."""
+        return os.path.join(self.root, "unfit.json")
+
+    @property
     def submit_lock(self) -> str:
         return os.path.join(self.root, "submit.lock")
 

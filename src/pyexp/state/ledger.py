@@ -49,6 +49,8 @@ class LedgerEntry:
     script_failed: str = ""  # farm, settled: the .err of a worker whose script failed early
     fail_fast_indices: int | None = None  # the broken-command guard (runner/guard.py); 0: off
     fail_fast_seconds: float | None = None
+    mem_per_core_gb: float | None = None  # each task's --mem-per-cpu (None: not set)
+    escalated: str = ""  # a retry with more memory or time: why (scheduler/escalate.py)
 
     @property
     def job_name(self) -> str:
