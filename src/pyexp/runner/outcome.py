@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from pyexp.state import checkpoints
 from pyexp.state.attempts import FAILED, Attempts
 from pyexp.state.leases import IndexLeases
 from pyexp.state.records import CompletionRecords
@@ -30,16 +31,20 @@ def record_outcome(
     info: dict,
     attempt: str | None,
     failure: dict | None = None,
+    checkpoint: str | None = None,
 ) -> tuple[str, str | None]:
     """Record work's outcome (DONE: its completion record with info; else an attempt with info
     and the failure's details) and release its lease; the outcome recorded and why it differs:
     a completion record that cannot be written makes a failed attempt, and state that cannot be
-    written at all leaves the index UNRECORDED (missing)."""
+    written at all leaves the index UNRECORDED (missing). Once done, its checkpoint folder
+    (checkpoint: None to keep it) is removed."""
     error = None
     try:
         if outcome == DONE:
             try:
                 records.mark_complete(work.params, work.run, info)
+                if checkpoint is not None:
+                    checkpoints.remove(checkpoint)
                 return DONE, None
             except OSError as e:
                 outcome, error = FAILED, f"its completion record cannot be written: {e}"
