@@ -25,6 +25,7 @@ import json
 import os
 import pickle
 import shutil
+import time
 from typing import Any
 
 from pyexp.environment import checkpoint_folder
@@ -59,6 +60,12 @@ def stamp(folder: str) -> tuple:
             return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries))
     except OSError:
         return ()
+
+
+def age(folder: str) -> float | None:
+    """Seconds since the folder's newest file was saved; None when it holds none."""
+    saved = stamp(folder)
+    return time.time() - max(m for _, _, m in saved) / 1e9 if saved else None
 
 
 def progress(folder: str) -> dict:

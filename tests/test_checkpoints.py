@@ -1,0 +1,186 @@
+"""Checkpoints: a folder per (parameters, run) that survives attempts; stops that saved continue."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from runner_helpers import Project, wait_for
+
+from pyexp.standing.reconcile import CONTINUING as CONTINUING_STATUS
+from pyexp.standing.reconcile import FAILED_OUT, classify
+from pyexp.standing.slurm_states import QueueSnapshot
+from pyexp.state import checkpoints
+from pyexp.state.attempts import CONTINUING, STALLED, TIMEOUT
+from pyexp.state.layout import state_dirs
+from pyexp.state.records import record_key
+
+TRAIN = Path(__file__).parent / "data" / "train_checkpointed.py"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path)
+
+
+def train(history: Path, total: int = 1000, seconds: float = 0.02, every: int = 5, *extra) -> str:
+    return shlex.join(
+        [sys.executable, str(TRAIN), str(total), str(seconds), str(every), str(history), *extra]
+    )
+
+
+def saves(history: Path, index: int = 0) -> list[int]:
+    lines = history.read_text().splitlines() if history.exists() else []
+    return [int(x.split()[2]) for x in lines if x.startswith(f"{index} save ")]
+
+
+def folder(project: Project, exp: Path, index: int) -> Path:
+    e = project.load(exp)
+    key = record_key(e.getPermutation(index), e.getRun(index))
+    return Path(checkpoints.folder_of(state_dirs(e).checkpoints, key))
+
+
+def stopped_run(project: Project, exp: Path, command: str, history: Path, signum=signal.SIGUSR1):
+    """One pyexp-run of index 0, stopped by signum once the command saved a new step."""
+    before = len(saves(history))
+    runner = project.start(exp, "--indices", "0", "--command", command)
+    wait_for(lambda: len(saves(history)) > before + 1, timeout=30)
+    runner.send_signal(signum)
+    _, err = runner.communicate(timeout=30)
+    assert runner.returncode == 128 + signum, err
+    return err
+
+
+def standing(project: Project, exp: Path, max_attempts: int = 3):
+    return classify(project.load(exp), 1, QueueSnapshot(), max_attempts)
+
+
+def test_a_stop_after_saving_is_continuing_and_the_next_attempt_resumes_where_it_saved(project):
+    exp = project.experiment("long", {"a": [1, 2]})
+    history = project.root / "history"
+    command = train(history)
+    err = stopped_run(project, exp, command, history)
+    assert "1 continuing" in err
+    [attempt] = project.attempts(exp)
+    assert attempt["outcome"] == CONTINUING and attempt["checkpoint_mark"].startswith("step:")
+    s = standing(project, exp, max_attempts=1)
+    assert 0 in s.indices(CONTINUING_STATUS) and not s.indices(FAILED_OUT)  # never charged
+    assert (folder(project, exp, 0) / checkpoints.STATE_FILE).exists()
+    stopped_run(project, exp, command, history, signal.SIGTERM)  # preemption, scancel
+    last = saves(history)[-1]
+    done = project.run(exp, "--indices", "0", "--command", train(history, total=last + 3))
+    assert done.returncode == 0, done.stderr
+    starts = [int(x.split()[2]) for x in history.read_text().splitlines() if " start " in x]
+    assert len(starts) == 3 and starts[0] == 0 and starts == sorted(starts)  # never backwards
+    assert project.complete(exp, 0) and standing(project, exp).counts()["done"] == 1
+    assert not folder(project, exp, 0).exists()  # removed once done
+
+
+def test_a_command_that_never_saves_is_recorded_timeout(project):
+    exp = project.experiment("never", {"a": [1]})
+    started = project.root / "started"
+    command = shlex.join(["sh", "-c", 'touch "$0"; exec sleep 30', str(started)])
+    runner = project.start(exp, "--indices", "0", "--command", command)
+    wait_for(started.exists)
+    runner.send_signal(signal.SIGUSR1)
+    runner.communicate(timeout=30)
+    [attempt] = project.attempts(exp)
+    assert attempt["outcome"] == TIMEOUT and "checkpoint_mark" not in attempt
+
+
+def test_a_checkpoint_that_never_progresses_is_charged_after_max_attempts(project):
+    exp = project.experiment("stall", {"a": [1]})
+    history = project.root / "history"
+    command = train(history, every=2) + " --stall"
+    outcomes = []
+    for _ in range(3):
+        stopped_run(project, exp, command, history)
+        outcomes = [a["outcome"] for a in sorted(project.attempts(exp), key=lambda a: a["time"])]
+    assert outcomes == [CONTINUING, STALLED, STALLED]
+    assert 0 in standing(project, exp, max_attempts=2).indices(FAILED_OUT)
+    assert 0 in standing(project, exp, max_attempts=3).indices("failing")
+
+
+def test_sigkill_while_saving_leaves_the_previous_complete_checkpoint(tmp_path):
+    saver = (
+        "import os, pyexp\n"
+        "i = 0\n"
+        "while True:\n"
+        "    i += 1\n"
+        "    pyexp.save_checkpoint({'step': i, 'blob': bytes([i % 256]) * 3_000_000}, step=i)\n"
+    )
+    env = {**os.environ, "PYEXP_CHECKPOINT_DIR": str(tmp_path)}
+    for delay in (0.2, 0.35, 0.5, 0.65):
+        proc = subprocess.Popen([sys.executable, "-c", saver], env=env)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        loader = (
+            "import pyexp\n"
+            "s = pyexp.load_checkpoint()\n"
+            "assert s['blob'] == bytes([s['step'] % 256]) * 3_000_000\n"
+            "print(s['step'])\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", loader], env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        assert int(out.stdout) >= 1
+
+
+def test_checkpoint_folder_that_cannot_be_created_fails_that_index_in_one_line(project):
+    exp = project.experiment("ro", {"a": [1, 2]})
+    root = Path(state_dirs(project.load(exp)).checkpoints)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    root.write_text("not a folder")  # as a read-only or full filesystem would refuse it
+    result = project.run(exp, "--indices", "0-1", "--command", "true")
+    assert result.returncode == 1
+    lines = [x for x in result.stderr.splitlines() if "checkpoint folder" in x]
+    assert len(lines) == 2 and str(folder(project, exp, 0)) in result.stderr
+    assert all(a["outcome"] == "failed" for a in project.attempts(exp))
+
+
+def test_a_checkpoint_of_other_parameters_is_never_loaded(project):
+    exp = project.experiment("edit", {"a": [1, 2]})
+    history = project.root / "history"
+    stopped_run(project, exp, train(history), history)
+    project.experiment("edit", {"a": [5, 1, 2]})  # index 0 now means a=5
+    fresh = project.root / "fresh"
+    out = project.run(exp, "--indices", "0", "--command", train(fresh, total=3))
+    assert out.returncode == 0, out.stderr
+    assert fresh.read_text().splitlines()[0] == "0 start 0"  # a=5 started afresh
+    loaded = project.root / "loaded"
+    show = f"import pyexp; open({str(loaded)!r}, 'w').write(str(pyexp.load_checkpoint()))"
+    again = project.run(
+        exp, "--indices", "1", "--command", shlex.join([sys.executable, "-c", show])
+    )
+    assert again.returncode == 0, again.stderr
+    assert loaded.read_text() == str({"step": saves(history)[-1]})  # a=1 finds its own
+
+
+def test_keep_checkpoints_in_config_keeps_the_folder_of_a_done_index(project):
+    project.config.write_text(
+        json.dumps({"state_path": "state", "log_path": "logs", "keep_checkpoints": True})
+    )
+    exp = project.experiment("keep", {"a": [1]})
+    history = project.root / "history"
+    assert (
+        project.run(exp, "--indices", "0", "--command", train(history, total=4, every=2)).returncode
+        == 0
+    )
+    assert (folder(project, exp, 0) / checkpoints.STATE_FILE).exists()
+
+
+def test_checkpoint_dir_outside_an_index_is_a_one_line_error(monkeypatch):
+    import pyexp
+
+    monkeypatch.delenv("PYEXP_CHECKPOINT_DIR", raising=False)
+    with pytest.raises(pyexp.PyExpError, match="PYEXP_CHECKPOINT_DIR"):
+        pyexp.checkpoint_dir()
