@@ -184,3 +184,37 @@ def test_checkpoint_dir_outside_an_index_is_a_one_line_error(monkeypatch):
     monkeypatch.delenv("PYEXP_CHECKPOINT_DIR", raising=False)
     with pytest.raises(pyexp.PyExpError, match="PYEXP_CHECKPOINT_DIR"):
         pyexp.checkpoint_dir()
+
+
+CLAIMER = """\
+import os, signal, sys, pyexp
+path, out, indices = sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None
+for job in pyexp.claim(path, runs=1, indices=indices):
+    with job:
+        assert pyexp.checkpoint_dir() == job.checkpoint_dir
+        state = pyexp.load_checkpoint({"step": 0})
+        with open(out, "a") as f:
+            f.write(f"{job.index} {state['step']}\\n")
+        if indices:  # the first worker: saves, then is preempted
+            pyexp.save_checkpoint({"step": 5}, step=5, fraction=0.5)
+            os.kill(os.getpid(), signal.SIGTERM)
+"""
+
+
+def test_claim_jobs_checkpoint_and_a_continuing_index_is_claimed_first(project):
+    exp = project.experiment("claimed", {"a": [1, 2, 3]})
+    script, out = project.root / "claimer.py", project.root / "out"
+    script.write_text(CLAIMER)
+
+    def claim(*args: str) -> subprocess.CompletedProcess:
+        argv = [sys.executable, str(script), str(exp), str(out), *args]
+        return subprocess.run(argv, env=project.env, capture_output=True, text=True, timeout=60)
+
+    first = claim("2")
+    assert "1 continuing" in first.stderr, first.stderr
+    assert [a["outcome"] for a in project.attempts(exp)] == [CONTINUING]
+    second = claim()
+    assert second.returncode == 0, second.stderr
+    assert out.read_text().splitlines() == ["2 0", "2 5", "0 0", "1 0"]  # continuing first
+    assert all(project.complete(exp, i) for i in range(3))
+    assert not folder(project, exp, 2).exists()
