@@ -218,3 +218,20 @@ def test_claim_jobs_checkpoint_and_a_continuing_index_is_claimed_first(project):
     assert out.read_text().splitlines() == ["2 0", "2 5", "0 0", "1 0"]  # continuing first
     assert all(project.complete(exp, i) for i in range(3))
     assert not folder(project, exp, 2).exists()
+
+
+def test_status_shows_continuing_indices_with_restarts_and_checkpoint_age(project):
+    exp = project.experiment("shown", {"a": [1, 2]})
+    history = project.root / "history"
+    stopped_run(project, exp, train(history), history)
+    stopped_run(project, exp, train(history), history)
+    status = [sys.executable, "-m", "pyexp", "status", str(exp), "--no-slurm"]
+    run = {"env": project.env, "capture_output": True, "text": True, "timeout": 60}
+    report = json.loads(subprocess.run([*status, "--json"], **run).stdout)[0]
+    assert report["continuing"] == 1 and report["failing"] == 0
+    [row] = report["continuing_indices"]
+    assert row["index"] == 0 and row["restarts"] == 2 and 0 <= row["checkpoint_age_seconds"] < 30
+    assert row["progress"]["step"] == saves(history)[-1]
+    text = subprocess.run(status, **run).stdout
+    assert "index 0: continuing, 2 restarts so far, last checkpoint 0:0" in text
+    assert f"at step {saves(history)[-1]}" in text

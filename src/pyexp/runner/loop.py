@@ -8,7 +8,10 @@ fails alone; the others go on. A lease lost while its command runs (the heartbea
 marker gone or taken) kills that command's process group and records a `lease_lost` attempt,
 never a completion. SIGUSR1 (Slurm's pre-timeout signal) and SIGTERM/SIGINT (preemption,
 scancel) stop it: children get SIGTERM, then SIGKILL after the grace period, their attempts are
-recorded as timeout/preempted, leases released, no new index starts.
+recorded as timeout/preempted (continuing, or stalled, when the command saved a checkpoint
+during the attempt: state/checkpoints.py), leases released, no new index starts. Each command
+gets its index's checkpoint folder (PYEXP_CHECKPOINT_DIR), created before it starts (an index
+whose folder cannot be created fails alone) and removed once the index is done.
 """
 
 from __future__ import annotations
