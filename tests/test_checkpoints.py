@@ -93,6 +93,7 @@ def test_a_command_that_never_saves_is_recorded_timeout(project):
     runner.communicate(timeout=30)
     [attempt] = project.attempts(exp)
     assert attempt["outcome"] == TIMEOUT and "checkpoint_mark" not in attempt
+    assert not folder(project, exp, 0).exists()  # nothing saved: no folder left behind
 
 
 def test_a_checkpoint_that_never_progresses_is_charged_after_max_attempts(project):

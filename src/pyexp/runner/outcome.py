@@ -36,8 +36,8 @@ def record_outcome(
     """Record work's outcome (DONE: its completion record with info; else an attempt with info
     and the failure's details) and release its lease; the outcome recorded and why it differs:
     a completion record that cannot be written makes a failed attempt, and state that cannot be
-    written at all leaves the index UNRECORDED (missing). Once done, its checkpoint folder
-    (checkpoint: None to keep it) is removed."""
+    written at all leaves the index UNRECORDED (missing). Its checkpoint folder (checkpoint;
+    None: keep it) is removed once done, else only if nothing was saved in it."""
     error = None
     try:
         if outcome == DONE:
@@ -50,6 +50,8 @@ def record_outcome(
                 outcome, error = FAILED, f"its completion record cannot be written: {e}"
         details = {**info, **(failure or {}), **({"error": error} if error else {})}
         attempts.record(work.key, outcome, details, attempt)
+        if checkpoint is not None:
+            checkpoints.remove_empty(checkpoint)
         return outcome, error
     except OSError as e:
         return UNRECORDED, f"not recorded ({e}); it stays missing"

@@ -113,6 +113,12 @@ def remove(folder: str) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def remove_empty(folder: str) -> None:
+    """Remove the folder of an index that saved nothing (so failures leave no folder behind)."""
+    with contextlib.suppress(OSError):  # not empty: a checkpoint to continue from
+        os.rmdir(folder)
+
+
 def checkpoint_dir() -> str:
     """The current index's checkpoint folder (inside pyexp-run's command or a pyexp.claim() job)."""
     folder = checkpoint_folder()
