@@ -111,8 +111,7 @@ def _continuing_line(c: dict) -> str:
     step = c["progress"].get("step")
     at = f" at step {step}" if step is not None else ""
     return (
-        f"  index {c['index']}: continuing, {amount(c['restarts'], 'restart')} so far, "
-        f"{saved}{at}; resubmitted first"
+        f"  index {c['index']}: continuing, {amount(c['restarts'], 'restart')} so far, {saved}{at}"
     )
 
 
