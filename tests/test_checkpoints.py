@@ -236,3 +236,13 @@ def test_status_shows_continuing_indices_with_restarts_and_checkpoint_age(projec
     text = subprocess.run(status, **run).stdout
     assert "index 0: continuing, 2 restarts so far, last checkpoint 0:0" in text
     assert f"at step {saves(history)[-1]}" in text
+
+
+def test_keep_checkpoints_must_be_true_or_false(tmp_path):
+    from pyexp.config import load_config
+    from pyexp.errors import ConfigError
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"keep_checkpoints": "yes"}))
+    with pytest.raises(ConfigError, match="'keep_checkpoints' must be true or false"):
+        load_config(str(path))
