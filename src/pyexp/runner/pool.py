@@ -212,8 +212,9 @@ class PoolClaims:
         """The fraction done that a continuing index's checkpoint holds (None: not known)."""
         if item.index not in self._continuing:
             return None
-        fraction = checkpoints.progress(checkpoints.folder_of(self._checkpoints, item.key))
-        return fraction.get("fraction") if isinstance(fraction.get("fraction"), float) else None
+        saved = checkpoints.progress(checkpoints.folder_of(self._checkpoints, item.key))
+        fraction = saved.get("fraction")
+        return float(fraction) if isinstance(fraction, (int, float)) else None
 
     def _busy(self, key: str) -> bool:
         """Whether key's lease looks held by a live runner: renewed within its duration and,
