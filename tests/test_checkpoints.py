@@ -248,12 +248,10 @@ def test_keep_checkpoints_must_be_true_or_false(tmp_path):
         load_config(str(path))
 
 
-def test_a_continuing_index_fits_by_the_time_its_saved_fraction_leaves(project):
-    import time as clock
-
+def test_a_continuing_index_fits_by_the_time_its_saved_fraction_leaves():
     from pyexp.runner.pool import TimeBudget
 
-    budget = TimeBudget(clock.monotonic() + 100, fallback=150)  # 150 s estimated, 100 s left
+    budget = TimeBudget(time.monotonic() + 100, fallback=150)  # 150 s estimated, 100 s left
     assert budget.refusal() is not None  # a new index does not fit
     assert budget.refusal(0.5) is None  # half done: 75 s left to do
     assert budget.refusal(0.2) is not None
