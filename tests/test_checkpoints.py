@@ -255,3 +255,12 @@ def test_a_continuing_index_fits_by_the_time_its_saved_fraction_leaves():
     assert budget.refusal() is not None  # a new index does not fit
     assert budget.refusal(0.5) is None  # half done: 75 s left to do
     assert budget.refusal(0.2) is not None
+
+
+def test_when_the_queue_has_room_for_some_continuing_indices_are_submitted_first():
+    from pyexp.indexset import IndexSet
+    from pyexp.scheduler.submit import continuing_first
+
+    missing = IndexSet.span(0, 100)
+    assert list(continuing_first(missing, IndexSet.of([50, 90]), 4)) == [0, 1, 50, 90]
+    assert list(continuing_first(missing, IndexSet.of([50, 90, 95]), 2)) == [50, 90]

@@ -25,7 +25,14 @@ from pyexp.scheduler.cluster import ClusterConfig
 from pyexp.scheduler.local import LocalBackend
 from pyexp.scheduler.slurm_backend import SlurmBackend
 from pyexp.scheduler.storage import purge_warning, readonly_refusal
-from pyexp.standing.reconcile import FAILED_OUT, check_ledger, classify, max_attempts, submittable
+from pyexp.standing.reconcile import (
+    CONTINUING,
+    FAILED_OUT,
+    check_ledger,
+    classify,
+    max_attempts,
+    submittable,
+)
 from pyexp.standing.settling import broken_command, broken_script, settle, with_accounting
 from pyexp.standing.slurm_states import QueueSnapshot
 from pyexp.state import save_owners
@@ -188,14 +195,13 @@ def _submit_locked(
         preflight.check_writable(where, {"save_path": root, "log_path": done.logs})
     done.limits = backend.limits()
     durations = CompletionRecords(state_dirs(exp).done).durations()
-    done.plan = planner.plan_submission(
-        missing,
-        opts.cluster,
-        done.limits,
-        planner.estimate(durations, opts.index_minutes),
-        workers=opts.workers,
-        per_task=_per_task(opts),
-    )
+    est = planner.estimate(durations, opts.index_minutes)
+    args = (opts.cluster, done.limits, est, opts.workers, _per_task(opts))
+    done.plan = planner.plan_submission(missing, *args)
+    continuing = standing.indices(CONTINUING)
+    room = len(missing) - done.plan.waiting
+    if done.plan.waiting and room and continuing:  # not all fit in the queue: continuing first
+        done.plan = planner.plan_submission(continuing_first(missing, continuing, room), *args)
     folder = _dry_run_folder(exp, done.warnings) if opts.dry_run else state_dirs(exp).scripts
     entries = [_entry(exp, opts, backend, command, p, folder) for p in done.plans]
     done.scripts = [
@@ -229,6 +235,12 @@ def _per_task(opts: SubmitOptions) -> int | None:
     if opts.local and opts.workers is None and opts.indices_per_task is None:
         return max(opts.cluster.indices_per_task, opts.cluster.fail_fast_indices)
     return opts.indices_per_task
+
+
+def continuing_first(missing: IndexSet, continuing: IndexSet, room: int) -> IndexSet:
+    """room indices of missing, the continuing ones (stopped after a checkpoint) first."""
+    first = continuing.take(0, room)
+    return first | (missing - continuing).take(0, room - len(first))
 
 
 def _as_set(indices: list[int] | IndexSet) -> IndexSet:
