@@ -118,11 +118,13 @@ def test_sigkill_while_saving_leaves_the_previous_complete_checkpoint(tmp_path):
         "    pyexp.save_checkpoint({'step': i, 'blob': bytes([i % 256]) * 3_000_000}, step=i)\n"
     )
     env = {**os.environ, "PYEXP_CHECKPOINT_DIR": str(tmp_path)}
-    for delay in (0.2, 0.35, 0.5, 0.65):
+    halves = 0
+    for delay in (0.2, 0.35, 0.5, 0.65, 0.8):
         proc = subprocess.Popen([sys.executable, "-c", saver], env=env)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        halves += any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())  # killed mid-save
         loader = (
             "import pyexp\n"
             "s = pyexp.load_checkpoint()\n"
@@ -134,6 +136,9 @@ def test_sigkill_while_saving_leaves_the_previous_complete_checkpoint(tmp_path):
         )
         assert out.returncode == 0, out.stderr
         assert int(out.stdout) >= 1
+        checkpoints.prepare(str(tmp_path))  # the next attempt starts without the half save
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    assert halves >= 1
 
 
 def test_checkpoint_folder_that_cannot_be_created_fails_that_index_in_one_line(project):

@@ -30,7 +30,7 @@ from typing import Any
 
 from pyexp.environment import checkpoint_folder
 from pyexp.errors import RunnerError
-from pyexp.state.atomic import TEMP_PREFIX, write_atomic
+from pyexp.state.atomic import TEMP_PREFIX, clean_temp, write_atomic
 from pyexp.state.attempts import CONTINUING, STALLED
 
 STATE_FILE = "checkpoint.pkl"
@@ -44,11 +44,14 @@ def folder_of(root: str, key: str) -> str:
 
 
 def prepare(folder: str) -> None:
-    """Create folder (and its parents) if needed; an OSError names it when that fails."""
+    """Create folder (and its parents) if needed, without the temp files of a save killed
+    midway (called under the index's lease: nobody else saves there); an OSError names it when
+    that fails."""
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
         raise OSError(e.errno, e.strerror, folder) from e
+    clean_temp(folder, older_than=0)
 
 
 def stamp(folder: str) -> tuple:
