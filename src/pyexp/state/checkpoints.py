@@ -15,6 +15,11 @@ A stopped attempt (time-limit signal, preemption, scancel) whose folder changed 
 *continuing*: progress, not failure. It is *stalled* (charged, so nothing runs forever) when its
 progress mark equals that of the previous stop: the step saved, else the fraction, else a digest
 of the files' sizes, heads and tails.
+
+Only the holder of the index's lease writes there, and the stamps that decide "changed" are
+taken on the node that ran the command (its own writes are visible to it, even on NFS). Not
+promised: a save killed between the state and its progress leaves the new state with the old
+progress (the mark lags one save); pickles are trusted (they are the command's own).
 """
 
 from __future__ import annotations
