@@ -90,6 +90,7 @@ def test_every_index_has_exactly_one_status(project):
         "running": 1,
         "held": 0,
         "queued": 1,
+        "continuing": 0,
         "failing": 1,
         "failed": 1,
         "missing": 7,

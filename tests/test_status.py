@@ -153,8 +153,8 @@ def test_by_breaks_the_counts_down_by_a_parameters_values(sweep, capsys):
     assert status_main([path, "--runs", "2", "--no-slurm", "--by", "opt"]) == GAVE_UP
     table = capsys.readouterr().out.splitlines()
     head = next(n for n, line in enumerate(table) if line.split()[:1] == ["opt"])
-    assert table[head + 1].split() == ['"sgd"', "2", "0", "0", "0", "0", "0", "4"]
-    assert table[head + 2].split() == ['"adam"', "0", "0", "0", "0", "1", "2", "3"]
+    assert table[head + 1].split() == ['"sgd"', "2", "0", "0", "0", "0", "0", "0", "4"]
+    assert table[head + 2].split() == ['"adam"', "0", "0", "0", "0", "0", "1", "2", "3"]
 
 
 def test_by_an_unknown_parameter_is_a_one_line_error(sweep, capsys):

@@ -22,6 +22,7 @@ DEFAULTS = {
     "state_path": ".pyexp",
     "experiment_directory": "experiments",
     "command": None,
+    "keep_checkpoints": False,  # keep an index's checkpoint folder once it is done
 }
 _PATH_KEYS = ("log_path", "state_path", "experiment_directory")
 
@@ -37,6 +38,7 @@ class Config:
     experiment_directory: str
     command: str | None
     source: str | None  # the config.json read, or None for defaults
+    keep_checkpoints: bool = False
 
 
 def find_config_file(start: str, first: str | None = None) -> str | None:
@@ -87,12 +89,23 @@ def load_config(path: str | None, cwd: str | None = None) -> Config:
         raise ConfigError(f"{path}: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
     merged = {**DEFAULTS, **raw}
     for key, value in merged.items():
-        if key != "command" and not isinstance(value, str):
+        if key == "keep_checkpoints":
+            if not isinstance(value, bool):
+                raise ConfigError(
+                    f"{path}: 'keep_checkpoints' must be true or false, got {value!r}"
+                )
+        elif key != "command" and not isinstance(value, str):
             raise ConfigError(f"{path}: '{key}' must be a string, got {value!r}")
         if key == "command" and value is not None and not isinstance(value, str):
             raise ConfigError(f"{path}: 'command' must be a string, got {value!r}")
     resolved = {k: _absolute(root, merged[k]) for k in (*_PATH_KEYS, "save_path")}
-    return Config(root=root, command=merged["command"], source=path, **resolved)
+    return Config(
+        root=root,
+        command=merged["command"],
+        source=path,
+        keep_checkpoints=merged["keep_checkpoints"],
+        **resolved,
+    )
 
 
 def _absolute(root: str, value: str) -> str:

@@ -12,6 +12,7 @@ DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_GRACE_SECONDS = 20.0
 DEFAULT_SLURM_TIMEOUT = 60.0
 DEFAULT_SUBMIT_LOCK_SECONDS = 30.0
+CHECKPOINT_DIR = "PYEXP_CHECKPOINT_DIR"
 
 
 def seconds(name: str, default: float) -> float:
@@ -60,3 +61,9 @@ def slurm_command(name: str) -> str:
 def config_file() -> str | None:
     """The config.json named by $PYEXP_CONFIG, None when unset or empty."""
     return os.environ.get("PYEXP_CONFIG") or None
+
+
+def checkpoint_folder() -> str | None:
+    """The current index's checkpoint folder: $PYEXP_CHECKPOINT_DIR (set by pyexp-run and
+    pyexp.claim()), None when unset or empty."""
+    return os.environ.get(CHECKPOINT_DIR) or None

@@ -128,6 +128,7 @@ def _report(path: str, args: argparse.Namespace) -> dict:
         "how": "remaining indices x median runtime / indices running now",
     }
     out["held_indices"] = [_held(i, h) for i, h in sorted(standing.held.items())[:LIST_LIMIT]]
+    out["continuing_indices"] = _continuing(exp, standing)
     if args.verbose or args.json:
         out.update(_failures(exp, standing), running_indices=_running(exp, standing))
         out["retried_with_more"] = _retried_with_more(scan)
@@ -175,6 +176,29 @@ def _retried_with_more(scan) -> list[dict]:
         for e in scan.entries
         if e.escalated
     ]
+
+
+def _continuing(exp, standing) -> list[dict]:
+    """The continuing indices (first LIST_LIMIT): restarts so far, the last checkpoint's age."""
+    from pyexp.state import checkpoints
+    from pyexp.state.attempts import CONTINUING, STALLED, Attempts
+    from pyexp.state.layout import state_dirs
+
+    dirs = state_dirs(exp)
+    tries = Attempts(dirs.attempts).counts() if standing.continuing_keys else {}
+    rows = []
+    for i, key in sorted(standing.continuing_keys.items())[:LIST_LIMIT]:
+        age = checkpoints.age(checkpoints.folder_of(dirs.checkpoints, key))
+        restarts = tries[key][CONTINUING] + tries[key][STALLED] if key in tries else 0
+        rows.append(
+            {
+                "index": i,
+                "restarts": restarts,
+                "checkpoint_age_seconds": None if age is None else int(age),
+                "progress": checkpoints.progress(checkpoints.folder_of(dirs.checkpoints, key)),
+            }
+        )
+    return rows
 
 
 def _tail(attempts_in, log: str) -> list[str]:

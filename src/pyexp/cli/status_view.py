@@ -12,11 +12,16 @@ SYMBOLS = {  # drawn in this order, so the bar reads left to right as the legend
     "running": ">",
     "held": "h",
     "queued": "~",
+    "continuing": "c",
     "failing": "!",
     "failed": "x",
     "missing": ".",
 }
-LABELS = {"failing": "failing (attempts left)", "failed": "failed (gave up)"}
+LABELS = {
+    "continuing": "continuing (checkpointed)",
+    "failing": "failing (attempts left)",
+    "failed": "failed (gave up)",
+}
 NO_RUNS = "never submitted and no --runs: counting 1 run (pass --runs N)"
 
 
@@ -64,6 +69,7 @@ def _block(r: dict, verbose: bool) -> list[str]:
         )
     lines += [f"  warning: {p}" for p in r["problems"]]
     lines += [_held_line(h) for h in r["held_indices"]]
+    lines += [_continuing_line(c) for c in r["continuing_indices"][: None if verbose else 3]]
     if verbose:
         lines += _verbose(r)
     if "by" in r:
@@ -98,6 +104,16 @@ def _held_line(h: dict) -> str:
     return (
         f"  index {h['index']}: held by a stale lease ({who}, last renewed "
         f"{h['age_seconds']} s ago); the next runner takes it over"
+    )
+
+
+def _continuing_line(c: dict) -> str:
+    age = c["checkpoint_age_seconds"]
+    saved = f"last checkpoint {clock(age)} ago" if age is not None else "no checkpoint left"
+    step = c["progress"].get("step")
+    at = f" at step {step}" if step is not None else ""
+    return (
+        f"  index {c['index']}: continuing, {amount(c['restarts'], 'restart')} so far, {saved}{at}"
     )
 
 

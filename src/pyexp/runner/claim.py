@@ -11,6 +11,8 @@ index's log), is suppressed, and the loop goes on. Without `with`, a job is done
 asks for the next one. SIGTERM/SIGINT abandon the current index (recorded preempted); SIGUSR1
 lets it run for half the grace period, then abandons it (recorded timeout); either way no new
 index starts. A job whose lease was lost while it ran is recorded lease_lost, never done.
+A job's checkpoint folder is `job.checkpoint_dir` (and pyexp.checkpoint_dir() inside `with job`):
+a stop after the job saved there is recorded continuing (state/checkpoints.py).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from pyexp.config import load_config
-from pyexp.environment import config_file, grace_seconds
+from pyexp.environment import CHECKPOINT_DIR, config_file, grace_seconds
 from pyexp.errors import RunnerError, describe
 from pyexp.experiment import ExperimentDescription, loadExperiment
 from pyexp.indexset import IndexSet
@@ -38,7 +40,8 @@ from pyexp.runner.outcome import DONE, record_outcome
 from pyexp.runner.pool import PoolClaims, TimeBudget
 from pyexp.runner.task import load_task, pool_tag, worker_job
 from pyexp.runner.worker_script import CLAIM_MARK, WORKER_START
-from pyexp.state.attempts import FAILED, LEASE_LOST, PREEMPTED, TIMEOUT, Attempts
+from pyexp.state import checkpoints
+from pyexp.state.attempts import CONTINUING, FAILED, LEASE_LOST, PREEMPTED, TIMEOUT, Attempts
 from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.leases import IndexLeases, Lease
 from pyexp.state.ledger import local_job_id
@@ -55,9 +58,11 @@ class Job:
     def __init__(self, worker: ClaimWorker, item: Item, lease: Lease) -> None:
         self.index, self.params, self.run, self.key = item.index, item.params, item.run, item.key
         self.exp = worker.exp
+        self.checkpoint_dir = checkpoints.folder_of(worker.checkpoints, item.key)
         self.entered = False
         self._worker, self._item, self.lease = worker, item, lease
         self._started = time.monotonic()
+        self._saved = checkpoints.stamp(self.checkpoint_dir)
 
     def __enter__(self) -> Job:
         self.entered = True
@@ -82,6 +87,7 @@ class ClaimWorker:
         self.exp, self.claims, self.job, self.guard = exp, claims, job, guard
         self.broken_path = dirs.broken
         self.records, self.attempts = CompletionRecords(dirs.done), Attempts(dirs.attempts)
+        self.checkpoints = dirs.checkpoints
         self.leases = IndexLeases(dirs.leases, job=job.job)
         self.log_dir = log_dir(exp)
         self.grace = grace_seconds()
@@ -129,8 +135,24 @@ class ClaimWorker:
                 self.leases.forget(item.key)
                 self.tally["skipped"] += 1
                 continue
-            return Job(self, item, lease)
+            job = Job(self, item, lease)
+            try:
+                checkpoints.prepare(job.checkpoint_dir)
+            except OSError as e:  # quota, read-only: this index fails, the others go on
+                self._fail_unstarted(job, f"its checkpoint folder {describe(e)}")
+                continue
+            return job
         return None
+
+    def _fail_unstarted(self, job: Job, error: str) -> None:
+        info = {"index": job.index, "host": socket.gethostname(), "job": self.job.job}
+        info.update(duration=0.0, log=self._log_path(job), error=error)
+        self._log(job, f"=== {_now()} pyexp.claim index={job.index}: not started, {error}\n")
+        record_outcome(
+            self.records, self.attempts, self.leases, job, FAILED, info, self.job.attempt
+        )
+        self.tally[FAILED] += 1
+        self.say(f"index {job.index}: failed, not started: {error}")
 
     def begin(self, job: Job) -> None:
         """Write the index's log header and let stop signals interrupt its work."""
@@ -140,12 +162,15 @@ class ClaimWorker:
             f"host={socket.gethostname()} job={self.job.job or 'local'} pid={os.getpid()}\n",
         )
         job._started = time.monotonic()
+        job._saved = checkpoints.stamp(job.checkpoint_dir)
+        os.environ[CHECKPOINT_DIR] = job.checkpoint_dir  # for pyexp.checkpoint_dir()
         self._body = True
 
     def end(self, job: Job, exc: BaseException | None) -> bool:
         """Record the job's outcome and release its lease; whether to suppress exc."""
         self._body = False
         signal.setitimer(signal.ITIMER_REAL, 0)
+        os.environ.pop(CHECKPOINT_DIR, None)
         duration = time.monotonic() - job._started
         info = {
             "index": job.index,
@@ -163,12 +188,25 @@ class ClaimWorker:
             outcome = DONE
         else:
             outcome = FAILED
+        if outcome in (TIMEOUT, PREEMPTED):
+            last = self.attempts.latest({job.key}).get(job.key)
+            outcome, saved = checkpoints.stop_outcome(
+                job.checkpoint_dir, job._saved, outcome, last and last.info
+            )
+            info.update(saved)
         text = "".join(traceback.format_exception(exc)) if outcome == FAILED else ""
         self._log(job, f"{text}=== {_now()} {outcome} after {duration:.1f}s\n")
         if outcome == DONE or suppress:  # other BaseExceptions (SystemExit) leave it missing
             state = self.records, self.attempts, self.leases
+            keep = self.exp.config.keep_checkpoints
             outcome, why = record_outcome(
-                *state, job, outcome, info, self.job.attempt, cannot_write=self._cannot_record
+                *state,
+                job,
+                outcome,
+                info,
+                self.job.attempt,
+                checkpoint=None if keep else job.checkpoint_dir,
+                cannot_write=self._cannot_record,
             )
             if why:
                 self.say(f"index {job.index}: {why}")
@@ -200,7 +238,8 @@ class ClaimWorker:
         stop = f", stopped by {signal.Signals(self.signum).name}" if self.signum else ""
         return (
             f"{t['done']} done, {t['skipped']} already complete, {t[FAILED]} failed, "
-            f"{t[TIMEOUT] + t[PREEMPTED]} stopped, {t[LEASE_LOST]} lease lost"
+            f"{t[TIMEOUT] + t[PREEMPTED]} stopped, {t[CONTINUING]} continuing, "
+            f"{t[LEASE_LOST]} lease lost"
             f"{self.claims.summary()}{stop}"
             + ("; stopped early, the state folder refused a write" if self.unrecordable else "")
         )

@@ -10,8 +10,11 @@ finish but no new index starts, and the runner says why in one line. A lease los
 command runs (the heartbeat found the marker gone or taken) kills that command's process group
 and records a `lease_lost` attempt, never a completion. SIGUSR1 (Slurm's pre-timeout signal)
 and SIGTERM/SIGINT (preemption, scancel) stop it: children get SIGTERM, then SIGKILL after the
-grace period, their attempts are recorded as timeout/preempted, leases released, no new index
-starts.
+grace period, their attempts are recorded as timeout/preempted (continuing, or stalled, when the
+command saved a checkpoint during the attempt: state/checkpoints.py), leases released, no new
+index starts. Each command gets its index's checkpoint folder (PYEXP_CHECKPOINT_DIR), created
+before it starts (an index whose folder cannot be created fails alone) and removed once the
+index is done.
 """
 
 from __future__ import annotations
@@ -45,8 +48,18 @@ from pyexp.runner.processes import (
     signal_group,
     write_all,
 )
+from pyexp.state import checkpoints
 from pyexp.state.atomic import write_atomic
-from pyexp.state.attempts import FAILED, LEASE_LOST, OOM, PREEMPTED, TIMEOUT, Attempts
+from pyexp.state.attempts import (
+    CONTINUING,
+    FAILED,
+    LEASE_LOST,
+    OOM,
+    PREEMPTED,
+    STALLED,
+    TIMEOUT,
+    Attempts,
+)
 from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.leases import IndexLeases, Lease
 from pyexp.state.records import CompletionRecords
@@ -68,6 +81,7 @@ class _Running:
     log: int | None  # descriptor of the index's log file, appended to; None: it cannot be
     log_path: str
     started: float
+    checkpoint: tuple = ()  # the checkpoint folder's stamp when the command started
 
 
 class Runner:
@@ -103,6 +117,8 @@ class Runner:
         self.started_marker = os.path.join(dirs.started, self.attempt) if self.attempt else None
         self.records = CompletionRecords(dirs.done)
         self.attempts = Attempts(dirs.attempts)
+        self.checkpoints = dirs.checkpoints
+        self.keep_checkpoints = exp.config.keep_checkpoints
         self.broken_path = dirs.broken
         if lease_duration is None:
             lease_duration = lease_seconds()
@@ -272,6 +288,14 @@ class Runner:
             unstarted = _Running(item, lease, None, log, log_path, started)
             self._finish(unstarted, None, error=f"not started, its log cannot be written: {e}")
             return
+        folder = checkpoints.folder_of(self.checkpoints, item.key)
+        try:
+            checkpoints.prepare(folder)
+        except OSError as e:  # quota, read-only: this index fails, the others go on
+            unstarted = _Running(item, lease, None, log, log_path, started)
+            self._finish(unstarted, None, error=f"its checkpoint folder {describe(e)}")
+            return
+        before = checkpoints.stamp(folder)
         argv = self.command.argv(self.snapshot_path or self.experiment_path, item.index, item.run)
         try:
             proc = self._spawner.start(argv, log, self._env(item, log))
@@ -280,7 +304,7 @@ class Runner:
                 write_all(log, f"pyexp-run: cannot start {argv[0]!r}: {e.strerror}\n")
             self._finish(_Running(item, lease, None, log, log_path, started), 127)
             return
-        self.running[proc.pid] = _Running(item, lease, proc, log, log_path, started)
+        self.running[proc.pid] = _Running(item, lease, proc, log, log_path, started, before)
 
     def _header(self, item: Item) -> str:
         return (
@@ -295,6 +319,7 @@ class Runner:
             PYEXP_INDEX=str(item.index),
             PYEXP_RUN=str(item.run),
             PYEXP_EXPERIMENT=self.experiment_path,
+            PYEXP_CHECKPOINT_DIR=checkpoints.folder_of(self.checkpoints, item.key),
         )
         if self.snapshot_path:
             env["PYEXP_SNAPSHOT"] = self.snapshot_path
@@ -364,10 +389,18 @@ class Runner:
         else:
             outcome = outcome or (OOM if self._oom(rc) else FAILED)
         failure = {"exit_code": rc, **({"error": error} if error else {})}
+        folder = checkpoints.folder_of(self.checkpoints, r.item.key)
+        if outcome in (TIMEOUT, PREEMPTED) and r.proc is not None:
+            last = self.attempts.latest({r.item.key}).get(r.item.key)
+            outcome, saved = checkpoints.stop_outcome(
+                folder, r.checkpoint, outcome, last and last.info
+            )
+            info.update(saved)
         # quota, stale NFS handle: said, and the other indices keep going
         outcome, why = record_outcome(
             *(self.records, self.attempts, self.leases, r.item, outcome, info, self.attempt),
             failure,
+            checkpoint=None if self.keep_checkpoints else folder,
             cannot_write=self._cannot_record,
         )
         if why:
@@ -429,6 +462,8 @@ class Runner:
         self.say(
             f"{t['done']} done, {t['skipped']} already complete, {t[FAILED] + t[OOM]} failed, "
             f"{t[TIMEOUT] + t[PREEMPTED]} stopped, {t['elsewhere']} left to other runners"
+            + (f", {t[CONTINUING]} continuing" if t[CONTINUING] else "")
+            + (f", {t[STALLED]} stalled" if t[STALLED] else "")
             + (f", {t[LEASE_LOST]} lease lost" if t[LEASE_LOST] else "")
             + (f", {t['unrecorded']} not recorded" if t["unrecorded"] else "")
             + source.summary()

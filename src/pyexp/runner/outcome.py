@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from pyexp.state import checkpoints
 from pyexp.state.attempts import FAILED, Attempts
 from pyexp.state.leases import DONE, IndexLeases  # a completed lease is a tombstone: "done"
 from pyexp.state.records import CompletionRecords
@@ -30,24 +31,31 @@ def record_outcome(
     info: dict,
     attempt: str | None,
     failure: dict | None = None,
+    checkpoint: str | None = None,
     cannot_write: Callable[[OSError], None] = lambda e: None,
 ) -> tuple[str, str | None]:
     """Record work's outcome (DONE: its completion record with info; else an attempt with info
     and the failure's details) and end its lease (a completed one leaves a tombstone); the
     outcome recorded and why it differs: a completion record that cannot be written makes a
     failed attempt, and state that cannot be written at all leaves the index UNRECORDED
-    (missing). Each write that fails is also passed to cannot_write (the caller stops)."""
+    (missing). Each write that fails is also passed to cannot_write (the caller stops). Its
+    checkpoint folder (checkpoint; None: keep it) is removed once done, else only if nothing
+    was saved in it."""
     error = None
     try:
         if outcome == DONE:
             try:
                 records.mark_complete(work.params, work.run, info)
+                if checkpoint is not None:
+                    checkpoints.remove(checkpoint)
                 return DONE, None
             except OSError as e:
                 outcome, error = FAILED, f"its completion record cannot be written: {e}"
                 cannot_write(e)
         details = {**info, **(failure or {}), **({"error": error} if error else {})}
         attempts.record(work.key, outcome, details, attempt)
+        if checkpoint is not None:
+            checkpoints.remove_empty(checkpoint)
         return outcome, error
     except OSError as e:
         cannot_write(e)

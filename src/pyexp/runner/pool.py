@@ -1,6 +1,8 @@
 """Farm workers: which pool index a worker tries next, and whether its time still holds one.
 
 Worker w of N walks the pool from position (w * size) // N, wrapping, so workers start apart.
+Indices whose last stop saved a checkpoint (continuing) come first, for every worker; a
+continuing index's fit test counts only the part its checkpoint's progress fraction says is left.
 It skips indices that are done or that this array already tried and failed (the folders are
 re-read at most once a second, then the record is stat'ed), and those whose lease marker shows
 a live holder, so workers that meet walk past each other instead of contending on lease files.
@@ -25,7 +27,8 @@ from pyexp.experiment import ExperimentDescription
 from pyexp.indexset import IndexSet
 from pyexp.job_environment import JobEnvironment
 from pyexp.runner.item import Item
-from pyexp.state.attempts import FAILED, LEASE_LOST, OOM, Attempts
+from pyexp.state import checkpoints
+from pyexp.state.attempts import CONTINUING, FAILED, LEASE_LOST, OOM, Attempts
 from pyexp.state.layout import state_dirs
 from pyexp.state.leases import holder_of
 from pyexp.state.ledger import LedgerEntry
@@ -86,9 +89,12 @@ class TimeBudget:
             self._estimate = index_seconds(measured, self.index_minutes)
         return self._estimate
 
-    def refusal(self) -> str | None:
-        """Why no further index may start (None: one may)."""
+    def refusal(self, fraction: float | None = None) -> str | None:
+        """Why no further index may start (None: one may); fraction: how much of the index its
+        checkpoint says is done, so only the rest of the estimate is needed."""
         left, estimate = self.left(), self.estimate()
+        if estimate is not None and fraction is not None:
+            estimate *= 1.0 - min(max(fraction, 0.0), 1.0)
         if may_start(estimate, left):
             return None
         return (
@@ -112,13 +118,18 @@ class PoolClaims:
         say: Callable[[str], None] = print,
         swept: Callable[[int], bool] | None = None,
     ) -> None:
-        start = (worker * len(pool)) // max(1, workers)
         self._exp = exp
-        self._pass: Iterator[int] = chain(pool.take(start, len(pool)), pool.take(0, start))
-        self._held: list[int] = []
-        self._claimed = 0
         dirs = state_dirs(exp)
         self._records, self._attempts = CompletionRecords(dirs.done), Attempts(dirs.attempts)
+        self._checkpoints = dirs.checkpoints
+        self._continuing = continuing_in(exp, pool, self._attempts)
+        rest = pool - IndexSet.of(self._continuing)
+        start = (worker * len(rest)) // max(1, workers)
+        self._pass: Iterator[int] = chain(
+            self._continuing, rest.take(start, len(rest)), rest.take(0, start)
+        )
+        self._held: list[int] = []
+        self._claimed = 0
         self._prefix = f"{tag}_"
         self._budget = budget or TimeBudget(None)
         self._say = say
@@ -151,7 +162,7 @@ class PoolClaims:
             if self._busy(item.key):  # left to its holder without touching its lease
                 self._held.append(index)
                 continue
-            if (why := self._budget.refusal()) is not None:
+            if (why := self._budget.refusal(self._fraction(item))) is not None:
                 self._say(f"not starting index {index}: {why}; the rest stays missing")
                 self.ended = self.out_of_time = True
                 if not self.tries and self._budget.limit:  # the planner must hear of it
@@ -192,6 +203,14 @@ class PoolClaims:
         # Nothing claimed while own indices run: the next pass waits for one of them to end.
         return claimed > 0
 
+    def _fraction(self, item: Item) -> float | None:
+        """The fraction done that a continuing index's checkpoint holds (None: not known)."""
+        if item.index not in self._continuing:
+            return None
+        saved = checkpoints.progress(checkpoints.folder_of(self._checkpoints, item.key))
+        fraction = saved.get("fraction")
+        return float(fraction) if isinstance(fraction, (int, float)) else None
+
     def _busy(self, key: str) -> bool:
         """Whether key's lease looks held by a live runner: renewed within its duration and,
         on this host, by a process that still exists (a dead holder's lease is worth a try)."""
@@ -211,3 +230,15 @@ class PoolClaims:
             for key, outcome, attempt in self._attempts.names()
             if outcome in _SETTLED_OUTCOMES and attempt.startswith(self._prefix)
         }
+
+
+def continuing_in(exp: ExperimentDescription, pool: IndexSet, attempts: Attempts) -> list[int]:
+    """The indices of pool whose last stop saved a checkpoint (continuing), ascending: a worker
+    starts them before new ones (their records name the index; one edited away is left out)."""
+    keys = {key for key, outcome, _ in attempts.names() if outcome == CONTINUING}
+    found = set()
+    for key, attempt in attempts.latest(keys).items():
+        index = attempt.info.get("index")
+        if isinstance(index, int) and index in pool and Item.of(exp, index).key == key:
+            found.add(index)
+    return sorted(found)

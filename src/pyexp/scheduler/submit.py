@@ -26,6 +26,7 @@ from pyexp.scheduler.local import LocalBackend
 from pyexp.scheduler.slurm_backend import SlurmBackend
 from pyexp.scheduler.storage import purge_warning, readonly_refusal
 from pyexp.standing.reconcile import (
+    CONTINUING,
     FAILED_OUT,
     Standing,
     check_ledger,
@@ -227,16 +228,13 @@ def _plan(
     """The arrays for missing: the retries with more memory or time, then the rest's plan."""
     est = planner.estimate(CompletionRecords(state_dirs(exp).done).durations(), opts.index_minutes)
     retries = _retries(exp, standing, missing, opts, entries)
-    retried = IndexSet.of(i for r in retries for i in r.indices)
-    plan = planner.plan_submission(
-        missing - retried,
-        opts.cluster,
-        limits,
-        est,
-        workers=opts.workers,
-        per_task=_per_task(opts),
-        started_nothing=started_nothing(exp, est),
-    )
+    rest = missing - IndexSet.of(i for r in retries for i in r.indices)
+    args = (opts.cluster, limits, est, opts.workers, _per_task(opts))
+    plan = planner.plan_submission(rest, *args, started_nothing=started_nothing(exp, est))
+    continuing, room = standing.indices(CONTINUING), len(rest) - plan.waiting
+    if plan.waiting and room and continuing:  # not all fit in the queue: continuing first
+        first = continuing_first(rest, continuing - (continuing - rest), room)
+        plan = planner.plan_submission(first, *args, started_nothing=started_nothing(exp, est))
     more = escalate.plans(retries, opts.cluster, limits)
     return replace(plan, arrays=plan.arrays + more) if more else plan
 
@@ -281,6 +279,12 @@ def _per_task(opts: SubmitOptions) -> int | None:
     if opts.local and opts.workers is None and opts.indices_per_task is None:
         return max(opts.cluster.indices_per_task, opts.cluster.fail_fast_indices)
     return opts.indices_per_task
+
+
+def continuing_first(missing: IndexSet, continuing: IndexSet, room: int) -> IndexSet:
+    """room indices of missing, the continuing ones (stopped after a checkpoint) first."""
+    first = continuing.take(0, room)
+    return first | (missing - continuing).take(0, room - len(first))
 
 
 def _as_set(indices: list[int] | IndexSet) -> IndexSet:

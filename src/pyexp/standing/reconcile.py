@@ -20,6 +20,7 @@ from pyexp.standing.slurm_states import QueueSnapshot
 from pyexp.state import leases, settings
 from pyexp.state.atomic import scan_names
 from pyexp.state.attempts import CHARGED, CHARGED_TIMEOUT, Attempts
+from pyexp.state.attempts import CONTINUING as SAVED
 from pyexp.state.layout import state_dirs, work_scope
 from pyexp.state.ledger import PENDING, Ledger, LedgerEntry, LedgerScan, job_name
 from pyexp.state.records import CompletionRecords, record_key
@@ -27,16 +28,17 @@ from pyexp.state.records import CompletionRecords, record_key
 DEFAULT_MAX_ATTEMPTS = 3
 IN_FLIGHT_MARGIN_SECONDS = 30.0
 LEDGER_PLACEMENT_BUDGET = 200_000  # ledger indices hashed to place keys of a huge sweep
-DONE, RUNNING, HELD, QUEUED, FAILING, FAILED_OUT, MISSING = (
+DONE, RUNNING, HELD, QUEUED, CONTINUING, FAILING, FAILED_OUT, MISSING = (
     "done",
     "running",
     "held",
     "queued",
+    "continuing",  # stopped after saving a checkpoint: resubmitted first, never charged
     "failing",  # failed at least once, attempts left: resubmitted
     "failed",  # attempts exhausted: given up until --retry-failed
     "missing",
 )
-STATUSES = (DONE, RUNNING, HELD, QUEUED, FAILING, FAILED_OUT, MISSING)
+STATUSES = (DONE, RUNNING, HELD, QUEUED, CONTINUING, FAILING, FAILED_OUT, MISSING)
 
 
 class LedgerUnreadable(PyExpError, RuntimeError):
@@ -53,6 +55,7 @@ class Standing:
     sets: dict[str, IndexSet]
     failed_keys: dict[int, str] = field(default_factory=dict)
     failing_keys: dict[int, str] = field(default_factory=dict)
+    continuing_keys: dict[int, str] = field(default_factory=dict)
     running_keys: dict[int, str] = field(default_factory=dict)
     retried_keys: dict[int, str] = field(default_factory=dict)  # missing, with attempts (timeouts)
     held: dict[int, leases.Holder] = field(default_factory=dict)
@@ -190,6 +193,7 @@ def classify(
     where, unplaced = place(exp, runs, keys, _params_on_record(exp, dirs.done, scan))
     charged = {k: _charged(c) for k, c in attempts.items() if _charged(c)}
     given_up = {k for k, c in charged.items() if c >= max_attempts and not retry_failed}
+    saved = {k for k, c in attempts.items() if c[SAVED]}
     live = {k for k, h in markers.items() if h.live}
     total = exp.numPermutations() * runs
     groups = [
@@ -199,6 +203,7 @@ def classify(
         (QUEUED, queued - (IndexSet.span(total, max(total, _end(queued))))),
         (FAILED_OUT, _at(where, given_up)),
         (FAILING, _at(where, charged.keys() - given_up)),
+        (CONTINUING, _at(where, saved)),
     ]
     sets: dict[str, IndexSet] = {}
     taken = IndexSet()
@@ -214,6 +219,8 @@ def classify(
             standing.failed_keys[i] = k
         elif i in sets[FAILING]:
             standing.failing_keys[i] = k
+        elif i in sets[CONTINUING]:
+            standing.continuing_keys[i] = k
         elif i in sets[RUNNING] and k in live:
             standing.running_keys[i] = k
         elif i in sets[HELD] and k in markers:
@@ -284,15 +291,16 @@ def to_submit(
     max_attempts: int = 3,
     retry_failed: bool = False,
 ) -> IndexSet:
-    """The indices pyexp-submit should submit: the missing ones, the failing ones (attempts
-    left), and those whose lease holder stopped renewing (held), which the next runner takes
-    over."""
+    """The indices pyexp-submit should submit: the missing ones, the continuing ones, the failing
+    ones (attempts left), and those whose lease holder stopped renewing (held), which the next
+    runner takes over."""
     return submittable(classify(exp, runs, queue, max_attempts, retry_failed))
 
 
 def submittable(standing: Standing) -> IndexSet:
     """The indices of standing that pyexp-submit submits (see to_submit)."""
-    return standing.indices(MISSING) | standing.indices(FAILING) | standing.indices(HELD)
+    resubmitted = (MISSING, CONTINUING, FAILING, HELD)
+    return IndexSet([r for s in resubmitted for r in standing.indices(s).ranges])
 
 
 def check_ledger(exp: ExperimentDescription, queue: QueueSnapshot, scan: LedgerScan) -> list[str]:

@@ -14,9 +14,12 @@ from pyexp.state.atomic import scan_names, write_atomic
 # Outcomes a runner records; "completed" is the completion record itself.
 FAILED, TIMEOUT, PREEMPTED, OOM, LOST = "failed", "timeout", "preempted", "oom", "lost"
 LEASE_LOST = "lease_lost"  # the runner lost the index's lease mid-run and stopped it
+# Stopped after its checkpoint folder changed: progress, never charged (state/checkpoints.py);
+# stalled: it saved the same progress as its last stop, charged so nothing runs forever.
+CONTINUING, STALLED = "continuing", "stalled"
 # Outcomes the command is to blame for: they count against the attempt cap and the broken-command
-# guard; the others (timeout, preempted, lost, lease_lost) are always retried.
-CHARGED = frozenset({FAILED, OOM})
+# guard; the others (timeout, preempted, lost, lease_lost, continuing) are always retried.
+CHARGED = frozenset({FAILED, OOM, STALLED})
 CHARGED_TIMEOUT = "timeout_charged"  # in counts(): a timeout of a job given more time
 
 

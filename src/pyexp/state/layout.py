@@ -40,6 +40,10 @@ class StateDirs:
         return self._scoped("attempts")
 
     @property
+    def checkpoints(self) -> str:
+        return self._scoped("checkpoints")
+
+    @property
     def started(self) -> str:
         return os.path.join(self.root, "started")
 
