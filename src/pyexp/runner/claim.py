@@ -36,6 +36,7 @@ from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import Item
 from pyexp.runner.outcome import DONE, record_outcome
 from pyexp.runner.pool import PoolClaims, TimeBudget
+from pyexp.runner.save import Staging, begin, store_staged
 from pyexp.runner.task import load_task, pool_tag, worker_job
 from pyexp.runner.worker_script import CLAIM_MARK, WORKER_START
 from pyexp.state.attempts import FAILED, LEASE_LOST, PREEMPTED, TIMEOUT, Attempts
@@ -43,6 +44,7 @@ from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.leases import IndexLeases, Lease
 from pyexp.state.ledger import local_job_id
 from pyexp.state.records import CompletionRecords
+from pyexp.state.store import ShardWriter
 
 
 class Stopped(BaseException):
@@ -57,6 +59,7 @@ class Job:
         self.exp = worker.exp
         self.entered = False
         self._worker, self._item, self.lease = worker, item, lease
+        self.staging = Staging()  # its pyexp.save() calls, stored when it is done
         self._started = time.monotonic()
 
     def __enter__(self) -> Job:
@@ -82,6 +85,7 @@ class ClaimWorker:
         self.exp, self.claims, self.job, self.guard = exp, claims, job, guard
         self.broken_path = dirs.broken
         self.records, self.attempts = CompletionRecords(dirs.done), Attempts(dirs.attempts)
+        self.store = ShardWriter(dirs.store)
         self.leases = IndexLeases(dirs.leases, job=job.job)
         self.log_dir = log_dir(exp)
         self.grace = grace_seconds()
@@ -98,12 +102,15 @@ class ClaimWorker:
         self._retries = failed_before(self.attempts) if self.guard else set()
         try:
             while self.signum is None and not self._broken() and (job := self._next()) is not None:
+                begin(job.staging)
                 yield job
                 if not job.entered:  # the loop came back: the body did not raise
                     self.end(job, None)
         finally:
+            begin(None)
             self._restore()
             self.leases.release()
+            self.store.seal()
             self.say(self._summary())
 
     def _next(self) -> Job | None:
@@ -135,6 +142,7 @@ class ClaimWorker:
     def end(self, job: Job, exc: BaseException | None) -> bool:
         """Record the job's outcome and release its lease; whether to suppress exc."""
         self._body = False
+        begin(None)
         signal.setitimer(signal.ITIMER_REAL, 0)
         duration = time.monotonic() - job._started
         info = {
@@ -157,7 +165,8 @@ class ClaimWorker:
         self._log(job, f"{text}=== {_now()} {outcome} after {duration:.1f}s\n")
         if outcome == DONE or suppress:  # other BaseExceptions (SystemExit) leave it missing
             state = self.records, self.attempts, self.leases
-            outcome, why = record_outcome(*state, job, outcome, info, self.job.attempt)
+            store = lambda: store_staged(self.store, job.staging, job)  # noqa: E731
+            outcome, why = record_outcome(*state, job, outcome, info, self.job.attempt, store=store)
             if why:
                 self.say(f"index {job.index}: {why}")
         else:

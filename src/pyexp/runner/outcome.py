@@ -3,8 +3,10 @@ record when it is done, else an attempt; its lease released either way."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
+from pyexp.errors import ResultsError
 from pyexp.state.attempts import FAILED, Attempts
 from pyexp.state.leases import IndexLeases
 from pyexp.state.records import CompletionRecords
@@ -30,13 +32,20 @@ def record_outcome(
     info: dict,
     attempt: str | None,
     failure: dict | None = None,
+    store: Callable[[], None] | None = None,
 ) -> tuple[str, str | None]:
     """Record work's outcome (DONE: its completion record with info; else an attempt with info
     and the failure's details) and release its lease; the outcome recorded and why it differs:
     a completion record that cannot be written makes a failed attempt, and state that cannot be
-    written at all leaves the index UNRECORDED (missing)."""
+    written at all leaves the index UNRECORDED (missing). store puts a DONE index's saved data
+    into the results store first: if it cannot, the attempt failed (data and completion agree)."""
     error = None
     try:
+        if outcome == DONE and store is not None:
+            try:
+                store()
+            except (OSError, ResultsError) as e:
+                outcome, error = FAILED, f"its results cannot be stored: {e}"
         if outcome == DONE:
             try:
                 records.mark_complete(work.params, work.run, info)
