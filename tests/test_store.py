@@ -101,9 +101,7 @@ def test_a_failed_index_stores_nothing_and_a_rerun_replaces_nothing_twice(projec
     exp = project.load(path)
     frame = pyexp.loadFrame(exp, "final")
     assert list(frame.final) == [0.0]
-    assert [r.meta["key"] for r in latest(state_dirs(exp).store).values()] == [
-        frame_key(exp, 0)
-    ]
+    assert [r.meta["key"] for r in latest(state_dirs(exp).store).values()] == [frame_key(exp, 0)]
 
 
 def frame_key(exp, index: int) -> str:

@@ -1,4 +1,4 @@
-"""loadFrame: one experiment's stored metric as a pandas DataFrame (pip install 'pyexp-utils[frame]').
+"""loadFrame: an experiment's stored metric as a pandas DataFrame (the optional [frame] extra).
 
 Rows are the completed (parameters, run) of the store (a record whose completion record is
 missing is left out: its index is not done), filtered by parameter before any data is decoded.
