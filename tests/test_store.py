@@ -260,3 +260,62 @@ def test_reads_work_on_a_read_only_store(project):
         for p in [state, *modes]:
             p.chmod(p.stat().st_mode | 0o200)
     assert {p: p.stat().st_mode for p in state.rglob("*")} == modes
+
+
+# --- best parameters with uncertainty ------------------------------------------------------
+
+NOISY = """\
+import sys
+import numpy as np
+import pyexp
+index = int(sys.argv[1])
+params = pyexp.loadExperiment(sys.argv[2]).getPermutation(index)
+rng = np.random.default_rng(index)
+# alpha 0.1 and 0.2 are close (noise 1.0 apart 0.1), 0.9 is far worse (smaller is better)
+noise = 1.0 if params["alpha"] < 0.5 else 0.01
+pyexp.save("loss", params["alpha"] * np.ones(10) + rng.normal(0, noise, 10))
+"""
+
+
+def noisy(project: Project) -> tuple[Path, object]:
+    path = project.experiment("noisy", {"alpha": [0.1, 0.2, 0.9]})
+    script = project.root / "noisy.py"
+    script.write_text(NOISY)
+    cmd = shlex.join([sys.executable, str(script)]) + " {index} {experiment}"
+    assert project.run(path, "--indices", "0-29", "--command", cmd).returncode == 0
+    return path, project.load(path)
+
+
+def test_rank_results_and_rank_frame_agree_seeded_with_ties_and_plot_bootstrap_bands(project):
+    _, exp = noisy(project)
+    ranked = pyexp.rankResults(pyexp.loadResults(exp, "loss"), prefer="small", percent=0.5)
+    again = pyexp.rankResults(pyexp.loadResults(exp, "loss"), prefer="small", percent=0.5)
+    figures = [[(r.mean, r.low, r.high, r.tied) for r in rs] for rs in (ranked, again)]
+    assert figures[0] == figures[1]  # seeded: reproducible
+    by_alpha = {r.result.params["alpha"]: r for r in ranked}
+    assert by_alpha[0.9].tied is False and ranked[-1].result.params["alpha"] == 0.9
+    assert by_alpha[0.1].tied and by_alpha[0.2].tied  # noise of 1.0 hides a gap of 0.1
+    assert all(r.low <= r.mean <= r.high and r.runs == 10 for r in ranked)
+    frame = pyexp.rankFrame(pyexp.loadFrame(exp, "loss"), "loss", prefer="small", percent=0.5)
+    assert list(frame.columns) == ["alpha", "runs", "mean", "low", "high", "tied"]
+    assert list(frame.alpha) == [r.result.params["alpha"] for r in ranked]
+    assert np.allclose(frame["mean"], [r.mean for r in ranked])
+    assert list(frame.tied) == [r.tied for r in ranked]
+    best = pyexp.getBest(pyexp.loadResults(exp, "loss"), prefer="small", percent=0.5)
+    assert best.params["alpha"] == frame.alpha[0]
+    plot_sensitivity_draws_bootstrap_bands(exp)
+
+
+def plot_sensitivity_draws_bootstrap_bands(exp):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = list(pyexp.loadResults(exp, "loss"))
+    fig, (a, b) = plt.subplots(1, 2)
+    pyexp.plotSensitivity(results, "alpha", prefer="small", ax=a, band="bootstrap")
+    pyexp.plotSensitivity(results, "alpha", prefer="small", ax=b)
+    wide = a.collections[0].get_paths()[0].vertices[:, 1]
+    narrow = b.collections[0].get_paths()[0].vertices[:, 1]
+    assert wide.max() - wide.min() > narrow.max() - narrow.min()  # 95% CI beyond +-1 stderr
+    plt.close(fig)

@@ -32,6 +32,8 @@ _EXPORTS = {
     "whereParameterGreaterEq": "analysis.filters",
     "whereParametersEqual": "analysis.filters",
     "plotSensitivity": "analysis.plot",
+    "rankResults": "analysis.bootstrap",
+    "rankFrame": "analysis.bootstrap",
     "ResultsError": "errors",
     "PyExpError": "errors",
     "ExperimentError": "errors",
