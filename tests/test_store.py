@@ -319,3 +319,51 @@ def plot_sensitivity_draws_bootstrap_bands(exp):
     narrow = b.collections[0].get_paths()[0].vertices[:, 1]
     assert wide.max() - wide.min() > narrow.max() - narrow.min()  # 95% CI beyond +-1 stderr
     plt.close(fig)
+
+
+# --- files: compaction by pyexp-submit; old results adopted into the store ---------------
+
+
+def test_pyexp_submit_merges_the_finished_shards_and_nothing_is_lost(project):
+    path = sweep(project)
+    submit = [sys.executable, "-m", "pyexp.cli.submit", str(path), "--runs", "3", "--local"]
+    cmd = ["--cluster", "local", "--indices-per-task", "2", "--command", saver(project)]
+    first = subprocess.run([*submit, *cmd], env=project.env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    exp = project.load(path)
+    store = state_dirs(exp).store
+    assert len(shard_names(store)) == 6  # one per task
+    before = pyexp.loadFrame(exp, "returns")
+    again = subprocess.run([*submit, *cmd], env=project.env, capture_output=True, text=True)
+    assert again.returncode == 0 and "nothing to submit" in again.stdout
+    assert len(shard_names(store)) == 1
+    assert pyexp.loadFrame(exp, "returns").equals(before) and len(before) == 12 * 5
+
+
+def test_adopt_puts_old_npy_results_into_the_store(project):
+    path = sweep(project)
+    exp = project.load(path)
+    for i in range(8):
+        folder = Path(exp.interpolateSavePath(i))
+        folder.mkdir(parents=True)
+        np.save(folder / "returns.npy", np.arange(3.0) + i)
+    adopt = [sys.executable, "-m", "pyexp.cli.adopt", str(path), "--runs", "2"]
+    argv = [*adopt, "--result-file", "returns.npy", "--store", "returns"]
+    result = subprocess.run(argv, env=project.env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "adopted 8 of 8" in result.stdout
+    frame = pyexp.loadFrame(exp, "returns")
+    assert len(frame) == 8 * 3 and sorted(set(frame.returns)) == [float(x) for x in range(10)]
+    old = [r.load() for r in pyexp.loadResults(exp, "returns.npy")]
+    new = [r.load() for r in pyexp.loadResults(exp, "returns")]
+    assert all(np.array_equal(a, b) for a, b in zip(old, new, strict=True))
+    assert len(shard_names(state_dirs(exp).store)) == 1
+
+
+def test_import_pyexp_and_the_run_path_load_neither_numpy_nor_pandas():
+    code = (
+        "import sys, pyexp, pyexp.cli.run, pyexp.cli.submit, pyexp.runner.save, "
+        "pyexp.state.store; print('numpy' in sys.modules, 'pandas' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert out.split() == ["False", "False"]

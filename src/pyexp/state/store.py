@@ -216,6 +216,13 @@ def compact(folder: str, now: float | None = None) -> int:
     return len(names)
 
 
+def compact_quietly(folder: str) -> None:
+    """compact(folder), an optional chore: its failure (read-only, quota, a newer format) is
+    left for the readers, who need no compaction."""
+    with contextlib.suppress(OSError, ResultsError):
+        compact(folder)
+
+
 def _mergeable(path: str, name: str, now: float) -> bool:
     if name.endswith(SEALED):
         return True
