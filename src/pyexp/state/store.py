@@ -115,7 +115,7 @@ def fold(staged: list[Record], meta: dict, where: str) -> bytes:
                     "same shape each time, or the whole array once"
                 )
         shape = first["shape"] if len(records) == 1 else [len(records), *first["shape"]]
-        nbytes = sum(len(r.data) for r in records)
+        nbytes = sum(r.data.nbytes for r in records)
         spec = {"dtype": first["dtype"], "shape": shape, "offset": offset, "nbytes": nbytes}
         metrics[name] = spec
         chunks.extend(bytes(r.data) for r in records)
