@@ -28,7 +28,7 @@ from pyexp.config import load_config
 from pyexp.experiment import loadExperiment
 from pyexp.state.layout import state_dirs
 from pyexp.state.records import CompletionRecords, record_key
-from pyexp.state.store import Record, ShardWriter, fold
+from pyexp.state.store import Record, ShardWriter, compact, fold
 
 PER_TASK = 100
 
@@ -101,13 +101,43 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
-def bench_pyexputils(root: Path, exp, total: int, steps: int) -> dict | None:
-    """PyExpUtils 8.1.2's SQLite store, if importable here; None otherwise."""
+def bench_pyexputils(root: Path, meta: dict, total: int, steps: int) -> tuple | None:
+    """PyExpUtils 8.1.2's SQLite store, as its jobs use it (a Collector per run, saveCollector
+    into one results.db under a FileLock); None if it is not importable here."""
     try:
-        from PyExpUtils.results.sqlite import saveCollector  # noqa: F401
+        from PyExpUtils.collection.Collector import Collector
+        from PyExpUtils.models.ExperimentDescription import ExperimentDescription
+        from PyExpUtils.results.sqlite import loadAllResults, saveCollector
     except ImportError:
         return None
-    return None  # the API is not wired up yet (see the README of this script)
+    folder = root / "pyexputils"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"save_path": "results/{name}"}))
+    os.chdir(folder)  # PyExpUtils reads ./config.json
+    exp = ExperimentDescription({"metaParameters": meta}, path="experiments/bench/bench.json")
+    start = time.perf_counter()
+    for index in range(total):
+        collector = Collector(idx=index)
+        for value in curve(index, steps):
+            collector.collect("returns", float(value))
+            collector.next_frame()
+        collector.reset()
+        saveCollector(exp, collector, keys=["returns"])
+    write = time.perf_counter() - start
+    t_all, frame = timed(loadAllResults, exp, metrics=["returns"])
+    assert len(frame) == total * steps, len(frame)
+    first = exp.getPermutation(0)["metaParameters"]
+    t_filter, _ = timed(
+        lambda: frame[(frame.alpha == first["alpha"]) & (frame["lambda"] == first["lambda"])]
+    )
+    files = files_under(folder / "results")
+    return (
+        "PyExpUtils 8.1.2 SQLite (one setting: filtered after loading all)",
+        files,
+        write,
+        t_all,
+        t_all + t_filter,
+    )
 
 
 def main() -> None:
@@ -126,6 +156,8 @@ def main() -> None:
     t_all, frame = timed(loadFrame, exp, "returns")
     t_one, single = timed(loadFrame, exp, "returns", where=one)
     assert len(frame) == total * args.steps and len(single) == runs * args.steps
+    CompletionRecords(state_dirs(exp).done).completed()  # folded, as pyexp-submit folds them
+    compact(state_dirs(exp).store)  # merged, as pyexp-submit merges them
     store_files = files_under(Path(state_dirs(exp).store))
     done_files = files_under(Path(state_dirs(exp).done))
     rows.append(("pyexp store", f"{store_files} (+{done_files} records)", write, t_all, t_one))
@@ -136,6 +168,11 @@ def main() -> None:
     assert len(frame_npy) == len(frame)
     rows.append(("one .npy per index", files_under(root / "results"), write, t_all, t_one))
 
+    sqlite = bench_pyexputils(root, exp.description["metaParameters"], total, args.steps)
+    if sqlite is None:
+        print("PyExpUtils 8.1.2: not measured (not installed in this Python)")
+    else:
+        rows.append(sqlite)
     print(f"{total} runs of {args.steps} steps ({runs} runs x 100 permutations) in {root}")
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}")
     print("| way | files on disk | write per run | load all into a DataFrame | load one setting |")
@@ -143,9 +180,6 @@ def main() -> None:
     for name, files, write, t_all, t_one in rows:
         per_run = write / total * 1e3
         print(f"| {name} | {files} | {per_run:.2f} ms | {t_all:.2f} s | {t_one:.3f} s |")
-    sqlite = bench_pyexputils(root, exp, total, args.steps)
-    if sqlite is None:
-        print("PyExpUtils 8.1.2: not measured (not installed in this Python)")
 
 
 if __name__ == "__main__":
