@@ -145,6 +145,42 @@ def test_kill_9_between_data_and_completion_leaves_the_index_missing_and_unseen(
     assert list(pyexp.loadFrame(exp, "final").final) == [0.0]  # the rerun's, once
 
 
+TEARER = """\
+import os, signal, sys
+from pyexp.state import store
+from pyexp.cli.run import main
+
+calls = []
+whole = store._write_all
+
+def torn(fd, data):
+    calls.append(1)
+    if len(calls) == 3:  # the third index's record: half of it, then kill -9
+        whole(fd, data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    whole(fd, data)
+
+store._write_all = torn
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_runner_killed_mid_append_leaves_a_shard_readers_read(project):
+    path = sweep(project)
+    tearer = project.root / "tearer.py"
+    tearer.write_text(TEARER)
+    cmd = saver(project)
+    argv = [sys.executable, str(tearer), str(path), "--indices", "0-3", "--command", cmd]
+    proc = subprocess.run(argv, env=project.env, cwd=project.root, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    exp = project.load(path)
+    assert sorted(pyexp.loadFrame(exp, "final").final) == [0.0, 1.0]
+    assert pyexp.listMissingResults(exp, runs=1) == [2, 3]
+    assert project.run(path, "--indices", "0-3", "--command", cmd).returncode == 0
+    assert sorted(pyexp.loadFrame(exp, "final").final) == [0.0, 1.0, 2.0, 3.0]
+    assert len(shard_names(state_dirs(exp).store)) == 2  # the torn one is never appended to
+
+
 def test_a_torn_tail_hides_no_complete_record_before_it(tmp_path):
     writer = ShardWriter(str(tmp_path))
     records = [encode({"key": f"k-{i}", "time": i}, bytes([i]) * 100) for i in range(3)]
