@@ -403,3 +403,22 @@ def test_import_pyexp_and_the_run_path_load_neither_numpy_nor_pandas():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_a_failed_append_is_cut_off_so_later_records_stay_readable(tmp_path, monkeypatch):
+    from pyexp.state import store
+
+    writer = ShardWriter(str(tmp_path))
+    writer.append(encode({"key": "k-0", "time": 0}, b"a"))
+    whole = store._write_all
+
+    def no_space(fd, data):
+        whole(fd, data[:7])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "_write_all", no_space)
+    with pytest.raises(OSError):
+        writer.append(encode({"key": "k-1", "time": 1}, b"b"))
+    monkeypatch.setattr(store, "_write_all", whole)
+    writer.append(encode({"key": "k-2", "time": 2}, b"c"))
+    assert sorted(latest(str(tmp_path))) == ["k-0", "k-2"]

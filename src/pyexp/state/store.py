@@ -4,7 +4,8 @@ A record is `PXR<version byte> <meta length u32> <data length u64> <crc32 u32>`,
 (JSON) and the data (the metrics' raw C-order bytes, one after another). Contracts:
 - one writer per shard: a Runner or claim worker appends to its own `shards/<host>-<pid>-<id>`,
   each record in one write, fsynced, the file closed after each (close-to-open on NFS); no lock,
-  so nothing relies on fcntl across nodes. A write that fails is cut back off the file.
+  so nothing relies on fcntl across nodes. A write that fails is cut back off the file (if that
+  fails too, the writer starts a new shard), so no complete record ever follows a torn one.
 - a crash mid-write leaves a torn tail: readers stop there and see every record before it.
 - a record holds one completed index's metrics (its key, params, run, time); the writer appends
   it before the completion record is written, and readers show only keys with a completion record,
@@ -139,8 +140,10 @@ class ShardWriter:
                 _write_all(fd, record)
                 os.fsync(fd)
             except OSError:
-                with contextlib.suppress(OSError):
+                try:
                     os.ftruncate(fd, size)  # no torn record before a later one
+                except OSError:
+                    self.path = None  # it stays torn: later records go to a new shard
                 raise
         finally:
             os.close(fd)
