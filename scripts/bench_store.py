@@ -117,7 +117,8 @@ def bench_pyexputils(root: Path, meta: dict, total: int, steps: int) -> tuple | 
     exp = ExperimentDescription({"metaParameters": meta}, path="experiments/bench/bench.json")
     start = time.perf_counter()
     for index in range(total):
-        collector = Collector(idx=index)
+        collector = Collector()
+        collector.setIdx(index)
         for value in curve(index, steps):
             collector.collect("returns", float(value))
             collector.next_frame()
