@@ -92,6 +92,18 @@ def test_load_results_reads_a_metric_of_the_store_unchanged_for_users(project):
     assert list(results[1].load()[1]) == list(np.arange(5.0) + 50)
     best = pyexp.getBest(results, prefer="big")
     assert best.params == exp.getPermutation(3)
+    assert results[0].paths() == [results[0].path] == [state_dirs(exp).store]
+
+
+def test_a_stored_metric_loads_where_params_make_no_folder_name(project):
+    long = ["x" * 200, "y" * 200]  # {params} over 255 bytes: no save path, the store works
+    path = project.experiment("long", {"a": long, "b": long})
+    body = "import pyexp\npyexp.save('final', 1.5)\n"
+    assert project.run(path, "--indices", "0-3", "--command", saver(project, body)).returncode == 0
+    exp = project.load(path)
+    results = list(pyexp.loadResults(exp, "final"))
+    assert [r.load().tolist() for r in results] == [[1.5]] * 4
+    assert len(pyexp.loadFrame(exp, "final", where={"a": long[1]})) == 2
 
 
 def test_a_failed_index_stores_nothing_and_a_rerun_replaces_nothing_twice(project):

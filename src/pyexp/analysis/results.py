@@ -168,7 +168,9 @@ class Result(_ResultBase):
 
     @cached_property
     def path(self) -> str:
-        """The file of this permutation's first run."""
+        """The file of this permutation's first run (the store's folder for a stored metric)."""
+        if self._shared.in_store:
+            return state_dirs(self.exp).store
         return self._shared.path(self.idx)
 
     @cached_property
@@ -177,8 +179,9 @@ class Result(_ResultBase):
         return self.exp.getPermutation(self.idx)
 
     def paths(self) -> list[str]:
-        """The file of each run (for a PyExpUtils CSV file, the one file they share)."""
-        if self._shared.shared_file:
+        """The file of each run (for a PyExpUtils CSV file or a stored metric, the one place
+        they share)."""
+        if self._shared.in_store or self._shared.shared_file:
             return [self.path]
         n = self.exp.numPermutations()
         return [self._shared.path(self.idx + run * n) for run in range(self._shared.runs or 0)]
