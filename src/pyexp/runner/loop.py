@@ -284,7 +284,8 @@ class Runner:
         )
         if self.snapshot_path:
             env["PYEXP_SNAPSHOT"] = self.snapshot_path
-        with contextlib.suppress(OSError):  # unset: pyexp.save() in the command says so
+        env.pop(STAGING, None)  # never a parent's: unset, pyexp.save() in the command says so
+        with contextlib.suppress(OSError):
             env[STAGING] = self._staging(item).path
         try:
             env["PYEXP_SAVE_PATH"] = self.exp.interpolateSavePath(item.index)
