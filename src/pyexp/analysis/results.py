@@ -15,7 +15,7 @@ from pyexp.experiment import paramsString
 from pyexp.indexset import IndexSet
 from pyexp.standing.missing import permutation_hashes
 from pyexp.state.layout import state_dirs
-from pyexp.state.records import CompletionRecords
+from pyexp.state.records import CompletionRecords, record_key
 from pyexp.state.settings import remembered_int
 
 if TYPE_CHECKING:
@@ -104,6 +104,28 @@ class _Shared:
     def path(self, idx: int) -> str:
         return self.exp.buildSaveContext(idx, base=self.base).resolve(self.filename)
 
+    @property
+    def in_store(self) -> bool:
+        """Whether filename names a metric of the results store (`returns`, no suffix)."""
+        return self.loader is None and _isMetric(self.filename)
+
+    @cached_property
+    def stored(self) -> dict[str, Any]:
+        """The store's records holding the metric, by record key (read once)."""
+        from pyexp.analysis.frame import stored  # lazy: it imports the filters, which import us
+
+        return {r.meta["key"]: r for r in stored(self.exp, self.filename)}
+
+    def stored_run(self, params: dict, run: int) -> Any:
+        """One run's array of the metric from the store; None if it has none."""
+        record = self.stored.get(record_key(params, run))
+        if record is None:
+            return None
+        import numpy as np  # lazy: importing pyexp stays numpy-free
+
+        dtype, shape, data = record.metric(self.filename)
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+
     @cached_property
     def shared_file(self) -> bool:
         """Whether every run of a permutation saves to the same file (PyExpUtils CSV results)."""
@@ -115,6 +137,8 @@ class _Shared:
         if self._runs is not None:
             return self._runs
         remembered = remembered_int(state_dirs(self.exp).settings, "runs")
+        if remembered is None and self.in_store:
+            return max((r.meta["run"] for r in self.stored.values()), default=-1) + 1
         if remembered is not None or self.shared_file:
             return remembered
         return _runsOnDisk(self)
@@ -144,7 +168,9 @@ class Result(_ResultBase):
 
     @cached_property
     def path(self) -> str:
-        """The file of this permutation's first run."""
+        """The file of this permutation's first run (the store's folder for a stored metric)."""
+        if self._shared.in_store:
+            return state_dirs(self.exp).store
         return self._shared.path(self.idx)
 
     @cached_property
@@ -153,8 +179,9 @@ class Result(_ResultBase):
         return self.exp.getPermutation(self.idx)
 
     def paths(self) -> list[str]:
-        """The file of each run (for a PyExpUtils CSV file, the one file they share)."""
-        if self._shared.shared_file:
+        """The file of each run (for a PyExpUtils CSV file or a stored metric, the one place
+        they share)."""
+        if self._shared.in_store or self._shared.shared_file:
             return [self.path]
         n = self.exp.numPermutations()
         return [self._shared.path(self.idx + run * n) for run in range(self._shared.runs or 0)]
@@ -162,7 +189,10 @@ class Result(_ResultBase):
     def load(self) -> Any:
         """Every run's data, runs first, read on first call and cached; None if none exists."""
         if self._data is _UNLOADED:
-            if self._shared.shared_file and _suffix(self.filename) == ".csv":
+            if self._shared.in_store:
+                shared = self._shared
+                found = {run: shared.stored_run(self.params, run) for run in range(shared.runs)}
+            elif self._shared.shared_file and _suffix(self.filename) == ".csv":
                 shared = self._shared
                 path = shared.path(self.idx)
                 found = csv_runs(shared.tables, self.exp, path, shared.runs, self.params)
@@ -250,7 +280,8 @@ def loadResults(
     """A lazy iterator of one Result per permutation, each with its runs; opens no file.
 
     runs=None: the runs pyexp-submit was last given for this experiment, else every run
-    found. `.npy`, `.npz` and `.csv` (also PyExpUtils' CSV results) load with numpy; any other
+    found. A name without suffix (`returns`) is a metric of the results store (pyexp.save);
+    `.npy`, `.npz` and `.csv` (also PyExpUtils' CSV results) load with numpy; any other
     suffix needs `loader(path) -> data` (a given loader is used for every suffix).
     """
     _checkLoadable(filename, loader)
@@ -262,11 +293,16 @@ def loadResults(
 
 def _checkLoadable(filename: str, loader: Loader | None) -> None:
     """Raise ValueError if filename has no built-in reader and no loader was given."""
-    if loader is None and _suffix(filename) not in _BUILTIN_SUFFIXES:
+    if loader is None and _suffix(filename) not in _BUILTIN_SUFFIXES and not _isMetric(filename):
         raise ValueError(
             f"{filename!r}: no built-in reader for this suffix ({', '.join(_BUILTIN_SUFFIXES)}); "
             "pass loader=callable(path) -> data"
         )
+
+
+def _isMetric(filename: str) -> bool:
+    """A name pyexp.save() can save under: an identifier, no suffix."""
+    return filename.isidentifier()
 
 
 def _suffix(filename: str) -> str:

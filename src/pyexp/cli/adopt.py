@@ -23,6 +23,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--runs", type=count, help="runs per permutation (default: as the last pyexp-submit)"
     )
+    p.add_argument(
+        "--store",
+        metavar="METRIC",
+        help="also put each file's data into the results store as METRIC (pyexp.loadFrame)",
+    )
     p.add_argument("--dry-run", action="store_true", help="count them, record nothing")
     return p.parse_args(argv)
 
@@ -41,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             runs = runs_for(exp, args.runs)
             if runs is None:
                 raise PyExpError(unknown_runs(exp, path))
-            adopted, already = adopt(exp, runs, args.result_file, args.dry_run)
+            adopted, already = adopt(exp, runs, args.result_file, args.dry_run, args.store)
             verb = "would adopt" if args.dry_run else "adopted"
             print(
                 f"{path}: {verb} {len(adopted)} of {exp.numPermutations() * runs} indices "

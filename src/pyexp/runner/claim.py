@@ -38,6 +38,7 @@ from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import Item
 from pyexp.runner.outcome import DONE, record_outcome
 from pyexp.runner.pool import PoolClaims, TimeBudget
+from pyexp.runner.save import Staging, begin, store_staged
 from pyexp.runner.task import load_task, pool_tag, worker_job
 from pyexp.runner.worker_script import CLAIM_MARK, WORKER_START
 from pyexp.state import checkpoints
@@ -46,6 +47,7 @@ from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.leases import IndexLeases, Lease
 from pyexp.state.ledger import local_job_id
 from pyexp.state.records import CompletionRecords
+from pyexp.state.store import ShardWriter
 
 
 class Stopped(BaseException):
@@ -61,6 +63,7 @@ class Job:
         self.checkpoint_dir = checkpoints.folder_of(worker.checkpoints, item.key)
         self.entered = False
         self._worker, self._item, self.lease = worker, item, lease
+        self.staging = Staging()  # its pyexp.save() calls, stored when it is done
         self._started = time.monotonic()
         self._saved = checkpoints.stamp(self.checkpoint_dir)
 
@@ -88,6 +91,7 @@ class ClaimWorker:
         self.broken_path = dirs.broken
         self.records, self.attempts = CompletionRecords(dirs.done), Attempts(dirs.attempts)
         self.checkpoints = dirs.checkpoints
+        self.store = ShardWriter(dirs.store)
         self.leases = IndexLeases(dirs.leases, job=job.job)
         self.log_dir = log_dir(exp)
         self.grace = grace_seconds()
@@ -105,12 +109,15 @@ class ClaimWorker:
         self._retries = failed_before(self.attempts) if self.guard else set()
         try:
             while self.signum is None and not self._broken() and (job := self._next()) is not None:
+                begin(job.staging)
                 yield job
                 if not job.entered:  # the loop came back: the body did not raise
                     self.end(job, None)
         finally:
+            begin(None)
             self._restore()
             self.leases.release()
+            self.store.seal()
             self.say(self._summary())
 
     def _next(self) -> Job | None:
@@ -169,6 +176,7 @@ class ClaimWorker:
     def end(self, job: Job, exc: BaseException | None) -> bool:
         """Record the job's outcome and release its lease; whether to suppress exc."""
         self._body = False
+        begin(None)
         signal.setitimer(signal.ITIMER_REAL, 0)
         os.environ.pop(CHECKPOINT_DIR, None)
         duration = time.monotonic() - job._started
@@ -199,6 +207,7 @@ class ClaimWorker:
         if outcome == DONE or suppress:  # other BaseExceptions (SystemExit) leave it missing
             state = self.records, self.attempts, self.leases
             keep = self.exp.config.keep_checkpoints
+            store = lambda: store_staged(self.store, job.staging, job)  # noqa: E731
             outcome, why = record_outcome(
                 *state,
                 job,
@@ -206,6 +215,7 @@ class ClaimWorker:
                 info,
                 self.job.attempt,
                 checkpoint=None if keep else job.checkpoint_dir,
+                store=store,
                 cannot_write=self._cannot_record,
             )
             if why:

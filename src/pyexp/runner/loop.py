@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -48,6 +50,7 @@ from pyexp.runner.processes import (
     signal_group,
     write_all,
 )
+from pyexp.runner.save import STAGING, Staging, store_staged
 from pyexp.state import checkpoints
 from pyexp.state.atomic import write_atomic
 from pyexp.state.attempts import (
@@ -63,6 +66,7 @@ from pyexp.state.attempts import (
 from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.leases import IndexLeases, Lease
 from pyexp.state.records import CompletionRecords
+from pyexp.state.store import ShardWriter
 from pyexp.timefmt import amount
 
 # Below Slurm's default KillWait (30 s), so a stop ends before Slurm SIGKILLs the runner.
@@ -120,6 +124,9 @@ class Runner:
         self.checkpoints = dirs.checkpoints
         self.keep_checkpoints = exp.config.keep_checkpoints
         self.broken_path = dirs.broken
+        self.store = ShardWriter(dirs.store)
+        self._stagings: dict[str, Staging] = {}  # per running key: its pyexp.save() calls
+        self._stage_dir: str | None = None  # node-local, made on first use
         if lease_duration is None:
             lease_duration = lease_seconds()
         self.leases = IndexLeases(dirs.leases, lease_duration, job=self.job, on_lost=self._on_lost)
@@ -156,6 +163,9 @@ class Runner:
                 self._loop(source, done)
             finally:
                 self._abandon()
+                self.store.seal()
+                if self._stage_dir is not None:
+                    shutil.rmtree(self._stage_dir, ignore_errors=True)
         return self._summary(source)
 
     def _on_lost(self, key: str) -> None:
@@ -323,6 +333,9 @@ class Runner:
         )
         if self.snapshot_path:
             env["PYEXP_SNAPSHOT"] = self.snapshot_path
+        env.pop(STAGING, None)  # never a parent's: unset, pyexp.save() in the command says so
+        with contextlib.suppress(OSError):
+            env[STAGING] = self._staging(item).path
         try:
             env["PYEXP_SAVE_PATH"] = self.exp.interpolateSavePath(item.index)
         except PyExpError as e:
@@ -330,6 +343,13 @@ class Runner:
             with contextlib.suppress(OSError):
                 write_all(log, f"pyexp-run: PYEXP_SAVE_PATH not set: {e}\n")
         return env
+
+    def _staging(self, item: Item) -> Staging:
+        if self._stage_dir is None:
+            self._stage_dir = tempfile.mkdtemp(prefix="pyexp-staging-")
+        path = os.path.join(self._stage_dir, f"{item.index}-{os.getpid()}")
+        staging = self._stagings[item.key] = Staging(path)
+        return staging
 
     def _kill_lost(self) -> None:
         if self._watch.resumed:  # paused past a lease, the heartbeat may not have beaten yet
@@ -396,13 +416,20 @@ class Runner:
                 folder, r.checkpoint, outcome, last and last.info
             )
             info.update(saved)
+        staging = self._stagings.pop(r.item.key, None)
+        store = (lambda: store_staged(self.store, staging, r.item)) if staging else None
         # quota, stale NFS handle: said, and the other indices keep going
+        state = self.records, self.attempts, self.leases
         outcome, why = record_outcome(
-            *(self.records, self.attempts, self.leases, r.item, outcome, info, self.attempt),
+            *state,
+            *(r.item, outcome, info, self.attempt),
             failure,
             checkpoint=None if self.keep_checkpoints else folder,
+            store=store,
             cannot_write=self._cannot_record,
         )
+        if staging is not None:
+            staging.discard()
         if why:
             error = f"{error}; {why}" if error else why
         self.tally[outcome] += 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from pyexp.errors import ResultsError
 from pyexp.state import checkpoints
 from pyexp.state.attempts import FAILED, Attempts
 from pyexp.state.leases import DONE, IndexLeases  # a completed lease is a tombstone: "done"
@@ -32,17 +33,26 @@ def record_outcome(
     attempt: str | None,
     failure: dict | None = None,
     checkpoint: str | None = None,
+    store: Callable[[], None] | None = None,
     cannot_write: Callable[[OSError], None] = lambda e: None,
 ) -> tuple[str, str | None]:
     """Record work's outcome (DONE: its completion record with info; else an attempt with info
     and the failure's details) and end its lease (a completed one leaves a tombstone); the
     outcome recorded and why it differs: a completion record that cannot be written makes a
     failed attempt, and state that cannot be written at all leaves the index UNRECORDED
-    (missing). Each write that fails is also passed to cannot_write (the caller stops). Its
-    checkpoint folder (checkpoint; None: keep it) is removed once done, else only if nothing
-    was saved in it."""
+    (missing). Each write that fails is also passed to cannot_write (the caller stops). store
+    puts a DONE index's saved data into the results store first: if it cannot, the attempt
+    failed (data and completion agree). Its checkpoint folder (checkpoint; None: keep it) is
+    removed once done, else only if nothing was saved in it."""
     error = None
     try:
+        if outcome == DONE and store is not None:
+            try:
+                store()
+            except (OSError, ResultsError) as e:
+                outcome, error = FAILED, f"its results cannot be stored: {e}"
+                if isinstance(e, OSError):
+                    cannot_write(e)
         if outcome == DONE:
             try:
                 records.mark_complete(work.params, work.run, info)

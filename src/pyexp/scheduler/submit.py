@@ -44,6 +44,7 @@ from pyexp.state.leases import still_holds
 from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
 from pyexp.state.records import CompletionRecords
 from pyexp.state.settings import read_settings, remember
+from pyexp.state.store import compact_quietly
 
 if TYPE_CHECKING:
     from pyexp.experiment import ExperimentDescription
@@ -172,6 +173,8 @@ def _submit_locked(
     if submitting:
         queue = with_accounting(exp, queue, slurm.sacct_states, scan)
         settle(exp, queue, scan)
+    if not opts.dry_run:
+        compact_quietly(state_dirs(exp).store)  # the results store's finished shards, merged
     warnings = notes + check_ledger(exp, queue, scan)
     cap = max_attempts(exp, opts.max_attempts, remember=submitting)
     standing = classify(exp, opts.runs, queue, cap, opts.retry_failed, scan)

@@ -44,6 +44,10 @@ class StateDirs:
         return self._scoped("checkpoints")
 
     @property
+    def store(self) -> str:
+        return self._scoped("store")
+
+    @property
     def started(self) -> str:
         return os.path.join(self.root, "started")
 
