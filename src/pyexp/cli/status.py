@@ -140,7 +140,7 @@ def _report(path: str, args: argparse.Namespace) -> dict:
 def _failures(exp, standing) -> dict:
     """The failing and failed indices (first LIST_LIMIT of each): attempts, reason, log tail."""
     from pyexp.state.attempts import Attempts
-    from pyexp.state.index_logs import attempts_in, index_log
+    from pyexp.state.index_logs import index_log
     from pyexp.state.layout import state_dirs
 
     attempts = Attempts(state_dirs(exp).attempts)
@@ -161,7 +161,7 @@ def _failures(exp, standing) -> dict:
                     "exit_code": info.get("exit_code"),
                     "reason": info.get("error") or info.get("why"),
                     "log": log,
-                    "tail": _tail(attempts_in, log),
+                    "tail": _tail(log, info.get("log_offset")),
                 }
             )
         out[f"{name}_indices"] = rows
@@ -201,7 +201,13 @@ def _continuing(exp, standing) -> list[dict]:
     return rows
 
 
-def _tail(attempts_in, log: str) -> list[str]:
+def _tail(log: str, offset: int | None) -> list[str]:
+    """The last lines of the attempt at offset in log (None: the log's last attempt)."""
+    from pyexp.state.index_logs import attempt_at, attempts_in
+
+    if isinstance(offset, int):
+        found = attempt_at(log, offset, TAIL_LINES)
+        return found.tail if found else []
     try:
         found = attempts_in(log, TAIL_LINES)
     except OSError:
