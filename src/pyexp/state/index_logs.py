@@ -81,7 +81,7 @@ def attempt_at(path: str, offset: int, keep: int) -> AttemptLog | None:
 
 
 def _is_header(line: str) -> bool:
-    return line.startswith(HEADER) and "pyexp-run index=" in line
+    return line.startswith(HEADER) and ("pyexp-run index=" in line or "pyexp.claim index=" in line)
 
 
 def attempts_in(path: str, keep: int) -> list[AttemptLog]:
