@@ -25,8 +25,9 @@ from pyexp.runner import (
     oom_kills,
     parse_indices,
 )
+from pyexp.state import task_logs
 from pyexp.state.attempts import FAILED, LEASE_LOST, PREEMPTED, TIMEOUT
-from pyexp.state.layout import state_dirs
+from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.ledger import Ledger
 from pyexp.state.records import CompletionRecords, record_key
 
@@ -697,5 +698,12 @@ def test_a_failed_attempt_names_where_its_output_starts_in_the_shared_slot_log(p
     assert result.returncode == 1
     attempts = sorted(project.attempts(exp), key=lambda a: a["index"])
     assert len({a["log"] for a in attempts}) == 1  # one slot, one log
+    loaded = project.load(exp)
     for a in attempts:  # pyexp-status -v shows each index's own tail, not the log's last
-        assert f"out of {a['index']}" in _tail(a["log"], a["log_offset"])
+        assert f"out of {a['index']}" in _tail(a["log"], a["log_offset"], loaded, a["key"])
+    # Folded at rest into an archive: the same tails, found by key; the task's files are gone.
+    assert task_logs.fold(log_dir(loaded), set(), []) == 2  # the slot log and the .idx
+    assert not os.path.exists(attempts[0]["log"])
+    for a in attempts:
+        assert f"out of {a['index']}" in _tail(a["log"], a["log_offset"], loaded, a["key"])
+        assert f"out of {a['index']}" in project.log(exp, a["index"])

@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _lines(exp, index: int, keep: int) -> list[str]:
     from pyexp.state.index_logs import attempts_of, task_files
+    from pyexp.state.layout import log_dir
+    from pyexp.state.task_logs import archived_files
     from pyexp.timefmt import amount
 
     attempts = attempts_of(exp, index, keep)
@@ -59,8 +61,15 @@ def _lines(exp, index: int, keep: int) -> list[str]:
                 moved = f"; it ran as index {a.index}, before the sweep was edited"
             out += [f"--- attempt {n}: {a.header} ({shown}; {a.log}{moved})"]
             out += [f"  {x}" for x in a.tail]
-    files = [(job, f) for job, f in task_files(exp, index) if os.path.exists(f)]
-    out += [f"array task {job}: {f}" for job, f in files]
+    archived = archived_files(log_dir(exp))
+    for job, f in task_files(exp, index):
+        if os.path.exists(f):
+            out.append(f"array task {job}: {f}")
+        elif os.path.basename(f) in archived:
+            archive, offset = archived[os.path.basename(f)]
+            out.append(
+                f"array task {job}: {os.path.basename(f)}, archived in {archive} at byte {offset}"
+            )
     return out
 
 

@@ -161,7 +161,7 @@ def _failures(exp, standing) -> dict:
                     "exit_code": info.get("exit_code"),
                     "reason": info.get("error") or info.get("why"),
                     "log": log,
-                    "tail": _tail(log, info.get("log_offset")),
+                    "tail": _tail(log, info.get("log_offset"), exp, key),
                 }
             )
         out[f"{name}_indices"] = rows
@@ -201,12 +201,18 @@ def _continuing(exp, standing) -> list[dict]:
     return rows
 
 
-def _tail(log: str, offset: int | None) -> list[str]:
-    """The last lines of the attempt at offset in log (None: the log's last attempt)."""
+def _tail(log: str, offset: int | None, exp, key: str) -> list[str]:
+    """The last lines of the attempt at offset in log (None: the log's last attempt); once its
+    task log was archived, of key's latest attempt in the archives."""
     from pyexp.state.index_logs import attempt_at, attempts_in
+    from pyexp.state.layout import log_dir
+    from pyexp.state.task_logs import locate
 
     if isinstance(offset, int):
         found = attempt_at(log, offset, TAIL_LINES)
+        if found is None:
+            where = locate(log_dir(exp), key)
+            found = where and attempt_at(where[-1].log, where[-1].offset, TAIL_LINES)
         return found.tail if found else []
     try:
         found = attempts_in(log, TAIL_LINES)

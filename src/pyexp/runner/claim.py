@@ -106,6 +106,7 @@ class ClaimWorker:
         self.unrecordable: str | None = None  # why state cannot be written: claim nothing more
         self._body = False  # a job's work runs: a stop signal raises Stopped in it
         self._retries: set[str] = set()  # keys that had failed before (the guard's)
+        self._completed: set[str] = set()  # keys this worker recorded complete
         self._old: dict[int, object] = {}
 
     def __iter__(self) -> Iterator[Job]:
@@ -125,6 +126,7 @@ class ClaimWorker:
             self.leases.release()
             self.store.seal()
             self.task_log.close()
+            self.records.fold(self._completed)  # this worker's records, one segment
             self.say(self._summary())
 
     def _next(self) -> Job | None:
@@ -224,6 +226,8 @@ class ClaimWorker:
             )
             if why:
                 self.say(f"index {job.index}: {why}")
+            if outcome == DONE:
+                self._completed.add(job.key)
         else:
             try:
                 self.leases.end(job.key, completed=False)

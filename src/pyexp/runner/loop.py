@@ -146,6 +146,7 @@ class Runner:
         self.unrecordable: str | None = None  # why state cannot be written: start nothing new
         self._lost: deque[str] = deque()  # keys whose lease the heartbeat found lost
         self._retries: set[str] = set()  # keys that had failed before this run (the guard's)
+        self._completed: set[str] = set()  # keys this runner recorded complete
         self._watch: SignalWatch | None = None
         self._spawner = Spawner()
         self._environ = command_environ(os.environ, job.python_on_path)
@@ -175,6 +176,7 @@ class Runner:
                 self._abandon()
                 self.store.seal()
                 self.task_log.close()
+                self.records.fold(self._completed)  # this task's records, one segment
                 if self._stage_dir is not None:
                     shutil.rmtree(self._stage_dir, ignore_errors=True)
         return self._summary(source)
@@ -458,6 +460,8 @@ class Runner:
         )
         if staging is not None:
             staging.discard()
+        if outcome == DONE:
+            self._completed.add(r.item.key)
         if why:
             error = f"{error}; {why}" if error else why
         self.tally[outcome] += 1

@@ -36,7 +36,7 @@ from pyexp.standing.reconcile import (
 )
 from pyexp.standing.settling import broken_command, broken_script, settle, with_accounting
 from pyexp.standing.slurm_states import QueueSnapshot
-from pyexp.state import save_owners
+from pyexp.state import footprint, save_owners
 from pyexp.state.atomic import scan_names, write_atomic
 from pyexp.state.guard import clear_broken
 from pyexp.state.layout import log_dir, read_ledger, state_dirs
@@ -175,6 +175,7 @@ def _submit_locked(
         settle(exp, queue, scan)
     if not opts.dry_run:
         compact_quietly(state_dirs(exp).store)  # the results store's finished shards, merged
+        footprint.tidy(exp, scan)  # settle() marked the entries it settled
     warnings = notes + check_ledger(exp, queue, scan)
     cap = max_attempts(exp, opts.max_attempts, remember=submitting)
     standing = classify(exp, opts.runs, queue, cap, opts.retry_failed, scan)

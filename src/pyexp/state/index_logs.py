@@ -11,7 +11,7 @@ from pyexp.experiment import ExperimentDescription
 from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.ledger import Ledger
 from pyexp.state.records import record_key
-from pyexp.state.task_logs import locate
+from pyexp.state.task_logs import ARCHIVED, locate
 
 HEADER = "=== "  # the runner starts each attempt with '=== <time> pyexp-run index=...'
 
@@ -70,7 +70,7 @@ def attempt_at(path: str, offset: int, keep: int) -> AttemptLog | None:
             tail: deque[str] = deque(maxlen=keep)
             for raw in f:
                 line = raw.decode("utf-8", errors="replace").rstrip("\n")
-                if _is_header(line):
+                if _is_header(line) or line.startswith(ARCHIVED):  # the next attempt or file
                     break
                 found.lines += 1
                 tail.append(line)

@@ -93,6 +93,16 @@ class CompletionRecords:
                 self._fold(loose, segments)
         return keys
 
+    def fold(self, keys: set[str] | None = None) -> None:
+        """Fold loose records into a segment: keys (a task's own, when it ends), else all and
+        every segment merged into one (a writer at rest); an optional chore that never raises
+        (a damaged or unwritable folder is left as it is)."""
+        with contextlib.suppress(OSError, StateCorrupt):
+            mine = [k for k in self._loose() if keys is None or k in keys]
+            segments = self._segments()
+            if mine or (keys is None and len(segments) > 1):
+                self._fold(mine, segments, merge=keys is None or None)
+
     def durations(self, sample: int = 200) -> list[float]:
         """Seconds each completed index took: every folded record's, and up to sample loose
         ones' (an estimate for planning: damaged or missing figures are skipped)."""
@@ -137,13 +147,15 @@ class CompletionRecords:
                     return False
         return True
 
-    def _fold(self, loose: list[str], segments: dict[str, frozenset[str]]) -> None:
+    def _fold(
+        self, loose: list[str], segments: dict[str, frozenset[str]], merge: bool | None = None
+    ) -> None:
         # Safe with concurrent folders and writers: a key is deleted only after a segment holds it.
         folder = os.path.join(self.folder, SEGMENTS)
         clean_temp(self.folder)
         clean_temp(folder)
         keys = {k for k in loose if _KEY.fullmatch(k.encode())}
-        merge = len(segments) >= MERGE_AT
+        merge = merge or len(segments) >= MERGE_AT
         self._fold_durations(keys, merge)
         self._write_segment(folder, keys.union(*segments.values()) if merge else keys)
         for n in loose:
