@@ -67,7 +67,7 @@ class Job:
         self._worker, self._item, self.lease = worker, item, lease
         self.staging = Staging()  # its pyexp.save() calls, stored when it is done
         self._started = time.monotonic()
-        self._saved = checkpoints.stamp(self.checkpoint_dir)
+        self._saved: tuple = ()  # its checkpoint folder's stamp once prepared
         self._log, self._offset = "", 0  # where its attempt starts in the worker's task log
 
     def __enter__(self) -> Job:
@@ -106,7 +106,7 @@ class ClaimWorker:
         self.unrecordable: str | None = None  # why state cannot be written: claim nothing more
         self._body = False  # a job's work runs: a stop signal raises Stopped in it
         self._retries: set[str] = set()  # keys that had failed before (the guard's)
-        self._completed: set[str] = set()  # keys this worker recorded complete
+        self._completed: dict[str, float] = {}  # keys this worker recorded complete: durations
         self._old: dict[int, object] = {}
 
     def __iter__(self) -> Iterator[Job]:
@@ -153,7 +153,7 @@ class ClaimWorker:
                 continue
             job = Job(self, item, lease)
             try:
-                checkpoints.prepare(job.checkpoint_dir)
+                job._saved = checkpoints.prepare(job.checkpoint_dir)
             except OSError as e:  # quota, read-only: this index fails, the others go on
                 self._fail_unstarted(job, f"its checkpoint folder {describe(e)}")
                 continue
@@ -174,7 +174,6 @@ class ClaimWorker:
         """Write the index's log header and let stop signals interrupt its work."""
         self._header(job)
         job._started = time.monotonic()
-        job._saved = checkpoints.stamp(job.checkpoint_dir)
         os.environ[CHECKPOINT_DIR] = job.checkpoint_dir  # for pyexp.checkpoint_dir()
         self._body = True
 
@@ -227,7 +226,7 @@ class ClaimWorker:
             if why:
                 self.say(f"index {job.index}: {why}")
             if outcome == DONE:
-                self._completed.add(job.key)
+                self._completed[job.key] = info["duration"]
         else:
             try:
                 self.leases.end(job.key, completed=False)

@@ -146,7 +146,7 @@ class Runner:
         self.unrecordable: str | None = None  # why state cannot be written: start nothing new
         self._lost: deque[str] = deque()  # keys whose lease the heartbeat found lost
         self._retries: set[str] = set()  # keys that had failed before this run (the guard's)
-        self._completed: set[str] = set()  # keys this runner recorded complete
+        self._completed: dict[str, float] = {}  # keys this runner recorded complete: durations
         self._watch: SignalWatch | None = None
         self._spawner = Spawner()
         self._environ = command_environ(os.environ, job.python_on_path)
@@ -318,12 +318,11 @@ class Runner:
             return
         folder = checkpoints.folder_of(self.checkpoints, item.key)
         try:
-            checkpoints.prepare(folder)
+            before = checkpoints.prepare(folder)
         except OSError as e:  # quota, read-only: this index fails, the others go on
             unstarted = _Running(item, lease, None, log, log_path, started, (), slot, offset)
             self._finish(unstarted, None, error=f"its checkpoint folder {describe(e)}")
             return
-        before = checkpoints.stamp(folder)
         argv = self.command.argv(self.snapshot_path or self.experiment_path, item.index, item.run)
         env = self._env(item, log)
         try:
@@ -461,7 +460,7 @@ class Runner:
         if staging is not None:
             staging.discard()
         if outcome == DONE:
-            self._completed.add(r.item.key)
+            self._completed[r.item.key] = round(duration, 3)
         if why:
             error = f"{error}; {why}" if error else why
         self.tally[outcome] += 1
