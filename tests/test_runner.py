@@ -690,7 +690,7 @@ def test_a_sweep_leaves_no_file_per_index_in_its_logs(project):
 
 
 def test_a_failed_attempt_names_where_its_output_starts_in_the_shared_slot_log(project):
-    from pyexp.cli.status import _tail
+    from pyexp.cli.status import _tail, _where
 
     exp = project.experiment("tails", {"a": [1, 2, 3]})
     command = sh('echo "out of $1"; exit 1', "{index}")
@@ -700,10 +700,10 @@ def test_a_failed_attempt_names_where_its_output_starts_in_the_shared_slot_log(p
     assert len({a["log"] for a in attempts}) == 1  # one slot, one log
     loaded = project.load(exp)
     for a in attempts:  # pyexp-status -v shows each index's own tail, not the log's last
-        assert f"out of {a['index']}" in _tail(a["log"], a["log_offset"], loaded, a["key"])
+        assert f"out of {a['index']}" in _tail(*_where(a["log"], a["log_offset"], loaded, a["key"]))
     # Folded at rest into an archive: the same tails, found by key; the task's files are gone.
     assert task_logs.fold(log_dir(loaded), set(), []) == 2  # the slot log and the .idx
     assert not os.path.exists(attempts[0]["log"])
     for a in attempts:
-        assert f"out of {a['index']}" in _tail(a["log"], a["log_offset"], loaded, a["key"])
+        assert f"out of {a['index']}" in _tail(*_where(a["log"], a["log_offset"], loaded, a["key"]))
         assert f"out of {a['index']}" in project.log(exp, a["index"])
