@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 
 from pyexp.config import getConfig
+from pyexp.scheduler.quota import QUOTA_COMMANDS
 from pyexp.scheduler.slurm import COMMANDS
 from pyexp.state.layout import state_dirs
 
 NO_SLURM = "/nonexistent/pyexp-tests-never-submit"
-TRIPWIRES = (*COMMANDS, "sinfo")
+TRIPWIRES = (*COMMANDS, *QUOTA_COMMANDS, "sinfo")
 _TRIPWIRE = '#!/bin/sh\necho "$(basename "$0") $*" >> "$(dirname "$0")/calls"\nexit 1\n'
 
 
@@ -34,7 +35,7 @@ def slurm_requested(env=os.environ) -> bool:
 
 def no_slurm_env() -> dict[str, str]:
     """The PYEXP_<COMMAND> overrides that send every Slurm command pyexp runs nowhere."""
-    return {f"PYEXP_{name.upper()}": NO_SLURM for name in COMMANDS}
+    return {f"PYEXP_{name.upper()}": NO_SLURM for name in (*COMMANDS, *QUOTA_COMMANDS)}
 
 
 def slurm_problem() -> str | None:

@@ -71,6 +71,13 @@ class Project:
             [json.loads(p.read_text()) for p in sorted(folder.glob("*"))] if folder.exists() else []
         )
 
+    def log(self, path: Path, index: int) -> str:
+        """Every attempt of the index's work as its logs hold it: headers and all lines."""
+        from pyexp.state.index_logs import attempts_of
+
+        found = attempts_of(self.load(path), index, keep=10**9)
+        return "".join("\n".join([a.header, *a.tail]) + "\n" for a in found)
+
     def leases(self, path: Path) -> list[str]:
         folder = Path(state_dirs(self.load(path)).leases)
         markers = folder.glob("*.lease") if folder.exists() else []

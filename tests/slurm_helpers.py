@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from conftest import write_project
@@ -214,3 +215,15 @@ def wait_jobs_gone(job_ids: list[str], timeout: float) -> None:
             return
         time.sleep(0.5)
     pytest.fail(f"jobs {job_ids} still in squeue after {timeout} s")
+
+
+def err_texts(logs: Path) -> list[str]:
+    """Every array task's .err under logs: the files, and those a pyexp-submit folded into the
+    task-log archives once their array was settled (state/task_logs.py)."""
+    from pyexp.state.task_logs import ARCHIVED
+
+    out = [p.read_text() for p in sorted(logs.rglob("*.err"))]
+    for archive in sorted(logs.rglob("archive-*.log")):
+        sections = archive.read_text(errors="replace").split(ARCHIVED)[1:]
+        out += [s.split("\n", 1)[1] for s in sections if s.split("\n", 1)[0].endswith(".err")]
+    return out

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from slurm_helpers import Sweep, our_jobs, runner_of, wait_gone
+from slurm_helpers import Sweep, err_texts, our_jobs, runner_of, wait_gone
 
 pytestmark = pytest.mark.slurm
 
@@ -47,7 +47,7 @@ def test_scancel_of_a_command_ignoring_sigterm_records_every_index_before_killwa
     subprocess.run(["scancel", *jobs], check=True)
     wait_gone(sweep.state, start + 60)
     took = time.monotonic() - start
-    said = "".join(p.read_text() for p in (sweep.root / "logs").rglob("*.err"))
+    said = "".join(err_texts(sweep.root / "logs"))
     assert said.count(": preempted (exit") == 4, said  # recorded by the runner, not settled
     assert took < _kill_wait() + 2, took
     report = sweep.status()
@@ -83,7 +83,7 @@ def test_task_paused_past_its_lease_kills_its_stale_command_on_resume_and_record
         time.sleep(0.01)
     (sweep.root / "slow-0").unlink()
     sweep.converge()
-    said = "".join(p.read_text() for p in (sweep.root / "logs").rglob("*.err"))
+    said = "".join(err_texts(sweep.root / "logs"))
     assert said.count("index 0: lease_lost") == 1 and said.count("index 0: done") == 1, said
     ends = [(i, p) for w, i, p, _ in sweep.events() if w == "end"]
     assert sorted(i for i, _ in ends) == [0, 1] and (0, child) not in ends, ends

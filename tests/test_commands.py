@@ -124,7 +124,7 @@ def test_logs_show_every_attempt_and_the_array_task_files(tmp_path):
     out = project.cli("logs", str(project.experiment), "1", "-n", "3", cwd="/")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == f"{project.root}/logs/experiments/day/e/1.log: 2 attempts"
+    assert lines[0].startswith("index 1 (run 0, ") and lines[0].endswith(": 2 attempts")
     attempts = [n for n, line in enumerate(lines) if line.startswith("--- attempt")]
     assert len(attempts) == 2 and "pyexp-run index=1" in lines[attempts[1]]
     assert "(last 3 of" in lines[attempts[0]]
@@ -136,7 +136,7 @@ def test_logs_show_every_attempt_and_the_array_task_files(tmp_path):
 
 def test_logs_of_an_index_that_never_ran(project):
     out = project.cli("logs", str(project.experiment), "3")
-    assert out.returncode == 0 and "no log yet (index 3 has not started)" in out.stdout
+    assert out.returncode == 0 and "no log yet (it has not started)" in out.stdout
 
 
 def test_adopt_records_existing_results_so_they_are_never_rerun(project):
@@ -218,6 +218,7 @@ def test_cancel_scancels_the_experiments_jobs_and_their_indices_become_missing(t
 
 def test_logs_of_a_farm_index_name_the_worker_that_ran_it(project):
     from pyexp.state.index_logs import index_log, task_files
+    from pyexp.state.records import record_key
 
     exp = project.exp()
     entry = LedgerEntry(
@@ -228,7 +229,8 @@ def test_logs_of_a_farm_index_name_the_worker_that_ran_it(project):
     log = index_log(exp, 2)
     os.makedirs(os.path.dirname(log), exist_ok=True)
     with open(log, "w") as f:
-        f.write("=== 2026-01-01T00:00:00 pyexp-run index=2 run=0 key=k host=h job=600_3 pid=1\n")
+        key = record_key(exp.getPermutation(2), exp.getRun(2))
+        f.write(f"=== 2026-01-01T00:00:00 pyexp-run index=2 run=0 key={key} host=h job=600_3\n")
     files = task_files(exp, 2)
     assert [job for job, _ in files] == ["600_3", "600_3"]
     assert files[1][1].endswith(f"{entry.job_name}_3.err")

@@ -181,3 +181,16 @@ def test_config_must_be_an_object(tmp_path, text):
     (tmp_path / "config.json").write_text(text)
     with pytest.raises(ConfigError, match="expected a JSON object"):
         load_config(str(tmp_path / "config.json"))
+
+
+def test_max_log_bytes_must_be_a_whole_number_of_bytes(tmp_path):
+    from pyexp.config import load_config
+    from pyexp.errors import ConfigError
+
+    for bad in (-1, 1.5, "10M", True):
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps({"max_log_bytes": bad}))
+        with pytest.raises(ConfigError, match="'max_log_bytes' must be a whole number of bytes"):
+            load_config(str(path))
+    path.write_text(json.dumps({"max_log_bytes": 0}))
+    assert load_config(str(path)).max_log_bytes == 0  # 0: no cap

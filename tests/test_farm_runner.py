@@ -214,8 +214,10 @@ def test_in_process_workers_run_each_index_once_and_an_exception_fails_only_its_
     assert sorted(ran) == [i for i in range(30) if i != 2] and set(ran.values()) == {1}
     assert [(a["index"], a["outcome"]) for a in project.attempts(path)] == [(2, "failed")]
     log = Path(project.attempts(path)[0]["log"]).read_text()
-    assert "ValueError: boom at index 2" in log
+    assert "ValueError: boom at index 2" in log and "ValueError" in project.log(path, 2)
     assert sum(project.complete(path, i) for i in range(30)) == 29
+    logs = [p for p in (project.root / "logs").rglob("*") if p.is_file()]
+    assert len(logs) <= 3 * 2 * 2 + 3 * 2  # per worker: its slots, its 2 scripts; none per index
 
 
 def test_in_process_worker_stopped_by_sigterm_records_its_index_preempted(project):

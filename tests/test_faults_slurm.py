@@ -17,7 +17,7 @@ import time
 from collections import Counter
 
 import pytest
-from slurm_helpers import Sweep, our_jobs, runner_of, wait_gone
+from slurm_helpers import Sweep, err_texts, our_jobs, runner_of, wait_gone
 
 pytestmark = pytest.mark.slurm
 
@@ -129,7 +129,7 @@ def test_full_state_filesystem_during_record_writes_loses_nothing(tmp_path, tiny
         (tmp_path / "p" / f"slow-{i}").unlink()
     deadline = time.monotonic() + 60
     wait_gone(sweep.state, deadline)  # each finished, unable to write its record
-    said = "".join(err.read_text() for err in (tmp_path / "p" / "logs").rglob("*.err"))
+    said = "".join(err_texts(tmp_path / "p" / "logs"))
     assert "not recorded" in said and all(x.startswith("pyexp-run: ") for x in said.splitlines())
     # Each released lease frees a page that the next record fits in: some are recorded.
     report = sweep.status()

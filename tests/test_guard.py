@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from conftest import write_project
+from conftest import no_slurm_env, write_project
 
 from pyexp.config import load_config
 from pyexp.errors import ClusterConfigError
@@ -49,7 +49,7 @@ class Project:
 
     def cli(self, *args: str, shell_tail: str = "") -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYEXP_", "SLURM_"))}
-        env |= {f"PYEXP_{c}": "/nonexistent" for c in ("SQUEUE", "SBATCH", "SCANCEL", "SACCT")}
+        env |= no_slurm_env()  # every cluster command pyexp runs, the quota check's too
         env["PYEXP_CONFIG"] = str(self.config)
         argv = [sys.executable, "-m", "pyexp", *args]
         return subprocess.run(

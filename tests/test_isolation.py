@@ -11,6 +11,7 @@ from conftest import no_slurm_env, slurm_requested, tripwire_calls, write_projec
 
 from pyexp.environment import slurm_command
 from pyexp.scheduler import slurm
+from pyexp.scheduler.quota import QUOTA_COMMANDS
 
 FOUR = {"metaParameters": {"x": [0, 1, 2, 3]}}
 
@@ -24,10 +25,9 @@ def test_slurm_tests_run_only_when_the_environment_asks(tmp_path, monkeypatch):
 
 
 def test_every_slurm_command_is_overridden_to_nowhere():
-    assert {slurm_command(name) for name in slurm.COMMANDS} == {
-        "/nonexistent/pyexp-tests-never-submit"
-    }
-    assert set(no_slurm_env()) == {f"PYEXP_{name.upper()}" for name in slurm.COMMANDS}
+    commands = (*slurm.COMMANDS, *QUOTA_COMMANDS)  # the quota check's cluster commands too
+    assert {slurm_command(name) for name in commands} == {"/nonexistent/pyexp-tests-never-submit"}
+    assert set(no_slurm_env()) == {f"PYEXP_{name.upper()}" for name in commands}
 
 
 def _cli(root, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:

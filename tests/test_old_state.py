@@ -47,4 +47,5 @@ def test_missing_and_logs_read_main_state(old_project, capsys):
     assert listMissingResults(exp, runs=2) == [3, 7, 11]
     assert logs_main(["experiments/sweep.json", "11"]) == 0
     out = capsys.readouterr().out
-    assert "11.log: 1 attempt" in out and "pyexp-run index=11 run=1" in out
+    assert "index 11 (run 1, " in out and ": 1 attempt" in out and "11.log)" in out
+    assert "pyexp-run index=11 run=1" in out  # an old per-index log, still read

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import write_config
 from runner_helpers import RUN, Project, in_process_runner, sh, wait_for, write_entry
 
 from pyexp.config import load_config
@@ -24,8 +25,9 @@ from pyexp.runner import (
     oom_kills,
     parse_indices,
 )
+from pyexp.state import task_logs
 from pyexp.state.attempts import FAILED, LEASE_LOST, PREEMPTED, TIMEOUT
-from pyexp.state.layout import state_dirs
+from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.ledger import Ledger
 from pyexp.state.records import CompletionRecords, record_key
 
@@ -144,7 +146,7 @@ def test_nonzero_exit_records_a_failed_attempt_with_its_log(project):
     assert attempt["host"] and attempt["duration"] >= 0 and "job" in attempt
     log = Path(attempt["log"]).read_text()
     assert log.startswith("=== ") and "index=0" in log and "oops\n" in log and "exit 3" in log
-    assert Path(attempt["log"]).name == "0.log"
+    assert Path(attempt["log"]).name.endswith("-0.log")  # the runner's first slot's log
     assert not project.complete(exp, 0) and project.leases(exp) == []
 
 
@@ -197,7 +199,7 @@ def test_experiment_edited_while_a_task_runs_each_index_runs_what_was_planned(pr
     planned = project.load(exp)
     ledger = write_entry(project, exp, [[0, 1, 2, 3]], command=command)
     task = project.start("--ledger", ledger, "--task", "0")
-    wait_for(lambda: list(project.root.glob("logs/**/0.log")))
+    wait_for(lambda: list(project.root.glob("logs/**/tasks/*.idx")))
     exp.write_text(json.dumps({"metaParameters": {"x": [50, 10, 20, 40]}}))  # edited mid-task
     go.touch()
     _, err = task.communicate(timeout=60)
@@ -351,7 +353,7 @@ def test_the_commands_python_is_the_one_running_pyexp_run_even_with_a_bare_path(
     bare = {"PATH": str(project.root / "empty")}  # no python anywhere on it
     done = project.run(exp, "--runs", "1", "--command", command, env=bare)
     assert done.returncode == 0, done.stderr
-    log = (project.root / "logs" / "experiments" / "py" / "0.log").read_text()
+    log = project.log(exp, 0)
     here = os.path.dirname(sys.executable)  # the venv's bin, not resolved through its symlinks
     assert f"command python: {here}/python" in log.splitlines()
     assert f" python={sys.executable}" in log.splitlines()[0]  # the header says which ran
@@ -360,11 +362,7 @@ def test_the_commands_python_is_the_one_running_pyexp_run_even_with_a_bare_path(
     assert off.returncode == 0 and project.complete(exp, 0)  # done already: nothing ran
     other = project.experiment("py2", {"a": [1]})
     off = project.run(other, "--runs", "1", "--command", command, env={**bare, PYTHON_ON_PATH: "0"})
-    assert (
-        off.returncode == 1
-        and "cannot start 'python'"
-        in (project.root / "logs" / "experiments" / "py2" / "0.log").read_text()
-    )
+    assert off.returncode == 1 and "cannot start 'python'" in project.log(other, 0)
 
 
 def test_a_warning_signal_before_the_runner_was_up_starts_no_index_and_exits_stopped(project):
@@ -566,18 +564,21 @@ def test_lease_lost_mid_run_kills_the_command_and_records_lease_lost(project):
     assert "index 0: lease_lost" in err and "1 done" in err
 
 
-def test_log_that_cannot_be_opened_fails_that_index_only(project):
+def test_log_that_cannot_be_opened_fails_its_indices_with_the_reason(project):
     exp = project.experiment("badlog", {"a": [1, 2, 3]})
     log_dir = project.root / "logs" / "experiments" / "badlog"
-    (log_dir / "1.log").mkdir(parents=True)  # open(O_WRONLY) fails: EISDIR
+    log_dir.mkdir(parents=True)
+    (log_dir / "tasks").write_text("")  # the task logs' folder cannot be made
     result = project.run(exp, "--indices", "0-2", "--parallel", "3", "--command", "sleep 0.3")
     assert result.returncode == 1
-    assert [project.complete(exp, i) for i in range(3)] == [True, False, True]
-    [attempt] = project.attempts(exp)
-    assert attempt["outcome"] == FAILED and attempt["index"] == 1
-    assert attempt["exit_code"] is None and "log cannot be written" in attempt["error"]
+    assert [project.complete(exp, i) for i in range(3)] == [False, False, False]
+    attempts = project.attempts(exp)
+    assert sorted(a["index"] for a in attempts) == [0, 1, 2]
+    assert all(a["outcome"] == FAILED and a["exit_code"] is None for a in attempts)
+    assert all("log cannot be written" in a["error"] for a in attempts)
     [line] = [x for x in result.stderr.splitlines() if "index 1:" in x]
-    assert "Is a directory" in line and project.leases(exp) == []
+    assert "File exists" in line or "Not a directory" in line
+    assert project.leases(exp) == []
 
 
 def failing_for(index: int, real):
@@ -650,3 +651,59 @@ def test_command_exiting_0_after_its_lease_was_lost_is_not_recorded_done(project
     assert attempt["outcome"] == LEASE_LOST and attempt["exit_code"] == 0
     assert not project.complete(path, 0)
     assert "index 0: lease_lost (exit 0" in out.getvalue()
+
+
+def test_an_attempts_output_is_capped_head_and_tail_kept_with_the_cut_said(project):
+    write_config(project.root, {"state_path": "state", "log_path": "logs", "max_log_bytes": 2000})
+    exp = project.experiment("loud", {"a": [1]})
+    loud = "print('first line'); print('x' * 999_999); print('last line')"
+    command = shlex.join([sys.executable, "-c", loud])
+    result = project.run(exp, "--indices", "0", "--command", command)
+    assert result.returncode == 0, result.stderr
+    log = project.log(exp, 0)
+    assert "first line" in log and "last line" in log and "exit 0" in log
+    assert "bytes of output cut here (max_log_bytes)" in log
+    [path] = (project.root / "logs").rglob("tasks/*.log")
+    assert path.stat().st_size < 3000  # 1 MB printed, about 2 kB kept
+
+
+def test_logs_follow_the_work_after_a_sweep_edit_and_say_the_old_index(project):
+    from pyexp.cli.logs import _lines
+
+    exp = project.experiment("moved", {"a": [1, 2]})
+    result = project.run(exp, "--indices", "0", "--command", sh('echo "ran with $1"', "{index}"))
+    assert result.returncode == 0, result.stderr
+    exp.write_text(json.dumps({"metaParameters": {"a": [0, 1, 2]}}))  # a=1 is index 1 now
+    moved = "\n".join(_lines(project.load(exp), 1, 20))
+    assert "1 attempt" in moved and "ran with 0" in moved
+    assert "it ran as index 0, before the sweep was edited" in moved
+    assert "no log yet" in "\n".join(_lines(project.load(exp), 0, 20))  # a=0 never ran
+
+
+def test_a_sweep_leaves_no_file_per_index_in_its_logs(project):
+    exp = project.experiment("few", {"a": list(range(30))})
+    result = project.run(exp, "--indices", "0-29", "--parallel", "3", "--command", "true")
+    assert result.returncode == 0, result.stderr
+    files = [p for p in (project.root / "logs").rglob("*") if p.is_file()]
+    assert len(files) <= 4  # three slot logs and one .idx, for 30 indices
+    assert all("=== " in project.log(exp, i) for i in range(30))
+
+
+def test_a_failed_attempt_names_where_its_output_starts_in_the_shared_slot_log(project):
+    from pyexp.cli.status import _tail, _where
+
+    exp = project.experiment("tails", {"a": [1, 2, 3]})
+    command = sh('echo "out of $1"; exit 1', "{index}")
+    result = project.run(exp, "--indices", "0-2", "--command", command)
+    assert result.returncode == 1
+    attempts = sorted(project.attempts(exp), key=lambda a: a["index"])
+    assert len({a["log"] for a in attempts}) == 1  # one slot, one log
+    loaded = project.load(exp)
+    for a in attempts:  # pyexp-status -v shows each index's own tail, not the log's last
+        assert f"out of {a['index']}" in _tail(*_where(a["log"], a["log_offset"], loaded, a["key"]))
+    # Folded at rest into an archive: the same tails, found by key; the task's files are gone.
+    assert task_logs.fold(log_dir(loaded), set(), []) == 2  # the slot log and the .idx
+    assert not os.path.exists(attempts[0]["log"])
+    for a in attempts:
+        assert f"out of {a['index']}" in _tail(*_where(a["log"], a["log_offset"], loaded, a["key"]))
+        assert f"out of {a['index']}" in project.log(exp, a["index"])

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 
 import pytest
-from slurm_helpers import Project
+from slurm_helpers import Project, err_texts
 from slurm_helpers import squeue_words as _squeue
 from slurm_helpers import wait_jobs_gone as _wait_gone
 
@@ -247,7 +247,7 @@ def test_queued_work_survives_added_reordered_and_removed_sweep_values(tmp_path)
     final = [f"results/x-{x}_y-{y}/0" for x in (1, 5, 2) for y in "ab"]
     assert paths == Counter(final)  # each (params, run) of the final sweep once, x=3 never
     logs = project.root / "logs"
-    skipped = [line for log in logs.rglob("*.err") for line in log.read_text().splitlines()]
+    skipped = [line for text in err_texts(logs) for line in text.splitlines()]
     skipped = sorted(line for line in skipped if "removed" in line)
     experiment = project.experiment
     assert skipped == [  # x=3 was indices 4 and 5 when submitted
@@ -392,10 +392,10 @@ def test_a_failing_setup_line_stops_the_task_charges_nothing_and_status_names_it
         result = project.submit("--runs", "1", "--indices-per-task", "2", cluster=cluster)
         assert result.returncode == 0 and "submitted 4 indices" in result.stdout, result.stderr
         _wait_gone([e.job_id for e in project.entries()], timeout=60)
-    errs = sorted((project.root / "logs").rglob("*.err"))
+    errs = err_texts(project.root / "logs")  # the first array's folded by the second submit
     assert len(errs) == 4
     for err in errs:
-        assert "pyexp: setup line failed (exit 1): false" in err.read_text().splitlines()
+        assert "pyexp: setup line failed (exit 1): false" in err.splitlines()
     assert project.counts() == Counter()  # the runner never started
     assert set(_attempt_outcomes(project)) == {"lost"}  # retried, never charged
     said = [line for line in _status(project).splitlines() if "setup line failed" in line]
@@ -415,7 +415,7 @@ def test_slurms_warning_signal_before_the_runner_is_up_starts_nothing_and_charge
     result = project.submit("--runs", "1", "--indices-per-task", "2", cluster=cluster)
     assert result.returncode == 0, result.stderr
     _wait_gone([e.job_id for e in project.entries()], timeout=120)
-    said = "".join(p.read_text() for p in (project.root / "logs").rglob("*.err"))
+    said = "".join(err_texts(project.root / "logs"))
     assert said.count("before pyexp-run was up: starting no index") == 2, said
     assert project.counts() == Counter()  # no index started
     again = project.submit("--runs", "1", "--indices-per-task", "2", cluster=cluster)

@@ -245,8 +245,7 @@ def test_bad_saves_fail_the_index_in_one_line(project, body, message):
     cmd = saver(project, "import sys, pyexp\n" + body + "\n")
     result = project.run(path, "--indices", "0", "--command", cmd)
     assert result.returncode == 1
-    log = (project.root / "logs").rglob("0.log")
-    assert message in next(log).read_text()
+    assert message in project.log(path, 0)
 
 
 def test_saving_outside_an_index_says_so(monkeypatch):
@@ -262,7 +261,7 @@ def test_nan_is_stored_with_one_warning(project):
     assert result.returncode == 0
     exp = project.load(path)
     assert np.isnan(pyexp.loadFrame(exp, "x").x[0])
-    log = next((project.root / "logs").rglob("0.log")).read_text()
+    log = project.log(path, 0)
     assert log.count("NaN or inf stored") == 1
 
 

@@ -23,6 +23,7 @@ DEFAULTS = {
     "experiment_directory": "experiments",
     "command": None,
     "keep_checkpoints": False,  # keep an index's checkpoint folder once it is done
+    "max_log_bytes": 10_000_000,  # of each attempt's output kept in its log (head and tail)
 }
 _PATH_KEYS = ("log_path", "state_path", "experiment_directory")
 
@@ -39,6 +40,7 @@ class Config:
     command: str | None
     source: str | None  # the config.json read, or None for defaults
     keep_checkpoints: bool = False
+    max_log_bytes: int = 10_000_000
 
 
 def find_config_file(start: str, first: str | None = None) -> str | None:
@@ -94,6 +96,12 @@ def load_config(path: str | None, cwd: str | None = None) -> Config:
                 raise ConfigError(
                     f"{path}: 'keep_checkpoints' must be true or false, got {value!r}"
                 )
+        elif key == "max_log_bytes":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(
+                    f"{path}: 'max_log_bytes' must be a whole number of bytes (0: no cap), "
+                    f"got {value!r}"
+                )
         elif key != "command" and not isinstance(value, str):
             raise ConfigError(f"{path}: '{key}' must be a string, got {value!r}")
         if key == "command" and value is not None and not isinstance(value, str):
@@ -104,6 +112,7 @@ def load_config(path: str | None, cwd: str | None = None) -> Config:
         command=merged["command"],
         source=path,
         keep_checkpoints=merged["keep_checkpoints"],
+        max_log_bytes=merged["max_log_bytes"],
         **resolved,
     )
 

@@ -1,4 +1,5 @@
-"""pyexp-logs: an index's log file with the tail of every attempt, and its array tasks' files."""
+"""pyexp-logs: the tail of every attempt of the work an index means (its parameters and run),
+wherever it ran, and its array tasks' files."""
 
 from __future__ import annotations
 
@@ -42,20 +43,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _lines(exp, index: int, keep: int) -> list[str]:
-    from pyexp.state.index_logs import attempts_in, index_log, task_files
+    from pyexp.state.index_logs import attempts_of, task_files
+    from pyexp.state.layout import log_dir
+    from pyexp.state.task_logs import archived_files
     from pyexp.timefmt import amount
 
-    path = index_log(exp, index)
-    if not os.path.exists(path):
-        out = [f"{path}: no log yet (index {index} has not started)"]
+    attempts = attempts_of(exp, index, keep)
+    work = f"index {index} (run {exp.getRun(index)}, {exp.getPermutation(index)})"
+    if not attempts:
+        out = [f"{work}: no log yet (it has not started)"]
     else:
-        attempts = attempts_in(path, keep)
-        out = [f"{path}: {amount(len(attempts), 'attempt')}"]
+        out = [f"{work}: {amount(len(attempts), 'attempt')}"]
         for n, a in enumerate(attempts, 1):
             shown = f"last {len(a.tail)} of {a.lines} lines" if a.lines > len(a.tail) else "all"
-            out += [f"--- attempt {n}: {a.header} ({shown})", *(f"  {x}" for x in a.tail)]
-    files = [(job, f) for job, f in task_files(exp, index) if os.path.exists(f)]
-    out += [f"array task {job}: {f}" for job, f in files]
+            moved = ""
+            if a.index is not None and a.index != index:
+                moved = f"; it ran as index {a.index}, before the sweep was edited"
+            out += [f"--- attempt {n}: {a.header} ({shown}; {a.log}{moved})"]
+            out += [f"  {x}" for x in a.tail]
+    archived = archived_files(log_dir(exp))
+    for job, f in task_files(exp, index):
+        if os.path.exists(f):
+            out.append(f"array task {job}: {f}")
+        elif os.path.basename(f) in archived:
+            archive, offset = archived[os.path.basename(f)]
+            out.append(
+                f"array task {job}: {os.path.basename(f)}, archived in {archive} at byte {offset}"
+            )
     return out
 
 

@@ -140,7 +140,7 @@ def _report(path: str, args: argparse.Namespace) -> dict:
 def _failures(exp, standing) -> dict:
     """The failing and failed indices (first LIST_LIMIT of each): attempts, reason, log tail."""
     from pyexp.state.attempts import Attempts
-    from pyexp.state.index_logs import attempts_in, index_log
+    from pyexp.state.index_logs import index_log
     from pyexp.state.layout import state_dirs
 
     attempts = Attempts(state_dirs(exp).attempts)
@@ -152,7 +152,9 @@ def _failures(exp, standing) -> dict:
         rows = []
         for i, key in shown:
             info = latest[key].info if key in latest else {}
-            log = info.get("log") or index_log(exp, i)
+            log, offset = _where(
+                info.get("log") or index_log(exp, i), info.get("log_offset"), exp, key
+            )
             rows.append(
                 {
                     "index": i,
@@ -161,7 +163,7 @@ def _failures(exp, standing) -> dict:
                     "exit_code": info.get("exit_code"),
                     "reason": info.get("error") or info.get("why"),
                     "log": log,
-                    "tail": _tail(attempts_in, log),
+                    "tail": _tail(log, offset),
                 }
             )
         out[f"{name}_indices"] = rows
@@ -201,7 +203,27 @@ def _continuing(exp, standing) -> list[dict]:
     return rows
 
 
-def _tail(attempts_in, log: str) -> list[str]:
+def _where(log: str, offset: int | None, exp, key: str) -> tuple[str, int | None]:
+    """Where an attempt's output is now: its task log and offset, or once that log was folded
+    into an archive, key's latest attempt there."""
+    import os
+
+    from pyexp.state.layout import log_dir
+    from pyexp.state.task_logs import locate
+
+    gone = isinstance(offset, int) and not os.path.exists(log)
+    if gone and (found := locate(log_dir(exp), key)):
+        return found[-1].log, found[-1].offset
+    return log, offset
+
+
+def _tail(log: str, offset: int | None) -> list[str]:
+    """The last lines of the attempt at offset in log (None: the log's last attempt)."""
+    from pyexp.state.index_logs import attempt_at, attempts_in
+
+    if isinstance(offset, int):
+        found = attempt_at(log, offset, TAIL_LINES)
+        return found.tail if found else []
     try:
         found = attempts_in(log, TAIL_LINES)
     except OSError:

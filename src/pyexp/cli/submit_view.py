@@ -108,6 +108,12 @@ def _dry_run_report(done: Submitted, opts: SubmitOptions) -> str:
     ]
     if arrays:
         lines += [planner.describe(done.plans), _expected(plan)]
+    if done.files is not None:
+        f = done.files
+        lines.append(
+            f"  files: up to {f.total:,} ({f.own:,} pyexp's while it runs, {f.results:,} results "
+            "folders), checked against the file quota when submitting"
+        )
     lines += [_limits(done.limits), *(f"  note: {note}" for note in notes)]
     if done.scripts:
         first = done.scripts[0]

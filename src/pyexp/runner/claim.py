@@ -38,6 +38,7 @@ from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import Item
 from pyexp.runner.outcome import DONE, record_outcome
 from pyexp.runner.pool import PoolClaims, TimeBudget
+from pyexp.runner.processes import write_all
 from pyexp.runner.save import Staging, begin, store_staged
 from pyexp.runner.task import load_task, pool_tag, worker_job
 from pyexp.runner.worker_script import CLAIM_MARK, WORKER_START
@@ -48,6 +49,7 @@ from pyexp.state.leases import IndexLeases, Lease
 from pyexp.state.ledger import local_job_id
 from pyexp.state.records import CompletionRecords
 from pyexp.state.store import ShardWriter
+from pyexp.state.task_logs import TaskLog
 
 
 class Stopped(BaseException):
@@ -65,7 +67,8 @@ class Job:
         self._worker, self._item, self.lease = worker, item, lease
         self.staging = Staging()  # its pyexp.save() calls, stored when it is done
         self._started = time.monotonic()
-        self._saved = checkpoints.stamp(self.checkpoint_dir)
+        self._saved: tuple = ()  # its checkpoint folder's stamp once prepared
+        self._log, self._offset = "", 0  # where its attempt starts in the worker's task log
 
     def __enter__(self) -> Job:
         self.entered = True
@@ -94,12 +97,16 @@ class ClaimWorker:
         self.store = ShardWriter(dirs.store)
         self.leases = IndexLeases(dirs.leases, job=job.job)
         self.log_dir = log_dir(exp)
+        # A worker may start several of these: each process its own log.
+        tag = f"{job.attempt or socket.gethostname()}-{os.getpid()}"
+        self.task_log = TaskLog(self.log_dir, tag.replace("/", "_"))
         self.grace = grace_seconds()
         self.tally: Counter[str] = Counter()
         self.signum: int | None = None
         self.unrecordable: str | None = None  # why state cannot be written: claim nothing more
         self._body = False  # a job's work runs: a stop signal raises Stopped in it
         self._retries: set[str] = set()  # keys that had failed before (the guard's)
+        self._completed: dict[str, float] = {}  # keys this worker recorded complete: durations
         self._old: dict[int, object] = {}
 
     def __iter__(self) -> Iterator[Job]:
@@ -118,6 +125,8 @@ class ClaimWorker:
             self._restore()
             self.leases.release()
             self.store.seal()
+            self.task_log.close()
+            self.records.fold(self._completed)  # this worker's records, one segment
             self.say(self._summary())
 
     def _next(self) -> Job | None:
@@ -144,7 +153,7 @@ class ClaimWorker:
                 continue
             job = Job(self, item, lease)
             try:
-                checkpoints.prepare(job.checkpoint_dir)
+                job._saved = checkpoints.prepare(job.checkpoint_dir)
             except OSError as e:  # quota, read-only: this index fails, the others go on
                 self._fail_unstarted(job, f"its checkpoint folder {describe(e)}")
                 continue
@@ -153,8 +162,8 @@ class ClaimWorker:
 
     def _fail_unstarted(self, job: Job, error: str) -> None:
         info = {"index": job.index, "host": socket.gethostname(), "job": self.job.job}
-        info.update(duration=0.0, log=self._log_path(job), error=error)
-        self._log(job, f"=== {_now()} pyexp.claim index={job.index}: not started, {error}\n")
+        self._header(job, f"not started, {error}")
+        info.update(duration=0.0, log=job._log, log_offset=job._offset, error=error)
         record_outcome(
             self.records, self.attempts, self.leases, job, FAILED, info, self.job.attempt
         )
@@ -163,13 +172,8 @@ class ClaimWorker:
 
     def begin(self, job: Job) -> None:
         """Write the index's log header and let stop signals interrupt its work."""
-        self._log(
-            job,
-            f"=== {_now()} pyexp.claim index={job.index} run={job.run} key={job.key} "
-            f"host={socket.gethostname()} job={self.job.job or 'local'} pid={os.getpid()}\n",
-        )
+        self._header(job)
         job._started = time.monotonic()
-        job._saved = checkpoints.stamp(job.checkpoint_dir)
         os.environ[CHECKPOINT_DIR] = job.checkpoint_dir  # for pyexp.checkpoint_dir()
         self._body = True
 
@@ -185,7 +189,8 @@ class ClaimWorker:
             "host": socket.gethostname(),
             "job": self.job.job,
             "duration": round(duration, 3),
-            "log": self._log_path(job),
+            "log": job._log,
+            "log_offset": job._offset,
         }
         suppress = exc is None or isinstance(exc, (Exception, Stopped))
         if job.lease.lost:
@@ -203,7 +208,7 @@ class ClaimWorker:
             )
             info.update(saved)
         text = "".join(traceback.format_exception(exc)) if outcome == FAILED else ""
-        self._log(job, f"{text}=== {_now()} {outcome} after {duration:.1f}s\n")
+        self._log(f"{text}=== {_now()} {outcome} after {duration:.1f}s\n")
         if outcome == DONE or suppress:  # other BaseExceptions (SystemExit) leave it missing
             state = self.records, self.attempts, self.leases
             keep = self.exp.config.keep_checkpoints
@@ -220,6 +225,8 @@ class ClaimWorker:
             )
             if why:
                 self.say(f"index {job.index}: {why}")
+            if outcome == DONE:
+                self._completed[job.key] = info["duration"]
         else:
             try:
                 self.leases.end(job.key, completed=False)
@@ -254,12 +261,25 @@ class ClaimWorker:
             + ("; stopped early, the state folder refused a write" if self.unrecordable else "")
         )
 
-    def _log_path(self, job: Job) -> str:
-        return os.path.join(self.log_dir, f"{job.index}.log")
+    def _header(self, job: Job, note: str = "") -> None:
+        """Start the job's attempt in the worker's task log and note where (quietly: a log that
+        cannot be written loses the log, not the work)."""
+        job._log, job._offset = self.task_log.folder, 0
+        try:
+            _, job._log, job._offset = self.task_log.open_slot(0)
+            self.task_log.note(job.key, job.index, job._log, job._offset)
+        except OSError:
+            pass
+        self._log(
+            f"=== {_now()} pyexp.claim index={job.index} run={job.run} key={job.key} "
+            f"host={socket.gethostname()} job={self.job.job or 'local'} pid={os.getpid()}"
+            f"{': ' + note if note else ''}\n"
+        )
 
-    def _log(self, job: Job, text: str) -> None:
-        with contextlib.suppress(OSError), open(self._log_path(job), "a") as f:
-            f.write(text)
+    def _log(self, text: str) -> None:
+        with contextlib.suppress(OSError):
+            fd, _, _ = self.task_log.open_slot(0)
+            write_all(fd, text)
 
     def _install(self) -> None:
         for s in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT, signal.SIGALRM):

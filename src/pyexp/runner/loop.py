@@ -1,8 +1,10 @@
 """The Runner: per index, lease, run the user's command, record, release.
 
 Per index: skip it if complete; take its lease without waiting (held elsewhere: retry it after
-the rest); run the command in its own process group, stdout and stderr appended to
-`<log_path>/<experiment id>/<index>.log`; on exit 0 write the completion record, then leave a
+the rest); run the command in its own process group, its stdout and stderr copied by the runner,
+capped at config.json's max_log_bytes (head and tail kept), into the runner's slot log
+(state/task_logs.py: one file per parallel slot, a line per attempt in the task's .idx); on exit
+0 write the completion record, then leave a
 completion tombstone in its lease marker (state/leases.py); otherwise record a failed attempt,
 then release. An index whose log cannot be written fails alone; the others go on. Once a record,
 attempt or tombstone cannot be written (full or failing state filesystem), the running indices
@@ -38,6 +40,7 @@ from pyexp.environment import grace_seconds, lease_seconds
 from pyexp.errors import PyExpError, describe
 from pyexp.experiment import ExperimentDescription
 from pyexp.job_environment import JobEnvironment
+from pyexp.runner.capped import CappedCopy, start_copy
 from pyexp.runner.command import command_environ
 from pyexp.runner.guard import FailFast, failed_before, report_broken
 from pyexp.runner.item import InOrder, Item, Source
@@ -67,6 +70,7 @@ from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.leases import IndexLeases, Lease
 from pyexp.state.records import CompletionRecords
 from pyexp.state.store import ShardWriter
+from pyexp.state.task_logs import TaskLog
 from pyexp.timefmt import amount
 
 # Below Slurm's default KillWait (30 s), so a stop ends before Slurm SIGKILLs the runner.
@@ -82,10 +86,13 @@ class _Running:
     item: Item
     lease: Lease
     proc: subprocess.Popen | None  # None: the program could not be started
-    log: int | None  # descriptor of the index's log file, appended to; None: it cannot be
+    log: int | None  # descriptor of the slot's log file, appended to; None: it cannot be
     log_path: str
     started: float
     checkpoint: tuple = ()  # the checkpoint folder's stamp when the command started
+    slot: int = 0
+    offset: int = 0  # where the attempt's header starts in log_path
+    copy: CappedCopy | None = None
 
 
 class Runner:
@@ -131,11 +138,15 @@ class Runner:
             lease_duration = lease_seconds()
         self.leases = IndexLeases(dirs.leases, lease_duration, job=self.job, on_lost=self._on_lost)
         self.log_dir = log_dir(exp)
+        tag = self.attempt or f"{self.host}-{os.getpid()}"
+        self.task_log = TaskLog(self.log_dir, tag.replace("/", "_"))
+        self.max_log_bytes = exp.config.max_log_bytes
         self.tally: Counter[str] = Counter()
         self.running: dict[int, _Running] = {}
         self.unrecordable: str | None = None  # why state cannot be written: start nothing new
         self._lost: deque[str] = deque()  # keys whose lease the heartbeat found lost
         self._retries: set[str] = set()  # keys that had failed before this run (the guard's)
+        self._completed: dict[str, float] = {}  # keys this runner recorded complete: durations
         self._watch: SignalWatch | None = None
         self._spawner = Spawner()
         self._environ = command_environ(os.environ, job.python_on_path)
@@ -164,6 +175,8 @@ class Runner:
             finally:
                 self._abandon()
                 self.store.seal()
+                self.task_log.close()
+                self.records.fold(self._completed)  # this task's records, one segment
                 if self._stage_dir is not None:
                     shutil.rmtree(self._stage_dir, ignore_errors=True)
         return self._summary(source)
@@ -276,8 +289,12 @@ class Runner:
         self.tally["elsewhere"] += len(deferred)
         deferred.clear()
 
+    def _slot(self) -> int:
+        busy = {r.slot for r in self.running.values()}
+        return next(s for s in range(len(busy) + 1) if s not in busy)
+
     def _launch(self, item: Item, lease: Lease) -> None:
-        log_path = os.path.join(self.log_dir, f"{item.index}.log")
+        slot, log_path = self._slot(), self.task_log.folder
         started = time.monotonic()
         # Checked under the lease: another runner may have finished it since our first listing.
         try:
@@ -290,31 +307,42 @@ class Runner:
             self.leases.forget(item.key)
             self.tally["skipped"] += 1
             return
-        log = None
+        log, offset = None, 0
         try:
-            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            log, log_path, offset = self.task_log.open_slot(slot)
             write_all(log, self._header(item))
+            self.task_log.note(item.key, item.index, log_path, offset)
         except OSError as e:
-            unstarted = _Running(item, lease, None, log, log_path, started)
+            unstarted = _Running(item, lease, None, log, log_path, started, (), slot, offset)
             self._finish(unstarted, None, error=f"not started, its log cannot be written: {e}")
             return
         folder = checkpoints.folder_of(self.checkpoints, item.key)
         try:
-            checkpoints.prepare(folder)
+            before = checkpoints.prepare(folder)
         except OSError as e:  # quota, read-only: this index fails, the others go on
-            unstarted = _Running(item, lease, None, log, log_path, started)
+            unstarted = _Running(item, lease, None, log, log_path, started, (), slot, offset)
             self._finish(unstarted, None, error=f"its checkpoint folder {describe(e)}")
             return
-        before = checkpoints.stamp(folder)
         argv = self.command.argv(self.snapshot_path or self.experiment_path, item.index, item.run)
+        env = self._env(item, log)
         try:
-            proc = self._spawner.start(argv, log, self._env(item, log))
+            pipe, copy = start_copy(log, self.max_log_bytes)
         except OSError as e:
+            unstarted = _Running(item, lease, None, log, log_path, started, (), slot, offset)
+            self._finish(unstarted, None, error=f"not started, no pipe for its output: {e}")
+            return
+        try:
+            proc = self._spawner.start(argv, pipe, env)
+        except OSError as e:
+            os.close(pipe)
+            copy.join()
             with contextlib.suppress(OSError):
                 write_all(log, f"pyexp-run: cannot start {argv[0]!r}: {e.strerror}\n")
-            self._finish(_Running(item, lease, None, log, log_path, started), 127)
+            self._finish(_Running(item, lease, None, log, log_path, started, (), slot, offset), 127)
             return
-        self.running[proc.pid] = _Running(item, lease, proc, log, log_path, started, before)
+        os.close(pipe)  # the command holds it: the copy ends when the command's output closes
+        running = _Running(item, lease, proc, log, log_path, started, before, slot, offset, copy)
+        self.running[proc.pid] = running
 
     def _header(self, item: Item) -> str:
         return (
@@ -387,18 +415,19 @@ class Runner:
     def _finish(
         self, r: _Running, rc: int | None, outcome: str | None = None, error: str | None = None
     ) -> None:
+        if r.copy is not None:
+            r.copy.join()
         duration = time.monotonic() - r.started
         if r.log is not None:
             with contextlib.suppress(OSError):
                 write_all(r.log, f"=== {_now()} exit {rc} after {duration:.1f}s\n")
-            with contextlib.suppress(OSError):
-                os.close(r.log)
         info = {
             "index": r.item.index,
             "host": self.host,
             "job": self.job,
             "duration": round(duration, 3),
             "log": r.log_path,
+            "log_offset": r.offset,
         }
         if r.lease.lost:  # someone else may be running it: its exit status proves nothing
             outcome = LEASE_LOST
@@ -430,6 +459,8 @@ class Runner:
         )
         if staging is not None:
             staging.discard()
+        if outcome == DONE:
+            self._completed[r.item.key] = round(duration, 3)
         if why:
             error = f"{error}; {why}" if error else why
         self.tally[outcome] += 1
@@ -479,8 +510,6 @@ class Runner:
         for r in self.running.values():
             signal_group(r.proc, signal.SIGKILL)
             r.proc.wait()
-            with contextlib.suppress(OSError):
-                os.close(r.log)
         self.running.clear()
         self.leases.release()
 

@@ -19,7 +19,7 @@ from pyexp.command import CommandTemplate
 from pyexp.environment import submit_lock_seconds
 from pyexp.errors import PyExpError, SavePathError
 from pyexp.indexset import IndexSet
-from pyexp.scheduler import escalate, planner, preflight, render, slurm
+from pyexp.scheduler import escalate, planner, preflight, quota, render, slurm
 from pyexp.scheduler.backend import Backend
 from pyexp.scheduler.cluster import ClusterConfig
 from pyexp.scheduler.local import LocalBackend
@@ -36,7 +36,7 @@ from pyexp.standing.reconcile import (
 )
 from pyexp.standing.settling import broken_command, broken_script, settle, with_accounting
 from pyexp.standing.slurm_states import QueueSnapshot
-from pyexp.state import save_owners
+from pyexp.state import footprint, save_owners
 from pyexp.state.atomic import scan_names, write_atomic
 from pyexp.state.guard import clear_broken
 from pyexp.state.layout import log_dir, read_ledger, state_dirs
@@ -105,6 +105,7 @@ class Submitted:
     ran: int | None = None  # indices that ran (--local), as the state says
     command: str = ""
     chain: str = ""  # what --until-done's chain did, one line
+    files: quota.Estimate | None = None  # files the plan creates at most (scheduler/quota.py)
 
     @property
     def plans(self) -> list[planner.ArrayPlan]:
@@ -175,6 +176,7 @@ def _submit_locked(
         settle(exp, queue, scan)
     if not opts.dry_run:
         compact_quietly(state_dirs(exp).store)  # the results store's finished shards, merged
+        footprint.tidy(exp, scan)  # settle() marked the entries it settled
     warnings = notes + check_ledger(exp, queue, scan)
     cap = max_attempts(exp, opts.max_attempts, remember=submitting)
     standing = classify(exp, opts.runs, queue, cap, opts.retry_failed, scan)
@@ -204,6 +206,12 @@ def _submit_locked(
         preflight.check_writable(where, {"save_path": root, "log_path": done.logs})
     done.limits = backend.limits()
     done.plan = _plan(exp, opts, standing, missing, done.limits, scan.entries)
+    tasks = sum(p.task_count for p in done.plans)
+    done.files = quota.estimate(done.submitted, tasks, exp.config.save_path)
+    if not (opts.dry_run or opts.yes):
+        paths = [exp.config.state_path, done.logs, root]
+        if over := quota.refusal(where, done.files, quota.files_left(paths, slurm.run)):
+            raise PyExpError(over)
     folder = _dry_run_folder(exp, done.warnings) if opts.dry_run else state_dirs(exp).scripts
     entries = [_entry(exp, opts, backend, command, p, folder) for p in done.plans]
     done.scripts = [

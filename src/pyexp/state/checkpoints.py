@@ -48,15 +48,25 @@ def folder_of(root: str, key: str) -> str:
     return os.path.join(root, key)
 
 
-def prepare(folder: str) -> None:
+def prepare(folder: str) -> tuple:
     """Create folder (and its parents) if needed, without the temp files of a save killed
-    midway (called under the index's lease: nobody else saves there); an OSError names it when
-    that fails."""
+    midway (called under the index's lease: nobody else saves there); its stamp(). A folder
+    this call created is empty: neither cleaned nor read (no round trip to the server). An
+    OSError names it when that fails."""
     try:
-        os.makedirs(folder, exist_ok=True)
+        os.mkdir(folder)
+        return ()
+    except FileExistsError:
+        pass
+    except FileNotFoundError:  # its parents first
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, folder) from e
     except OSError as e:
         raise OSError(e.errno, e.strerror, folder) from e
     clean_temp(folder, older_than=0)
+    return stamp(folder)
 
 
 def stamp(folder: str) -> tuple:
@@ -117,8 +127,11 @@ def stop_outcome(folder: str, before: tuple, outcome: str, last: dict | None) ->
 
 def remove(folder: str) -> None:
     """Remove a done index's checkpoint folder; one that cannot be removed is left (it is state,
-    never results)."""
-    shutil.rmtree(folder, ignore_errors=True)
+    never results); an empty one in one call, not a listing and a removal."""
+    try:
+        os.rmdir(folder)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_empty(folder: str) -> None:

@@ -1,4 +1,5 @@
-"""Where an index's output went: its log file, attempt by attempt, and its array tasks' files."""
+"""Where an index's output went: its attempts in the task logs (found by record key), its old
+per-index log (pyexp before task logs), and its array tasks' files."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from dataclasses import dataclass, field
 from pyexp.experiment import ExperimentDescription
 from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.ledger import Ledger
+from pyexp.state.records import record_key
+from pyexp.state.task_logs import ARCHIVED, locate
 
 HEADER = "=== "  # the runner starts each attempt with '=== <time> pyexp-run index=...'
 
@@ -20,11 +23,65 @@ class AttemptLog:
     header: str
     tail: list[str] = field(default_factory=list)
     lines: int = 0
+    log: str = ""  # the file it is in
+    index: int | None = None  # the index number it ran under, when known
 
 
 def index_log(exp: ExperimentDescription, index: int) -> str:
-    """The runner's log file of an index: <log_path>/<experiment id>/<index>.log."""
+    """An index's log as pyexp wrote it before task logs: <log_path>/<experiment id>/<index>.log."""
     return os.path.join(log_dir(exp), f"{index}.log")
+
+
+def attempts_of(exp: ExperimentDescription, index: int, keep: int) -> list[AttemptLog]:
+    """Every attempt of the work index now means (its parameters and run), oldest first, each
+    with its last keep lines: those in task logs, and those in an old per-index log whose
+    header names the same work (or no work: logs older than record keys)."""
+    key = record_key(exp.getPermutation(index), exp.getRun(index))
+    out = []
+    for at in locate(log_dir(exp), key):
+        found = attempt_at(at.log, at.offset, keep)
+        if found is not None:
+            out.append(AttemptLog(found.header, found.tail, found.lines, at.log, at.index))
+    try:
+        old = attempts_in(index_log(exp, index), keep)
+    except OSError:
+        old = []
+    for a in old:
+        if f"key={key} " in a.header + " " or " key=" not in a.header:
+            out.append(AttemptLog(a.header, a.tail, a.lines, index_log(exp, index), index))
+    return sorted(out, key=lambda a: _started(a.header))
+
+
+def _started(header: str) -> str:
+    parts = header.split()
+    return parts[1] if len(parts) > 1 else ""
+
+
+def attempt_at(path: str, offset: int, keep: int) -> AttemptLog | None:
+    """The attempt whose header starts at offset in path, with its last keep lines; None when
+    the file or the header is not there."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            first = f.readline().decode("utf-8", errors="replace").rstrip("\n")
+            if not _is_header(first):
+                return None
+            found = AttemptLog(first, log=path)
+            tail: deque[str] = deque(maxlen=keep)
+            for raw in f:
+                line = raw.decode("utf-8", errors="replace").rstrip("\n")
+                if _is_header(line) or line.startswith(ARCHIVED):  # the next attempt or file
+                    break
+                found.lines += 1
+                tail.append(line)
+    except OSError:
+        return None
+    found.tail = list(tail)
+    return found
+
+
+def _is_header(line: str) -> bool:
+    return line.startswith(HEADER) and ("pyexp-run index=" in line or "pyexp.claim index=" in line)
 
 
 def attempts_in(path: str, keep: int) -> list[AttemptLog]:
@@ -34,7 +91,7 @@ def attempts_in(path: str, keep: int) -> list[AttemptLog]:
         tail: deque[str] = deque(maxlen=keep)
         for line in f:
             line = line.rstrip("\n")
-            if line.startswith(HEADER) and "pyexp-run index=" in line:
+            if _is_header(line):
                 _close(out, tail)
                 out.append(AttemptLog(line))
                 tail = deque(maxlen=keep)
@@ -55,7 +112,7 @@ def _close(out: list[AttemptLog], tail: deque[str]) -> None:
 def task_files(exp: ExperimentDescription, index: int) -> list[tuple[str, str]]:
     """(job, file) of the .out/.err files of every array task that held index, oldest first."""
     out = []
-    ran = _jobs_in_headers(index_log(exp, index))
+    ran = _jobs_in_headers([a.header for a in attempts_of(exp, index, keep=0)])
     for entry in Ledger(state_dirs(exp).ledger).entries():
         if entry.is_farm:  # any worker may have run it: those its log's headers name
             held = [t for t in range(entry.workers) if f"{entry.job_id}_{t}" in ran]
@@ -69,12 +126,8 @@ def task_files(exp: ExperimentDescription, index: int) -> list[tuple[str, str]]:
     return out
 
 
-def _jobs_in_headers(path: str) -> set[str]:
-    """The `job=` of every attempt header in an index's log; empty if there is no log."""
-    try:
-        headers = [a.header for a in attempts_in(path, keep=0)]
-    except OSError:
-        return set()
+def _jobs_in_headers(headers: list[str]) -> set[str]:
+    """The `job=` of every attempt header."""
     return {f.split("=", 1)[1] for h in headers for f in h.split() if f.startswith("job=")}
 
 

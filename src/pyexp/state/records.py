@@ -93,6 +93,16 @@ class CompletionRecords:
                 self._fold(loose, segments)
         return keys
 
+    def fold(self, keys: dict[str, float] | None = None) -> None:
+        """Fold loose records into a segment: keys (a task's own when it ends, with their
+        durations: no record is read), else all and every segment merged into one (a writer at
+        rest); an optional chore that never raises (a damaged or unwritable folder is left)."""
+        with contextlib.suppress(OSError, StateCorrupt):
+            mine = [k for k in self._loose() if keys is None or k in keys]
+            segments = self._segments()
+            if mine or (keys is None and len(segments) > 1):
+                self._fold(mine, segments, merge=keys is None or None, known=keys or {})
+
     def durations(self, sample: int = 200) -> list[float]:
         """Seconds each completed index took: every folded record's, and up to sample loose
         ones' (an estimate for planning: damaged or missing figures are skipped)."""
@@ -137,14 +147,20 @@ class CompletionRecords:
                     return False
         return True
 
-    def _fold(self, loose: list[str], segments: dict[str, frozenset[str]]) -> None:
+    def _fold(
+        self,
+        loose: list[str],
+        segments: dict[str, frozenset[str]],
+        merge: bool | None = None,
+        known: dict[str, float] | None = None,
+    ) -> None:
         # Safe with concurrent folders and writers: a key is deleted only after a segment holds it.
         folder = os.path.join(self.folder, SEGMENTS)
         clean_temp(self.folder)
         clean_temp(folder)
         keys = {k for k in loose if _KEY.fullmatch(k.encode())}
-        merge = len(segments) >= MERGE_AT
-        self._fold_durations(keys, merge)
+        merge = merge or len(segments) >= MERGE_AT
+        self._fold_durations(keys, merge, known or {})
         self._write_segment(folder, keys.union(*segments.values()) if merge else keys)
         for n in loose:
             _unlink_quietly(os.path.join(self.folder, n))
@@ -152,12 +168,13 @@ class CompletionRecords:
             _unlink_quietly(os.path.join(folder, n))
             self._segments_seen.pop(n, None)
 
-    def _fold_durations(self, keys: set[str], merge: bool) -> None:
+    def _fold_durations(self, keys: set[str], merge: bool, known: dict[str, float]) -> None:
         # Written before the records are deleted, so no duration is lost with them; merged
         # along with the segments so the folder stays a handful of files.
         old = scan_names(self._durations_dir()) if merge else []
         figures = [d for name in old for d in self._durations_in(name)]
-        for k in keys:
+        figures += [known[k] for k in keys if k in known]
+        for k in keys - set(known):
             with contextlib.suppress(OSError, ValueError, TypeError, LookupError):
                 figures.append(float(_read_json(os.path.join(self.folder, k))["duration"]))
         text = "".join(f"{d:.3f}\n" for d in figures)
