@@ -34,7 +34,7 @@ class CappedCopy:
                 if data:
                     tail.append(data)
                     kept += len(data)
-                    while kept - len(tail[0]) >= self.limit // 2:
+                    while len(tail) > 1 and kept - len(tail[0]) >= self.limit // 2:
                         kept -= len(tail.popleft())
         except OSError:
             pass
