@@ -97,6 +97,7 @@ def _show(args: argparse.Namespace) -> int:
 
 def _report(path: str, args: argparse.Namespace) -> dict:
     from pyexp.experiment import loadExperiment
+    from pyexp.scheduler.submit import tidy_if_idle
     from pyexp.standing import progress as numbers
     from pyexp.standing.reconcile import classify, max_attempts
     from pyexp.standing.settling import broken_command, script_failure
@@ -106,6 +107,7 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     exp = loadExperiment(path)
     runs = runs_for(exp, args.runs)
     scan = read_ledger(exp)  # the ledger, read once for the whole report
+    tidy_if_idle(exp, scan)  # a finished sweep's leftovers folded (not on a read-only folder)
     queue, problem = _queue(exp, scan, args.no_slurm)
     standing = classify(exp, runs or 1, queue, max_attempts(exp, args.max_attempts), scan=scan)
     counts = standing.counts()
