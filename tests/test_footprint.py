@@ -44,13 +44,13 @@ def _files(root: Path) -> dict[str, int]:
 
 
 def _age_tombstones(folder: Path) -> int:
-    """Make every tombstone look written RETAIN_LEASES leases plus the skew ago (as if the
-    time had passed); how many."""
+    """Make every tombstone (of a 2 s lease) look written RETAIN_LEASES leases plus the skew
+    ago (as if the time had passed); how many."""
     old = time.time() - RETAIN_LEASES * 2 - CLOCK_SKEW - 5
     aged = 0
     for p in folder.glob("*.lease"):
         if is_tombstone(str(p)):
-            p.write_bytes(TOMBSTONE + f"{old:.3f} elsewhere\n".encode())
+            p.write_bytes(TOMBSTONE + f"{old:.3f} elsewhere 2\n".encode())
             os.utime(p, (old, old))
             aged += 1
     return aged

@@ -162,12 +162,12 @@ def submit_lock(path: str, timeout: float) -> Iterator[Callable[[], bool]]:
 
 
 def tidy_if_idle(exp: ExperimentDescription, scan: LedgerScan) -> bool:
-    """Fold what exp's ended tasks left (footprint.tidy) under its submit lock, if its state
-    folder exists and no pyexp-submit holds the lock; whether it did (a read-only folder: no)."""
+    """Fold what exp's ended tasks left (footprint.leftovers) under its submit lock, if its
+    state folder exists and no pyexp-submit holds the lock; whether it did (read-only: no)."""
     if not os.path.isdir(state_dirs(exp).root):
         return False
     with contextlib.suppress(SubmitBusy, OSError), submit_lock(state_dirs(exp).submit_lock, 0):
-        footprint.tidy(exp, scan)
+        footprint.leftovers(exp, scan)
         return True
     return False
 
