@@ -181,3 +181,27 @@ def test_archives_are_merged_so_they_stay_few_and_every_attempt_is_found(tmp_pat
     text = "\n".join(_lines(exp, 7, 5))
     assert text.count("output of 7") == 8 and "8 attempts" in text, text
     assert "output of 3" in "\n".join(_lines(exp, 3, 5))
+
+
+@pytest.mark.slurm
+def test_status_settles_and_folds_a_finished_slurm_sweep_at_rest(tmp_path):
+    """One index per task: each task's .out and .err would be 2 files per index until settled."""
+    from slurm_helpers import Sweep, wait_gone
+
+    sweep = Sweep(tmp_path / "s", 6)
+    assert sweep.submit().returncode == 0
+    wait_gone(sweep.state, time.monotonic() + 120)
+    exp = loadExperiment(str(sweep.experiment), config=load_config(str(sweep.config)))
+    logs, leases = Path(log_dir(exp)), Path(state_dirs(exp).leases)
+    assert len(list(logs.glob("*.out"))) == 6
+    assert sweep.status()["done"] == 6  # settles the array, folds its files
+    assert not list(logs.glob("*.out")) and not list(logs.glob("*.err"))
+    assert _age_tombstones(leases) == 6  # the sweep's PYEXP_LEASE_SECONDS is 2
+    assert sweep.status()["done"] == 6
+    mine = [p for top in (logs, Path(sweep.state)) for p in top.rglob("*") if p.is_file()]
+    assert not list(leases.glob("*.lease")), sorted(map(str, mine))
+    assert all(p.name.startswith("archive-") for p in logs.glob("tasks/*"))
+    # what stays: a ledger entry, script, snapshot, archive pair, settings; and each task's
+    # segment and durations until MERGE_AT (records.py) merges them
+    assert len(mine) <= 7 + 2 * 6, sorted(map(str, mine))
+    assert "index=3 " in "\n".join(_lines(exp, 3, 5))

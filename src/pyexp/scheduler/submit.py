@@ -161,12 +161,17 @@ def submit_lock(path: str, timeout: float) -> Iterator[Callable[[], bool]]:
         lock.release()
 
 
-def tidy_if_idle(exp: ExperimentDescription, scan: LedgerScan) -> bool:
-    """Fold what exp's ended tasks left (footprint.leftovers) under its submit lock, if its
-    state folder exists and no pyexp-submit holds the lock; whether it did (read-only: no)."""
+def tidy_if_idle(
+    exp: ExperimentDescription, scan: LedgerScan, queue: QueueSnapshot | None = None
+) -> bool:
+    """Settle the arrays that left queue (squeue's word, None: unknown) and fold what exp's
+    ended tasks left (footprint.leftovers), under its submit lock, if its state folder exists
+    and no pyexp-submit holds the lock; whether it did (a read-only folder: no)."""
     if not os.path.isdir(state_dirs(exp).root):
         return False
     with contextlib.suppress(SubmitBusy, OSError), submit_lock(state_dirs(exp).submit_lock, 0):
+        if queue is not None:
+            settle(exp, queue, scan)  # marks the entries it settled in scan
         footprint.leftovers(exp, scan)
         return True
     return False
