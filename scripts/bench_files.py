@@ -122,7 +122,7 @@ def logs_timing(indices: int, attempts: int = 100) -> None:
 def row(mode: str, moment: str, indices: int, files: Counter) -> float:
     """Print one row; files per index."""
     total = sum(files.values())
-    parts = ", ".join(f"{k} {v}" for k, v in sorted(files.items()) if v)
+    parts = ", ".join(f"{k} {v}" for k, v in files.most_common() if v)
     print(f"{mode:7} {moment:22} {total:7} files {total / indices:8.4f} per index  ({parts})")
     return total / indices
 
