@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """pyexp's own files per index at rest after a sweep, in static and farm mode (issue 16).
 
-    python scripts/bench_files.py [--indices 10000] [--per-task 1] [--workers 16]
+    python scripts/bench_files.py [--indices 10000] [--per-task 50] [--workers 16]
     python scripts/bench_files.py --logs 100000
 
 Runs a sweep of `true` commands on this machine (`pyexp-submit --local`) once with static
@@ -131,7 +131,7 @@ def main() -> int:
     """Run both modes; exit 1 if one is over TARGET at rest."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--indices", type=int, default=10_000)
-    p.add_argument("--per-task", type=int, default=1, help="static mode's --indices-per-task")
+    p.add_argument("--per-task", type=int, default=50, help="static mode's --indices-per-task")
     p.add_argument("--workers", type=int, default=16, help="farm mode's --workers")
     p.add_argument("--logs", type=int, metavar="N", help="time pyexp-logs at N indices instead")
     args = p.parse_args()
