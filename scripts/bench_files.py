@@ -1,20 +1,26 @@
 #!/usr/bin/env python3
 """pyexp's own files per index at rest after a sweep, in static and farm mode (issue 16).
 
-    python scripts/bench_files.py [--indices 10000] [--per-task 1] [--workers 16]
+    python scripts/bench_files.py [--indices 10000] [--per-task 50] [--workers 16]
+    python scripts/bench_files.py --logs 100000
 
 Runs a sweep of `true` commands on this machine (`pyexp-submit --local`) once with static
 bundles (--indices-per-task) and once in farm mode (--workers), then counts the files under
 state_path and log_path (pyexp's own: state and logs; the results store is not counted), right
-after the sweep, after one more `pyexp-submit` (the writer that folds at rest), and after one
-more once the tombstones have outlived RETAIN_LEASES leases plus CLOCK_SKEW. Prints one
+after the sweep, after a `pyexp-status` at once, and after one more once the tombstones have
+outlived RETAIN_LEASES leases plus CLOCK_SKEW (at rest: no further pyexp-submit). Prints one
 row per mode and moment, with the files per index and by folder; exits 1 if a mode at rest is
 over 0.05 files per index.
+
+--logs N instead times `pyexp-logs EXP I` at N indices (task logs of 100 attempts each, written
+as runners write them), page cache dropped first (as root), before the task logs are folded and
+after they were folded by five submits (archives merged).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -68,10 +74,55 @@ def submit(path: str, *args: str) -> float:
     return time.monotonic() - start
 
 
+def status(path: str) -> None:
+    """Run pyexp-status on path (it folds what the finished sweep left)."""
+    argv = [sys.executable, "-m", "pyexp.cli.status", path, "--no-slurm"]
+    subprocess.run(argv, cwd=os.path.dirname(path), capture_output=True, check=False)
+
+
+def logs_timing(indices: int, attempts: int = 100) -> None:
+    """Print how long pyexp-logs takes at indices, before and after the task logs are folded."""
+    from pyexp.config import load_config
+    from pyexp.experiment import loadExperiment
+    from pyexp.state.layout import log_dir
+    from pyexp.state.records import record_key
+    from pyexp.state.task_logs import TaskLog, fold
+
+    with tempfile.TemporaryDirectory(prefix="pyexp-logs-") as root:
+        path = project(root, indices)
+        exp = loadExperiment(path, config=load_config(os.path.join(root, "config.json")))
+        folder = log_dir(exp)
+        for task in range(0, indices, attempts):
+            log = TaskLog(folder, f"{1000 + task // attempts}_0")
+            for i in range(task, min(task + attempts, indices)):
+                key = record_key(exp.getPermutation(i), exp.getRun(i))
+                fd, name, offset = log.open_slot(0)
+                os.write(
+                    fd, f"=== t pyexp-run index={i} run=0 key={key} \n{'out ' * 20}\n".encode()
+                )
+                log.note(key, i, name, offset)
+            log.close()
+        for moment in ("task logs", "folded"):
+            if moment == "folded":
+                names = sorted(os.listdir(os.path.join(folder, "tasks")))
+                idxs = [n for n in names if n.endswith(".idx")]
+                for part in range(5):  # five submits, each folding a fifth: archives merged
+                    fold(folder, {n.split("_")[0] for n in idxs[part::5]}, [])
+            with contextlib.suppress(OSError), open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+            start = time.monotonic()
+            argv = [sys.executable, "-m", "pyexp.cli.logs", path, str(indices // 2)]
+            shown = subprocess.run(argv, cwd=root, capture_output=True, text=True, check=True)
+            took = time.monotonic() - start
+            files = len(os.listdir(os.path.join(folder, "tasks")))
+            assert f"index={indices // 2} " in shown.stdout, shown.stdout
+            print(f"pyexp-logs at {indices} indices, {moment} ({files} files): {took:.2f} s")
+
+
 def row(mode: str, moment: str, indices: int, files: Counter) -> float:
     """Print one row; files per index."""
     total = sum(files.values())
-    parts = ", ".join(f"{k} {v}" for k, v in sorted(files.items()) if v)
+    parts = ", ".join(f"{k} {v}" for k, v in files.most_common() if v)
     print(f"{mode:7} {moment:22} {total:7} files {total / indices:8.4f} per index  ({parts})")
     return total / indices
 
@@ -80,9 +131,13 @@ def main() -> int:
     """Run both modes; exit 1 if one is over TARGET at rest."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--indices", type=int, default=10_000)
-    p.add_argument("--per-task", type=int, default=1, help="static mode's --indices-per-task")
+    p.add_argument("--per-task", type=int, default=50, help="static mode's --indices-per-task")
     p.add_argument("--workers", type=int, default=16, help="farm mode's --workers")
+    p.add_argument("--logs", type=int, metavar="N", help="time pyexp-logs at N indices instead")
     args = p.parse_args()
+    if args.logs:
+        logs_timing(args.logs)
+        return 0
     worst = 0.0
     modes = {"static": ["--indices-per-task", str(args.per_task)]}
     modes["farm"] = ["--workers", str(args.workers)]
@@ -91,11 +146,11 @@ def main() -> int:
             path = project(root, args.indices)
             took = submit(path, *flags)
             row(mode, f"after the sweep ({took:.0f}s)", args.indices, count(root))
-            submit(path)
-            row(mode, "one submit later", args.indices, count(root))
+            status(path)
+            row(mode, "after pyexp-status", args.indices, count(root))
             time.sleep(RETAIN_LEASES * LEASE + CLOCK_SKEW)  # the tombstones outlive the caches
-            submit(path)
-            worst = max(worst, row(mode, "at rest (tombstones due)", args.indices, count(root)))
+            status(path)
+            worst = max(worst, row(mode, "... once tombstones due", args.indices, count(root)))
     print(f"target: at most {TARGET} files per index at rest")
     return 0 if worst <= TARGET else 1
 

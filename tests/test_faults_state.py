@@ -424,7 +424,7 @@ def test_lease_markers_vanishing_between_listing_and_opening(tmp_path, monkeypat
 
     monkeypatch.setattr(leases, "scan_names", listed_then_released)
     assert set(leases.held_keys(str(tmp_path))) == {"b"}
-    assert sweep_tombstones(str(tmp_path), 0.0) == 0
+    assert sweep_tombstones(str(tmp_path)) == 0
     holder.release()
 
 

@@ -114,6 +114,21 @@ def test_always_failing_command_stops_after_five_and_submit_refuses_until_retry_
     assert "not resubmitted" not in project.status().stdout
 
 
+@pytest.mark.parametrize("mode", [["--indices-per-task", "20"], ["--workers", "1"]])
+def test_guard_line_names_the_first_failures_own_last_line_though_its_slot_log_goes_on(
+    tmp_path, mode
+):
+    """The five failures share one slot log: the line is the first one's, not the latest's."""
+    project = Project(tmp_path)
+    fails = "sh -c 'echo error of index $0 >&2; echo; exit 1' {index}"
+    project.submit(fails, *mode)
+    (log,) = (tmp_path / "logs").rglob("*-0.log")  # the one slot of the one task or worker
+    assert log.read_text().count("error of index") == 5
+    first = next(x for x in log.read_text().splitlines() if x.startswith("error of index "))
+    (line,) = [x for x in project.task_err().splitlines() if "all failed" in x]
+    assert line.endswith(f": {first}); a broken command? taking no more indices"), line
+
+
 def test_local_tasks_not_yet_started_are_not_started_once_the_guard_trips(tmp_path):
     project = Project(tmp_path, n=30)
     ran = project.submit(ALWAYS_FAILS, "--indices-per-task", "6")  # 5 tasks, one at a time

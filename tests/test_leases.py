@@ -14,6 +14,7 @@ import pytest
 
 from pyexp.environment import lease_seconds
 from pyexp.state.leases import (
+    CLOCK_SKEW,
     DONE,
     TOMBSTONE,
     IndexLeases,
@@ -323,13 +324,38 @@ def test_tombstones_of_others_are_swept_by_the_time_they_carry(tmp_path):
     assert leases.try_take("k") is not None
     leases.end("k", completed=True)
     path = os.path.join(tmp_path, "k.lease")
-    old = time.time() - 120
+    old = time.time() - 2 * 30 - CLOCK_SKEW - 10
     os.utime(path, (old, old))  # an old mtime alone (a cached one) does not make it old
-    assert sweep_tombstones(str(tmp_path), 60.0) == 0 and os.path.exists(path)
+    assert sweep_tombstones(str(tmp_path)) == 0 and os.path.exists(path)
     with open(path, "wb") as f:
-        f.write(TOMBSTONE + f"{old:.3f} node-elsewhere\n".encode())
+        f.write(TOMBSTONE + f"{old:.3f} node-elsewhere 30\n".encode())
     os.utime(path, (old, old))
-    assert sweep_tombstones(str(tmp_path), 60.0) == 1 and os.listdir(tmp_path) == []
+    assert sweep_tombstones(str(tmp_path)) == 1 and os.listdir(tmp_path) == []
+
+
+def test_tombstones_are_judged_by_the_lease_duration_written_in_them(tmp_path, monkeypatch):
+    """A sweeper with a short PYEXP_LEASE_SECONDS keeps a long-lease writer's tombstone for the
+    writer's 2 durations plus the skew, and one that carries no duration (older pyexp) a day."""
+    monkeypatch.setenv("PYEXP_LEASE_SECONDS", "1")
+    writer = IndexLeases(str(tmp_path), 600.0)
+    for key in ("long", "short"):
+        assert writer.try_take(key) is not None
+        writer.end(key, completed=True)
+    assert Path(tmp_path, "long.lease").read_bytes().endswith(b" 600\n")
+    ago = time.time() - 2 * 60 - CLOCK_SKEW - 5  # due for a 60 s lease, not for a 600 s one
+    stones = {"long": 600, "short": 60, "legacy": None, "legacy-old": None}
+    for key, duration in stones.items():
+        written = ago - 86400 if key == "legacy-old" else ago
+        tail = f" {duration}" if duration else ""
+        path = os.path.join(tmp_path, f"{key}.lease")
+        with open(path, "wb") as f:
+            f.write(TOMBSTONE + f"{written:.3f} node-elsewhere{tail}\n".encode())
+        os.utime(path, (written, written))
+    sweeper = IndexLeases(str(tmp_path), 1.0)  # a task's end sweeps the due ones of anyone
+    assert sweeper.try_take("other") is not None
+    sweeper.end("other", completed=False)
+    sweeper.release()
+    assert sorted(os.listdir(tmp_path)) == ["legacy.lease", "long.lease"]
 
 
 def test_foreign_holder_whose_info_beats_is_not_taken_though_its_mtime_looks_old(tmp_path):

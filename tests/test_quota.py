@@ -72,6 +72,23 @@ def test_lustre_quota_is_asked_when_diskusage_report_does_not_answer(tmp_path):
     assert out.returncode != 0 and f"file quota of {mount} has 10 left" in out.stderr
 
 
+def test_linux_tools_answer_last_and_are_read_even_from_their_over_quota_exit(tmp_path):
+    mount = quota.mount_of(os.path.realpath(tmp_path))
+    source = quota.mount_source(mount)
+    over = (  # as `quota -w` prints it over the space quota (a grace column), exiting 1
+        "Disk quotas for user me (uid 1000): \n"
+        "     Filesystem  blocks   quota   limit   grace   files   quota   limit   grace\n"
+        f"{source} 1153824* 1000000 2000000  6days     990    1000    1100        "
+    )
+    fake = _fake(tmp_path, "quota", over, status=1)
+    out = _submit(tmp_path / "p", PYEXP_QUOTA=fake)  # diskusage_report, lfs: nowhere
+    assert out.returncode != 0 and out.stderr.count("\n") == 1, out.stderr
+    assert f"file quota of {mount} has 10 left (990 of 1,000 used)" in out.stderr
+    none = _fake(tmp_path, "none", "Disk quotas for user me (uid 1000): none")
+    out = _submit(tmp_path / "q", PYEXP_QUOTA=none)
+    assert out.returncode == 0 and "quota" not in out.stderr + out.stdout, out.stderr
+
+
 def test_the_dry_run_shows_the_estimate(tmp_path):
     out = _submit(tmp_path / "p", "--dry-run", "--indices-per-task", "4")
     assert out.returncode == 0, out.stderr
@@ -93,3 +110,13 @@ def test_quota_reports_parse_as_the_tools_print_them():
     )
     assert quota.parse_lfs(lfs, "/scratch") == [quota.Left("/scratch", 12, 20)]
     assert quota.parse_lfs("/scratch 1 0 0 - 12 0 0 -", "/scratch") == []  # no file limit
+    human = "Filesystem space quota limit grace files quota limit grace\n/dev/sdb1 24K 9766M"
+    human += " 19532M 1200* 1000 2000 7days"  # quota -s, over the files' soft quota
+    assert quota.parse_quota(human.split(), "/home", "/dev/sdb1") == [
+        quota.Left("/home", 1200, 1000)
+    ]
+    wrapped = "Filesystem blocks quota limit grace files quota limit grace\nsrv:/export/home\n"
+    wrapped += "   24  0  0  7  0  5k"  # quota without -w wraps a long name; a hard limit only
+    assert quota.parse_quota(wrapped.split(), "/home", "srv:/export/home") == [
+        quota.Left("/home", 7, 5000)
+    ]

@@ -97,6 +97,7 @@ def _show(args: argparse.Namespace) -> int:
 
 def _report(path: str, args: argparse.Namespace) -> dict:
     from pyexp.experiment import loadExperiment
+    from pyexp.scheduler.submit import tidy_if_idle
     from pyexp.standing import progress as numbers
     from pyexp.standing.reconcile import classify, max_attempts
     from pyexp.standing.settling import broken_command, script_failure
@@ -107,6 +108,8 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     runs = runs_for(exp, args.runs)
     scan = read_ledger(exp)  # the ledger, read once for the whole report
     queue, problem = _queue(exp, scan, args.no_slurm)
+    asked = problem is None and not args.no_slurm
+    tidy_if_idle(exp, scan, queue if asked else None)  # a finished sweep's leftovers folded
     standing = classify(exp, runs or 1, queue, max_attempts(exp, args.max_attempts), scan=scan)
     counts = standing.counts()
     times = numbers.runtimes(CompletionRecords(state_dirs(exp).done).durations())
@@ -114,11 +117,11 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     out: dict = {"experiment": path, "runs": runs or 1, "runs_unknown": runs is None}
     out["broken"] = broken_command(exp)
     out.update(total=standing.total, **counts, percent=numbers.percentages(counts, standing.total))
-    out.update(queue_known=problem is None and not args.no_slurm, queue_problem=problem)
+    out.update(queue_known=asked, queue_problem=problem)
     failed = script_failure(exp, scan)  # the last array's script, before pyexp-run (a setup line)
     out.update(jobs=standing.jobs, problems=standing.ledger_problems + ([failed] if failed else []))
     out["unplaced"] = len(standing.unplaced)
-    out["chain"] = _chain(exp, asked_slurm=problem is None and not args.no_slurm)
+    out["chain"] = _chain(exp, asked_slurm=asked)
     out["runtime"] = times and {"indices": times.count, "median": times.median, "p90": times.p90}
     out["eta"] = eta and {
         "seconds": eta.seconds,

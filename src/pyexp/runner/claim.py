@@ -234,7 +234,8 @@ class ClaimWorker:
                 self._cannot_record(e)
         self.tally[outcome] += 1
         retry = job.key in self._retries
-        if self.guard is not None and self.guard.saw(outcome, duration, info["log"], retry):
+        log = info["log"], retry, info.get("log_offset")  # the attempt's own lines name it
+        if self.guard is not None and self.guard.saw(outcome, duration, *log):
             report_broken(self.guard, self.broken_path, self.job.job, self.say)
         return suppress
 

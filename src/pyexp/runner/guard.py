@@ -29,6 +29,7 @@ class FailFast:
     who: str = "this task"  # for the line: the task's .err stem, `<job name>_<task>`
     fast: int = 0
     first_log: str = ""
+    first_offset: int | None = None  # where the first failure's attempt starts in first_log
     off: bool = False
 
     @classmethod
@@ -44,24 +45,28 @@ class FailFast:
         """Whether the first `indices` indices all failed fast: take no more."""
         return not self.off and self.fast >= self.indices
 
-    def saw(self, outcome: str, seconds: float, log: str, retry: bool = False) -> bool:
-        """Count one finished index (its outcome, duration and log; retry: it had failed before
-        this task tried it); whether it trips the guard."""
+    def saw(
+        self, outcome: str, seconds: float, log: str, retry: bool = False, offset: int | None = None
+    ) -> bool:
+        """Count one finished index (its outcome, duration, log and where its attempt starts in
+        it; retry: it had failed before this task tried it); whether it trips the guard."""
         if self.off or self.tripped:
             return False
         if outcome in CHARGED and retry:  # resubmitted failures fail again: no news
             return False
         if outcome in CHARGED and seconds <= self.seconds:
             self.fast += 1
-            self.first_log = self.first_log or log
+            if not self.first_log:
+                self.first_log, self.first_offset = log, offset
             return self.tripped
         if outcome == DONE or outcome in CHARGED:  # a success or a slow failure
             self.off = True
         return False
 
     def line(self) -> str:
-        """What tripped the guard, with the first failure's log and that log's last line."""
-        last = last_output_line(self.first_log) or "(no output)"
+        """What tripped the guard, with the first failure's log and the last line its attempt
+        wrote (a slot's log holds later attempts too)."""
+        last = last_output_line(self.first_log, self.first_offset) or "(no output)"
         return (
             f"{self.who}: its first {self.indices} indices all failed within {self.seconds:g}s "
             f"each (first: {self.first_log}: {last})"

@@ -469,7 +469,9 @@ class Runner:
             f"index {r.item.index}: {outcome} (exit {rc}, {duration:.1f}s{why}) log: {r.log_path}"
         )
         retry = r.item.key in self._retries
-        if self.guard is not None and self.guard.saw(outcome, duration, r.log_path, retry):
+        if self.guard is not None and self.guard.saw(
+            outcome, duration, r.log_path, retry, r.offset
+        ):
             report_broken(self.guard, self.broken_path, self.job, self.say)
 
     def _cannot_record(self, error: OSError) -> None:

@@ -4,14 +4,16 @@ Estimate (pure): while a sweep runs, each task has its logs (one per slot, its .
 and .err) and its `started` marker, and each index a lease and a loose completion record until
 the task ends (state/footprint.py); results add one folder per index unless the save_path's
 folder does not vary per index (no {params}, {params_hash} or {run}). Files left: asked of
-the cluster, in this order: `diskusage_report` (Alliance), `lfs quota -u USER MOUNT` (Lustre);
+the cluster, in this order: `diskusage_report` (Alliance), `lfs quota -u USER MOUNT` (Lustre),
+`quota -w` (Linux quota tools, for local and NFS filesystems, which exits 1 when over a quota);
 each run with a timeout through scheduler/slurm.py's runner (path overridable by
-PYEXP_DISKUSAGE_REPORT, PYEXP_LFS); no answer, or one that cannot be read: unknown, nothing said.
+PYEXP_DISKUSAGE_REPORT, PYEXP_LFS, PYEXP_QUOTA); no answer, or one that cannot be read: unknown,
+nothing said. A --local run is checked too: its files land on the same filesystems, and a
+command that is not installed costs nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import os
 import re
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 from pyexp.errors import SlurmError
 
-QUOTA_COMMANDS = ("diskusage_report", "lfs")
+QUOTA_COMMANDS = ("diskusage_report", "lfs", "quota")
 QUOTA_TIMEOUT = 15.0  # seconds per command
 PER_TASK = 5  # slot log, .idx, .out, .err, started marker (one slot each)
 PER_INDEX = 2  # a lease (then a tombstone) and a loose completion record, until folded
@@ -74,27 +76,39 @@ def refusal(where: str, est: Estimate, left: Left | None) -> str | None:
     )
 
 
-Runner = Callable[[str, list[str], float], str]
+Runner = Callable[..., str]  # scheduler/slurm.run: (name, args, timeout, ok=exit statuses)
 
 
 def files_left(paths: list[str], run: Runner) -> Left | None:
     """The tightest file quota among the filesystems holding paths, as the cluster says; None
     when no command answers in a way that can be read."""
     found = []
-    try:
-        report = parse_diskusage(run("diskusage_report", [], QUOTA_TIMEOUT))
-    except SlurmError:
-        report = []
+    report = _quietly(lambda: parse_diskusage(run("diskusage_report", [], QUOTA_TIMEOUT)))
+    linux: list[str] | None = None  # quota -w's words, asked once
     for path in paths:
         real = os.path.realpath(path)
-        match = [q for q in report if _holds(q.filesystem, real)]
+        mount = mount_of(real)
+        match = [q for q in report if _holds(q.filesystem, real)] or _lfs(run, mount)
         if not match:
-            with contextlib.suppress(SlurmError, OSError, ValueError):  # unknown: nothing said
-                user = getpass.getuser()
-                mount = mount_of(real)
-                match = parse_lfs(run("lfs", ["quota", "-u", user, mount], QUOTA_TIMEOUT), mount)
+            if linux is None:
+                linux = _quietly(lambda: run("quota", ["-w"], QUOTA_TIMEOUT, ok=(0, 1)).split())
+            match = _quietly(lambda w, m: parse_quota(w, m, mount_source(m)), linux, mount)
         found += match[:1]
     return min(found, key=lambda q: q.left) if found else None
+
+
+def _lfs(run: Runner, mount: str) -> list[Left]:
+    """What `lfs quota` says of mount."""
+    ask = ["quota", "-u", getpass.getuser(), mount]
+    return _quietly(lambda: parse_lfs(run("lfs", ask, QUOTA_TIMEOUT), mount))
+
+
+def _quietly(ask: Callable[..., list], *args) -> list:
+    """ask(*args), or [] when its command fails or its answer cannot be read (unknown)."""
+    try:
+        return ask(*args)
+    except (SlurmError, OSError, ValueError, KeyError):
+        return []
 
 
 def _holds(filesystem: str, path: str) -> bool:
@@ -109,6 +123,16 @@ def mount_of(path: str) -> str:
     while not os.path.ismount(here):
         here = os.path.dirname(here)
     return here
+
+
+def mount_source(mount: str) -> str | None:
+    """What is mounted at mount (a device, `server:/export`), as /proc/self/mounts says."""
+    with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields = [w.replace("\\040", " ") for w in line.split()[:2]]
+            if len(fields) == 2 and fields[1] == mount:
+                return fields[0]
+    return None
 
 
 def count(text: str) -> int:
@@ -153,5 +177,21 @@ def parse_lfs(text: str, mount: str) -> list[Left]:
     if len(fields) < 7:
         return []
     used, soft, hard = count(fields[4]), count(fields[5]), count(fields[6])
+    limit = soft or hard
+    return [Left(mount, used, limit)] if limit else []
+
+
+def parse_quota(words: list[str], mount: str, source: str | None) -> list[Left]:
+    """`quota -w` (or -s, or wrapped) as words: the files column of the filesystem named by its
+    source or mount, its soft quota (else its hard limit); [] when it has no limit on files."""
+    at = next((i for i, w in enumerate(words) if w in (source, mount)), None)
+    if at is None:
+        return []
+    fields = words[at + 1 : at + 9]  # blocks quota limit [grace] files quota limit [grace]
+    over = 1 if fields and fields[0].endswith("*") else 0  # over the space quota: a grace
+    files = fields[3 + over : 6 + over]
+    if len(files) < 3:
+        return []
+    used, soft, hard = count(files[0]), count(files[1]), count(files[2])
     limit = soft or hard
     return [Left(mount, used, limit)] if limit else []

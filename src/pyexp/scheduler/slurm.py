@@ -41,8 +41,11 @@ def available() -> bool:
     return shutil.which(slurm_command("squeue")) is not None
 
 
-def run(name: str, args: list[str], timeout: float | None = None) -> str:
-    """Run a Slurm command and return its stdout; SlurmError with one line on any failure."""
+def run(
+    name: str, args: list[str], timeout: float | None = None, ok: tuple[int, ...] = (0,)
+) -> str:
+    """Run a Slurm command and return its stdout; SlurmError with one line on any failure (an
+    exit status not in ok)."""
     exe = slurm_command(name)
     timeout = slurm_timeout() if timeout is None else timeout
     try:
@@ -63,7 +66,7 @@ def run(name: str, args: list[str], timeout: float | None = None) -> str:
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         raise SlurmUncertain(f"{name} did not answer within {timeout:g} s") from None
-    if proc.returncode != 0:
+    if proc.returncode not in ok:
         message = f"{name} failed (exit {proc.returncode}): {_first_line(err or out)}"
         # "Socket timed out on send/recv": the controller may have queued the job anyway.
         raise (SlurmUncertain if _LOST_ANSWER.search(err or out) else SlurmError)(message)

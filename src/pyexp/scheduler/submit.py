@@ -41,7 +41,7 @@ from pyexp.state.atomic import scan_names, write_atomic
 from pyexp.state.guard import clear_broken
 from pyexp.state.layout import log_dir, read_ledger, state_dirs
 from pyexp.state.leases import still_holds
-from pyexp.state.ledger import Ledger, LedgerEntry, new_entry_id
+from pyexp.state.ledger import Ledger, LedgerEntry, LedgerScan, new_entry_id
 from pyexp.state.records import CompletionRecords
 from pyexp.state.settings import read_settings, remember
 from pyexp.state.store import compact_quietly
@@ -159,6 +159,22 @@ def submit_lock(path: str, timeout: float) -> Iterator[Callable[[], bool]]:
         yield lambda: still_holds(lock)
     finally:
         lock.release()
+
+
+def tidy_if_idle(
+    exp: ExperimentDescription, scan: LedgerScan, queue: QueueSnapshot | None = None
+) -> bool:
+    """Settle the arrays that left queue (squeue's word, None: unknown) and fold what exp's
+    ended tasks left (footprint.leftovers), under its submit lock, if its state folder exists
+    and no pyexp-submit holds the lock; whether it did (a read-only folder: no)."""
+    if not os.path.isdir(state_dirs(exp).root):
+        return False
+    with contextlib.suppress(SubmitBusy, OSError), submit_lock(state_dirs(exp).submit_lock, 0):
+        if queue is not None:
+            settle(exp, queue, scan)  # marks the entries it settled in scan
+        footprint.leftovers(exp, scan)
+        return True
+    return False
 
 
 def _submit_locked(

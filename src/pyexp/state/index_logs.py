@@ -132,11 +132,17 @@ def _jobs_in_headers(headers: list[str]) -> set[str]:
 
 
 TAIL_BYTES = 65536  # of a log read for its last line: training output can be large
+TAIL_LINES = 50  # of an attempt read for its last line
 
 
-def last_output_line(path: str) -> str:
-    """The last non-blank line the latest attempt in an index's log wrote, not pyexp's own
-    `=== ` lines; '' when it wrote none or the log cannot be read."""
+def last_output_line(path: str, offset: int | None = None) -> str:
+    """The last non-blank line the attempt whose header starts at offset in path wrote (offset
+    None: the latest attempt in the log), not pyexp's own `=== ` lines; '' when it wrote none or
+    the log cannot be read."""
+    if offset is not None:
+        found = attempt_at(path, offset, keep=TAIL_LINES)
+        lines = [line.strip() for line in found.tail] if found else []
+        return next((line for line in reversed(lines) if line and not _is_ours(line)), "")
     try:
         with open(path, "rb") as f:
             f.seek(max(0, os.fstat(f.fileno()).st_size - TAIL_BYTES))
@@ -148,6 +154,10 @@ def last_output_line(path: str) -> str:
         line = line.strip()
         if line.startswith(HEADER) and " index=" in line:  # a later attempt starts
             last = ""
-        elif line and not line.startswith(HEADER):
+        elif line and not _is_ours(line):
             last = line
     return last
+
+
+def _is_ours(line: str) -> bool:
+    return line.startswith(HEADER)

@@ -15,11 +15,11 @@ flock locks across nodes. Every decision below rests on create, rename or a read
   try, so filelock itself frees only a dead holder on this host (pid gone: at once); it never
   judges a marker by its age, which through a cache could look old while the holder lives.
 - complete: end(key, completed=True) replaces the marker (rename) by a tombstone, `pyexp-done
-  <time> <host>`, then releases: a contender whose cache still hides the completion record cannot
-  create the marker (the server refuses), reads the tombstone and gets DONE. Tombstones outlive
-  the caches: they are removed RETAIN_LEASES (2) durations after they were written (by the writer
-  at its release, or by anyone's release by the time they carry, allowing CLOCK_SKEW), so client
-  caches must be shorter than D. No one ever takes a tombstone over.
+  <time> <host> <D>`, then releases: a contender whose cache still hides the completion record
+  cannot create the marker (the server refuses), reads the tombstone and gets DONE. Tombstones
+  outlive the caches: they are removed RETAIN_LEASES (2) of their writer's D after they were
+  written (by the writer at its release, or by anyone's sweep by the time and D they carry,
+  allowing CLOCK_SKEW), so client caches must be shorter than D. No one takes a tombstone over.
 - take over (holder elsewhere, or a marker left empty or garbage): once this contender has seen
   the marker's content, its info's content and its mtime (each read after open) unchanged for
   the marker's D on its own monotonic clock; the live holder's beats change the info's content,
@@ -73,6 +73,7 @@ _MARKER_LIMIT = 4096
 TOMBSTONE = b"pyexp-done "  # a completed key's marker content, kept RETAIN_LEASES durations
 RETAIN_LEASES = 2.0  # tombstones outlive every client cache the design assumes (<= 1 duration)
 CLOCK_SKEW = 60.0  # seconds by which nodes' wall clocks may differ (tombstones carry their time)
+LEGACY_RETAIN = 86400.0  # a tombstone that carries no lease duration (older pyexp) is kept a day
 DONE: Final = "done"  # try_take's answer for a key whose marker says it was completed
 
 
@@ -198,7 +199,7 @@ class IndexLeases:
         # Not checked against a loss first: the record is written, so the tombstone is true
         # even over a taker's marker (whose holder then learns it lost the lease). Not synced:
         # after a server crash the synced record is the fact, visible once caches expire.
-        body = TOMBSTONE + f"{time.time():.3f} {socket.gethostname()}\n".encode()
+        body = TOMBSTONE + f"{time.time():.3f} {socket.gethostname()} {self.duration:g}\n".encode()
         try:
             write_atomic(self.path(key), body, sync=False)
             self._tombstones[key] = (body, time.monotonic())
@@ -231,7 +232,7 @@ class IndexLeases:
                 del self._tombstones[key]
         if self._made_folder:
             with contextlib.suppress(OSError):
-                sweep_tombstones(self.folder, retain + CLOCK_SKEW)
+                sweep_tombstones(self.folder)
 
     def _acquire(self, key: str, duration: float) -> SoftFileLease | None:
         # A fresh lock object each try: filelock itself then frees only a dead holder on this
@@ -534,17 +535,29 @@ def _tombstone_time(body: bytes | None) -> float | None:
         return 0.0  # damaged: as old as can be
 
 
-def sweep_tombstones(folder: str, older_than: float) -> int:
-    """Remove the tombstones in folder written more than older_than seconds ago (by the time
-    they carry, read after open; the listing's mtime only preselects); how many."""
-    before = time.time() - older_than
+def _tombstone_due(body: bytes | None) -> float | None:
+    """When a tombstone may go (writer's clock): RETAIN_LEASES of the duration it carries plus
+    CLOCK_SKEW after its time; without a duration (older pyexp) LEGACY_RETAIN; None: not one."""
+    written = _tombstone_time(body)
+    if written is None or body is None:
+        return None
+    try:
+        return written + RETAIN_LEASES * float(body[len(TOMBSTONE) :].split()[2]) + CLOCK_SKEW
+    except (ValueError, IndexError):
+        return written + LEGACY_RETAIN
+
+
+def sweep_tombstones(folder: str) -> int:
+    """Remove the tombstones in folder that are due, each by the time and lease duration it
+    carries (read after open; the listing's mtime only preselects); how many."""
+    now = time.time()
     with os.scandir(folder) as it:
-        old = [e.path for e in it if e.name.endswith(SUFFIX) and entry_mtime(e) < before]
+        old = [e.path for e in it if e.name.endswith(SUFFIX) and entry_mtime(e) < now - CLOCK_SKEW]
     removed = 0
     for path in old:
         with contextlib.suppress(OSError):
             body = _read_bytes(path)
-            written = _tombstone_time(body)
-            if written is not None and written < before:
+            due = _tombstone_due(body)
+            if due is not None and due < now:
                 removed += _move_aside(path, body)
     return removed

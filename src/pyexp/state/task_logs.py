@@ -6,9 +6,13 @@ kept open, each attempt starting with its `=== ... pyexp-run index=...` header. 
 `<tag>.idx` holds one line per attempt, `<key> <index> <log file> <byte offset>`, so that the
 attempts of a record key (parameters and run, not an index number) are found by reading the
 small `.idx` files, never by scanning logs. Files per running task: its slots' logs and one
-index; per index: none. A runner that ends closes its .idx with an `end` line; the next writer
-at rest (pyexp-submit, under its lock) folds ended tasks' files, and the .out/.err files of
-settled arrays, into one `archive-<id>.log` with its `archive-<id>.idx` (fold()).
+index; per index: none. The .idx starts with `runner <host id> <pid>:<start>` (the process that
+writes it) and a runner that ends closes it with an `end` line; the next writer at rest
+(pyexp-submit or pyexp-status, under the submit lock) folds the files of ended tasks (an `end`
+line, a settled array, or a runner of this host whose process is gone: killed with -9), and the
+.out/.err files of settled arrays, into one `archive-<id>.log` with its `archive-<id>.idx`
+(fold()). Once MAX_ARCHIVES archives exist, the next fold merges all but the largest into its
+own, so archives stay few however often a sweep is resubmitted.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ import uuid
 from dataclasses import dataclass
 
 from pyexp.state.atomic import write_atomic
+from pyexp.state.leases import _dead_here, _host_id, _pid_start
 
 TASKS = "tasks"
 ARCHIVE = "archive-"
 END = b"end\n"  # the last line of an ended task's .idx
+RUNNER = b"runner "  # the first line of a task's .idx: the host id, pid and start of its writer
+MAX_ARCHIVES = 4  # archive pairs kept before a fold merges them
 ARCHIVED = "=== pyexp archived "  # starts an array task's .out/.err file in an archive
 
 
@@ -64,6 +71,8 @@ class TaskLog:
             path_idx = os.path.join(self.folder, f"{self.tag}.idx")
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
             self._idx = os.open(path_idx, flags, 0o644)
+            pid = os.getpid()
+            os.write(self._idx, RUNNER + f"{_host_id()} {pid}:{_pid_start(pid)}\n".encode())
         line = f"{key} {index} {os.path.basename(path)} {offset}\n".encode()
         while line:
             line = line[os.write(self._idx, line) :]
@@ -134,7 +143,8 @@ def fold(folder: str, ended_jobs: set[str], outputs: list[str]) -> int:
         return 0
     os.makedirs(tasks, exist_ok=True)
     name = f"{ARCHIVE}{uuid.uuid4().hex[:12]}"
-    lines, folded = _write_archive(tasks, name, ended, outputs)
+    merged = _to_merge(tasks, [n for n in names if n.startswith(ARCHIVE) and n.endswith(".idx")])
+    lines, folded = _write_archive(tasks, name, merged + ended, outputs)
     write_atomic(os.path.join(tasks, f"{name}.idx"), "".join(lines))
     for path in folded:
         with contextlib.suppress(OSError):
@@ -142,15 +152,41 @@ def fold(folder: str, ended_jobs: set[str], outputs: list[str]) -> int:
     return len(folded)
 
 
+def _to_merge(tasks: str, archives: list[str]) -> list[str]:
+    """The archive .idx files to merge into the next archive, oldest first: all but the one with
+    the largest log once there are MAX_ARCHIVES, else none."""
+    if len(archives) < MAX_ARCHIVES:
+        return []
+    sizes = {}
+    for idx in archives:
+        with contextlib.suppress(OSError):
+            log = os.stat(os.path.join(tasks, idx[: -len(".idx")] + ".log"))
+            sizes[idx] = (log.st_size, log.st_mtime)
+    largest = max(sizes, key=lambda n: sizes[n][0], default=None)
+    return sorted((n for n in sizes if n != largest), key=lambda n: sizes[n][1])
+
+
 def _ended(idx: str, ended_jobs: set[str]) -> bool:
+    """Whether the task of idx ended: its array job in ended_jobs, its `end` line, or its runner
+    a process of this host (and pid namespace) that is gone."""
     if os.path.basename(idx).split("_")[0] in ended_jobs:
         return True
     try:
         with open(idx, "rb") as f:
+            first = f.readline()
             f.seek(max(0, os.fstat(f.fileno()).st_size - len(END)))
-            return f.read() == END
+            return f.read() == END or _runner_gone(first)
     except OSError:
         return False
+
+
+def _runner_gone(line: bytes) -> bool:
+    """Whether an .idx's runner line names a process of this host that is gone."""
+    parts = line[len(RUNNER) :].decode(errors="replace").split()
+    if not line.startswith(RUNNER) or len(parts) != 2 or not parts[1].split(":")[0].isdigit():
+        return False
+    pid, _, start = parts[1].partition(":")
+    return _dead_here({"host_id": parts[0], "pid": int(pid), "pid_start": start})
 
 
 def _write_archive(tasks: str, name: str, idxs: list[str], outputs: list[str]):
@@ -162,6 +198,8 @@ def _write_archive(tasks: str, name: str, idxs: list[str], outputs: list[str]):
     with open(tmp, "wb") as out:
         for idx in idxs:
             entries, logs = _read_idx(os.path.join(tasks, idx))
+            if idx.startswith(ARCHIVE):  # an archive merged: its log whole, lines rebased
+                logs = [idx[: -len(".idx")] + ".log"]
             base = {}
             for log in logs:
                 base[log] = out.tell()
