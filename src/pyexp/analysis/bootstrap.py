@@ -49,6 +49,22 @@ def rankResults(
 ) -> list[Ranked]:
     """getBest with uncertainty: every result with data, best first (prefer 'big' or 'small'),
     each with its bootstrap interval and whether it cannot be told from the best."""
+    ranked = rankedWithData(results, prefer, steps, percent, confidence, samples, seed)
+    if not ranked:
+        raise ResultsError("rank: no setting has data; have the runs saved it?")
+    return ranked
+
+
+def rankedWithData(
+    results: Iterable[ResultLike],
+    prefer: str,
+    steps: int | None,
+    percent: float | None,
+    confidence: float,
+    samples: int,
+    seed: int,
+) -> list[Ranked]:
+    """rankResults, empty where no result has data (getBest says so in its own words)."""
     import numpy as np  # lazy: importing pyexp stays numpy-free
 
     _checkWindow(steps, percent)
@@ -83,6 +99,8 @@ def rankFrame(
         if scores.size:
             scored.append((dict(zip(names, key, strict=True)), scores))
     ranked = _rank(np, scored, prefer, confidence, samples, seed)
+    if not ranked:
+        raise ResultsError("rank: no setting has data; have the runs saved it?")
     rows = [{**r.result, "runs": r.runs, "mean": r.mean, "low": r.low, "high": r.high,
              "tied": r.tied} for r in ranked]  # fmt: skip
     return pd.DataFrame(rows, columns=[*names, "runs", "mean", "low", "high", "tied"])
@@ -153,7 +171,7 @@ def _rank(
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     if not scored:
-        raise ResultsError("rank: no setting has data; have the runs saved it?")
+        return []
     rng = np.random.default_rng(seed)
     boots = [_boot(np, s, samples, rng) for _, s in scored]
     means = np.array([s.mean() for _, s in scored])
