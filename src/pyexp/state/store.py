@@ -161,7 +161,8 @@ def _index_of(buffer: bytes, where: str) -> list | None:
     if found is None:
         return None
     offset, length = found
-    return _parse_index(memoryview(buffer)[offset : offset + length], tail[3])
+    index = _parse_index(memoryview(buffer)[offset : offset + length], tail[3])
+    return None if index is None else _entries(index, index["records"])
 
 
 def _index_body(tail: tuple, size: int, where: str) -> tuple[int, int] | None:
@@ -177,14 +178,15 @@ def _index_body(tail: tuple, size: int, where: str) -> tuple[int, int] | None:
     return offset, length
 
 
-def _parse_index(body: memoryview, crc: int) -> list | None:
-    if zlib.crc32(body) != crc:
-        return None
-    index = json.loads(bytes(body))
+def _parse_index(body: memoryview, crc: int) -> dict | None:
+    return json.loads(bytes(body)) if zlib.crc32(body) == crc else None
+
+
+def _entries(index: dict, rows: list) -> list[tuple[int, int, dict]]:
+    """(offset, length, meta) of the index's rows."""
     params, metrics = index["params"], index["metrics"]
     return [
-        (offset, length, _meta(meta, params, p, metrics, m))
-        for offset, length, p, m, meta in index["records"]
+        (offset, length, _meta(meta, params, p, metrics, m)) for offset, length, p, m, meta in rows
     ]
 
 
@@ -197,7 +199,7 @@ def _meta(meta: dict, params: list, p: int, metrics: list, m: int) -> dict:
     return meta
 
 
-def _read_index(f: BinaryIO) -> list | None:
+def _read_index(f: BinaryIO) -> dict | None:
     """The index of an open file (two reads); None if it has no valid one."""
     size = os.fstat(f.fileno()).st_size
     if size < _TAIL.size:
@@ -212,17 +214,11 @@ def _read_index(f: BinaryIO) -> list | None:
     return _parse_index(memoryview(body), tail[3]) if len(body) == found[1] else None
 
 
-def _read_selected(f: BinaryIO, index: list, match: Callable[[dict], bool]) -> list[Record] | None:
-    """The records index lists whose params match accepts: one read per run of adjacent ones;
-    None if one of them is damaged."""
-    verdicts: dict[int, bool] = {}  # per params object of the index: a setting is asked once
-    chosen = []
-    for entry in index:
-        params = entry[2].get("params")
-        if params is not None and id(params) not in verdicts:
-            verdicts[id(params)] = match(params)
-        if params is not None and verdicts[id(params)]:
-            chosen.append(entry)
+def _read_selected(f: BinaryIO, index: dict, match: Callable[[dict], bool]) -> list[Record] | None:
+    """The records index lists whose params match accepts (asked once per setting): one read per
+    run of adjacent ones; None if one of them is damaged."""
+    verdicts = [match(params) for params in index["params"]]
+    chosen = _entries(index, [row for row in index["records"] if row[2] >= 0 and verdicts[row[2]]])
     out: list[Record] = []
     for run in _adjacent(chosen):
         start, stop = run[0][0], run[-1][0] + run[-1][1]
