@@ -514,6 +514,8 @@ def test_load_frame_columns_numbers_strings_and_absent_parameters(project):
     assert sorted(frame["opt.lr"].dropna().tolist()) == [0.1, 0.1, 1, 1]
     assert frame["opt.lr"].isna().sum() == 2 and frame["opt.kind"].isna().sum() == 4
     assert len(frame[frame.agent == "b"]) == 3
+    ranked = pyexp.rankFrame(frame, "final", prefer="big")  # categories group as values do
+    assert len(ranked) == 6 and ranked.tied.all()
 
 
 def test_load_frame_with_polars_builds_the_same_table(project):

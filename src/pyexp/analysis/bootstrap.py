@@ -90,7 +90,11 @@ def rankFrame(
     _checkWindow(steps, percent)
     names = [c for c in frame.columns if c not in ("run", "step", metric)]
     per_run = _windowed(frame, metric, names, steps, percent)
-    groups = per_run.groupby(names, dropna=False, sort=False) if names else [((), per_run)]
+    groups = (
+        per_run.groupby(names, dropna=False, sort=False, observed=True)
+        if names
+        else [((), per_run)]
+    )
     scored = []
     for key, group in groups:
         key = key if isinstance(key, tuple) else (key,)
@@ -111,7 +115,7 @@ def _windowed(frame: Any, metric: str, names: list[str], steps: Any, percent: An
     keys = [*names, "run"]
     if "step" not in frame.columns:
         return frame[[*keys, metric]]
-    length = frame.groupby(keys, dropna=False)["step"].transform("max") + 1
+    length = frame.groupby(keys, dropna=False, observed=True)["step"].transform("max") + 1
     if steps is not None:
         start = length - steps
     elif percent is not None:
@@ -119,7 +123,9 @@ def _windowed(frame: Any, metric: str, names: list[str], steps: Any, percent: An
     else:
         start = 0
     inside = frame[frame["step"] >= start]
-    return inside.groupby(keys, dropna=False, sort=False)[metric].mean().reset_index()
+    return (
+        inside.groupby(keys, dropna=False, sort=False, observed=True)[metric].mean().reset_index()
+    )
 
 
 def runScores(result: ResultLike, steps: int | None, percent: float | None) -> Any:
