@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -576,3 +577,24 @@ def test_store_only_submits_params_too_long_for_a_folder_and_a_save_path_is_stil
     exp = pyexp.loadExperiment(str(path))
     assert list(pyexp.loadFrame(exp, "final").final) == [2.5, 2.5]
     assert not (project.root / "results").exists()
+
+
+# --- scripts/bench_store.py: the same frame from .npy files; metadata calls per load ---------
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace not installed")
+def test_loading_the_store_makes_as_many_metadata_calls_for_ten_times_the_runs(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import bench_store
+
+    calls = {}
+    for total in (200, 2000):
+        root = tmp_path / str(total)
+        written = bench_store.write_all(root, total, 5)  # checks the .npy way's frame is equal
+        assert written["pyexp store"][0].startswith("1 ")  # one merged file
+        calls[total] = [
+            bench_store.metadata_calls(way, root, total // 100, False, tmp_path)
+            for way in ("pyexp store", "one .npy per index")
+        ]
+    assert calls[200][0] == calls[2000][0] < 50, calls  # the store: bounded, whatever the runs
+    assert calls[2000][1] >= 2000 * 3, calls  # one .npy per index: a few per file
