@@ -2,6 +2,7 @@
 store (when it is installed in this Python: pip install PyExpUtils-andnp==8.1.2).
 
     python scripts/bench_store.py [--runs-total 10000] [--steps 1000] [--folder DIR] [--no-sshfs]
+                                  [--sshfs-delay SECONDS]
 
 Writes RUNS runs of STEPS-step float64 curves each way (100 permutations of two parameters,
 RUNS/100 runs each), checks that the .npy way builds the same DataFrame as loadFrame, then
@@ -12,7 +13,8 @@ a fresh Python process:
 - local disk, cold: each file's cached pages dropped first (posix_fadvise DONTNEED);
 - sshfs, cold: a fresh sshfs mount of the folder (tests/nfs_share.py: SFTP over a socket pair to
   a local sftp-server, in its own mount namespace; needs root, FUSE, sshfs), so every open,
-  stat and directory read is a round trip, as on NFS or Lustre with cold caches.
+  stat and directory read is a round trip, as on NFS or Lustre with cold caches (--sshfs-delay:
+  each request held that long, a slower server).
 and the metadata calls of each load (strace -f -y -e trace=%file,getdents64: the calls that name
 a path under the benchmark folder; needs strace). pyexp's store is written as pyexp-run writes
 it: one shard per task of 100 indices, each index's record appended and fsynced before its
@@ -221,9 +223,10 @@ def metadata_calls(way: str, root: Path, runs: int, one: bool, scratch: Path) ->
     return sum(calls_naming(str(trace), (str(root) + "/",)).values())
 
 
-def sshfs_load(share, way: str, runs: int, one: bool) -> dict | None:
+def sshfs_load(share, way: str, runs: int, one: bool, delay: float) -> dict | None:
     """One load on a fresh sshfs mount of the share (cold caches); None if it cannot mount."""
-    node = share.node("bench", child_argv(way, share.mount, runs, one), dict(os.environ))
+    argv = child_argv(way, share.mount, runs, one)
+    node = share.node("bench", argv, dict(os.environ), delay=delay)
     code, out, err = node.wait(timeout=1800)
     if code == nfs_share.NO_MOUNT:
         return None
@@ -258,7 +261,7 @@ def write_all(root: Path, runs_total: int, steps: int) -> dict:
     return written
 
 
-def measure(way: str, root: Path, runs: int, share, scratch: Path) -> dict:
+def measure(way: str, root: Path, runs: int, share, scratch: Path, delay: float) -> dict:
     """Per condition, (load all, load one setting) seconds; and the metadata calls of each."""
     out: dict = {}
     for one in (False, True):
@@ -267,7 +270,7 @@ def measure(way: str, root: Path, runs: int, share, scratch: Path) -> dict:
         drop_cached(root)
         out.setdefault("local disk, cold", []).append(run_load(way, root, runs, one)["seconds"])
         if share is not None:
-            got = sshfs_load(share, way, runs, one)
+            got = sshfs_load(share, way, runs, one, delay)
             out.setdefault("sshfs, cold (fresh mount)", []).append(got and got["seconds"])
         out.setdefault("metadata calls", []).append(metadata_calls(way, root, runs, one, scratch))
     return out
@@ -281,6 +284,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--folder", help="where to write (default: a temporary folder)")
     p.add_argument("--no-sshfs", action="store_true", help="skip the loads on sshfs")
+    p.add_argument("--sshfs-delay", type=float, default=0.0, help="seconds each SFTP request waits")
     args = p.parse_args()
     scratch = Path(args.folder or tempfile.mkdtemp(prefix="pyexp-bench-store-"))
     scratch.mkdir(parents=True, exist_ok=True)
@@ -289,11 +293,14 @@ def main() -> None:
     root = share.server if share else scratch / "data"
     written = write_all(root, args.runs_total, args.steps)
     runs = args.runs_total // 100
-    measured = {way: measure(way, root, runs, share, scratch) for way in written}
+    delay = args.sshfs_delay
+    measured = {way: measure(way, root, runs, share, scratch, delay) for way in written}
     print(f"{args.runs_total} runs of {args.steps} steps ({runs} runs x 100 settings) in {root}")
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}; load: {os.getloadavg()}")
     if why:
         print(f"sshfs: not measured ({why})")
+    elif delay:
+        print(f"sshfs: each SFTP request held {delay * 1e3:g} ms")
     print("| way | files on disk | write per run | metadata calls: all / one |")
     print("|---|---:|---:|---:|")
     for way, (files, seconds) in written.items():
