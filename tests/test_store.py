@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -433,3 +434,167 @@ def test_a_failed_append_is_cut_off_so_later_records_stay_readable(tmp_path, mon
     monkeypatch.setattr(store, "_write_all", whole)
     writer.append(encode({"key": "k-2", "time": 2}, b"c"))
     assert sorted(latest(str(tmp_path))) == ["k-0", "k-2"]
+
+
+# --- indexed files: one setting reads only what it needs; loadFrame's columns -------------
+
+
+def _bytes_read() -> int:
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+
+
+def _store_of_curves(folder: str, settings: int, runs: int, steps: int, seal: bool) -> None:
+    """settings x runs records of steps-long float64 curves, one shard per run."""
+    from pyexp.state.records import record_key
+    from pyexp.state.store import Record, fold
+
+    for run in range(runs):
+        writer = ShardWriter(folder)
+        for s in range(settings):
+            params = {"alpha": float(s), "name": f"s{s % 3}"}
+            staged = Record({"name": "returns", "dtype": "<f8", "shape": [steps]},
+                            memoryview(np.full(steps, s + run / 10)).cast("B"))  # fmt: skip
+            meta = {"key": record_key(params, run), "params": params, "run": run, "time": 0}
+            writer.append(fold([staged], meta, "test"))
+        if seal:
+            writer.seal()
+
+
+def test_one_setting_of_an_indexed_store_reads_its_records_and_the_index_only(tmp_path):
+    folder = str(tmp_path)
+    _store_of_curves(folder, settings=50, runs=4, steps=1000, seal=True)
+    assert compact(folder) == 4
+    (merged,) = shard_names(folder)
+    size = os.path.getsize(os.path.join(folder, SHARDS, merged))
+    before = _bytes_read()
+    one = latest(folder, match=lambda params: params["alpha"] == 7.0)
+    spent = _bytes_read() - before
+    assert sorted(r.meta["run"] for r in one.values()) == [0, 1, 2, 3]
+    assert [float(np.frombuffer(r.data, "<f8")[0]) for r in one.values()] == [7.0, 7.1, 7.2, 7.3]
+    assert spent < size / 10  # 4 of 200 records (32 KB) and the index, not the 1.6 MB file
+    assert len(latest(folder)) == 200  # and the whole file still reads
+
+
+def test_a_sealed_shard_is_indexed_an_open_one_is_scanned_and_both_filter_alike(tmp_path):
+    sealed, open_ = tmp_path / "sealed", tmp_path / "open"
+    _store_of_curves(str(sealed), settings=6, runs=2, steps=3, seal=True)
+    _store_of_curves(str(open_), settings=6, runs=2, steps=3, seal=False)
+    match = lambda params: params["name"] == "s1"  # noqa: E731
+    got = [sorted(latest(str(f), match=match)) for f in (sealed, open_)]
+    assert got[0] == got[1] and len(got[0]) == 4
+    path = os.path.join(sealed, SHARDS, shard_names(str(sealed))[0])
+    with open(path, "rb") as f:
+        from pyexp.state.store import decode
+
+        assert len(list(decode(f.read(), path))) == 6  # a format-1 reader stops at the index
+
+
+def test_a_damaged_record_behind_an_index_is_read_the_slow_way(tmp_path):
+    folder = str(tmp_path)
+    _store_of_curves(folder, settings=4, runs=1, steps=100, seal=True)
+    (name,) = shard_names(folder)
+    path = os.path.join(folder, SHARDS, name)
+    third = Path(path).read_bytes().split(b"PXR")[1:3]  # the first two records, headless
+    with open(path, "r+b") as f:  # a flipped byte in the third record's data
+        f.seek(sum(len(r) + 3 for r in third) + 900)
+        f.write(b"\xff")
+    assert len(read_file(path)) == 2  # as a scan sees it: every record before the damage
+    assert len(read_file(path, match=lambda params: True)) == 2
+
+
+def test_load_frame_columns_numbers_strings_and_absent_parameters(project):
+    path = project.experiment(
+        "mixed", {"agent": ["a", "b"], "opt": {"$choice": [{"lr": [0.1, 1]}, {"kind": "x"}]}}
+    )
+    body = "import pyexp\npyexp.save('final', 1.0)\n"
+    assert project.run(path, "--indices", "0-5", "--command", saver(project, body)).returncode == 0
+    exp = project.load(path)
+    frame = pyexp.loadFrame(exp, "final")
+    assert len(frame) == 6 and frame["agent"].dtype == "category"
+    assert sorted(frame["opt.lr"].dropna().tolist()) == [0.1, 0.1, 1, 1]
+    assert frame["opt.lr"].isna().sum() == 2 and frame["opt.kind"].isna().sum() == 4
+    assert len(frame[frame.agent == "b"]) == 3
+    ranked = pyexp.rankFrame(frame, "final", prefer="big")  # categories group as values do
+    assert len(ranked) == 6 and ranked.tied.all()
+
+
+def test_load_frame_with_polars_builds_the_same_table(project):
+    pl = pytest.importorskip("polars")
+    path = sweep(project)
+    assert project.run(path, "--indices", "0-7", "--command", saver(project)).returncode == 0
+    exp = project.load(path)
+    pandas_frame = pyexp.loadFrame(exp, "returns")
+    polars_frame = pyexp.loadFrame(exp, "returns", backend="polars")
+    assert isinstance(polars_frame, pl.DataFrame)
+    assert polars_frame.columns == list(pandas_frame.columns)
+    for name in pandas_frame.columns:  # column by column (to_pandas would need pyarrow)
+        assert list(polars_frame[name]) == list(pandas_frame[name]), name
+    with pytest.raises(ValueError, match="backend must be one of"):
+        pyexp.loadFrame(exp, "returns", backend="arrow")
+
+
+# --- getBest with a confidence interval ---------------------------------------------------
+
+
+def test_get_best_with_ci_names_the_settings_it_cannot_tell_from_the_best(project):
+    _, exp = noisy(project)
+    plain = pyexp.getBest(pyexp.loadResults(exp, "loss"), prefer="small", percent=0.5)
+    assert not hasattr(plain, "tied")  # unchanged without ci
+    best = pyexp.getBest(
+        pyexp.loadResults(exp, "loss"), prefer="small", percent=0.5, ci=0.95, bootstrap=5000
+    )
+    again = pyexp.getBest(
+        pyexp.loadResults(exp, "loss"), prefer="small", percent=0.5, ci=0.95, bootstrap=5000
+    )
+    assert best.params == plain.params and best.params["alpha"] in (0.1, 0.2)
+    other = {0.1: 0.2, 0.2: 0.1}[best.params["alpha"]]
+    assert [r.params["alpha"] for r in best.tied] == [other]  # 0.9 is told apart
+    assert best.interval == again.interval and best.interval[0] <= best.interval[1]
+    assert [r.result.params["alpha"] for r in best.ranking][-1] == 0.9
+    with pytest.raises(ValueError, match="not by a comparator"):
+        pyexp.getBest(pyexp.loadResults(exp, "loss"), comparator=lambda a, b: a < b, ci=0.9)
+
+
+# --- store_only: {params} too long for a folder is fine when no folder is made -------------
+
+
+def test_store_only_submits_params_too_long_for_a_folder_and_a_save_path_is_still_refused(
+    project,
+):
+    long = ["x" * 200, "y" * 200]
+    path = project.experiment("long", {"a": long, "b": "z" * 100})  # {params}: 307 bytes
+    submit = [sys.executable, "-m", "pyexp.cli.submit", str(path), "--runs", "1", "--local"]
+    submit += ["--cluster", "local"]
+    cmd = ["--command", saver(project, "import pyexp\npyexp.save('final', 2.5)\n")]
+    refused = subprocess.run([*submit, *cmd], env=project.env, capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert "exceeds the filesystem's 255" in refused.stderr and "store_only" in refused.stderr
+    config = {"state_path": "state", "log_path": "logs", "store_only": True}
+    project.config.write_text(__import__("json").dumps(config))
+    done = subprocess.run([*submit, *cmd], env=project.env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    exp = pyexp.loadExperiment(str(path))
+    assert list(pyexp.loadFrame(exp, "final").final) == [2.5, 2.5]
+    assert not (project.root / "results").exists()
+
+
+# --- scripts/bench_store.py: the same frame from .npy files; metadata calls per load ---------
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace not installed")
+def test_loading_the_store_makes_as_many_metadata_calls_for_ten_times_the_runs(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import bench_store
+
+    calls = {}
+    for total in (200, 2000):
+        root = tmp_path / str(total)
+        written = bench_store.write_all(root, total, 5)  # checks the .npy way's frame is equal
+        assert written["pyexp store"][0].startswith("1 ")  # one merged file
+        calls[total] = [
+            bench_store.metadata_calls(way, root, total // 100, False, tmp_path)
+            for way in ("pyexp store", "one .npy per index")
+        ]
+    assert calls[200][0] == calls[2000][0] < 50, calls  # the store: bounded, whatever the runs
+    assert calls[2000][1] >= 2000 * 3, calls  # one .npy per index: a few per file

@@ -24,6 +24,7 @@ DEFAULTS = {
     "command": None,
     "keep_checkpoints": False,  # keep an index's checkpoint folder once it is done
     "max_log_bytes": 10_000_000,  # of each attempt's output kept in its log (head and tail)
+    "store_only": False,  # results go only to the results store: no folder from save_path
 }
 _PATH_KEYS = ("log_path", "state_path", "experiment_directory")
 
@@ -41,6 +42,7 @@ class Config:
     source: str | None  # the config.json read, or None for defaults
     keep_checkpoints: bool = False
     max_log_bytes: int = 10_000_000
+    store_only: bool = False
 
 
 def find_config_file(start: str, first: str | None = None) -> str | None:
@@ -91,11 +93,9 @@ def load_config(path: str | None, cwd: str | None = None) -> Config:
         raise ConfigError(f"{path}: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
     merged = {**DEFAULTS, **raw}
     for key, value in merged.items():
-        if key == "keep_checkpoints":
+        if key in ("keep_checkpoints", "store_only"):
             if not isinstance(value, bool):
-                raise ConfigError(
-                    f"{path}: 'keep_checkpoints' must be true or false, got {value!r}"
-                )
+                raise ConfigError(f"{path}: '{key}' must be true or false, got {value!r}")
         elif key == "max_log_bytes":
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(
@@ -113,6 +113,7 @@ def load_config(path: str | None, cwd: str | None = None) -> Config:
         source=path,
         keep_checkpoints=merged["keep_checkpoints"],
         max_log_bytes=merged["max_log_bytes"],
+        store_only=merged["store_only"],
         **resolved,
     )
 

@@ -49,6 +49,22 @@ def rankResults(
 ) -> list[Ranked]:
     """getBest with uncertainty: every result with data, best first (prefer 'big' or 'small'),
     each with its bootstrap interval and whether it cannot be told from the best."""
+    ranked = rankedWithData(results, prefer, steps, percent, confidence, samples, seed)
+    if not ranked:
+        raise ResultsError("rank: no setting has data; have the runs saved it?")
+    return ranked
+
+
+def rankedWithData(
+    results: Iterable[ResultLike],
+    prefer: str,
+    steps: int | None,
+    percent: float | None,
+    confidence: float,
+    samples: int,
+    seed: int,
+) -> list[Ranked]:
+    """rankResults, empty where no result has data (getBest says so in its own words)."""
     import numpy as np  # lazy: importing pyexp stays numpy-free
 
     _checkWindow(steps, percent)
@@ -74,7 +90,11 @@ def rankFrame(
     _checkWindow(steps, percent)
     names = [c for c in frame.columns if c not in ("run", "step", metric)]
     per_run = _windowed(frame, metric, names, steps, percent)
-    groups = per_run.groupby(names, dropna=False, sort=False) if names else [((), per_run)]
+    groups = (
+        per_run.groupby(names, dropna=False, sort=False, observed=True)
+        if names
+        else [((), per_run)]
+    )
     scored = []
     for key, group in groups:
         key = key if isinstance(key, tuple) else (key,)
@@ -83,6 +103,8 @@ def rankFrame(
         if scores.size:
             scored.append((dict(zip(names, key, strict=True)), scores))
     ranked = _rank(np, scored, prefer, confidence, samples, seed)
+    if not ranked:
+        raise ResultsError("rank: no setting has data; have the runs saved it?")
     rows = [{**r.result, "runs": r.runs, "mean": r.mean, "low": r.low, "high": r.high,
              "tied": r.tied} for r in ranked]  # fmt: skip
     return pd.DataFrame(rows, columns=[*names, "runs", "mean", "low", "high", "tied"])
@@ -93,7 +115,7 @@ def _windowed(frame: Any, metric: str, names: list[str], steps: Any, percent: An
     keys = [*names, "run"]
     if "step" not in frame.columns:
         return frame[[*keys, metric]]
-    length = frame.groupby(keys, dropna=False)["step"].transform("max") + 1
+    length = frame.groupby(keys, dropna=False, observed=True)["step"].transform("max") + 1
     if steps is not None:
         start = length - steps
     elif percent is not None:
@@ -101,7 +123,9 @@ def _windowed(frame: Any, metric: str, names: list[str], steps: Any, percent: An
     else:
         start = 0
     inside = frame[frame["step"] >= start]
-    return inside.groupby(keys, dropna=False, sort=False)[metric].mean().reset_index()
+    return (
+        inside.groupby(keys, dropna=False, sort=False, observed=True)[metric].mean().reset_index()
+    )
 
 
 def runScores(result: ResultLike, steps: int | None, percent: float | None) -> Any:
@@ -153,7 +177,7 @@ def _rank(
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     if not scored:
-        raise ResultsError("rank: no setting has data; have the runs saved it?")
+        return []
     rng = np.random.default_rng(seed)
     boots = [_boot(np, s, samples, rng) for _, s in scored]
     means = np.array([s.mean() for _, s in scored])

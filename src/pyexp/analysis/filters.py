@@ -146,6 +146,9 @@ def getBest(
     percent: float | None = None,
     comparator: Callable[[float, float], bool] | None = None,
     prefer: str | None = None,
+    ci: float | None = None,
+    bootstrap: int = 2000,
+    seed: int = 0,
 ) -> ResultLike:
     """The permutation whose mean over runs, inside the window, wins `comparator(candidate, best)`.
 
@@ -154,13 +157,47 @@ def getBest(
     mean curve, or the last ceil(percent * length) (at least one), or all of it. Missing results,
     empty data and NaN means are skipped; ties keep the earlier one. ResultsError if no result
     has data.
+
+    With `ci` (a confidence, e.g. 0.95) the pick is rankResults' best (the mean over runs of each
+    run's windowed mean), and the result returned carries `.interval` (its seeded bootstrap
+    interval, `bootstrap` resamples from `seed`), `.tied` (the other results that cannot be told
+    from it at that confidence) and `.ranking` (rankResults' list, best first).
     """
     _checkWindow(steps, percent)
     better = _comparator(comparator, prefer)
     looked: list[ResultLike] = []
+    if ci is not None:
+        return _bestWithin(_remembered(results, looked), looked, steps, percent, comparator,
+                           prefer, ci, bootstrap, seed)  # fmt: skip
     best = _pickBest(_remembered(results, looked), steps, percent, better)
     if best is None:
         raise ResultsError(_nothingLoaded(looked))
+    return best
+
+
+def _bestWithin(
+    results: Iterable[ResultLike],
+    looked: list[ResultLike],
+    steps: int | None,
+    percent: float | None,
+    comparator: Callable[[float, float], bool] | None,
+    prefer: str | None,
+    ci: float,
+    bootstrap: int,
+    seed: int,
+) -> ResultLike:
+    """getBest with ci: rankResults' best, annotated with its interval and the settings tied."""
+    from pyexp.analysis.bootstrap import rankedWithData  # lazy: it imports this module
+
+    if comparator is not None:
+        raise ValueError("getBest(ci=...) ranks by prefer='big' or 'small', not by a comparator")
+    ranked = rankedWithData(results, prefer or "small", steps, percent, ci, bootstrap, seed)
+    if not ranked:
+        raise ResultsError(_nothingLoaded(looked))
+    best = ranked[0].result
+    best.interval = (ranked[0].low, ranked[0].high)
+    best.tied = [r.result for r in ranked[1:] if r.tied]
+    best.ranking = ranked
     return best
 
 

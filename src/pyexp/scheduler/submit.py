@@ -223,7 +223,8 @@ def _submit_locked(
     done.limits = backend.limits()
     done.plan = _plan(exp, opts, standing, missing, done.limits, scan.entries)
     tasks = sum(p.task_count for p in done.plans)
-    done.files = quota.estimate(done.submitted, tasks, exp.config.save_path)
+    save_path = "" if exp.config.store_only else exp.config.save_path  # "": no results folders
+    done.files = quota.estimate(done.submitted, tasks, save_path)
     if not (opts.dry_run or opts.yes):
         paths = [exp.config.state_path, done.logs, root]
         if over := quota.refusal(where, done.files, quota.files_left(paths, slurm.run)):
@@ -332,15 +333,21 @@ def check_runnable(
 ) -> list[str]:
     """Refuse, before anything is submitted, a command or save paths the tasks would fail on or
     share (of a huge sweep, the first CHECKED_PERMUTATIONS permutations); the warnings worth a
-    line (runs > 1 with no {run} in the save path)."""
+    line (runs > 1 with no {run} in the save path). With store_only no folder is made from the
+    save path, so it is not checked."""
     CommandTemplate(command)
+    if exp.config.store_only:
+        return []
     n, owner = exp.numPermutations(), {}
     # run 0 of each: the run cannot make it invalid
     for p in islice(permutations_of(_as_set(indices), n), CHECKED_PERMUTATIONS):
         try:
             path = exp.interpolateSavePath(p)
         except SavePathError as e:
-            raise SavePathError(f"{_experiment_path(exp)}: index {p}: {e}") from None
+            raise SavePathError(
+                f"{_experiment_path(exp)}: index {p}: {e} (or, if the command saves only with "
+                'pyexp.save, set "store_only": true in config.json)'
+            ) from None
         if path in owner:
             raise SavePathError(
                 f"{_experiment_path(exp)}: indices {owner[path]} and {p} have the same save path "
