@@ -321,7 +321,8 @@ def test_runner_on_a_full_state_filesystem_starts_no_new_index(tmp_path, tmpfs, 
     assert len(said) == 1 and "No space left on device" in said[0], out.stderr
     assert "Traceback" not in out.stderr
     done = CompletionRecords(state_dirs(proj.load(path)).done).completed(compact=False)
-    assert len(done) >= FILL_AT and len(done) <= len(started)
+    # The index that ran beside the filler may find no room for its tombstone or record either.
+    assert FILL_AT - 1 <= len(done) <= len(started), out.stderr
 
 
 def test_in_process_worker_on_a_full_state_filesystem_claims_no_new_index(tmp_path, tmpfs):

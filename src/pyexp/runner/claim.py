@@ -145,8 +145,8 @@ class ClaimWorker:
                 self.claims.held(item)
                 continue
             self.claims.taken(item)
-            if not self.claims.wanted(item) or self.records.is_complete(
-                item.params, item.run, fresh=True
+            if not self.claims.wanted(item) or self.records.known_complete(
+                item.key, self.leases.duration / 2
             ):
                 self.leases.forget(item.key)
                 self.tally["skipped"] += 1

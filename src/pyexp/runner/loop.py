@@ -296,9 +296,10 @@ class Runner:
     def _launch(self, item: Item, lease: Lease) -> None:
         slot, log_path = self._slot(), self.task_log.folder
         started = time.monotonic()
-        # Checked under the lease: another runner may have finished it since our first listing.
+        # Checked under the lease: another runner may have finished it since our first listing
+        # (a view read at most D/2 ago suffices: CompletionRecords.known_complete).
         try:
-            complete = self.records.is_complete(item.params, item.run, fresh=True)
+            complete = self.records.known_complete(item.key, self.leases.duration / 2)
         except OSError as e:  # cannot tell: running it might run it twice
             unstarted = _Running(item, lease, None, None, log_path, started)
             self._finish(unstarted, None, error=f"not started, its record cannot be checked: {e}")

@@ -157,7 +157,7 @@ class PoolClaims:
                 self._skipped.add(index)  # removed from the sweep since submission
                 continue
             item = Item.of(self._exp, index)
-            if item.key in self._settled_keys() or self._records.is_complete(item.params, item.run):
+            if item.key in self._settled_keys():  # the Runner checks again under the lease
                 continue
             if self._busy(item.key):  # left to its holder without touching its lease
                 self._held.append(index)

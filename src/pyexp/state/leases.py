@@ -73,6 +73,7 @@ _MARKER_LIMIT = 4096
 TOMBSTONE = b"pyexp-done "  # a completed key's marker content, kept RETAIN_LEASES durations
 RETAIN_LEASES = 2.0  # tombstones outlive every client cache the design assumes (<= 1 duration)
 CLOCK_SKEW = 60.0  # seconds by which nodes' wall clocks may differ (tombstones carry their time)
+FENCE_AFTER = 0.5  # of D after the take: before it no one can have taken the lease over
 DONE: Final = "done"  # try_take's answer for a key whose marker says it was completed
 
 
@@ -88,21 +89,30 @@ class Lease:
     key: str
     path: str
     _lock: SoftFileLease
-    _info: dict = field(default_factory=dict)  # what the beat thread rewrites, with its count
+    _info: dict = field(default_factory=dict)  # what the beat thread writes, with its count
+    _taken: float = field(default_factory=time.monotonic)  # when the marker was created
     _beaten: float = field(default_factory=time.monotonic)  # its last successful rewrite
     _stalled: bool = False  # the info could not be rewritten for 2/3 D: contenders may take it
+    _written: bool = False  # the info file exists (written at the first beat, not at the take)
 
     @property
     def lost(self) -> bool:
         """Whether the lease is no longer ours: the heartbeat found the marker gone, taken, or
         not renewable, the beats stalled, or the marker carries another claim now (read now: a
-        holder resumed after a pause longer than the lease learns it before its next beat)."""
-        return self._stalled or not still_holds(self._lock)
+        holder resumed after a pause longer than the lease learns it before its next beat).
+        Within FENCE_AFTER of the take the marker is not read: no contender can have watched
+        it unchanged for D yet."""
+        if self._stalled or self._lock.compromise is not None or not self._lock.is_locked:
+            return True
+        if time.monotonic() - self._taken < FENCE_AFTER * self._lock.lease_duration:
+            return False
+        return not still_holds(self._lock)
 
     def release(self) -> None:
         """Give the lease up (idempotent)."""
         if self._lock.is_locked:
-            _remove_info(self.path, self._lock.token)
+            if self._written:
+                _remove_info(self.path, self._lock.token)
             self._lock.release(force=True)
 
 
@@ -176,28 +186,26 @@ class IndexLeases:
             if lock is None:
                 return None
         self._watch.pop(key, None)
+        # The info is written at the lease's first beat (within D/3), not here: an index shorter
+        # than that never creates or removes one.
         lease = Lease(key, path, lock, self._info(lock))
-        try:  # advisory, and rewritten every D/3: no need to reach stable storage
-            write_atomic(path + INFO, json.dumps(lease._info), sync=False)
-        except OSError:
-            lock.release(force=True)
-            raise
         self._locks[key], self._held[key] = lock, lease
         self._start_beat()
         return lease
 
     def end(self, key: str, completed: bool) -> None:
         """Release key's lease; if completed, leave a tombstone in its marker first (atomically,
-        in place of our lease): a contender whose cache still hides the completion record learns
-        it from the marker it must open anyway. Raises OSError (the lease released) if the
-        tombstone cannot be written."""
+        in place of our lease), before its completion record is written: a contender whose
+        cache still hides the record learns it from the marker it must open anyway, and every
+        record younger than the tombstone's retention has one. Raises OSError (the lease
+        released) if the tombstone cannot be written."""
         lock = self._locks.get(key)
         if not completed or lock is None or not lock.is_locked:
             self.forget(key)
             return
-        # Not checked against a loss first: the record is written, so the tombstone is true
-        # even over a taker's marker (whose holder then learns it lost the lease). Not synced:
-        # after a server crash the synced record is the fact, visible once caches expire.
+        # Checked against a loss by the caller just before (Lease.lost); the record follows at
+        # once (undo() if it cannot be written). Not synced: after a server crash the synced
+        # record is the fact, and a tombstone lost with it leaves the index missing, not done.
         body = TOMBSTONE + f"{time.time():.3f} {socket.gethostname()}\n".encode()
         try:
             write_atomic(self.path(key), body, sync=False)
@@ -205,14 +213,22 @@ class IndexLeases:
         finally:
             self.forget(key)
 
+    def undo(self, key: str) -> None:
+        """Remove the tombstone end(key, completed=True) left, if it is still ours (its
+        completion record could not be written: the index is missing, not done)."""
+        body, _ = self._tombstones.pop(key, (None, 0.0))
+        if body is not None:
+            _move_aside(self.path(key), body)
+
     def forget(self, key: str) -> None:
         """Drop the watch state of key (after it is done), releasing it if held."""
         self._watch.pop(key, None)
         with self._guard:
             lock = self._locks.pop(key, None)
-            self._held.pop(key, None)
+            lease = self._held.pop(key, None)
             if lock is not None and lock.is_locked:
-                _remove_info(self.path(key), lock.token)
+                if lease is None or lease._written:
+                    _remove_info(self.path(key), lock.token)
                 lock.release(force=True)
 
     def release(self) -> None:
@@ -307,6 +323,7 @@ class IndexLeases:
                 write_atomic(lease.path + INFO, json.dumps(lease._info), sync=False)
             except OSError:
                 return False
+            lease._written = True
             return True
 
     def _durations(self) -> list[float]:
@@ -400,16 +417,22 @@ def _holder(path: str, fallback: float, now: float) -> Holder | None:
         job=info.get("job"),
         age=age,
         duration=duration,
-        live=age < (duration or fallback) and not _dead_here(info),
+        live=age < (duration or fallback) and not _dead_here(info, fields),
     )
 
 
-def _dead_here(info: dict) -> bool:
+def _dead_here(info: dict, fields: dict[str, str]) -> bool:
     """Whether our info says its holder ran on this host (and pid namespace) and that process is
-    gone, or its pid now names another process (a different start time)."""
+    gone, or its pid now names another process (a different start time); before the holder's
+    first beat wrote its info, whether filelock's marker names this host and a pid that is gone."""
+    if not _pid_start(os.getpid()):
+        return False  # no /proc here to tell
     pid = info.get("pid")
-    if not isinstance(pid, int) or info.get("host_id") != _host_id() or not _pid_start(os.getpid()):
-        return False  # elsewhere, or no /proc here to tell
+    if not info:
+        here = fields.get("host") == socket.gethostname() and fields.get("pid", "").isdigit()
+        return here and _pid_start(int(fields["pid"])) is None
+    if not isinstance(pid, int) or info.get("host_id") != _host_id():
+        return False  # elsewhere
     start = _pid_start(pid)
     return start is None or start != info.get("pid_start")
 

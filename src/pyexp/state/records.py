@@ -60,24 +60,31 @@ class CompletionRecords:
     def __init__(self, folder: str) -> None:
         self.folder = folder
         self._segments_seen: dict[str, frozenset[str]] = {}
+        self._view: set[str] = set()  # completed() as last read, plus our own records
+        self._view_at = -float("inf")  # when (monotonic)
 
     def mark_complete(self, params: dict, run: int, info: dict | None = None) -> None:
         """Record that (params, run) finished successfully."""
-        body = {"params": params, "run": run, "time": time.time(), **(info or {})}
-        write_atomic(os.path.join(self.folder, record_key(params, run)), json.dumps(body))
-
-    def is_complete(self, params: dict, run: int, fresh: bool = False) -> bool:
-        """Whether (params, run) has a record (a stat, then the segment folder if needed).
-
-        fresh: open the folder first, so an NFS client revalidates it (close-to-open) instead of
-        answering from a cached "no such file" for a record another node wrote meanwhile.
-        """
         key = record_key(params, run)
-        if fresh:
-            try:
-                os.close(os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY))
-            except FileNotFoundError:
-                return False
+        body = {"params": params, "run": run, "time": time.time(), **(info or {})}
+        write_atomic(os.path.join(self.folder, key), json.dumps(body))
+        self._view.add(key)
+
+    def known_complete(self, key: str, within: float) -> bool:
+        """Whether key is complete in a view of the folder read at most within seconds ago
+        (read again when older) or recorded by this object: no round trip between reads.
+        Asked under the key's lease with within <= D/2 (D: the lease duration), this is as good
+        as a fresh check: a record written before its tombstone was removed (2 D after it was
+        written, the record right after it) is over 1.5 D old at the view's read, longer than
+        any cache lasts; a younger one still has its tombstone, and the exclusive create that
+        took the key would have met it (state/leases.py)."""
+        if time.monotonic() - self._view_at > within:
+            self.completed(compact=False)
+        return key in self._view
+
+    def is_complete(self, params: dict, run: int) -> bool:
+        """Whether (params, run) has a record (a stat, then the segment folder if needed)."""
+        key = record_key(params, run)
         if os.path.exists(os.path.join(self.folder, key)):
             return True
         return any(key in keys for keys in self._segments().values())
@@ -85,9 +92,11 @@ class CompletionRecords:
     def completed(self, compact: bool = True) -> set[str]:
         """Every completed record key; with compact, a writable folder's many loose records
         are folded into a segment (never failing the read)."""
+        read_at = time.monotonic()
         loose = self._loose()
         segments = self._segments()
         keys = set(loose).union(*segments.values())
+        self._view, self._view_at = set(keys), read_at
         if compact and len(loose) >= COMPACT_AT and os.access(self.folder, os.W_OK):
             with contextlib.suppress(OSError):
                 self._fold(loose, segments)
