@@ -92,14 +92,15 @@ class ClaimWorker:
         dirs = state_dirs(exp)
         self.exp, self.claims, self.job, self.guard = exp, claims, job, guard
         self.broken_path = dirs.broken
-        self.records, self.attempts = CompletionRecords(dirs.done), Attempts(dirs.attempts)
+        # A worker may start several of these: each process its own log and journal.
+        tag = f"{job.attempt or socket.gethostname()}-{os.getpid()}".replace("/", "_")
+        self.records = CompletionRecords(dirs.done, journal=tag)
+        self.attempts = Attempts(dirs.attempts)
         self.checkpoints = dirs.checkpoints
         self.store = ShardWriter(dirs.store)
         self.leases = IndexLeases(dirs.leases, job=job.job)
         self.log_dir = log_dir(exp)
-        # A worker may start several of these: each process its own log.
-        tag = f"{job.attempt or socket.gethostname()}-{os.getpid()}"
-        self.task_log = TaskLog(self.log_dir, tag.replace("/", "_"))
+        self.task_log = TaskLog(self.log_dir, tag)
         self.grace = grace_seconds()
         self.tally: Counter[str] = Counter()
         self.signum: int | None = None

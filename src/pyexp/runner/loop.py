@@ -126,7 +126,8 @@ class Runner:
         self.host, self.job, self.attempt = socket.gethostname(), job.job, job.attempt
         dirs = state_dirs(exp)
         self.started_marker = os.path.join(dirs.started, self.attempt) if self.attempt else None
-        self.records = CompletionRecords(dirs.done)
+        tag = (self.attempt or f"{self.host}-{os.getpid()}").replace("/", "_")
+        self.records = CompletionRecords(dirs.done, journal=tag)
         self.attempts = Attempts(dirs.attempts)
         self.checkpoints = dirs.checkpoints
         self.keep_checkpoints = exp.config.keep_checkpoints
@@ -138,8 +139,7 @@ class Runner:
             lease_duration = lease_seconds()
         self.leases = IndexLeases(dirs.leases, lease_duration, job=self.job, on_lost=self._on_lost)
         self.log_dir = log_dir(exp)
-        tag = self.attempt or f"{self.host}-{os.getpid()}"
-        self.task_log = TaskLog(self.log_dir, tag.replace("/", "_"))
+        self.task_log = TaskLog(self.log_dir, tag)
         self.max_log_bytes = exp.config.max_log_bytes
         self.tally: Counter[str] = Counter()
         self.running: dict[int, _Running] = {}

@@ -27,7 +27,6 @@ def tidy(exp: ExperimentDescription, scan: LedgerScan) -> None:
     """Fold what the finished tasks of exp left (scan: its ledger, settled entries final);
     quietly: each part is an optional chore whose failure leaves files, never loses state."""
     dirs = state_dirs(exp)
-    CompletionRecords(dirs.done).fold()
     with contextlib.suppress(OSError):
         sweep_tombstones(dirs.leases, RETAIN_LEASES * lease_seconds() + CLOCK_SKEW)
     ended = [e for e in scan.entries if e.state == SETTLED or is_local_job(e.job_id)]
@@ -40,6 +39,7 @@ def tidy(exp: ExperimentDescription, scan: LedgerScan) -> None:
     ]
     # Slurm's array job ids; a local farm's workers name themselves after the entry instead
     jobs = {str(e.job_id) for e in ended if e.job_id} | {local_job_id(e.id) for e in ended}
+    CompletionRecords(dirs.done).fold(ended=jobs)  # loose records, ended tasks' journals
     with contextlib.suppress(OSError):
         task_logs.fold(logs, jobs, outputs)
     for name in scan_names(dirs.started):
