@@ -15,8 +15,9 @@ and SIGTERM/SIGINT (preemption, scancel) stop it: children get SIGTERM, then SIG
 grace period, their attempts are recorded as timeout/preempted (continuing, or stalled, when the
 command saved a checkpoint during the attempt: state/checkpoints.py), leases released, no new
 index starts. Each command gets its index's checkpoint folder (PYEXP_CHECKPOINT_DIR), created
-before it starts (an index whose folder cannot be created fails alone) and removed once the
-index is done.
+on first use (state/checkpoints.py; before the command starts only for work with an earlier
+attempt on record, and an index whose folder cannot be created then fails alone) and removed once
+the index is done (done indices' folders when the run ends, in one listing).
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ class Runner:
         self._lost: deque[str] = deque()  # keys whose lease the heartbeat found lost
         self._retries: set[str] = set()  # keys that had failed before this run (the guard's)
         self._completed: dict[str, float] = {}  # keys this runner recorded complete: durations
+        self._attempted: set[str] = set()  # keys with an attempt on record when the run began
         self._watch: SignalWatch | None = None
         self._spawner = Spawner()
         self._environ = command_environ(os.environ, job.python_on_path)
@@ -161,6 +163,7 @@ class Runner:
         if self.started_marker:  # tells reconcile this array task got as far as pyexp-run
             write_atomic(self.started_marker, f"{self.host} {os.getpid()} {_now()}\n")
         done = self.records.completed(compact=False)
+        self._attempted = {key for key, _, _ in self.attempts.names()}  # one listing
         self._retries = failed_before(self.attempts) if self.guard else set()
         with contextlib.suppress(OSError):  # if it cannot be made, each index says so
             os.makedirs(self.log_dir, exist_ok=True)
@@ -177,6 +180,8 @@ class Runner:
                 self.store.seal()
                 self.task_log.close()
                 self.records.fold(self._completed)  # this task's records, one segment
+                if not self.keep_checkpoints:  # their folders, one listing
+                    checkpoints.sweep_done(self.checkpoints, self._completed)
                 if self._stage_dir is not None:
                     shutil.rmtree(self._stage_dir, ignore_errors=True)
         return self._summary(source)
@@ -317,9 +322,8 @@ class Runner:
             unstarted = _Running(item, lease, None, log, log_path, started, (), slot, offset)
             self._finish(unstarted, None, error=f"not started, its log cannot be written: {e}")
             return
-        folder = checkpoints.folder_of(self.checkpoints, item.key)
         try:
-            before = checkpoints.prepare(folder)
+            before = self._prepare(item.key)
         except OSError as e:  # quota, read-only: this index fails, the others go on
             unstarted = _Running(item, lease, None, log, log_path, started, (), slot, offset)
             self._finish(unstarted, None, error=f"its checkpoint folder {describe(e)}")
@@ -344,6 +348,13 @@ class Runner:
         os.close(pipe)  # the command holds it: the copy ends when the command's output closes
         running = _Running(item, lease, proc, log, log_path, started, before, slot, offset, copy)
         self.running[proc.pid] = running
+
+    def _prepare(self, key: str) -> tuple:
+        """The stamp of key's checkpoint folder, prepared only if an earlier attempt is on
+        record (else the command creates it on first use: no call per index)."""
+        if key not in self._attempted:
+            return ()
+        return checkpoints.prepare(checkpoints.folder_of(self.checkpoints, key))
 
     def _header(self, item: Item) -> str:
         return (
@@ -454,7 +465,7 @@ class Runner:
             *state,
             *(r.item, outcome, info, self.attempt),
             failure,
-            checkpoint=None if self.keep_checkpoints else folder,
+            checkpoint=None if self.keep_checkpoints else self._checkpoint(r.item.key, outcome),
             store=store,
             cannot_write=self._cannot_record,
         )
@@ -472,6 +483,13 @@ class Runner:
         retry = r.item.key in self._retries
         if self.guard is not None and self.guard.saw(outcome, duration, r.log_path, retry):
             report_broken(self.guard, self.broken_path, self.job, self.say)
+
+    def _checkpoint(self, key: str, outcome: str) -> str | None:
+        """The folder record_outcome tidies: none for a done index whose folder was not
+        prepared (sweep_done removes it when the run ends, if the command made one)."""
+        if outcome == DONE and key not in self._attempted:
+            return None
+        return checkpoints.folder_of(self.checkpoints, key)
 
     def _cannot_record(self, error: OSError) -> None:
         """State cannot be written: finish what runs, start no new index (said once)."""

@@ -5,7 +5,8 @@ last task, pyexp-submit folds under its submit lock (never a reader, never a dry
 completion records into a segment, completion tombstones older than RETAIN_LEASES lease
 durations plus CLOCK_SKEW removed (they must outlive every client cache first: until then they
 are counted), ended tasks' logs and settled arrays' .out/.err files into one log archive
-(state/task_logs.py), and settled arrays' `started` markers removed (only settling reads them).
+(state/task_logs.py), settled arrays' `started` markers removed (only settling reads them), and
+the checkpoint folders of done work removed.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import os
 
 from pyexp.environment import lease_seconds
 from pyexp.experiment import ExperimentDescription
-from pyexp.state import task_logs
+from pyexp.state import checkpoints, task_logs
 from pyexp.state.atomic import scan_names
 from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.leases import CLOCK_SKEW, RETAIN_LEASES, sweep_tombstones
 from pyexp.state.ledger import SETTLED, LedgerScan, is_local_job, local_job_id
-from pyexp.state.records import CompletionRecords
+from pyexp.state.records import CompletionRecords, StateCorrupt
 
 
 def tidy(exp: ExperimentDescription, scan: LedgerScan) -> None:
@@ -39,7 +40,11 @@ def tidy(exp: ExperimentDescription, scan: LedgerScan) -> None:
     ]
     # Slurm's array job ids; a local farm's workers name themselves after the entry instead
     jobs = {str(e.job_id) for e in ended if e.job_id} | {local_job_id(e.id) for e in ended}
-    CompletionRecords(dirs.done).fold(ended=jobs)  # loose records, ended tasks' journals
+    records = CompletionRecords(dirs.done)
+    records.fold(ended=jobs)  # loose records, ended tasks' journals
+    if not exp.config.keep_checkpoints:  # done work's folders a killed runner left
+        with contextlib.suppress(OSError, StateCorrupt):
+            checkpoints.sweep_done(dirs.checkpoints, records.completed(compact=False))
     with contextlib.suppress(OSError):
         task_logs.fold(logs, jobs, outputs)
     for name in scan_names(dirs.started):
