@@ -392,3 +392,41 @@ def test_holder_whose_info_cannot_be_rewritten_loses_the_lease_before_a_taker(
     assert time.monotonic() - start < 1.45  # at 2/3 D: before a contender's watch of D ends
     monkeypatch.undo()
     leases.release()
+
+
+# ---------------------------------------------------------------- round trips per index
+
+
+def test_a_lease_shorter_than_a_third_of_its_duration_writes_no_info_file(tmp_path, monkeypatch):
+    from pyexp.state import leases as module
+
+    written = []
+    real = module.write_atomic
+    monkeypatch.setattr(
+        module, "write_atomic", lambda p, *a, **k: (written.append(p), real(p, *a, **k))
+    )
+    leases = IndexLeases(str(tmp_path), 30.0)
+    for key in ("a", "b"):
+        assert leases.try_take(key) is not None
+    leases.end("a", completed=False)
+    leases.end("b", completed=True)
+    assert [os.path.basename(p) for p in written] == ["b.lease"]  # the tombstone only
+    assert sorted(os.listdir(tmp_path)) == ["b.lease"]
+    leases.release()
+
+
+def test_lost_reads_no_marker_within_half_the_lease_and_fences_after(tmp_path, monkeypatch):
+    from pyexp.state import leases as module
+
+    reads = []
+    real = module.still_holds
+    monkeypatch.setattr(module, "still_holds", lambda lock: (reads.append(1), real(lock))[1])
+    lease = IndexLeases(str(tmp_path), 1.0).try_take("k")
+    assert not lease.lost and reads == []  # nobody can have watched it unchanged for D yet
+    time.sleep(0.55)
+    assert not lease.lost and len(reads) == 1
+    marker = Path(lease.path).read_text()  # a taker's claim now sits in the marker
+    token = next(x for x in marker.splitlines() if x.startswith("token="))
+    Path(lease.path).write_text(marker.replace(token, "token=" + "cd" * 16))
+    assert lease.lost
+    lease.release()

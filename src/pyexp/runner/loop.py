@@ -18,6 +18,20 @@ index starts. Each command gets its index's checkpoint folder (PYEXP_CHECKPOINT_
 on first use (state/checkpoints.py; before the command starts only for work with an earlier
 attempt on record, and an index whose folder cannot be created then fails alone) and removed once
 the index is done (done indices' folders when the run ends, in one listing).
+
+Per index on the state folder (scripts/bench_runner.py counts them): the lease's exclusive create
+(with filelock's folder check and lookup), the tombstone (temp file and rename) and one append +
+fsync to the runner's completion journal; no completion check (a view read at most D/2 ago),
+no info file, fencing read or checkpoint folder for an index shorter than D/3 (state/leases.py,
+state/records.py, state/checkpoints.py).
+
+Waits that remain, each on purpose: the loop sleeps in SignalWatch.wait until a child exits
+(SIGCHLD), a stop signal or a lost lease wakes it, or a deferred lease's next retry is due
+(D/6); an exit is then reaped after the command's output copy thread has drained its pipe
+(CappedCopy.join: the log must be whole before the attempt is recorded); a command killed by a
+stop signal waits up to STOP_SIGNAL_WAIT for the runner's own copy of it (_stopped_with); the
+journal's fsync waits for the disk (a completion must survive a crash); filelock's release joins
+its heartbeat thread, which its stop event ends at once.
 """
 
 from __future__ import annotations

@@ -9,43 +9,56 @@ flock locks across nodes. Every decision below rests on create, rename or a read
 
 - take: a filelock `SoftFileLease` marker `<state>/leases/<record_key>.lease`, created with O_EXCL
   (filelock writes its owner record: pid, host, start, token, duration); beside it our own
-  `<key>.lease.info` (JSON: token, job, host, pid, duration, start, beat), written atomically
-  after acquiring and rewritten by a beat thread every D/3 (D = the lease duration); filelock's
-  heartbeat renews the marker's mtime every D/3 too. A fresh SoftFileLease object is used for each
-  try, so filelock itself frees only a dead holder on this host (pid gone: at once); it never
-  judges a marker by its age, which through a cache could look old while the holder lives.
+  `<key>.lease.info` (JSON: token, job, host, pid, duration, start, beat), written atomically by
+  a beat thread every D/3 (D = the lease duration), the first time at the lease's first beat,
+  not at the take: an index shorter than D/3 never creates or removes one. filelock's heartbeat
+  renews the marker's mtime every D/3 too. A fresh SoftFileLease object is used for each try,
+  so filelock itself frees only a dead holder on this host (pid gone: at once); it never judges
+  a marker by its age, which through a cache could look old while the holder lives.
 - complete: end(key, completed=True) replaces the marker (rename) by a tombstone, `pyexp-done
-  <time> <host>`, then releases: a contender whose cache still hides the completion record cannot
-  create the marker (the server refuses), reads the tombstone and gets DONE. Tombstones outlive
-  the caches: they are removed RETAIN_LEASES (2) durations after they were written (by the writer
-  at its release, or by anyone's release by the time they carry, allowing CLOCK_SKEW), so client
-  caches must be shorter than D. No one ever takes a tombstone over.
+  <time> <host>`, and releases; the completion record is written right after it (undo() takes
+  the tombstone back if the record cannot be written). A contender whose cache still hides the
+  record cannot create the marker (the server refuses), reads the tombstone and gets DONE.
+  Tombstones outlive the caches: they are removed RETAIN_LEASES (2) durations after they were
+  written (by the writer at its release, or by anyone's release by the time they carry,
+  allowing CLOCK_SKEW), so client caches must be shorter than D, and every runner of an
+  experiment uses the same D (as filelock requires of peers). No one ever takes a tombstone over.
+  Because the tombstone comes first, a completion record without one is at least 2 D old:
+  whoever takes a key by exclusive create needs no fresh look for its record, only a view of
+  the records read within D/2 (records.CompletionRecords.known_complete), which a record over
+  1.5 D old reaches through any cache. A writer that dies between the tombstone and the record
+  leaves the index missing once the tombstone is removed, never done twice.
 - take over (holder elsewhere, or a marker left empty or garbage): once this contender has seen
-  the marker's content, its info's content and its mtime (each read after open) unchanged for
-  the marker's D on its own monotonic clock; the live holder's beats change the info's content,
-  which no attribute cache hides. The marker is then renamed aside (one contender wins), checked
-  to be the one watched (else put back), and the key taken by exclusive create with the
-  holder's D (duration_for(key) says how long to keep retrying).
+  the marker's content, its info's content (or its absence) and its mtime (each read after open)
+  unchanged for the marker's D on its own monotonic clock; a live holder writes its info within
+  D/3 of its take and changes it every D/3 after, which no attribute cache hides. The marker is
+  then renamed aside (one contender wins), checked to be the one watched (else put back), and
+  the key taken by exclusive create with the holder's D (duration_for(key) says how long to keep
+  retrying). A tombstone is never watched: it answers DONE.
 
 Contracts:
 - timeout: try_take never waits; it returns None while anyone holds the key (this contender
   included), DONE for a tombstone, and the caller retries None.
 - compromise: the heartbeat reports the loss when the marker vanished, changed owner, or could
   not be renewed for 2/3 D (shorter failures, e.g. an EIO blip, are retried and recover); so
-  does the beat thread when the info could not be rewritten at two beats in a row. It then
-  calls on_lost(key) from the heartbeat thread, at least D/3 before any contender can take the
-  lease; the holder must stop that key's work. Lease.lost says the same to a poller, and reads
-  the marker's claim token too (fencing before a completion is recorded).
+  does the beat thread when the info could not be written at two beats in a row. It then calls
+  on_lost(key) from the heartbeat thread, at least D/3 before any contender can take the lease;
+  the holder must stop that key's work. Lease.lost says the same to a poller, and from
+  FENCE_AFTER (D/2) after the take reads the marker's claim token too (fencing before a
+  completion is recorded): before that no contender can have watched our marker, created at
+  the take, unchanged for D, so the read is skipped (a holder paused past D/2 reads it).
 - a live holder (heartbeat and beat running) is never taken over; one whose beats stop for longer
   than D (SIGSTOP, a hung filesystem) can be, and is told so by on_lost when it resumes.
-- errors: a marker or info that cannot be written raises OSError naming the file (the runner
-  then starts no new index); sshfs's EPERM for an exclusive create its negative cache hid is a
-  refusal while the folder is writable.
+- errors: a marker or tombstone that cannot be written raises OSError naming the file (the
+  runner then starts no new index), an info that cannot be written stalls the lease (above);
+  sshfs's EPERM for an exclusive create its negative cache hid is a refusal while the folder is
+  writable.
 
 held_keys()/live_keys() read the markers for status (tombstones are not holders): a marker is
 live while its mtime is within its own D of this host's clock, unless its holder ran on this host
-and is dead (pid gone, or reused: the start token differs), which the next try takes over at
-once. They are estimates for people; runners never decide from them.
+and is dead (pid gone, or reused: the start token differs; before its first beat, the marker's
+host and pid say so), which the next try takes over at once. A holder's job is known from its
+first beat on. They are estimates for people; runners never decide from them.
 """
 
 from __future__ import annotations
