@@ -323,3 +323,18 @@ def test_known_complete_reads_the_folder_at_most_once_per_window(tmp_path, monke
     assert not reader.known_complete(key, 60.0) and listings == []  # within its window
     assert reader.known_complete(key, 0.0) and listings  # read again once older
     assert writer.known_complete(key, 60.0)  # its own records at once
+
+
+def test_a_journal_that_cannot_be_read_is_never_folded_away(tmp_path, monkeypatch):
+    writer = CompletionRecords(str(tmp_path), journal="7_0")
+    writer.mark_complete(PARAMS, 0)
+    real = CompletionRecords._journal_records
+
+    def stale(self, name, strict=False):
+        raise OSError(116, "Stale file handle", name)
+
+    monkeypatch.setattr(CompletionRecords, "_journal_records", stale)
+    writer.fold({record_key(PARAMS, 0): 1.0})
+    monkeypatch.setattr(CompletionRecords, "_journal_records", real)
+    assert len(journals(tmp_path)) == 1  # left for a later fold, its record still read
+    assert CompletionRecords(str(tmp_path)).completed(compact=False) == {record_key(PARAMS, 0)}

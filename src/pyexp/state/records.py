@@ -73,6 +73,7 @@ class CompletionRecords:
         self._view_at = -float("inf")  # when (monotonic)
         self._tag = journal  # records go to our own journal; None: loose files
         self._journal: tuple[int, str] | None = None  # (descriptor, path) once opened
+        self._journals: list[str] = []  # the names of every journal this object wrote
 
     def mark_complete(self, params: dict, run: int, info: dict | None = None) -> None:
         """Record that (params, run) finished successfully (synced before returning)."""
@@ -95,6 +96,7 @@ class CompletionRecords:
             except OSError as e:
                 raise OSError(e.errno, e.strerror, path) from None
             self._journal = fd, path
+            self._journals.append(os.path.basename(path))
         fd, path = self._journal
         try:
             while line:
@@ -128,9 +130,10 @@ class CompletionRecords:
         key = record_key(params, run)
         if os.path.exists(os.path.join(self.folder, key)):
             return True
-        if any(key in keys for keys in self._segments().values()):
+        # Journals before segments: one folded meanwhile is in a segment written before.
+        if any(key in self._journal_records(n) for n in self._names() if _is_journal(n)):
             return True
-        return any(key in self._journal_records(n) for n in self._names() if _is_journal(n))
+        return any(key in keys for keys in self._segments().values())
 
     def completed(self, compact: bool = True) -> set[str]:
         """Every completed record key; with compact, a writable folder's many loose records
@@ -138,10 +141,10 @@ class CompletionRecords:
         read_at = time.monotonic()
         names = self._names()
         loose = _loose(names)
+        # Journals before segments: one folded meanwhile is in a segment written before.
+        journaled = [self._journal_records(name) for name in filter(_is_journal, names)]
         segments = self._segments()
-        keys = set(loose).union(*segments.values())
-        for name in filter(_is_journal, names):
-            keys.update(self._journal_records(name))
+        keys = set(loose).union(*segments.values(), *journaled)
         self._view, self._view_at = set(keys), read_at
         if compact and len(loose) >= COMPACT_AT and os.access(self.folder, os.W_OK):
             with contextlib.suppress(OSError):
@@ -158,18 +161,17 @@ class CompletionRecords:
         with contextlib.suppress(OSError, StateCorrupt):
             names = self._names()
             mine = [k for k in _loose(names) if keys is None or k in keys]
-            own = f"{JOURNAL}{self._tag}-"
             journals = [
                 n
                 for n in filter(_is_journal, names)
-                if (keys is not None and self._tag is not None and n.startswith(own))
+                if (keys is not None and n in self._journals)
                 or (keys is None and n[len(JOURNAL) :].split("_")[0] in ended)
             ]
             segments = self._segments()
             if mine or journals or (keys is None and len(segments) > 1):
                 known, journaled = dict(keys or {}), set()
-                for name in journals:
-                    for key, duration in self._journal_records(name).items():
+                for name in journals:  # one that cannot be read stops the fold: none is lost
+                    for key, duration in self._journal_records(name, strict=True).items():
                         journaled.add(key)
                         if duration is not None:
                             known.setdefault(key, duration)
@@ -184,7 +186,8 @@ class CompletionRecords:
         out = [d for name in scan_names(self._durations_dir()) for d in self._durations_in(name)]
         names = self._names()
         for name in filter(_is_journal, names):
-            out += [d for d in self._journal_records(name).values() if d is not None]
+            with contextlib.suppress(OSError):  # an estimate: an unreadable journal is skipped
+                out += [d for d in self._journal_records(name).values() if d is not None]
         for name in _loose(names)[:sample]:
             with contextlib.suppress(OSError, ValueError, TypeError, LookupError):
                 out.append(float(_read_json(os.path.join(self.folder, name))["duration"]))
@@ -193,13 +196,16 @@ class CompletionRecords:
     def _names(self) -> list[str]:
         return scan_names(self.folder)
 
-    def _journal_records(self, name: str) -> dict[str, float | None]:
-        """The whole, sound records of a journal: {key: duration or None}; {} if it is gone."""
+    def _journal_records(self, name: str, strict: bool = False) -> dict[str, float | None]:
+        """The whole, sound records of a journal: {key: duration or None}; {} if it is gone
+        (strict: an OSError if it cannot be read)."""
         try:
             with open(os.path.join(self.folder, name), "rb") as f:
                 data = f.read()
-        except OSError:
-            return {}
+        except FileNotFoundError:
+            if strict:
+                raise
+            return {}  # folded meanwhile: its keys are in a segment written before
         return read_journal(data)
 
     def _durations_dir(self) -> str:
