@@ -143,14 +143,39 @@ def test_sigkill_while_saving_leaves_the_previous_complete_checkpoint(tmp_path):
 
 def test_checkpoint_folder_that_cannot_be_created_fails_that_index_in_one_line(project):
     exp = project.experiment("ro", {"a": [1, 2]})
+    assert project.run(exp, "--indices", "0-1", "--command", "false").returncode == 1
     root = Path(state_dirs(project.load(exp)).checkpoints)
     root.parent.mkdir(parents=True, exist_ok=True)
     root.write_text("not a folder")  # as a read-only or full filesystem would refuse it
+    # Work with an earlier attempt: the runner prepares its folder before the command starts.
     result = project.run(exp, "--indices", "0-1", "--command", "true")
     assert result.returncode == 1
     lines = [x for x in result.stderr.splitlines() if "checkpoint folder" in x]
     assert len(lines) == 2 and str(folder(project, exp, 0)) in result.stderr
     assert all(a["outcome"] == "failed" for a in project.attempts(exp))
+
+
+def test_a_fresh_index_gets_its_checkpoint_folder_on_first_use_not_before(project):
+    exp = project.experiment("lazy", {"a": [1, 2, 3, 4, 5]})
+    seen = project.root / "seen"
+    use = (
+        "import os, sys, pyexp\n"
+        "before = os.path.isdir(os.environ['PYEXP_CHECKPOINT_DIR'])\n"
+        "after = os.path.isdir(pyexp.checkpoint_dir())\n"
+        "open(sys.argv[1], 'a').write('%s %s\\n' % (before, after))\n"
+    )
+    command = shlex.join([sys.executable, "-c", use, str(seen)])
+    assert project.run(exp, "--indices", "0-2", "--command", command).returncode == 0
+    assert seen.read_text().splitlines() == ["False True"] * 3
+    root = Path(state_dirs(project.load(exp)).checkpoints)
+    assert not root.exists() or not list(root.iterdir())  # done: removed when the run ended
+    if root.exists():
+        root.rmdir()
+    root.write_text("not a folder")  # a fresh index whose folder cannot be made fails alone
+    out = project.run(exp, "--indices", "3-4", "--command", command)
+    assert out.returncode == 1 and "2 failed" in out.stderr, out.stderr
+    logs = "".join(p.read_text() for p in (project.root / "logs").rglob("*.log"))
+    assert logs.count("the checkpoint folder cannot be created") == 2
 
 
 def test_a_checkpoint_of_other_parameters_is_never_loaded(project):

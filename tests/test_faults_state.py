@@ -321,7 +321,8 @@ def test_runner_on_a_full_state_filesystem_starts_no_new_index(tmp_path, tmpfs, 
     assert len(said) == 1 and "No space left on device" in said[0], out.stderr
     assert "Traceback" not in out.stderr
     done = CompletionRecords(state_dirs(proj.load(path)).done).completed(compact=False)
-    assert len(done) >= FILL_AT and len(done) <= len(started)
+    # The index that ran beside the filler may find no room for its tombstone or record either.
+    assert FILL_AT - 1 <= len(done) <= len(started), out.stderr
 
 
 def test_in_process_worker_on_a_full_state_filesystem_claims_no_new_index(tmp_path, tmpfs):
@@ -368,21 +369,21 @@ def test_estale_writing_a_completion_record_stops_new_work_and_loses_nothing(tmp
     path = proj.experiment("estale", {"a": list(range(4))})
     ran = tmp_path / "ran"
     command = run_sh('echo "$PYEXP_INDEX" >> "$1"', ran)
-    real, failed = records.write_atomic, []
+    real, failed = records._open_append, []
 
-    def write_atomic(target, data):
+    def open_append(target):  # the runner's completion journal
         if not failed:
             failed.append(target)
             raise stale(target)
-        return real(target, data)
+        return real(target)
 
-    monkeypatch.setattr(records, "write_atomic", write_atomic)
+    monkeypatch.setattr(records, "_open_append", open_append)
     runner, out = in_process_runner(proj, path, command, parallel=1)
     assert runner.run(range(4)) == 1
     said = [line for line in out.getvalue().splitlines() if "starting no new index" in line]
     assert len(said) == 1 and "Stale file handle" in said[0], out.getvalue()
     assert ran.read_text().split() == ["0"]  # ran, unrecorded: still missing, not done
-    monkeypatch.setattr(records, "write_atomic", real)
+    monkeypatch.setattr(records, "_open_append", real)
     again, _ = in_process_runner(proj, path, command, parallel=1)
     assert again.run(range(4)) == 0
     assert all(proj.complete(path, i) for i in range(4))

@@ -28,20 +28,22 @@ from pyexp.state.leases import (
 
 HOLD = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     from pyexp.state.leases import IndexLeases
     lease = IndexLeases(sys.argv[1], float(sys.argv[2]), job="77_3").try_take("k")
+    while len(sys.argv) > 3 and lease and not os.path.exists(lease.path + ".info"):
+        time.sleep(0.01)  # until its first beat wrote the info
     print("held" if lease else "refused", flush=True)
     time.sleep(60)
     """
 )
 
 
-def hold_in_child(folder: str, duration: float) -> subprocess.Popen:
-    """A live process on this host holding lease 'k' (heartbeat running)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD, folder, str(duration)], stdout=subprocess.PIPE, text=True
-    )
+def hold_in_child(folder: str, duration: float, beaten: bool = False) -> subprocess.Popen:
+    """A live process on this host holding lease 'k' (heartbeat running); beaten: once its
+    first beat wrote the info."""
+    argv = [sys.executable, "-c", HOLD, folder, str(duration), *(["beaten"] if beaten else [])]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -58,6 +60,13 @@ def foreign_marker(folder: str, key: str, duration: float) -> str:
     return path
 
 
+def first_beat(lease) -> None:
+    """Wait until the holder's first beat (D/3 after the take) wrote its info."""
+    start = time.monotonic()
+    while not os.path.exists(lease.path + ".info") and time.monotonic() - start < 5.0:
+        time.sleep(0.01)
+
+
 def poll_take(leases: IndexLeases, key: str, limit: float, every: float = 0.05):
     """(lease, seconds) polling try_take until it succeeds or limit passes."""
     start = time.monotonic()
@@ -69,10 +78,11 @@ def poll_take(leases: IndexLeases, key: str, limit: float, every: float = 0.05):
 
 
 def test_one_holder_at_a_time_and_release(tmp_path):
-    a, b = IndexLeases(str(tmp_path), 5.0, job="12_0"), IndexLeases(str(tmp_path), 5.0)
+    a, b = IndexLeases(str(tmp_path), 1.5, job="12_0"), IndexLeases(str(tmp_path), 1.5)
     lease = a.try_take("k")
     assert lease is not None
     assert b.try_take("k") is None
+    first_beat(lease)
     holder = read_holder(lease.path)
     assert holder["pid"] == str(os.getpid()) and holder["slurm_job"] == "12_0"
     assert holder["host"] and holder["mode"] == "lease"
@@ -181,7 +191,7 @@ def test_killed_holder_on_this_host_is_not_live_at_once_as_the_next_try_takes_it
 
 
 def test_a_holder_whose_pid_was_reused_is_not_live(tmp_path):
-    proc = hold_in_child(str(tmp_path), 30.0)
+    proc = hold_in_child(str(tmp_path), 1.5, beaten=True)
     path = os.path.join(tmp_path, "k.lease")
     marker = Path(path).read_text()
     os.kill(proc.pid, signal.SIGKILL)
@@ -281,15 +291,15 @@ def test_unreadable_marker_is_taken_over_once_stale_when_its_writer_was_killed(t
 
 
 def test_held_keys_name_the_holder_and_whether_it_is_stale(tmp_path):
-    leases = IndexLeases(str(tmp_path), 30.0, job="5_2")
-    assert leases.try_take("mine") is not None
+    leases = IndexLeases(str(tmp_path), 1.5, job="5_2")
+    first_beat(leases.try_take("mine"))
     foreign_marker(str(tmp_path), "old", 10.0)
     os.utime(os.path.join(tmp_path, "old.lease"), (time.time() - 20, time.time() - 20))
     (tmp_path / "empty.lease").write_text("")
     held = held_keys(str(tmp_path), 30.0)
     assert set(held) == {"mine", "old", "empty"}
     mine, old, empty = held["mine"], held["old"], held["empty"]
-    assert (mine.pid, mine.job, mine.duration, mine.live) == (os.getpid(), "5_2", 30.0, True)
+    assert (mine.pid, mine.job, mine.duration, mine.live) == (os.getpid(), "5_2", 1.5, True)
     assert (old.host, old.pid, old.duration, old.live) == ("node-elsewhere", 4242, 10.0, False)
     assert old.age >= 20
     assert (empty.pid, empty.duration, empty.live) == (None, None, True)
@@ -378,6 +388,7 @@ def test_foreign_holder_whose_info_beats_is_not_taken_though_its_mtime_looks_old
 def test_holder_rewrites_its_info_every_third_of_the_lease(tmp_path):
     leases = IndexLeases(str(tmp_path), 0.6)
     lease = leases.try_take("k")
+    first_beat(lease)
     seen = set()
     for _ in range(10):
         with open(lease.path + ".info") as f:
@@ -407,3 +418,41 @@ def test_holder_whose_info_cannot_be_rewritten_loses_the_lease_before_a_taker(
     assert time.monotonic() - start < 1.45  # at 2/3 D: before a contender's watch of D ends
     monkeypatch.undo()
     leases.release()
+
+
+# ---------------------------------------------------------------- round trips per index
+
+
+def test_a_lease_shorter_than_a_third_of_its_duration_writes_no_info_file(tmp_path, monkeypatch):
+    from pyexp.state import leases as module
+
+    written = []
+    real = module.write_atomic
+    monkeypatch.setattr(
+        module, "write_atomic", lambda p, *a, **k: (written.append(p), real(p, *a, **k))
+    )
+    leases = IndexLeases(str(tmp_path), 30.0)
+    for key in ("a", "b"):
+        assert leases.try_take(key) is not None
+    leases.end("a", completed=False)
+    leases.end("b", completed=True)
+    assert [os.path.basename(p) for p in written] == ["b.lease"]  # the tombstone only
+    assert sorted(os.listdir(tmp_path)) == ["b.lease"]
+    leases.release()
+
+
+def test_lost_reads_no_marker_within_half_the_lease_and_fences_after(tmp_path, monkeypatch):
+    from pyexp.state import leases as module
+
+    reads = []
+    real = module.still_holds
+    monkeypatch.setattr(module, "still_holds", lambda lock: (reads.append(1), real(lock))[1])
+    lease = IndexLeases(str(tmp_path), 1.0).try_take("k")
+    assert not lease.lost and reads == []  # nobody can have watched it unchanged for D yet
+    time.sleep(0.55)
+    assert not lease.lost and len(reads) == 1
+    marker = Path(lease.path).read_text()  # a taker's claim now sits in the marker
+    token = next(x for x in marker.splitlines() if x.startswith("token="))
+    Path(lease.path).write_text(marker.replace(token, "token=" + "cd" * 16))
+    assert lease.lost
+    lease.release()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pyexp.runner.item import Item
 from pyexp.runner.outcome import DONE, UNRECORDED, record_outcome
 from pyexp.state.attempts import FAILED, TIMEOUT, Attempts
@@ -49,3 +51,28 @@ def test_state_that_cannot_be_written_leaves_the_index_unrecorded_and_released(t
     outcome, why = record_outcome(records, attempts, leases, WORK, DONE, {}, "7_0")
     assert outcome == UNRECORDED and why.startswith("not recorded (") and "stays missing" in why
     assert held_keys(str(tmp_path / "leases")) == {}
+
+
+def test_the_tombstone_comes_before_the_record_and_is_taken_back_when_the_record_fails(
+    tmp_path, monkeypatch
+):
+    from pyexp.state.leases import DONE as TOMBSTONED
+    from pyexp.state.leases import is_tombstone
+
+    records, attempts, leases = _state(tmp_path)
+    marker, seen = leases.path(WORK.key), []
+    real = records.mark_complete
+    monkeypatch.setattr(
+        records, "mark_complete", lambda *a, **k: (seen.append(is_tombstone(marker)), real(*a, **k))
+    )
+    assert record_outcome(records, attempts, leases, WORK, DONE, {}, "7_0")[0] == DONE
+    assert seen == [True]  # a contender that cannot see the record yet reads DONE
+    assert IndexLeases(str(tmp_path / "leases"), 30.0).try_take(WORK.key) == TOMBSTONED
+
+    (tmp_path / "file").write_text("")
+    records, attempts, leases = _state(tmp_path / "again", records="../file/done")
+    outcome, _ = record_outcome(records, attempts, leases, WORK, DONE, {}, "7_0")
+    assert outcome == FAILED and not os.path.exists(leases.path(WORK.key))
+    other = IndexLeases(str(tmp_path / "again" / "leases"), 30.0).try_take(WORK.key)
+    assert other not in (None, TOMBSTONED)  # missing, not done: it can run again
+    other.release()

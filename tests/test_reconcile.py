@@ -32,6 +32,7 @@ from pyexp.state.layout import log_dir, read_ledger, state_dirs
 from pyexp.state.leases import IndexLeases
 from pyexp.state.ledger import SETTLED, SUBMITTED, Ledger, LedgerEntry, new_entry_id
 from pyexp.state.records import CompletionRecords, record_key
+from pyexp.state.task_logs import TaskLog
 
 
 @pytest.fixture
@@ -151,6 +152,13 @@ def test_queued_work_of_other_save_path_field_values_is_not_queued_for_these(pro
     assert list(classify(_exp(project), 1, queue).indices(QUEUED)) == []  # A's work records apart
 
 
+def _noted(exp, tag, key, index):
+    """The attempt line a runner of task tag notes in its task log as it starts index."""
+    log = TaskLog(log_dir(exp), tag)
+    _, path, offset = log.open_slot(0)
+    log.note(key, index, path, offset)
+
+
 def _started(exp, attempt):
     folder = state_dirs(exp).started
     os.makedirs(folder, exist_ok=True)
@@ -176,6 +184,7 @@ def test_settle_charges_only_the_index_the_task_was_running(project):
     dead = IndexLeases(state_dirs(exp).leases, 60, job="500_1")
     other = IndexLeases(state_dirs(exp).leases, 60, job="900_0")
     assert dead.try_take(_key(exp, 3)) and other.try_take(_key(exp, 5))
+    _noted(exp, "500_1", _key(exp, 3), 3)  # died before its first beat wrote the lease's info
     queue = QueueSnapshot({(entry.id, 1): "OUT_OF_MEMORY", (entry.id, 2): "NODE_FAIL"})
     try:
         assert settle(exp, queue) == 3
@@ -470,6 +479,7 @@ def test_settled_farm_charges_only_what_its_workers_were_running(project):
     dead = IndexLeases(state_dirs(exp).leases, 60, job="600_1")
     other = IndexLeases(state_dirs(exp).leases, 60, job="900_0")
     assert dead.try_take(_key(exp, 3)) and other.try_take(_key(exp, 4))
+    _noted(exp, "600_1", _key(exp, 3), 3)  # died before its first beat wrote the lease's info
     queue = QueueSnapshot({(entry.id, 0): "COMPLETED", (entry.id, 1): "TIMEOUT"})
     try:
         assert settle(exp, queue) == 1

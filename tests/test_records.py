@@ -252,3 +252,89 @@ def test_durations_skip_records_without_one_and_sample_loose_ones(tmp_path):
         recs.mark_complete({"a": i}, 0, {"duration": 2.0})
     assert recs.durations() == [2.0] * 4
     assert len(recs.durations(sample=2)) <= 2
+
+
+# ---------------------------------------------------------------- runners' journals
+
+
+def journals(folder) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if n.startswith(records.JOURNAL))
+
+
+def test_a_runner_appends_its_records_to_one_journal_read_like_records(tmp_path):
+    writer = CompletionRecords(str(tmp_path), journal="7_0")
+    for run in range(3):
+        writer.mark_complete(PARAMS, run, info={"duration": 1.5})
+    assert len(journals(tmp_path)) == 1 and loose_names(tmp_path) == journals(tmp_path)
+    reader = CompletionRecords(str(tmp_path))
+    assert reader.completed(compact=False) == {record_key(PARAMS, r) for r in range(3)}
+    assert reader.is_complete(PARAMS, 2) and not reader.is_complete(PARAMS, 3)
+    assert reader.durations() == [1.5, 1.5, 1.5]
+
+
+def test_a_journal_line_cut_short_or_damaged_is_not_a_record(tmp_path):
+    writer = CompletionRecords(str(tmp_path), journal="7_0")
+    writer.mark_complete(PARAMS, 0)
+    writer.mark_complete(PARAMS, 1)
+    path = tmp_path / journals(tmp_path)[0]
+    lines = path.read_bytes().split(b"\n")
+    damaged = lines[0].replace(b'"run": 0', b'"run": 9')  # checksum no longer matches
+    path.write_bytes(damaged + b"\n" + lines[1][:-5])  # the second cut mid-line
+    assert CompletionRecords(str(tmp_path)).completed(compact=False) == set()
+
+
+def test_a_failed_append_starts_a_new_journal_so_no_line_follows_a_cut_one(tmp_path):
+    writer = CompletionRecords(str(tmp_path), journal="7_0")
+    writer.mark_complete(PARAMS, 0)
+    os.close(writer._journal[0])  # the next write fails (as on a full or failing filesystem)
+    with pytest.raises(OSError) as failed:
+        writer.mark_complete(PARAMS, 1)
+    assert failed.value.filename == str(tmp_path / journals(tmp_path)[0])
+    writer.mark_complete(PARAMS, 2)
+    assert len(journals(tmp_path)) == 2
+    keys = {record_key(PARAMS, r) for r in (0, 2)}
+    assert CompletionRecords(str(tmp_path)).completed(compact=False) == keys
+
+
+def test_a_runner_folds_its_journal_when_it_ends_and_others_only_once_their_job_ended(tmp_path):
+    mine = CompletionRecords(str(tmp_path), journal="7_0-11")
+    mine.mark_complete(PARAMS, 0, info={"duration": 2.0})
+    crashed = CompletionRecords(str(tmp_path), journal="8_3-12")
+    crashed.mark_complete(PARAMS, 1, info={"duration": 3.0})
+    running = CompletionRecords(str(tmp_path), journal="9_0-13")
+    running.mark_complete(PARAMS, 2)
+    mine.fold({record_key(PARAMS, 0): 2.0})
+    assert [n.split("-")[1] for n in journals(tmp_path)] == ["8_3", "9_0"]
+    CompletionRecords(str(tmp_path)).fold(ended={"8"})  # at rest: job 8 ended, 9 runs on
+    assert [n.split("-")[1] for n in journals(tmp_path)] == ["9_0"]
+    reader = CompletionRecords(str(tmp_path))
+    assert reader.completed(compact=False) == {record_key(PARAMS, r) for r in range(3)}
+    assert sorted(reader.durations()) == [2.0, 3.0]
+
+
+def test_known_complete_reads_the_folder_at_most_once_per_window(tmp_path, monkeypatch):
+    reader, writer = CompletionRecords(str(tmp_path)), CompletionRecords(str(tmp_path), "7_0")
+    key = record_key(PARAMS, 0)
+    assert not reader.known_complete(key, 60.0)
+    writer.mark_complete(PARAMS, 0)
+    listings = []
+    real = records.scan_names
+    monkeypatch.setattr(records, "scan_names", lambda f: (listings.append(f), real(f))[1])
+    assert not reader.known_complete(key, 60.0) and listings == []  # within its window
+    assert reader.known_complete(key, 0.0) and listings  # read again once older
+    assert writer.known_complete(key, 60.0)  # its own records at once
+
+
+def test_a_journal_that_cannot_be_read_is_never_folded_away(tmp_path, monkeypatch):
+    writer = CompletionRecords(str(tmp_path), journal="7_0")
+    writer.mark_complete(PARAMS, 0)
+    real = CompletionRecords._journal_records
+
+    def stale(self, name, strict=False):
+        raise OSError(116, "Stale file handle", name)
+
+    monkeypatch.setattr(CompletionRecords, "_journal_records", stale)
+    writer.fold({record_key(PARAMS, 0): 1.0})
+    monkeypatch.setattr(CompletionRecords, "_journal_records", real)
+    assert len(journals(tmp_path)) == 1  # left for a later fold, its record still read
+    assert CompletionRecords(str(tmp_path)).completed(compact=False) == {record_key(PARAMS, 0)}

@@ -18,6 +18,7 @@ from runner_helpers import Project
 import pyexp
 from pyexp.errors import ResultsError
 from pyexp.state.layout import state_dirs
+from pyexp.state.leases import sweep_tombstones
 from pyexp.state.store import SHARDS, ShardWriter, compact, encode, latest, read_file, shard_names
 
 pd = pytest.importorskip("pandas")
@@ -154,6 +155,9 @@ def test_kill_9_between_data_and_completion_leaves_the_index_missing_and_unseen(
     assert pyexp.listMissingResults(exp, runs=1)[0] == 0  # ... the index is not done ...
     assert len(pyexp.loadFrame(exp, "final")) == 0  # ... so no reader shows it
     assert list(pyexp.loadResults(exp, "final", runs=1))[0].load() is None
+    # Its tombstone (written before the record) answers "done" to runners until it is swept,
+    # two lease durations plus a minute later; then it runs again.
+    assert sweep_tombstones(state_dirs(exp).leases, 0.0) == 1
     assert project.run(path, "--indices", "0", "--command", cmd).returncode == 0
     assert list(pyexp.loadFrame(exp, "final").final) == [0.0]  # the rerun's, once
 

@@ -62,13 +62,19 @@ class Job:
     def __init__(self, worker: ClaimWorker, item: Item, lease: Lease) -> None:
         self.index, self.params, self.run, self.key = item.index, item.params, item.run, item.key
         self.exp = worker.exp
-        self.checkpoint_dir = checkpoints.folder_of(worker.checkpoints, item.key)
+        self._checkpoint_dir = checkpoints.folder_of(worker.checkpoints, item.key)
         self.entered = False
         self._worker, self._item, self.lease = worker, item, lease
         self.staging = Staging()  # its pyexp.save() calls, stored when it is done
         self._started = time.monotonic()
         self._saved: tuple = ()  # its checkpoint folder's stamp once prepared
         self._log, self._offset = "", 0  # where its attempt starts in the worker's task log
+
+    @property
+    def checkpoint_dir(self) -> str:
+        """The job's checkpoint folder, created on first use (not per index)."""
+        os.makedirs(self._checkpoint_dir, exist_ok=True)
+        return self._checkpoint_dir
 
     def __enter__(self) -> Job:
         self.entered = True
@@ -92,14 +98,15 @@ class ClaimWorker:
         dirs = state_dirs(exp)
         self.exp, self.claims, self.job, self.guard = exp, claims, job, guard
         self.broken_path = dirs.broken
-        self.records, self.attempts = CompletionRecords(dirs.done), Attempts(dirs.attempts)
+        # A worker may start several of these: each process its own log and journal.
+        tag = f"{job.attempt or socket.gethostname()}-{os.getpid()}".replace("/", "_")
+        self.records = CompletionRecords(dirs.done, journal=tag)
+        self.attempts = Attempts(dirs.attempts)
         self.checkpoints = dirs.checkpoints
         self.store = ShardWriter(dirs.store)
         self.leases = IndexLeases(dirs.leases, job=job.job)
         self.log_dir = log_dir(exp)
-        # A worker may start several of these: each process its own log.
-        tag = f"{job.attempt or socket.gethostname()}-{os.getpid()}"
-        self.task_log = TaskLog(self.log_dir, tag.replace("/", "_"))
+        self.task_log = TaskLog(self.log_dir, tag)
         self.grace = grace_seconds()
         self.tally: Counter[str] = Counter()
         self.signum: int | None = None
@@ -107,12 +114,14 @@ class ClaimWorker:
         self._body = False  # a job's work runs: a stop signal raises Stopped in it
         self._retries: set[str] = set()  # keys that had failed before (the guard's)
         self._completed: dict[str, float] = {}  # keys this worker recorded complete: durations
+        self._attempted: set[str] = set()  # keys with an attempt on record when it began
         self._old: dict[int, object] = {}
 
     def __iter__(self) -> Iterator[Job]:
         with contextlib.suppress(OSError):  # if it cannot be made, each index says so
             os.makedirs(self.log_dir, exist_ok=True)
         self._install()
+        self._attempted = {key for key, _, _ in self.attempts.names()}  # one listing
         self._retries = failed_before(self.attempts) if self.guard else set()
         try:
             while self.signum is None and not self._broken() and (job := self._next()) is not None:
@@ -127,6 +136,8 @@ class ClaimWorker:
             self.store.seal()
             self.task_log.close()
             self.records.fold(self._completed)  # this worker's records, one segment
+            if not self.exp.config.keep_checkpoints:  # their folders, one listing
+                checkpoints.sweep_done(self.checkpoints, self._completed)
             self.say(self._summary())
 
     def _next(self) -> Job | None:
@@ -145,15 +156,16 @@ class ClaimWorker:
                 self.claims.held(item)
                 continue
             self.claims.taken(item)
-            if not self.claims.wanted(item) or self.records.is_complete(
-                item.params, item.run, fresh=True
+            if not self.claims.wanted(item) or self.records.known_complete(
+                item.key, self.leases.duration / 2
             ):
                 self.leases.forget(item.key)
                 self.tally["skipped"] += 1
                 continue
             job = Job(self, item, lease)
             try:
-                job._saved = checkpoints.prepare(job.checkpoint_dir)
+                if item.key in self._attempted:  # an earlier attempt may have saved there
+                    job._saved = checkpoints.prepare(job._checkpoint_dir)
             except OSError as e:  # quota, read-only: this index fails, the others go on
                 self._fail_unstarted(job, f"its checkpoint folder {describe(e)}")
                 continue
@@ -174,7 +186,7 @@ class ClaimWorker:
         """Write the index's log header and let stop signals interrupt its work."""
         self._header(job)
         job._started = time.monotonic()
-        os.environ[CHECKPOINT_DIR] = job.checkpoint_dir  # for pyexp.checkpoint_dir()
+        os.environ[CHECKPOINT_DIR] = job._checkpoint_dir  # for pyexp.checkpoint_dir()
         self._body = True
 
     def end(self, job: Job, exc: BaseException | None) -> bool:
@@ -204,7 +216,7 @@ class ClaimWorker:
         if outcome in (TIMEOUT, PREEMPTED):
             last = self.attempts.latest({job.key}).get(job.key)
             outcome, saved = checkpoints.stop_outcome(
-                job.checkpoint_dir, job._saved, outcome, last and last.info
+                job._checkpoint_dir, job._saved, outcome, last and last.info
             )
             info.update(saved)
         text = "".join(traceback.format_exception(exc)) if outcome == FAILED else ""
@@ -219,7 +231,7 @@ class ClaimWorker:
                 outcome,
                 info,
                 self.job.attempt,
-                checkpoint=None if keep else job.checkpoint_dir,
+                checkpoint=None if keep else self._checkpoint(job, outcome),
                 store=store,
                 cannot_write=self._cannot_record,
             )
@@ -238,6 +250,11 @@ class ClaimWorker:
         if self.guard is not None and self.guard.saw(outcome, duration, *log):
             report_broken(self.guard, self.broken_path, self.job.job, self.say)
         return suppress
+
+    def _checkpoint(self, job: Job, outcome: str) -> str | None:
+        """The folder record_outcome tidies: none for a done job whose folder was not
+        prepared (sweep_done removes it when the worker ends, if the job made one)."""
+        return None if outcome == DONE and job.key not in self._attempted else job._checkpoint_dir
 
     def _cannot_record(self, error: OSError) -> None:
         if self.unrecordable is None:

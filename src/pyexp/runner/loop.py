@@ -15,8 +15,23 @@ and SIGTERM/SIGINT (preemption, scancel) stop it: children get SIGTERM, then SIG
 grace period, their attempts are recorded as timeout/preempted (continuing, or stalled, when the
 command saved a checkpoint during the attempt: state/checkpoints.py), leases released, no new
 index starts. Each command gets its index's checkpoint folder (PYEXP_CHECKPOINT_DIR), created
-before it starts (an index whose folder cannot be created fails alone) and removed once the
-index is done.
+on first use (state/checkpoints.py; before the command starts only for work with an earlier
+attempt on record, and an index whose folder cannot be created then fails alone) and removed once
+the index is done (done indices' folders when the run ends, in one listing).
+
+Per index on the state folder (scripts/bench_runner.py counts them): the lease's exclusive create
+(with filelock's folder check and lookup), the tombstone (temp file and rename) and one append +
+fsync to the runner's completion journal; no completion check (a view read at most D/2 ago),
+no info file, fencing read or checkpoint folder for an index shorter than D/3 (state/leases.py,
+state/records.py, state/checkpoints.py).
+
+Waits that remain, each on purpose: the loop sleeps in SignalWatch.wait until a child exits
+(SIGCHLD), a stop signal or a lost lease wakes it, or a deferred lease's next retry is due
+(D/6); an exit is then reaped after the command's output copy thread has drained its pipe
+(CappedCopy.join: the log must be whole before the attempt is recorded); a command killed by a
+stop signal waits up to STOP_SIGNAL_WAIT for the runner's own copy of it (_stopped_with); the
+journal's fsync waits for the disk (a completion must survive a crash); filelock's release joins
+its heartbeat thread, which its stop event ends at once.
 """
 
 from __future__ import annotations
@@ -126,7 +141,8 @@ class Runner:
         self.host, self.job, self.attempt = socket.gethostname(), job.job, job.attempt
         dirs = state_dirs(exp)
         self.started_marker = os.path.join(dirs.started, self.attempt) if self.attempt else None
-        self.records = CompletionRecords(dirs.done)
+        tag = (self.attempt or f"{self.host}-{os.getpid()}").replace("/", "_")
+        self.records = CompletionRecords(dirs.done, journal=tag)
         self.attempts = Attempts(dirs.attempts)
         self.checkpoints = dirs.checkpoints
         self.keep_checkpoints = exp.config.keep_checkpoints
@@ -138,8 +154,7 @@ class Runner:
             lease_duration = lease_seconds()
         self.leases = IndexLeases(dirs.leases, lease_duration, job=self.job, on_lost=self._on_lost)
         self.log_dir = log_dir(exp)
-        tag = self.attempt or f"{self.host}-{os.getpid()}"
-        self.task_log = TaskLog(self.log_dir, tag.replace("/", "_"))
+        self.task_log = TaskLog(self.log_dir, tag)
         self.max_log_bytes = exp.config.max_log_bytes
         self.tally: Counter[str] = Counter()
         self.running: dict[int, _Running] = {}
@@ -147,6 +162,7 @@ class Runner:
         self._lost: deque[str] = deque()  # keys whose lease the heartbeat found lost
         self._retries: set[str] = set()  # keys that had failed before this run (the guard's)
         self._completed: dict[str, float] = {}  # keys this runner recorded complete: durations
+        self._attempted: set[str] = set()  # keys with an attempt on record when the run began
         self._watch: SignalWatch | None = None
         self._spawner = Spawner()
         self._environ = command_environ(os.environ, job.python_on_path)
@@ -161,6 +177,7 @@ class Runner:
         if self.started_marker:  # tells reconcile this array task got as far as pyexp-run
             write_atomic(self.started_marker, f"{self.host} {os.getpid()} {_now()}\n")
         done = self.records.completed(compact=False)
+        self._attempted = {key for key, _, _ in self.attempts.names()}  # one listing
         self._retries = failed_before(self.attempts) if self.guard else set()
         with contextlib.suppress(OSError):  # if it cannot be made, each index says so
             os.makedirs(self.log_dir, exist_ok=True)
@@ -177,6 +194,8 @@ class Runner:
                 self.store.seal()
                 self.task_log.close()
                 self.records.fold(self._completed)  # this task's records, one segment
+                if not self.keep_checkpoints:  # their folders, one listing
+                    checkpoints.sweep_done(self.checkpoints, self._completed)
                 if self._stage_dir is not None:
                     shutil.rmtree(self._stage_dir, ignore_errors=True)
         return self._summary(source)
@@ -296,9 +315,10 @@ class Runner:
     def _launch(self, item: Item, lease: Lease) -> None:
         slot, log_path = self._slot(), self.task_log.folder
         started = time.monotonic()
-        # Checked under the lease: another runner may have finished it since our first listing.
+        # Checked under the lease: another runner may have finished it since our first listing
+        # (a view read at most D/2 ago suffices: CompletionRecords.known_complete).
         try:
-            complete = self.records.is_complete(item.params, item.run, fresh=True)
+            complete = self.records.known_complete(item.key, self.leases.duration / 2)
         except OSError as e:  # cannot tell: running it might run it twice
             unstarted = _Running(item, lease, None, None, log_path, started)
             self._finish(unstarted, None, error=f"not started, its record cannot be checked: {e}")
@@ -316,9 +336,8 @@ class Runner:
             unstarted = _Running(item, lease, None, log, log_path, started, (), slot, offset)
             self._finish(unstarted, None, error=f"not started, its log cannot be written: {e}")
             return
-        folder = checkpoints.folder_of(self.checkpoints, item.key)
         try:
-            before = checkpoints.prepare(folder)
+            before = self._prepare(item.key)
         except OSError as e:  # quota, read-only: this index fails, the others go on
             unstarted = _Running(item, lease, None, log, log_path, started, (), slot, offset)
             self._finish(unstarted, None, error=f"its checkpoint folder {describe(e)}")
@@ -343,6 +362,13 @@ class Runner:
         os.close(pipe)  # the command holds it: the copy ends when the command's output closes
         running = _Running(item, lease, proc, log, log_path, started, before, slot, offset, copy)
         self.running[proc.pid] = running
+
+    def _prepare(self, key: str) -> tuple:
+        """The stamp of key's checkpoint folder, prepared only if an earlier attempt is on
+        record (else the command creates it on first use: no call per index)."""
+        if key not in self._attempted:
+            return ()
+        return checkpoints.prepare(checkpoints.folder_of(self.checkpoints, key))
 
     def _header(self, item: Item) -> str:
         return (
@@ -453,7 +479,7 @@ class Runner:
             *state,
             *(r.item, outcome, info, self.attempt),
             failure,
-            checkpoint=None if self.keep_checkpoints else folder,
+            checkpoint=None if self.keep_checkpoints else self._checkpoint(r.item.key, outcome),
             store=store,
             cannot_write=self._cannot_record,
         )
@@ -473,6 +499,13 @@ class Runner:
             outcome, duration, r.log_path, retry, r.offset
         ):
             report_broken(self.guard, self.broken_path, self.job, self.say)
+
+    def _checkpoint(self, key: str, outcome: str) -> str | None:
+        """The folder record_outcome tidies: none for a done index whose folder was not
+        prepared (sweep_done removes it when the run ends, if the command made one)."""
+        if outcome == DONE and key not in self._attempted:
+            return None
+        return checkpoints.folder_of(self.checkpoints, key)
 
     def _cannot_record(self, error: OSError) -> None:
         """State cannot be written: finish what runs, start no new index (said once)."""

@@ -36,8 +36,8 @@ def record_outcome(
     store: Callable[[], None] | None = None,
     cannot_write: Callable[[OSError], None] = lambda e: None,
 ) -> tuple[str, str | None]:
-    """Record work's outcome (DONE: its completion record with info; else an attempt with info
-    and the failure's details) and end its lease (a completed one leaves a tombstone); the
+    """Record work's outcome (DONE: a tombstone in its lease marker, then its completion record
+    with info; else an attempt with info and the failure's details) and end its lease; the
     outcome recorded and why it differs: a completion record that cannot be written makes a
     failed attempt, and state that cannot be written at all leaves the index UNRECORDED
     (missing). Each write that fails is also passed to cannot_write (the caller stops). store
@@ -54,8 +54,13 @@ def record_outcome(
                 if isinstance(e, OSError):
                     cannot_write(e)
         if outcome == DONE:
-            try:
-                records.mark_complete(work.params, work.run, info)
+            try:  # the tombstone first: every record younger than its retention has one
+                leases.end(work.key, completed=True)
+                try:
+                    records.mark_complete(work.params, work.run, info)
+                except OSError:
+                    leases.undo(work.key)
+                    raise
                 if checkpoint is not None:
                     checkpoints.remove(checkpoint)
                 return DONE, None
@@ -72,7 +77,8 @@ def record_outcome(
         outcome = UNRECORDED
         return UNRECORDED, f"not recorded ({e}); it stays missing"
     finally:
-        try:  # a completed index leaves a tombstone in its marker
-            leases.end(work.key, completed=outcome == DONE)
-        except OSError as e:
-            cannot_write(e)
+        if outcome != DONE:  # a completed one ended with its tombstone above
+            try:
+                leases.end(work.key, completed=False)
+            except OSError as e:
+                cannot_write(e)

@@ -4,8 +4,8 @@ Worker w of N walks the pool from position (w * size) // N, wrapping, so workers
 Indices whose last stop saved a checkpoint (continuing) come first, for every worker; a
 continuing index's fit test counts only the part its checkpoint's progress fraction says is left.
 It skips indices that are done or that this array already tried and failed (the folders are
-re-read at most once a second, then the record is stat'ed), and those whose lease marker shows
-a live holder, so workers that meet walk past each other instead of contending on lease files.
+re-read at most once a second, and the Runner asks again under the lease), and those whose lease
+marker shows a live holder, so workers that meet walk past each other instead of contending.
 It tries the lease of any other (the Runner does, and reports taken/held back); under the lease
 it asks again whether the array tried it. A pass that claimed something is followed by another
 over the indices that were held; the worker ends when a pass claims nothing and none of its own
@@ -157,7 +157,7 @@ class PoolClaims:
                 self._skipped.add(index)  # removed from the sweep since submission
                 continue
             item = Item.of(self._exp, index)
-            if item.key in self._settled_keys() or self._records.is_complete(item.params, item.run):
+            if item.key in self._settled_keys():  # the Runner checks again under the lease
                 continue
             if self._busy(item.key):  # left to its holder without touching its lease
                 self._held.append(index)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 from pyexp.experiment import ExperimentDescription
 from pyexp.standing.slurm_states import NOT_THE_SCRIPTS_FAULT, SLURM_OUTCOMES, QueueSnapshot
-from pyexp.state import leases
+from pyexp.state import leases, task_logs
 from pyexp.state.atomic import scan_names
 from pyexp.state.attempts import FAILED, LOST, Attempts
 from pyexp.state.guard import broken_line
@@ -88,7 +88,7 @@ def settle(exp: ExperimentDescription, queue: QueueSnapshot, scan: LedgerScan | 
         ends = [_task_end(exp, entry, t, queue, started, outputs) for t in tasks]
         entry.script_failed = _script_failed(entry, ends)
         if entry.is_farm:
-            recorded += _settle_farm(entry, queue, dirs.leases, done, tried, attempts)
+            recorded += _settle_farm(entry, queue, dirs.leases, done, tried, attempts, log_dir(exp))
             ledger.settle(entry)
             continue
         old = ExperimentDescription(entry.snapshot, path=entry.experiment, config=exp.config)
@@ -98,7 +98,12 @@ def settle(exp: ExperimentDescription, queue: QueueSnapshot, scan: LedgerScan | 
                 key = record_key(old.getPermutation(i), old.getRun(i))
                 if key in done or (key, job) in tried:
                     continue
-                ran = key + leases.SUFFIX in markers and _holder_job(dirs.leases, key) == job
+                holder = (
+                    _holder_job(dirs.leases, key, log_dir(exp))
+                    if key + leases.SUFFIX in markers
+                    else None
+                )
+                ran = holder == job
                 if key in live and not ran:  # another runner is on it
                     continue
                 outcome, why = _vanished(end, ran)
@@ -116,6 +121,7 @@ def _settle_farm(
     done: set[str],
     tried: set[tuple[str, str]],
     attempts: Attempts,
+    logs: str,
 ) -> int:
     """A finished farm charges only the indices its workers' lease markers still name (they were
     running them when the worker ended); the rest of its pool is lost: missing, not charged."""
@@ -125,7 +131,7 @@ def _settle_farm(
         key = name.removesuffix(leases.SUFFIX)
         if key == name or key in done:
             continue
-        job = _holder_job(folder, key)
+        job = _holder_job(folder, key, logs)
         if job not in workers or (key, job) in tried:
             continue
         state = queue.state(entry.id, workers[job])
@@ -135,8 +141,14 @@ def _settle_farm(
     return recorded
 
 
-def _holder_job(folder: str, key: str) -> str | None:
-    return leases.read_holder(os.path.join(folder, key + leases.SUFFIX)).get("slurm_job")
+def _holder_job(folder: str, key: str, logs: str) -> str | None:
+    """The job whose lease marker names key: its holder's info says so from its first beat;
+    before that, the task log that last noted key (a runner notes an attempt there as it starts
+    the index, under the lease)."""
+    job = leases.read_holder(os.path.join(folder, key + leases.SUFFIX)).get("slurm_job")
+    if job is None and (found := task_logs.locate(logs, key)):
+        job = os.path.basename(found[-1].log).rsplit("-", 1)[0]  # <job>_<task>-<slot>.log
+    return job
 
 
 def _task_end(

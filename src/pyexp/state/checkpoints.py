@@ -3,9 +3,14 @@
 One folder per (parameters, run) of an experiment's work scope, named by the record key
 (`<state>/checkpoints/<params hash>-<run>`), so every attempt of the same work finds it and an
 edited sweep never hands one parameter set's checkpoint to another. The command gets it as
-$PYEXP_CHECKPOINT_DIR (Python: pyexp.checkpoint_dir()); the runner creates it before the command
-starts and removes it once the index is done (unless config.json says "keep_checkpoints": true).
-It lives under state_path, never under save_path: it is never counted as results.
+$PYEXP_CHECKPOINT_DIR (Python: pyexp.checkpoint_dir()). It is created on first use, not per
+index: by pyexp.checkpoint_dir() and save_checkpoint() in the command (a command that writes there
+itself creates it, `mkdir -p "$PYEXP_CHECKPOINT_DIR"`), and by the runner before the command
+starts only when an earlier attempt of the work is on record (it may have saved there: the
+folder is cleaned of a killed save and stamped). A done index's folder is removed by its runner
+when it ends (sweep_done: one listing, not a call per index), and at rest by pyexp-submit (unless
+config.json says "keep_checkpoints": true). It lives under state_path, never under save_path:
+it is never counted as results.
 
 save_checkpoint() writes a temp file, fsyncs it and renames it over the last one, so a command
 killed while saving (even by SIGKILL) leaves the previous complete checkpoint for the next attempt;
@@ -134,6 +139,20 @@ def remove(folder: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def sweep_done(root: str, done: set[str] | dict[str, float]) -> int:
+    """Remove the folders under root of done record keys (one listing); how many."""
+    removed = 0
+    try:
+        with os.scandir(root) as it:
+            names = [e.name for e in it if e.name in done]
+    except OSError:
+        return 0
+    for name in names:
+        remove(os.path.join(root, name))
+        removed += 1
+    return removed
+
+
 def remove_empty(folder: str) -> None:
     """Remove the folder of an index that saved nothing (so failures leave no folder behind)."""
     with contextlib.suppress(OSError):  # not empty: a checkpoint to continue from
@@ -141,7 +160,20 @@ def remove_empty(folder: str) -> None:
 
 
 def checkpoint_dir() -> str:
-    """The current index's checkpoint folder (inside pyexp-run's command or a pyexp.claim() job)."""
+    """The current index's checkpoint folder, created if needed (inside pyexp-run's command or a
+    pyexp.claim() job)."""
+    folder = _named_folder()
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise RunnerError(
+            f"{folder}: the checkpoint folder cannot be created ({e.strerror}); "
+            "free space or quota under state_path"
+        ) from None
+    return folder
+
+
+def _named_folder() -> str:
     folder = checkpoint_folder()
     if folder is None:
         raise RunnerError(
@@ -171,7 +203,7 @@ def _progress(step: int | None, fraction: float | None) -> dict:
 def load_checkpoint(default: Any = None) -> Any:
     """The current index's last saved checkpoint, else default (the first attempt)."""
     try:
-        with open(os.path.join(checkpoint_dir(), STATE_FILE), "rb") as f:
+        with open(os.path.join(_named_folder(), STATE_FILE), "rb") as f:
             return pickle.load(f)
     except FileNotFoundError:
         return default

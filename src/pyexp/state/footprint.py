@@ -3,11 +3,12 @@
 A task folds its own completion records when it ends (runner/loop.py), and sweeps the due
 tombstones of anyone. What remains after the last task, pyexp-submit (never a dry run) and
 pyexp-status (when the lock is free and the folder writable: scheduler/submit.tidy_if_idle) fold
-under the submit lock: loose completion records into a segment (pyexp-submit only), completion
-tombstones removed once due (RETAIN_LEASES of the lease duration each carries plus CLOCK_SKEW:
-they must outlive every client cache first), ended tasks' logs and settled arrays' .out/.err
-files into one log archive (state/task_logs.py), and settled arrays' `started` markers removed
-(only settling reads them).
+under the submit lock: loose completion records and ended jobs' journals into a segment
+(pyexp-submit only), completion tombstones removed once due (RETAIN_LEASES of the lease duration
+each carries plus CLOCK_SKEW: they must outlive every client cache first), ended tasks' logs and
+settled arrays' .out/.err files into one log archive (state/task_logs.py), settled arrays'
+`started` markers removed (only settling reads them), and the checkpoint folders of done work
+removed.
 """
 
 from __future__ import annotations
@@ -16,20 +17,34 @@ import contextlib
 import os
 
 from pyexp.experiment import ExperimentDescription
-from pyexp.state import task_logs
+from pyexp.state import checkpoints, task_logs
 from pyexp.state.atomic import scan_names
 from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.leases import sweep_tombstones
 from pyexp.state.ledger import SETTLED, LedgerScan, is_local_job, local_job_id
-from pyexp.state.records import CompletionRecords
+from pyexp.state.records import CompletionRecords, StateCorrupt
 
 
 def tidy(exp: ExperimentDescription, scan: LedgerScan) -> None:
     """Fold what the finished tasks of exp left (scan: its ledger, settled entries final):
-    loose records, then as leftovers(); quietly: each part is an optional chore whose failure
-    leaves files, never loses state."""
-    CompletionRecords(state_dirs(exp).done).fold()
+    loose records and ended jobs' journals, done work's checkpoint folders, then as
+    leftovers(); quietly: each part is an optional chore whose failure leaves files, never
+    loses state."""
+    dirs = state_dirs(exp)
+    records = CompletionRecords(dirs.done)
+    records.fold(ended=_ended_jobs(scan))
+    if not exp.config.keep_checkpoints:  # done work's folders a killed runner left
+        with contextlib.suppress(OSError, StateCorrupt):
+            checkpoints.sweep_done(dirs.checkpoints, records.completed(compact=False))
     leftovers(exp, scan)
+
+
+def _ended_jobs(scan: LedgerScan) -> set[str]:
+    """The job ids whose tasks have all ended: settled arrays, and local runs (which end
+    before their submit returns, or are judged by their runner's pid)."""
+    ended = [e for e in scan.entries if e.state == SETTLED or is_local_job(e.job_id)]
+    # Slurm's array job ids; a local farm's workers name themselves after the entry instead
+    return {str(e.job_id) for e in ended if e.job_id} | {local_job_id(e.id) for e in ended}
 
 
 def leftovers(exp: ExperimentDescription, scan: LedgerScan) -> None:
@@ -39,16 +54,15 @@ def leftovers(exp: ExperimentDescription, scan: LedgerScan) -> None:
     dirs = state_dirs(exp)
     with contextlib.suppress(OSError):
         sweep_tombstones(dirs.leases)
-    ended = [e for e in scan.entries if e.state == SETTLED or is_local_job(e.job_id)]
     logs = log_dir(exp)
     outputs = [
         os.path.join(logs, f"{e.job_name}_{t}.{ext}")
-        for e in ended
+        for e in scan.entries
+        if e.state == SETTLED or is_local_job(e.job_id)
         for t in range(e.task_count())
         for ext in ("out", "err")
     ]
-    # Slurm's array job ids; a local farm's workers name themselves after the entry instead
-    jobs = {str(e.job_id) for e in ended if e.job_id} | {local_job_id(e.id) for e in ended}
+    jobs = _ended_jobs(scan)
     with contextlib.suppress(OSError):
         task_logs.fold(logs, jobs, outputs)
     for name in scan_names(dirs.started):

@@ -9,43 +9,56 @@ flock locks across nodes. Every decision below rests on create, rename or a read
 
 - take: a filelock `SoftFileLease` marker `<state>/leases/<record_key>.lease`, created with O_EXCL
   (filelock writes its owner record: pid, host, start, token, duration); beside it our own
-  `<key>.lease.info` (JSON: token, job, host, pid, duration, start, beat), written atomically
-  after acquiring and rewritten by a beat thread every D/3 (D = the lease duration); filelock's
-  heartbeat renews the marker's mtime every D/3 too. A fresh SoftFileLease object is used for each
-  try, so filelock itself frees only a dead holder on this host (pid gone: at once); it never
-  judges a marker by its age, which through a cache could look old while the holder lives.
+  `<key>.lease.info` (JSON: token, job, host, pid, duration, start, beat), written atomically by
+  a beat thread every D/3 (D = the lease duration), the first time at the lease's first beat,
+  not at the take: an index shorter than D/3 never creates or removes one. filelock's heartbeat
+  renews the marker's mtime every D/3 too. A fresh SoftFileLease object is used for each try,
+  so filelock itself frees only a dead holder on this host (pid gone: at once); it never judges
+  a marker by its age, which through a cache could look old while the holder lives.
 - complete: end(key, completed=True) replaces the marker (rename) by a tombstone, `pyexp-done
-  <time> <host> <D>`, then releases: a contender whose cache still hides the completion record
-  cannot create the marker (the server refuses), reads the tombstone and gets DONE. Tombstones
-  outlive the caches: they are removed RETAIN_LEASES (2) of their writer's D after they were
-  written (by the writer at its release, or by anyone's sweep by the time and D they carry,
-  allowing CLOCK_SKEW), so client caches must be shorter than D. No one takes a tombstone over.
+  <time> <host> <D>`, and releases; the completion record is written right after it (undo() takes
+  the tombstone back if the record cannot be written). A contender whose cache still hides the
+  record cannot create the marker (the server refuses), reads the tombstone and gets DONE.
+  Tombstones outlive the caches: they are removed RETAIN_LEASES (2) of their writer's D after
+  they were written (by the writer at its release, or by anyone's sweep by the time and D they
+  carry, allowing CLOCK_SKEW), so client caches must be shorter than D, and every runner of an
+  experiment uses the same D (as filelock requires of peers). No one ever takes a tombstone over.
+  Because the tombstone comes first, a completion record without one is at least 2 D old:
+  whoever takes a key by exclusive create needs no fresh look for its record, only a view of
+  the records read within D/2 (records.CompletionRecords.known_complete), which a record over
+  1.5 D old reaches through any cache. A writer that dies between the tombstone and the record
+  leaves the index missing once the tombstone is removed, never done twice.
 - take over (holder elsewhere, or a marker left empty or garbage): once this contender has seen
-  the marker's content, its info's content and its mtime (each read after open) unchanged for
-  the marker's D on its own monotonic clock; the live holder's beats change the info's content,
-  which no attribute cache hides. The marker is then renamed aside (one contender wins), checked
-  to be the one watched (else put back), and the key taken by exclusive create with the
-  holder's D (duration_for(key) says how long to keep retrying).
+  the marker's content, its info's content (or its absence) and its mtime (each read after open)
+  unchanged for the marker's D on its own monotonic clock; a live holder writes its info within
+  D/3 of its take and changes it every D/3 after, which no attribute cache hides. The marker is
+  then renamed aside (one contender wins), checked to be the one watched (else put back), and
+  the key taken by exclusive create with the holder's D (duration_for(key) says how long to keep
+  retrying). A tombstone is never watched: it answers DONE.
 
 Contracts:
 - timeout: try_take never waits; it returns None while anyone holds the key (this contender
   included), DONE for a tombstone, and the caller retries None.
 - compromise: the heartbeat reports the loss when the marker vanished, changed owner, or could
   not be renewed for 2/3 D (shorter failures, e.g. an EIO blip, are retried and recover); so
-  does the beat thread when the info could not be rewritten at two beats in a row. It then
-  calls on_lost(key) from the heartbeat thread, at least D/3 before any contender can take the
-  lease; the holder must stop that key's work. Lease.lost says the same to a poller, and reads
-  the marker's claim token too (fencing before a completion is recorded).
+  does the beat thread when the info could not be written at two beats in a row. It then calls
+  on_lost(key) from the heartbeat thread, at least D/3 before any contender can take the lease;
+  the holder must stop that key's work. Lease.lost says the same to a poller, and from
+  FENCE_AFTER (D/2) after the take reads the marker's claim token too (fencing before a
+  completion is recorded): before that no contender can have watched our marker, created at
+  the take, unchanged for D, so the read is skipped (a holder paused past D/2 reads it).
 - a live holder (heartbeat and beat running) is never taken over; one whose beats stop for longer
   than D (SIGSTOP, a hung filesystem) can be, and is told so by on_lost when it resumes.
-- errors: a marker or info that cannot be written raises OSError naming the file (the runner
-  then starts no new index); sshfs's EPERM for an exclusive create its negative cache hid is a
-  refusal while the folder is writable.
+- errors: a marker or tombstone that cannot be written raises OSError naming the file (the
+  runner then starts no new index), an info that cannot be written stalls the lease (above);
+  sshfs's EPERM for an exclusive create its negative cache hid is a refusal while the folder is
+  writable.
 
 held_keys()/live_keys() read the markers for status (tombstones are not holders): a marker is
 live while its mtime is within its own D of this host's clock, unless its holder ran on this host
-and is dead (pid gone, or reused: the start token differs), which the next try takes over at
-once. They are estimates for people; runners never decide from them.
+and is dead (pid gone, or reused: the start token differs; before its first beat, the marker's
+host and pid say so), which the next try takes over at once. A holder's job is known from its
+first beat on. They are estimates for people; runners never decide from them.
 """
 
 from __future__ import annotations
@@ -74,6 +87,7 @@ TOMBSTONE = b"pyexp-done "  # a completed key's marker content, kept RETAIN_LEAS
 RETAIN_LEASES = 2.0  # tombstones outlive every client cache the design assumes (<= 1 duration)
 CLOCK_SKEW = 60.0  # seconds by which nodes' wall clocks may differ (tombstones carry their time)
 LEGACY_RETAIN = 86400.0  # a tombstone that carries no lease duration (older pyexp) is kept a day
+FENCE_AFTER = 0.5  # of D after the take: before it no one can have taken the lease over
 DONE: Final = "done"  # try_take's answer for a key whose marker says it was completed
 
 
@@ -89,21 +103,30 @@ class Lease:
     key: str
     path: str
     _lock: SoftFileLease
-    _info: dict = field(default_factory=dict)  # what the beat thread rewrites, with its count
+    _info: dict = field(default_factory=dict)  # what the beat thread writes, with its count
+    _taken: float = field(default_factory=time.monotonic)  # when the marker was created
     _beaten: float = field(default_factory=time.monotonic)  # its last successful rewrite
     _stalled: bool = False  # the info could not be rewritten for 2/3 D: contenders may take it
+    _written: bool = False  # the info file exists (written at the first beat, not at the take)
 
     @property
     def lost(self) -> bool:
         """Whether the lease is no longer ours: the heartbeat found the marker gone, taken, or
         not renewable, the beats stalled, or the marker carries another claim now (read now: a
-        holder resumed after a pause longer than the lease learns it before its next beat)."""
-        return self._stalled or not still_holds(self._lock)
+        holder resumed after a pause longer than the lease learns it before its next beat).
+        Within FENCE_AFTER of the take the marker is not read: no contender can have watched
+        it unchanged for D yet."""
+        if self._stalled or self._lock.compromise is not None or not self._lock.is_locked:
+            return True
+        if time.monotonic() - self._taken < FENCE_AFTER * self._lock.lease_duration:
+            return False
+        return not still_holds(self._lock)
 
     def release(self) -> None:
         """Give the lease up (idempotent)."""
         if self._lock.is_locked:
-            _remove_info(self.path, self._lock.token)
+            if self._written:
+                _remove_info(self.path, self._lock.token)
             self._lock.release(force=True)
 
 
@@ -177,28 +200,26 @@ class IndexLeases:
             if lock is None:
                 return None
         self._watch.pop(key, None)
+        # The info is written at the lease's first beat (within D/3), not here: an index shorter
+        # than that never creates or removes one.
         lease = Lease(key, path, lock, self._info(lock))
-        try:  # advisory, and rewritten every D/3: no need to reach stable storage
-            write_atomic(path + INFO, json.dumps(lease._info), sync=False)
-        except OSError:
-            lock.release(force=True)
-            raise
         self._locks[key], self._held[key] = lock, lease
         self._start_beat()
         return lease
 
     def end(self, key: str, completed: bool) -> None:
         """Release key's lease; if completed, leave a tombstone in its marker first (atomically,
-        in place of our lease): a contender whose cache still hides the completion record learns
-        it from the marker it must open anyway. Raises OSError (the lease released) if the
-        tombstone cannot be written."""
+        in place of our lease), before its completion record is written: a contender whose
+        cache still hides the record learns it from the marker it must open anyway, and every
+        record younger than the tombstone's retention has one. Raises OSError (the lease
+        released) if the tombstone cannot be written."""
         lock = self._locks.get(key)
         if not completed or lock is None or not lock.is_locked:
             self.forget(key)
             return
-        # Not checked against a loss first: the record is written, so the tombstone is true
-        # even over a taker's marker (whose holder then learns it lost the lease). Not synced:
-        # after a server crash the synced record is the fact, visible once caches expire.
+        # Checked against a loss by the caller just before (Lease.lost); the record follows at
+        # once (undo() if it cannot be written). Not synced: after a server crash the synced
+        # record is the fact, and a tombstone lost with it leaves the index missing, not done.
         body = TOMBSTONE + f"{time.time():.3f} {socket.gethostname()} {self.duration:g}\n".encode()
         try:
             write_atomic(self.path(key), body, sync=False)
@@ -206,14 +227,22 @@ class IndexLeases:
         finally:
             self.forget(key)
 
+    def undo(self, key: str) -> None:
+        """Remove the tombstone end(key, completed=True) left, if it is still ours (its
+        completion record could not be written: the index is missing, not done)."""
+        body, _ = self._tombstones.pop(key, (None, 0.0))
+        if body is not None:
+            _move_aside(self.path(key), body)
+
     def forget(self, key: str) -> None:
         """Drop the watch state of key (after it is done), releasing it if held."""
         self._watch.pop(key, None)
         with self._guard:
             lock = self._locks.pop(key, None)
-            self._held.pop(key, None)
+            lease = self._held.pop(key, None)
             if lock is not None and lock.is_locked:
-                _remove_info(self.path(key), lock.token)
+                if lease is None or lease._written:
+                    _remove_info(self.path(key), lock.token)
                 lock.release(force=True)
 
     def release(self) -> None:
@@ -308,6 +337,7 @@ class IndexLeases:
                 write_atomic(lease.path + INFO, json.dumps(lease._info), sync=False)
             except OSError:
                 return False
+            lease._written = True
             return True
 
     def _durations(self) -> list[float]:
@@ -328,9 +358,9 @@ class IndexLeases:
             "beat": 0,
             "job": self.job,
             "host": socket.gethostname(),
-            "host_id": _host_id(),
+            "host_id": host_id(),
             "pid": os.getpid(),
-            "pid_start": _pid_start(os.getpid()),
+            "pid_start": pid_start(os.getpid()),
             "duration": lock.lease_duration,
             "start": time.time(),
         }
@@ -401,21 +431,27 @@ def _holder(path: str, fallback: float, now: float) -> Holder | None:
         job=info.get("job"),
         age=age,
         duration=duration,
-        live=age < (duration or fallback) and not _dead_here(info),
+        live=age < (duration or fallback) and not dead_here(info, fields),
     )
 
 
-def _dead_here(info: dict) -> bool:
+def dead_here(info: dict, fields: dict[str, str]) -> bool:
     """Whether our info says its holder ran on this host (and pid namespace) and that process is
-    gone, or its pid now names another process (a different start time)."""
+    gone, or its pid now names another process (a different start time); before the holder's
+    first beat wrote its info, whether filelock's marker names this host and a pid that is gone."""
+    if not pid_start(os.getpid()):
+        return False  # no /proc here to tell
     pid = info.get("pid")
-    if not isinstance(pid, int) or info.get("host_id") != _host_id() or not _pid_start(os.getpid()):
-        return False  # elsewhere, or no /proc here to tell
-    start = _pid_start(pid)
+    if not info:
+        here = fields.get("host") == socket.gethostname() and fields.get("pid", "").isdigit()
+        return here and pid_start(int(fields["pid"])) is None
+    if not isinstance(pid, int) or info.get("host_id") != host_id():
+        return False  # elsewhere
+    start = pid_start(pid)
     return start is None or start != info.get("pid_start")
 
 
-def _host_id() -> str:
+def host_id() -> str:
     """This host and pid namespace: pids are comparable only between equal ids."""
     try:
         namespace = os.stat("/proc/self/ns/pid").st_ino
@@ -424,7 +460,7 @@ def _host_id() -> str:
     return f"{socket.gethostname()}/{namespace}"
 
 
-def _pid_start(pid: int) -> str | None:
+def pid_start(pid: int) -> str | None:
     """When process pid started (clock ticks since boot), or None when there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:

@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass
 
 from pyexp.state.atomic import write_atomic
-from pyexp.state.leases import _dead_here, _host_id, _pid_start
+from pyexp.state.leases import dead_here, host_id, pid_start
 
 TASKS = "tasks"
 ARCHIVE = "archive-"
@@ -72,7 +72,7 @@ class TaskLog:
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
             self._idx = os.open(path_idx, flags, 0o644)
             pid = os.getpid()
-            os.write(self._idx, RUNNER + f"{_host_id()} {pid}:{_pid_start(pid)}\n".encode())
+            os.write(self._idx, RUNNER + f"{host_id()} {pid}:{pid_start(pid)}\n".encode())
         line = f"{key} {index} {os.path.basename(path)} {offset}\n".encode()
         while line:
             line = line[os.write(self._idx, line) :]
@@ -186,7 +186,7 @@ def _runner_gone(line: bytes) -> bool:
     if not line.startswith(RUNNER) or len(parts) != 2 or not parts[1].split(":")[0].isdigit():
         return False
     pid, _, start = parts[1].partition(":")
-    return _dead_here({"host_id": parts[0], "pid": int(pid), "pid_start": start})
+    return dead_here({"host_id": parts[0], "pid": int(pid), "pid_start": start})
 
 
 def _write_archive(tasks: str, name: str, idxs: list[str], outputs: list[str]):
