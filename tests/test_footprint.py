@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 from conftest import write_project
+from runner_helpers import age_tombstones
 
 from pyexp.cli.logs import _lines
 from pyexp.config import load_config
 from pyexp.experiment import loadExperiment
 from pyexp.state.layout import log_dir, state_dirs
-from pyexp.state.leases import CLOCK_SKEW, RETAIN_LEASES, TOMBSTONE, is_tombstone
 from pyexp.state.task_logs import MAX_ARCHIVES
 
 INDICES = 40
@@ -46,28 +46,15 @@ def _files(root: Path) -> dict[str, int]:
     return out
 
 
-def _age_tombstones(folder: Path) -> int:
-    """Make every tombstone (of a 2 s lease) look written RETAIN_LEASES leases plus the skew
-    ago (as if the time had passed); how many."""
-    old = time.time() - RETAIN_LEASES * 2 - CLOCK_SKEW - 5
-    aged = 0
-    for p in folder.glob("*.lease"):
-        if is_tombstone(str(p)):
-            p.write_bytes(TOMBSTONE + f"{old:.3f} elsewhere 2\n".encode())
-            os.utime(p, (old, old))
-            aged += 1
-    return aged
-
-
 @pytest.mark.parametrize("flags", [["--indices-per-task", "1"], ["--workers", "3"]])
 def test_a_finished_sweep_leaves_no_file_per_index_once_folded(tmp_path, flags):
     path = _project(tmp_path)
     _submit(path, *flags)
     exp = loadExperiment(str(path), config=load_config(str(tmp_path / "config.json")))
     leases = Path(state_dirs(exp).leases)
-    assert _age_tombstones(leases) == INDICES - 1  # one per completed index, until swept
+    assert age_tombstones(leases) == INDICES - 1  # one per completed index, until swept
     _submit(path, *flags)  # the writer at rest (index 7 is retried: it fails again)
-    _age_tombstones(leases)
+    age_tombstones(leases)
     _submit(path, *flags)
     files = _files(tmp_path)
     per_index = {k: v for k, v in files.items() if v >= INDICES // 4}
@@ -93,7 +80,7 @@ def test_status_folds_a_finished_sweep_at_rest_without_another_submit(tmp_path):
     assert _files(tmp_path)["leases"] == INDICES - 1  # tombstones: not due yet
     assert _status(path).returncode == 0  # index 7 failed once: retried
     assert _files(tmp_path)["leases"] == INDICES - 1  # still not due: kept
-    _age_tombstones(Path(state_dirs(exp).leases))
+    age_tombstones(Path(state_dirs(exp).leases))
     before = _status(path).stdout
     files = _files(tmp_path)
     assert {k: v for k, v in files.items() if v >= INDICES // 4} == {}, files
@@ -111,7 +98,7 @@ def test_status_on_a_read_only_state_folder_folds_nothing_and_says_nothing(tmp_p
         path = _project(mnt)
         _submit(path, "--indices-per-task", "10")
         exp = loadExperiment(str(path), config=load_config(str(mnt / "config.json")))
-        _age_tombstones(Path(state_dirs(exp).leases))
+        age_tombstones(Path(state_dirs(exp).leases))
         files = _files(mnt)
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
         shown = _status(path)
@@ -127,7 +114,7 @@ def test_status_leaves_the_files_alone_while_a_submit_holds_the_lock(tmp_path):
     path = _project(tmp_path)
     _submit(path, "--indices-per-task", "4")
     exp = loadExperiment(str(path), config=load_config(str(tmp_path / "config.json")))
-    _age_tombstones(Path(state_dirs(exp).leases))
+    age_tombstones(Path(state_dirs(exp).leases))
     files = _files(tmp_path)
     with submit_lock(state_dirs(exp).submit_lock, 5):
         assert _status(path).returncode == 0
@@ -196,7 +183,7 @@ def test_status_settles_and_folds_a_finished_slurm_sweep_at_rest(tmp_path):
     assert len(list(logs.glob("*.out"))) == 6
     assert sweep.status()["done"] == 6  # settles the array, folds its files
     assert not list(logs.glob("*.out")) and not list(logs.glob("*.err"))
-    assert _age_tombstones(leases) == 6  # the sweep's PYEXP_LEASE_SECONDS is 2
+    assert age_tombstones(leases) == 6  # the sweep's PYEXP_LEASE_SECONDS is 2
     assert sweep.status()["done"] == 6
     mine = [p for top in (logs, Path(sweep.state)) for p in top.rglob("*") if p.is_file()]
     assert not list(leases.glob("*.lease")), sorted(map(str, mine))

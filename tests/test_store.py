@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runner_helpers import Project
+from runner_helpers import Project, age_tombstones
 
 import pyexp
 from pyexp.errors import ResultsError
@@ -157,7 +157,8 @@ def test_kill_9_between_data_and_completion_leaves_the_index_missing_and_unseen(
     assert list(pyexp.loadResults(exp, "final", runs=1))[0].load() is None
     # Its tombstone (written before the record) answers "done" to runners until it is swept,
     # two lease durations plus a minute later; then it runs again.
-    assert sweep_tombstones(state_dirs(exp).leases, 0.0) == 1
+    assert age_tombstones(Path(state_dirs(exp).leases)) == 1
+    assert sweep_tombstones(state_dirs(exp).leases) == 1
     assert project.run(path, "--indices", "0", "--command", cmd).returncode == 0
     assert list(pyexp.loadFrame(exp, "final").final) == [0.0]  # the rerun's, once
 

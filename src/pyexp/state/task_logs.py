@@ -186,7 +186,7 @@ def _runner_gone(line: bytes) -> bool:
     if not line.startswith(RUNNER) or len(parts) != 2 or not parts[1].split(":")[0].isdigit():
         return False
     pid, _, start = parts[1].partition(":")
-    return dead_here({"host_id": parts[0], "pid": int(pid), "pid_start": start})
+    return dead_here({"host_id": parts[0], "pid": int(pid), "pid_start": start}, {})
 
 
 def _write_archive(tasks: str, name: str, idxs: list[str], outputs: list[str]):
