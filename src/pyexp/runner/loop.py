@@ -148,6 +148,7 @@ class Runner:
         self._retries: set[str] = set()  # keys that had failed before this run (the guard's)
         self._completed: dict[str, float] = {}  # keys this runner recorded complete: durations
         self._watch: SignalWatch | None = None
+        self._lingering: list[CappedCopy] = []  # output of ended commands still held open
         self._spawner = Spawner()
         self._environ = command_environ(os.environ, job.python_on_path)
         self._oom_seen = oom_kills()
@@ -174,6 +175,8 @@ class Runner:
                 self._loop(source, done)
             finally:
                 self._abandon()
+                for copy in self._lingering:
+                    copy.close()
                 self.store.seal()
                 self.task_log.close()
                 self.records.fold(self._completed)  # this task's records, one segment
@@ -221,7 +224,17 @@ class Runner:
             if not (queue or deferred or self.running):
                 return
             waiting_on_leases = not queue and deferred and self._free()
-            self._watch.wait(max(0.0, next_poll - now) if waiting_on_leases else None)
+            self._wait(max(0.0, next_poll - now) if waiting_on_leases else None)
+
+    def _wait(self, timeout: float | None) -> None:
+        """Sleep until a signal, a child's end, a wake() or a command's output comes (or timeout
+        seconds pass), then copy the output that came to its log."""
+        copies = [r.copy for r in self.running.values() if r.copy is not None]
+        copies += self._lingering
+        self._watch.wait(timeout, [c.source for c in copies if not c.ended])
+        for copy in copies:
+            copy.pump()
+        self._lingering = [c for c in self._lingering if not c.ended]
 
     def _free(self) -> bool:
         return len(self.running) < self.parallel
@@ -335,7 +348,7 @@ class Runner:
             proc = self._spawner.start(argv, pipe, env)
         except OSError as e:
             os.close(pipe)
-            copy.join()
+            copy.close()
             with contextlib.suppress(OSError):
                 write_all(log, f"pyexp-run: cannot start {argv[0]!r}: {e.strerror}\n")
             self._finish(_Running(item, lease, None, log, log_path, started, (), slot, offset), 127)
@@ -405,7 +418,7 @@ class Runner:
             return None
         deadline = time.monotonic() + STOP_SIGNAL_WAIT
         while self._watch.signum is None and (left := deadline - time.monotonic()) > 0:
-            self._watch.wait(left)
+            self._wait(left)
         signum = self._watch.signum
         if signum is None:
             return None
@@ -415,8 +428,8 @@ class Runner:
     def _finish(
         self, r: _Running, rc: int | None, outcome: str | None = None, error: str | None = None
     ) -> None:
-        if r.copy is not None:
-            r.copy.join()
+        if r.copy is not None and not r.copy.finish():
+            self._lingering.append(r.copy)  # a daemon holds its output: copied as it comes
         duration = time.monotonic() - r.started
         if r.log is not None:
             with contextlib.suppress(OSError):
@@ -499,7 +512,7 @@ class Runner:
             left = deadline - time.monotonic()
             if not self.running or left <= 0:
                 break
-            self._watch.wait(left)
+            self._wait(left)
         for pid, r in list(self.running.items()):
             signal_group(r.proc, signal.SIGKILL)
             del self.running[pid]
@@ -510,6 +523,8 @@ class Runner:
         for r in self.running.values():
             signal_group(r.proc, signal.SIGKILL)
             r.proc.wait()
+            if r.copy is not None:
+                r.copy.close()
         self.running.clear()
         self.leases.release()
 
