@@ -59,3 +59,35 @@ def test_a_daemon_holding_an_indexs_output_delays_the_next_index_a_bounded_time(
     assert "index 0: done" in out.getvalue() and "index 1: done" in out.getvalue()
     logs = "".join(p.read_text() for p in (project.root / "logs").rglob("tasks/*.log"))
     assert "early\n" in logs and "late\n" in logs  # copied after its command ended
+
+
+def _running_when_recorded(runner, method: str) -> list[list[int]]:
+    """Wrap runner.<method> (records.mark_complete or attempts.record) to note which indices
+    run each time it is called."""
+    owner = runner.records if method == "mark_complete" else runner.attempts
+    seen: list[list[int]] = []
+    real = getattr(owner, method)
+
+    def noting(*args, **kwargs):
+        seen.append(sorted(r.item.index for r in runner.running.values()))
+        return real(*args, **kwargs)
+
+    setattr(owner, method, noting)
+    return seen
+
+
+def test_the_next_index_starts_before_the_last_one_is_recorded(project):
+    path = project.experiment("overlap", {"a": list(range(4))})
+    runner, out = in_process_runner(project, path, sh("sleep 0.2"), parallel=1)
+    seen = _running_when_recorded(runner, "mark_complete")
+    assert runner.run(range(4)) == 0, out.getvalue()
+    assert seen == [[1], [2], [3], []]  # each record written while the next index runs
+    assert all(project.complete(path, i) for i in range(4))
+
+
+def test_a_failed_index_is_recorded_before_anything_new_starts(project):
+    path = project.experiment("failing", {"a": list(range(3))})
+    runner, out = in_process_runner(project, path, sh("exit 3"), parallel=1)
+    seen = _running_when_recorded(runner, "record")
+    assert runner.run(range(3)) == 1, out.getvalue()
+    assert seen == [[], [], []]  # the guard hears of each failure before the next starts

@@ -14,7 +14,11 @@ and records a `lease_lost` attempt, never a completion. SIGUSR1 (Slurm's pre-tim
 and SIGTERM/SIGINT (preemption, scancel) stop it: children get SIGTERM, then SIGKILL after the
 grace period, their attempts are recorded as timeout/preempted (continuing, or stalled, when the
 command saved a checkpoint during the attempt: state/checkpoints.py), leases released, no new
-index starts. Each command gets its index's checkpoint folder (PYEXP_CHECKPOINT_DIR), created
+index starts. An index that exited 0 is recorded right after the next index started (its log
+closed first, so the slot's log stays in order); a failure is recorded before anything new starts,
+so the broken-command guard counts it first. The loop sleeps only in one poll() on the signal
+pipe and the commands' output pipes (copied by the loop itself, no thread per command). Each
+command gets its index's checkpoint folder (PYEXP_CHECKPOINT_DIR), created
 before it starts (an index whose folder cannot be created fails alone) and removed once the
 index is done.
 """
@@ -93,6 +97,7 @@ class _Running:
     slot: int = 0
     offset: int = 0  # where the attempt's header starts in log_path
     copy: CappedCopy | None = None
+    duration: float | None = None  # set once the attempt's log is closed
 
 
 class Runner:
@@ -199,11 +204,15 @@ class Runner:
                 self._stop(self._watch.signum)
                 return
             self._kill_lost()
-            self._reap()
-            while self._free() and self._watch.signum is None and not self._halted():
-                if (item := source.pop(len(self.running))) is None:
-                    break
-                self._first_try(item, done, source, deferred)
+            ended = self._reap(defer=True)
+            try:
+                while self._free() and self._watch.signum is None and not self._halted():
+                    if (item := source.pop(len(self.running))) is None:
+                        break
+                    self._first_try(item, done, source, deferred)
+            finally:  # recorded while the next indices run: no state write between two indices
+                for r, rc in ended:
+                    self._finish(r, rc)
             now = time.monotonic()
             queue = source.more()
             if self._halted():  # start nothing more; deferred indices are left to their holders
@@ -402,11 +411,33 @@ class Runner:
                 if r.item.key == key:  # another runner may hold it now: stop at once
                     signal_group(r.proc, signal.SIGKILL)
 
-    def _reap(self, outcome: str | None = None) -> None:
-        for pid, r in list(self.running.items()):
-            if (rc := r.proc.poll()) is not None:
-                del self.running[pid]
+    def _reap(self, outcome: str | None = None, defer: bool = False) -> list[tuple[_Running, int]]:
+        """Finish the commands that ended. With defer, when all of them exited 0 and no stop
+        came, only end their logs (freeing their slots) and return them, to be recorded by the
+        caller once the next indices started; failures are recorded at once (the guard counts
+        them before anything new starts)."""
+        ended = [
+            (pid, r, rc) for pid, r in self.running.items() if (rc := r.proc.poll()) is not None
+        ]
+        later = defer and self._watch.signum is None and all(rc == 0 for _, _, rc in ended)
+        for pid, r, rc in ended:
+            del self.running[pid]
+            if later:
+                self._end_log(r, rc)
+            else:
                 self._finish(r, rc, outcome or self._stopped_with(rc))
+        return [(r, rc) for _, r, rc in ended] if later else []
+
+    def _end_log(self, r: _Running, rc: int | None) -> None:
+        """Copy the rest of r's output and close its attempt in the log (once); its duration."""
+        if r.duration is not None:
+            return
+        if r.copy is not None and not r.copy.finish():
+            self._lingering.append(r.copy)  # a daemon holds its output: copied as it comes
+        r.duration = time.monotonic() - r.started
+        if r.log is not None:
+            with contextlib.suppress(OSError):
+                write_all(r.log, f"=== {_now()} exit {rc} after {r.duration:.1f}s\n")
 
     def _stopped_with(self, rc: int) -> str | None:
         """The stop outcome when a command died of a stop signal that the runner gets too.
@@ -428,12 +459,8 @@ class Runner:
     def _finish(
         self, r: _Running, rc: int | None, outcome: str | None = None, error: str | None = None
     ) -> None:
-        if r.copy is not None and not r.copy.finish():
-            self._lingering.append(r.copy)  # a daemon holds its output: copied as it comes
-        duration = time.monotonic() - r.started
-        if r.log is not None:
-            with contextlib.suppress(OSError):
-                write_all(r.log, f"=== {_now()} exit {rc} after {duration:.1f}s\n")
+        self._end_log(r, rc)
+        duration = r.duration
         info = {
             "index": r.item.index,
             "host": self.host,
