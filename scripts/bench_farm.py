@@ -14,8 +14,10 @@ extra), (e) one Slurm job with as many cores as slots pulling the indices itself
 xargs -P slots` (no leases, records or logs: the floor a farm can hope for). Each index stamps
 its end time in a file; the makespan runs from the first submission to the last stamp. Prints a
 table of Slurm jobs created, makespan and its ratio to the ideal (sum of durations / slots),
-and the no-overhead floor of list scheduling in index order; with --passes 2 the ways run again
-in the opposite order, and with (c) and (e) it prints the farm's ratio to the pull per pass.
+the start-up (submission to the first sleeps, mean over the slots) and the median gap a slot
+spends between one index's end stamp and the next one's sleep, and the no-overhead floor of
+list scheduling in index order; with --passes 2 the ways run again in the opposite order, and
+with (c) and (e) it prints the farm's ratio to the pull per pass.
 Exits 1 if farm mode is not within 1.3x of the ideal and ahead of (a), (b) and (d).
 Everything lives in a temporary folder; its jobs are cancelled on exit.
 
@@ -34,6 +36,7 @@ import os
 import random
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,14 +77,28 @@ def list_floor(times: list[float], slots: int) -> float:
     return max(free)
 
 
-def last_end(folder: str, n: int, timeout: float) -> float:
-    """The latest end stamp in folder once all n indices stamped one."""
+def end_stamps(folder: str, n: int, timeout: float) -> dict[int, float]:
+    """Each index's end stamp in folder once all n indices stamped one."""
     deadline = time.monotonic() + timeout
     while len(os.listdir(folder)) < n:
         if time.monotonic() > deadline:
             sys.exit(f"bench_farm: {len(os.listdir(folder))} of {n} indices ended in {timeout} s")
         time.sleep(0.5)
-    return max(float(open(os.path.join(folder, name)).read()) for name in os.listdir(folder))
+    names = os.listdir(folder)
+    return {int(name): float(open(os.path.join(folder, name)).read()) for name in names}
+
+
+def overheads(ends: dict[int, float], times: list[float], started: float, slots: int) -> tuple:
+    """(mean seconds from submission to the first slots' sleeps, median seconds a slot spends
+    between one index's end stamp and the next one's sleep): each start (end stamp less the
+    duration) is paired with the earliest end stamp not yet paired, as a slot frees."""
+    spans = sorted((ends[i] - times[i], ends[i]) for i in ends)
+    free = sorted(end for _, end in spans[:slots])
+    gaps = []
+    for start, end in spans[slots:]:
+        gaps.append(start - heapq.heappop(free))
+        heapq.heappush(free, end)
+    return sum(start for start, _ in spans[:slots]) / slots - started, statistics.median(gaps)
 
 
 def write_work(root: str, times: list[float]) -> None:
@@ -226,12 +243,16 @@ def main() -> int:
         f"{list_floor(times, args.slots) / ideal:.3f}x",
         flush=True,
     )
-    print(f"{'pass':<4} {'way':<28} {'Slurm jobs':>10} {'makespan':>10} {'x ideal':>8}", flush=True)
+    print(
+        f"{'pass':<4} {'way':<28} {'Slurm jobs':>10} {'makespan':>10} {'x ideal':>8} "
+        f"{'start-up':>9} {'gap':>9}",
+        flush=True,
+    )
     passes: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="pyexp-bench-farm-") as tmp:
         for n in range(args.passes):
             order = ways if n % 2 == 0 else ways[::-1]
-            passes.append(run_pass(os.path.join(tmp, str(n)), order, len(times), ideal, n + 1))
+            passes.append(run_pass(os.path.join(tmp, str(n)), order, times, args.slots, n + 1))
     for n, spans in enumerate(passes, 1):
         farm, pull = _span(spans, "c"), _span(spans, "e")
         if farm is not None and pull is not None:
@@ -249,19 +270,26 @@ def main() -> int:
 def run_pass(
     tmp: str,
     ways: list[tuple[str, Callable[[str], tuple[int, float]]]],
-    n: int,
-    ideal: float,
+    times: list[float],
+    slots: int,
     number: int,
 ) -> dict[str, float]:
-    """Run ways one after the other, each in its own folder; their makespans by name."""
+    """Run ways one after the other, each in its own folder, printing a row each (makespan, x
+    ideal, start-up and median gap per index: see overheads); their makespans by name."""
+    ideal = sum(times) / slots
     spans: dict[str, float] = {}
     for name, way in ways:
         root = os.path.join(tmp, name[1])
         os.makedirs(root)
         tasks, started = way(root)
-        span = last_end(os.path.join(root, "ends"), n, timeout=60 * 60) - started
-        spans[name] = span
-        print(f"{number:<4} {name:<28} {tasks:>10} {span:>9.1f}s {span / ideal:>7.3f}x", flush=True)
+        ends = end_stamps(os.path.join(root, "ends"), len(times), timeout=60 * 60)
+        span = spans[name] = max(ends.values()) - started
+        startup, gap = overheads(ends, times, started, slots)
+        print(
+            f"{number:<4} {name:<28} {tasks:>10} {span:>9.1f}s {span / ideal:>7.3f}x "
+            f"{startup:>8.2f}s {gap * 1000:>7.1f}ms",
+            flush=True,
+        )
         _cancel()  # what is left of this way's jobs (workers finding nothing) goes
         _wait_empty()
     return spans
