@@ -11,7 +11,9 @@ is completed one after the other by (a) one index per array task, (b) pyexp's st
 (--indices-per-task), (c) pyexp farm mode (--workers = slots), (d) submitit's map_array (one
 array task per item, slurm_array_parallelism = slots; `pip install submitit`, the `bench`
 extra), (e) one Slurm job with as many cores as slots pulling the indices itself, `seq 0 N-1 |
-xargs -P slots` (no leases, records or logs: the floor a farm can hope for). Each index stamps
+xargs -P slots` (no leases, records or logs: the floor a farm can hope for), (f) pyexp farm
+mode shaped like (e): one worker of slots cores (--workers 1, a copy of the local cluster config
+with "cores" = slots: one Python start instead of slots). Each index stamps
 its end time in a file; the makespan runs from the first submission to the last stamp. Prints a
 table of Slurm jobs created, makespan and its ratio to the ideal (sum of durations / slots),
 the start-up (submission to the first sleeps, mean over the slots) and the median gap a slot
@@ -60,6 +62,7 @@ sleep "$(sed -n "$(($1 + 1))p" "$root/durations.txt")"
 date +%s.%N > "$root/ends/$1"
 """
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _jobs: list[str] = []  # every Slurm job this run submitted, cancelled on exit
 
 
@@ -110,6 +113,16 @@ def write_work(root: str, times: list[float]) -> None:
         f.write(JOB)
 
 
+def wide_cluster(root: str, cores: int) -> str:
+    """A copy of the local cluster config whose tasks have cores cores; its path."""
+    with open(os.path.join(ROOT, "cluster_configs", "local.json")) as f:
+        config = json.load(f)
+    path = os.path.join(root, "wide.json")
+    with open(path, "w") as f:
+        json.dump({**config, "cores": cores}, f)
+    return path
+
+
 def pull_run(root: str, times: list[float], slots: int) -> tuple[int, float]:
     """One job of slots cores pulling every index with xargs -P: (1, its submission)."""
     write_work(root, times)
@@ -137,7 +150,7 @@ def pyexp_run(root: str, times: list[float], *flags: str) -> tuple[int, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
     env["PYEXP_CONFIG"] = config
     argv = [sys.executable, "-m", "pyexp.cli.submit", experiment, "--runs", "1", "--yes"]
-    argv += ["--cluster", "local", *flags]
+    argv += flags if "--cluster" in flags else ["--cluster", "local", *flags]
     started, tasks = time.time(), 0
     while True:
         out = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True)
@@ -212,7 +225,7 @@ def main() -> int:
     p.add_argument("--per-task", type=int, default=25, help="indices per static bundle")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--sigma", type=float, default=SIGMA, help="of the log-normal durations")
-    p.add_argument("--ways", default="abcde", help="which ways to run, e.g. 'ce' (default all)")
+    p.add_argument("--ways", default="abcdef", help="which ways to run, e.g. 'ce' (default all)")
     p.add_argument("--passes", type=int, default=1, help="2: again in the opposite order")
     p.add_argument("--local-trivial", type=int, metavar="N", help="--local vs xargs, N indices")
     args = p.parse_args()
@@ -234,6 +247,12 @@ def main() -> int:
         ),
         ("(d) submitit map_array", lambda r: submitit_run(r, times, args.slots)),
         (f"(e) one job, xargs -P {args.slots}", lambda r: pull_run(r, times, args.slots)),
+        (
+            f"(f) farm, 1 worker x {args.slots} cores",
+            lambda r: pyexp_run(
+                r, times, "--cluster", wide_cluster(r, args.slots), "--workers", "1"
+            ),
+        ),
     ]
     ways = [(name, way) for name, way in ways if name[1] in args.ways]
     print(
@@ -254,9 +273,11 @@ def main() -> int:
             order = ways if n % 2 == 0 else ways[::-1]
             passes.append(run_pass(os.path.join(tmp, str(n)), order, times, args.slots, n + 1))
     for n, spans in enumerate(passes, 1):
-        farm, pull = _span(spans, "c"), _span(spans, "e")
-        if farm is not None and pull is not None:
-            print(f"pass {n}: farm / pull = {farm / pull:.3f}", flush=True)
+        pull = _span(spans, "e")
+        for way in "cf":
+            farm = _span(spans, way)
+            if farm is not None and pull is not None:
+                print(f"pass {n}: farm ({way}) / pull = {farm / pull:.3f}", flush=True)
     spans = passes[0]
     farm = _span(spans, "c")
     if farm is None:

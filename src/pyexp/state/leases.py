@@ -66,6 +66,7 @@ from filelock import LeaseSettingsMismatch, SoftFileLease, Timeout
 from pyexp.environment import lease_seconds
 from pyexp.job_environment import JobEnvironment
 from pyexp.state.atomic import entry_mtime, scan_names, write_atomic
+from pyexp.state.lease_beat import ReusedBeatLease
 
 SUFFIX = ".lease"
 INFO = ".info"
@@ -317,7 +318,7 @@ class IndexLeases:
             if self.on_lost is not None:
                 self.on_lost(key)
 
-        return SoftFileLease(
+        return ReusedBeatLease(  # filelock's refresh, on a reused thread (state/lease_beat.py)
             self.path(key), lease_duration=duration, thread_local=False, on_compromise=lost
         )
 
