@@ -92,3 +92,20 @@ def test_a_failed_index_is_recorded_before_anything_new_starts(project):
     seen = _running_when_recorded(runner, "record")
     assert runner.run(range(3)) == 1, out.getvalue()
     assert seen == [[], [], []]  # the guard hears of each failure before the next starts
+
+
+def test_a_lease_that_cannot_be_written_after_a_success_stops_new_work_not_the_run(project):
+    path = project.experiment("unwritable", {"a": list(range(3))})
+    runner, out = in_process_runner(project, path, sh("true"), parallel=1)
+    real, calls = runner.leases.try_take, []
+
+    def try_take(key):
+        calls.append(key)
+        if len(calls) == 2:  # index 0 has exited 0 and waits for its record
+            raise OSError(28, "No space left on device", "leases/x.lease")
+        return real(key)
+
+    runner.leases.try_take = try_take
+    assert runner.run(range(3)) == 1
+    assert "starting no new index" in out.getvalue()
+    assert project.complete(path, 0) and not project.complete(path, 1)

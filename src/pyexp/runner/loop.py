@@ -154,6 +154,7 @@ class Runner:
         self._completed: dict[str, float] = {}  # keys this runner recorded complete: durations
         self._watch: SignalWatch | None = None
         self._lingering: list[CappedCopy] = []  # output of ended commands still held open
+        self._ended: list[tuple[_Running, int]] = []  # exited 0, recorded once the next started
         self._spawner = Spawner()
         self._environ = command_environ(os.environ, job.python_on_path)
         self._oom_seen = oom_kills()
@@ -204,13 +205,14 @@ class Runner:
                 self._stop(self._watch.signum)
                 return
             self._kill_lost()
-            ended = self._reap(defer=True)
+            self._ended = self._reap(defer=True)
             try:
                 while self._free() and self._watch.signum is None and not self._halted():
                     if (item := source.pop(len(self.running))) is None:
                         break
                     self._first_try(item, done, source, deferred)
             finally:  # recorded while the next indices run: no state write between two indices
+                ended, self._ended = self._ended, []
                 for r, rc in ended:
                     self._finish(r, rc)
             now = time.monotonic()
@@ -279,7 +281,7 @@ class Runner:
         try:
             return self.leases.try_take(item.key)
         except OSError as e:
-            if not self.running and not self.tally:
+            if not (self.running or self.tally or self._ended):
                 raise
             self._cannot_record(e)
             return None
