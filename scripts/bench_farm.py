@@ -21,7 +21,9 @@ spends between one index's end stamp and the next one's sleep, and the no-overhe
 list scheduling in index order; with --passes 2 the ways run again in the opposite order, and
 with (c) and (e) it prints the farm's ratio to the pull per pass.
 Exits 1 if farm mode is not within 1.3x of the ideal and ahead of (a), (b) and (d).
-Everything lives in a temporary folder; its jobs are cancelled on exit.
+Each way waits (up to 10 minutes) for a queue without other users' jobs, and its row says so
+when some came meanwhile. Everything lives in a temporary folder; its jobs are cancelled on
+exit.
 
 --local-trivial N runs N trivial indices (`true {index}`) through `pyexp-submit --local
 --workers SLOTS` and through `seq 0 N-1 | xargs -P SLOTS -I{} sh -c 'echo {} >> log'`, in both
@@ -80,15 +82,37 @@ def list_floor(times: list[float], slots: int) -> float:
     return max(free)
 
 
-def end_stamps(folder: str, n: int, timeout: float) -> dict[int, float]:
-    """Each index's end stamp in folder once all n indices stamped one."""
-    deadline = time.monotonic() + timeout
+def end_stamps(folder: str, n: int, timeout: float) -> tuple[dict[int, float], bool]:
+    """Each index's end stamp in folder once all n indices stamped one, and whether jobs of
+    others were in the queue meanwhile (looked at every 5 s)."""
+    deadline, disturbed, look = time.monotonic() + timeout, False, 0.0
     while len(os.listdir(folder)) < n:
         if time.monotonic() > deadline:
             sys.exit(f"bench_farm: {len(os.listdir(folder))} of {n} indices ended in {timeout} s")
+        if time.monotonic() > look:
+            disturbed, look = disturbed or bool(_others()), time.monotonic() + 5
         time.sleep(0.5)
     names = os.listdir(folder)
-    return {int(name): float(open(os.path.join(folder, name)).read()) for name in names}
+    return {int(name): _read_float(os.path.join(folder, name)) for name in names}, disturbed
+
+
+def _read_float(path: str) -> float:
+    with open(path) as f:
+        return float(f.read())
+
+
+def _others() -> list[str]:
+    """Jobs in the queue that this run did not submit (other users of the same Slurm)."""
+    out = subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True, text=True).stdout
+    ours = {job.split("_")[0] for job in _jobs}
+    return [job for job in out.split() if job not in ours]
+
+
+def wait_for_quiet(limit: float = 600) -> None:
+    """Wait (up to limit seconds) until no other job is in the queue, so a way starts alone."""
+    deadline = time.monotonic() + limit
+    while _others() and time.monotonic() < deadline:
+        time.sleep(2)
 
 
 def overheads(ends: dict[int, float], times: list[float], started: float, slots: int) -> tuple:
@@ -302,13 +326,15 @@ def run_pass(
     for name, way in ways:
         root = os.path.join(tmp, name[1])
         os.makedirs(root)
+        wait_for_quiet()
         tasks, started = way(root)
-        ends = end_stamps(os.path.join(root, "ends"), len(times), timeout=60 * 60)
+        ends, disturbed = end_stamps(os.path.join(root, "ends"), len(times), timeout=60 * 60)
         span = spans[name] = max(ends.values()) - started
         startup, gap = overheads(ends, times, started, slots)
         print(
             f"{number:<4} {name:<28} {tasks:>10} {span:>9.1f}s {span / ideal:>7.3f}x "
-            f"{startup:>8.2f}s {gap * 1000:>7.1f}ms",
+            f"{startup:>8.2f}s {gap * 1000:>7.1f}ms"
+            + ("  (other jobs were queued meanwhile)" if disturbed else ""),
             flush=True,
         )
         _cancel()  # what is left of this way's jobs (workers finding nothing) goes
