@@ -22,7 +22,7 @@ list scheduling in index order; with --passes 2 the ways run again in the opposi
 with (c) and (e) it prints the farm's ratio to the pull per pass.
 Exits 1 if farm mode is not within 1.3x of the ideal and ahead of (a), (b) and (d).
 Each way waits (up to 10 minutes) for a queue without other users' jobs, and its row says so
-when some came meanwhile. Everything lives in a temporary folder; its jobs are cancelled on
+when some ran meanwhile. Everything lives in a temporary folder; its jobs are cancelled on
 exit.
 
 --local-trivial N runs N trivial indices (`true {index}`) through `pyexp-submit --local
@@ -84,13 +84,13 @@ def list_floor(times: list[float], slots: int) -> float:
 
 def end_stamps(folder: str, n: int, timeout: float) -> tuple[dict[int, float], bool]:
     """Each index's end stamp in folder once all n indices stamped one, and whether jobs of
-    others were in the queue meanwhile (looked at every 5 s)."""
+    others ran meanwhile (looked at every 5 s)."""
     deadline, disturbed, look = time.monotonic() + timeout, False, 0.0
     while len(os.listdir(folder)) < n:
         if time.monotonic() > deadline:
             sys.exit(f"bench_farm: {len(os.listdir(folder))} of {n} indices ended in {timeout} s")
         if time.monotonic() > look:
-            disturbed, look = disturbed or bool(_others()), time.monotonic() + 5
+            disturbed, look = disturbed or bool(_others("R")), time.monotonic() + 5
         time.sleep(0.5)
     names = os.listdir(folder)
     return {int(name): _read_float(os.path.join(folder, name)) for name in names}, disturbed
@@ -101,9 +101,11 @@ def _read_float(path: str) -> float:
         return float(f.read())
 
 
-def _others() -> list[str]:
-    """Jobs in the queue that this run did not submit (other users of the same Slurm)."""
-    out = subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True, text=True).stdout
+def _others(states: str = "all") -> list[str]:
+    """Jobs in the queue (in states) that this run did not submit (other users of the same
+    Slurm)."""
+    argv = ["squeue", "-h", "-t", states, "-o", "%A"]
+    out = subprocess.run(argv, capture_output=True, text=True).stdout
     ours = {job.split("_")[0] for job in _jobs}
     return [job for job in out.split() if job not in ours]
 
@@ -334,7 +336,7 @@ def run_pass(
         print(
             f"{number:<4} {name:<28} {tasks:>10} {span:>9.1f}s {span / ideal:>7.3f}x "
             f"{startup:>8.2f}s {gap * 1000:>7.1f}ms"
-            + ("  (other jobs were queued meanwhile)" if disturbed else ""),
+            + ("  (other jobs ran meanwhile)" if disturbed else ""),
             flush=True,
         )
         _cancel()  # what is left of this way's jobs (workers finding nothing) goes
