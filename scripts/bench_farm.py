@@ -104,7 +104,7 @@ def _read_float(path: str) -> float:
 def _others(states: str = "all") -> list[str]:
     """Jobs in the queue (in states) that this run did not submit (other users of the same
     Slurm)."""
-    argv = ["squeue", "-h", "-t", states, "-o", "%A"]
+    argv = ["squeue", "-h", "-t", states, "-o", "%F"]  # array job ids
     out = subprocess.run(argv, capture_output=True, text=True).stdout
     ours = {job.split("_")[0] for job in _jobs}
     return [job for job in out.split() if job not in ours]
