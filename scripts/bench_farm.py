@@ -21,7 +21,7 @@ spends between one index's end stamp and the next one's sleep, and the no-overhe
 list scheduling in index order; with --passes 2 the ways run again in the opposite order, and
 with (c) and (e) it prints the farm's ratio to the pull per pass.
 Exits 1 if farm mode is not within 1.3x of the ideal and ahead of (a), (b) and (d).
-Each way waits (up to 10 minutes) for a queue without other users' jobs, and its row says so
+Each way waits (up to a minute) for a queue without other users' jobs, and its row says so
 when some ran meanwhile. Everything lives in a temporary folder; its jobs are cancelled on
 exit.
 
@@ -110,7 +110,7 @@ def _others(states: str = "all") -> list[str]:
     return [job for job in out.split() if job not in ours]
 
 
-def wait_for_quiet(limit: float = 600) -> None:
+def wait_for_quiet(limit: float = 60) -> None:
     """Wait (up to limit seconds) until no other job is in the queue, so a way starts alone."""
     deadline = time.monotonic() + limit
     while _others() and time.monotonic() < deadline:
