@@ -382,12 +382,13 @@ def test_estale_writing_a_completion_record_stops_new_work_and_loses_nothing(tmp
     assert runner.run(range(4)) == 1
     said = [line for line in out.getvalue().splitlines() if "starting no new index" in line]
     assert len(said) == 1 and "Stale file handle" in said[0], out.getvalue()
-    assert ran.read_text().split() == ["0"]  # ran, unrecorded: still missing, not done
+    # 0 ran, unrecorded: still missing, not done; 1 had started before 0's record was written
+    assert ran.read_text().split() == ["0", "1"]
     monkeypatch.setattr(records, "_open_append", real)
     again, _ = in_process_runner(proj, path, command, parallel=1)
     assert again.run(range(4)) == 0
     assert all(proj.complete(path, i) for i in range(4))
-    assert ran.read_text().split() == ["0", "0", "1", "2", "3"]
+    assert ran.read_text().split() == ["0", "1", "0", "2", "3"]
 
 
 def test_estale_reading_a_lease_marker_neither_takes_nor_fails(tmp_path, monkeypatch):

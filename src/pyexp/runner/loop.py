@@ -14,10 +14,13 @@ and records a `lease_lost` attempt, never a completion. SIGUSR1 (Slurm's pre-tim
 and SIGTERM/SIGINT (preemption, scancel) stop it: children get SIGTERM, then SIGKILL after the
 grace period, their attempts are recorded as timeout/preempted (continuing, or stalled, when the
 command saved a checkpoint during the attempt: state/checkpoints.py), leases released, no new
-index starts. Each command gets its index's checkpoint folder (PYEXP_CHECKPOINT_DIR), created
-on first use (state/checkpoints.py; before the command starts only for work with an earlier
-attempt on record, and an index whose folder cannot be created then fails alone) and removed once
-the index is done (done indices' folders when the run ends, in one listing).
+index starts. An index that exited 0 is recorded right after the next index started (its log
+closed first, so the slot's log stays in order); a failure is recorded before anything new starts,
+so the broken-command guard counts it first. Each command gets its index's checkpoint folder
+(PYEXP_CHECKPOINT_DIR), created on first use (state/checkpoints.py; before the command starts only
+for work with an earlier attempt on record, and an index whose folder cannot be created then fails
+alone) and removed once the index is done (done indices' folders when the run ends, in one
+listing).
 
 Per index on the state folder (scripts/bench_runner.py counts them): the lease's exclusive create
 (with filelock's folder check and lookup), the tombstone (temp file and rename) and one append +
@@ -25,13 +28,13 @@ fsync to the runner's completion journal; no completion check (a view read at mo
 no info file, fencing read or checkpoint folder for an index shorter than D/3 (state/leases.py,
 state/records.py, state/checkpoints.py).
 
-Waits that remain, each on purpose: the loop sleeps in SignalWatch.wait until a child exits
-(SIGCHLD), a stop signal or a lost lease wakes it, or a deferred lease's next retry is due
-(D/6); an exit is then reaped after the command's output copy thread has drained its pipe
-(CappedCopy.join: the log must be whole before the attempt is recorded); a command killed by a
-stop signal waits up to STOP_SIGNAL_WAIT for the runner's own copy of it (_stopped_with); the
-journal's fsync waits for the disk (a completion must survive a crash); filelock's release joins
-its heartbeat thread, which its stop event ends at once.
+Waits that remain, each on purpose: the loop sleeps only in one poll() on the signal pipe and the
+commands' output pipes (copied by the loop itself, no thread per command) until a child exits
+(SIGCHLD), a stop signal or a lost lease wakes it, output arrives, or a deferred lease's next
+retry is due (D/6); a command killed by a stop signal waits up to STOP_SIGNAL_WAIT for the
+runner's own copy of it (_stopped_with); the journal's fsync waits for the disk (a completion
+must survive a crash); filelock's release joins its heartbeat thread, which its stop event ends
+at once.
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class _Running:
     slot: int = 0
     offset: int = 0  # where the attempt's header starts in log_path
     copy: CappedCopy | None = None
+    duration: float | None = None  # set once the attempt's log is closed
 
 
 class Runner:
@@ -164,6 +168,8 @@ class Runner:
         self._completed: dict[str, float] = {}  # keys this runner recorded complete: durations
         self._attempted: set[str] = set()  # keys with an attempt on record when the run began
         self._watch: SignalWatch | None = None
+        self._lingering: list[CappedCopy] = []  # output of ended commands still held open
+        self._ended: list[tuple[_Running, int]] = []  # exited 0, recorded once the next started
         self._spawner = Spawner()
         self._environ = command_environ(os.environ, job.python_on_path)
         self._oom_seen = oom_kills()
@@ -191,6 +197,8 @@ class Runner:
                 self._loop(source, done)
             finally:
                 self._abandon()
+                for copy in self._lingering:
+                    copy.close()
                 self.store.seal()
                 self.task_log.close()
                 self.records.fold(self._completed)  # this task's records, one segment
@@ -215,11 +223,16 @@ class Runner:
                 self._stop(self._watch.signum)
                 return
             self._kill_lost()
-            self._reap()
-            while self._free() and self._watch.signum is None and not self._halted():
-                if (item := source.pop(len(self.running))) is None:
-                    break
-                self._first_try(item, done, source, deferred)
+            self._ended = self._reap(defer=True)
+            try:
+                while self._free() and self._watch.signum is None and not self._halted():
+                    if (item := source.pop(len(self.running))) is None:
+                        break
+                    self._first_try(item, done, source, deferred)
+            finally:  # recorded while the next indices run: no state write between two indices
+                ended, self._ended = self._ended, []
+                for r, rc in ended:
+                    self._finish(r, rc)
             now = time.monotonic()
             queue = source.more()
             if self._halted():  # start nothing more; deferred indices are left to their holders
@@ -240,7 +253,17 @@ class Runner:
             if not (queue or deferred or self.running):
                 return
             waiting_on_leases = not queue and deferred and self._free()
-            self._watch.wait(max(0.0, next_poll - now) if waiting_on_leases else None)
+            self._wait(max(0.0, next_poll - now) if waiting_on_leases else None)
+
+    def _wait(self, timeout: float | None) -> None:
+        """Sleep until a signal, a child's end, a wake() or a command's output comes (or timeout
+        seconds pass), then copy the output that came to its log."""
+        copies = [r.copy for r in self.running.values() if r.copy is not None]
+        copies += self._lingering
+        self._watch.wait(timeout, [c.source for c in copies if not c.ended])
+        for copy in copies:
+            copy.pump()
+        self._lingering = [c for c in self._lingering if not c.ended]
 
     def _free(self) -> bool:
         return len(self.running) < self.parallel
@@ -276,7 +299,7 @@ class Runner:
         try:
             return self.leases.try_take(item.key)
         except OSError as e:
-            if not self.running and not self.tally:
+            if not (self.running or self.tally or self._ended):
                 raise
             self._cannot_record(e)
             return None
@@ -354,7 +377,7 @@ class Runner:
             proc = self._spawner.start(argv, pipe, env)
         except OSError as e:
             os.close(pipe)
-            copy.join()
+            copy.close()
             with contextlib.suppress(OSError):
                 write_all(log, f"pyexp-run: cannot start {argv[0]!r}: {e.strerror}\n")
             self._finish(_Running(item, lease, None, log, log_path, started, (), slot, offset), 127)
@@ -415,11 +438,33 @@ class Runner:
                 if r.item.key == key:  # another runner may hold it now: stop at once
                     signal_group(r.proc, signal.SIGKILL)
 
-    def _reap(self, outcome: str | None = None) -> None:
-        for pid, r in list(self.running.items()):
-            if (rc := r.proc.poll()) is not None:
-                del self.running[pid]
+    def _reap(self, outcome: str | None = None, defer: bool = False) -> list[tuple[_Running, int]]:
+        """Finish the commands that ended. With defer, when all of them exited 0 and no stop
+        came, only end their logs (freeing their slots) and return them, to be recorded by the
+        caller once the next indices started; failures are recorded at once (the guard counts
+        them before anything new starts)."""
+        ended = [
+            (pid, r, rc) for pid, r in self.running.items() if (rc := r.proc.poll()) is not None
+        ]
+        later = defer and self._watch.signum is None and all(rc == 0 for _, _, rc in ended)
+        for pid, r, rc in ended:
+            del self.running[pid]
+            if later:
+                self._end_log(r, rc)
+            else:
                 self._finish(r, rc, outcome or self._stopped_with(rc))
+        return [(r, rc) for _, r, rc in ended] if later else []
+
+    def _end_log(self, r: _Running, rc: int | None) -> None:
+        """Copy the rest of r's output and close its attempt in the log (once); its duration."""
+        if r.duration is not None:
+            return
+        if r.copy is not None and not r.copy.finish():
+            self._lingering.append(r.copy)  # a daemon holds its output: copied as it comes
+        r.duration = time.monotonic() - r.started
+        if r.log is not None:
+            with contextlib.suppress(OSError):
+                write_all(r.log, f"=== {_now()} exit {rc} after {r.duration:.1f}s\n")
 
     def _stopped_with(self, rc: int) -> str | None:
         """The stop outcome when a command died of a stop signal that the runner gets too.
@@ -431,7 +476,7 @@ class Runner:
             return None
         deadline = time.monotonic() + STOP_SIGNAL_WAIT
         while self._watch.signum is None and (left := deadline - time.monotonic()) > 0:
-            self._watch.wait(left)
+            self._wait(left)
         signum = self._watch.signum
         if signum is None:
             return None
@@ -441,12 +486,8 @@ class Runner:
     def _finish(
         self, r: _Running, rc: int | None, outcome: str | None = None, error: str | None = None
     ) -> None:
-        if r.copy is not None:
-            r.copy.join()
-        duration = time.monotonic() - r.started
-        if r.log is not None:
-            with contextlib.suppress(OSError):
-                write_all(r.log, f"=== {_now()} exit {rc} after {duration:.1f}s\n")
+        self._end_log(r, rc)
+        duration = r.duration
         info = {
             "index": r.item.index,
             "host": self.host,
@@ -534,7 +575,7 @@ class Runner:
             left = deadline - time.monotonic()
             if not self.running or left <= 0:
                 break
-            self._watch.wait(left)
+            self._wait(left)
         for pid, r in list(self.running.items()):
             signal_group(r.proc, signal.SIGKILL)
             del self.running[pid]
@@ -545,6 +586,8 @@ class Runner:
         for r in self.running.values():
             signal_group(r.proc, signal.SIGKILL)
             r.proc.wait()
+            if r.copy is not None:
+                r.copy.close()
         self.running.clear()
         self.leases.release()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import select
 import shutil
@@ -17,7 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
@@ -31,8 +32,8 @@ _TRAMPOLINE = (
 
 
 class SignalWatch:
-    """One select() woken by SIGCHLD, SIGCONT, the stop signals and wake(); remembers the first
-    stop."""
+    """One poll() woken by SIGCHLD, SIGCONT, the stop signals, wake() and the pipes it is given;
+    remembers the first stop."""
 
     def __enter__(self) -> SignalWatch:
         self.signum: int | None = None
@@ -60,11 +61,15 @@ class SignalWatch:
                 with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
                     os.write(self._w, b"w")
 
-    def wait(self, timeout: float | None) -> None:
-        """Sleep until a signal or wake() arrives or timeout seconds pass (None: no limit)."""
+    def wait(self, timeout: float | None, fds: Iterable[int] = ()) -> None:
+        """Sleep until a signal or wake() arrives, one of fds can be read, or timeout seconds
+        pass (None: no limit)."""
         if timeout is not None and timeout <= 0:
             return
-        select.select([self._r], [], [], timeout)
+        poller = select.poll()
+        for fd in (self._r, *fds):
+            poller.register(fd, select.POLLIN)
+        poller.poll(None if timeout is None else math.ceil(timeout * 1000))
         try:
             while os.read(self._r, 512):
                 pass
