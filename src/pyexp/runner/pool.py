@@ -4,11 +4,12 @@ Worker w of N walks the pool from position (w * size) // N, wrapping, so workers
 Indices whose last stop saved a checkpoint (continuing) come first, for every worker; a
 continuing index's fit test counts only the part its checkpoint's progress fraction says is left.
 It skips indices that are done or that this array already tried and failed (the folders are
-re-read at most once a second, and the Runner asks again under the lease), and those whose lease
-marker shows a live holder, so workers that meet walk past each other instead of contending.
-It tries the lease of any other (the Runner does, and reports taken/held back); under the lease
-it asks again whether the array tried it. A pass that claimed something is followed by another
-over the indices that were held; the worker ends when a pass claims nothing and none of its own
+re-read at most once a second, and the Runner asks again under the lease). It tries the lease
+of any other directly, without a look at its marker first: the exclusive create is refused by
+the server for a held key at the cost such a look would have, and a refused index is left to its
+holder (held back) for the next pass; under the lease it asks again whether the array tried it.
+A pass that claimed something is followed by another over the indices that were held; the
+worker ends when a pass claims nothing and none of its own
 indices runs, or when the next index no longer fits before the deadline: both decided by
 pyexp.budget, with the planner's rule (a high percentile of this experiment's measured
 durations, else the entry's index_minutes; the job's end less the signal lead and Slurm's early
@@ -30,7 +31,6 @@ from pyexp.runner.item import Item
 from pyexp.state import checkpoints
 from pyexp.state.attempts import CONTINUING, FAILED, LEASE_LOST, OOM, Attempts
 from pyexp.state.layout import state_dirs
-from pyexp.state.leases import holder_of
 from pyexp.state.ledger import LedgerEntry
 from pyexp.state.records import CompletionRecords
 from pyexp.state.settings import remember
@@ -136,7 +136,7 @@ class PoolClaims:
         self._swept = swept
         self._skipped: set[int] = set()
         self._settled: set[str] = set()
-        self._leases, self._unfit = dirs.leases, dirs.unfit
+        self._unfit = dirs.unfit
         self._refreshed = -math.inf
         self.ended = self.out_of_time = False
         self.tries = self.refused = 0
@@ -158,9 +158,6 @@ class PoolClaims:
                 continue
             item = Item.of(self._exp, index)
             if item.key in self._settled_keys():  # the Runner checks again under the lease
-                continue
-            if self._busy(item.key):  # left to its holder without touching its lease
-                self._held.append(index)
                 continue
             if (why := self._budget.refusal(self._fraction(item))) is not None:
                 self._say(f"not starting index {index}: {why}; the rest stays missing")
@@ -210,12 +207,6 @@ class PoolClaims:
         saved = checkpoints.progress(checkpoints.folder_of(self._checkpoints, item.key))
         fraction = saved.get("fraction")
         return float(fraction) if isinstance(fraction, (int, float)) else None
-
-    def _busy(self, key: str) -> bool:
-        """Whether key's lease looks held by a live runner: renewed within its duration and,
-        on this host, by a process that still exists (a dead holder's lease is worth a try)."""
-        holder = holder_of(self._leases, key)
-        return holder is not None and holder.live
 
     def _settled_keys(self) -> set[str]:
         now = time.monotonic()
