@@ -129,8 +129,9 @@ class PoolClaims:
             self._continuing, rest.take(start, len(rest)), rest.take(0, start)
         )
         self._held: list[int] = []
+        self._met: set[int] = set()  # indices refused once: a later take may be a takeover
         self._claimed = 0
-        self._prefix = f"{tag}_"
+        self._prefix, self.array = f"{tag}_", tag
         self._budget = budget or TimeBudget(None)
         self._say = say
         self._swept = swept
@@ -175,15 +176,19 @@ class PoolClaims:
         self._claimed += 1
 
     def wanted(self, item: Item) -> bool:
-        """Asked under item's lease: whether this array has not tried it yet (failures are
-        recorded before their lease is released, so this answer is final)."""
-        return item.key not in self._tried()
+        """Asked under item's lease: whether this array has not tried it yet. A first try needs
+        no fresh look (pop() checked the view, and a failure of this array leaves a failure
+        mark that refuses the take until that view shows it); an index refused before may have
+        been taken over from a stalled holder, whose own marker named no failure, so it gets a
+        fresh listing (failures are recorded before their lease is released)."""
+        return item.index not in self._met or item.key not in self._tried()
 
     def held(self, item: Item) -> None:
         """Someone else (or this worker, for an equal key) holds item's lease."""
         self.tries += 1
         self.refused += 1
         self._held.append(item.index)
+        self._met.add(item.index)
 
     def summary(self) -> str:
         """The worker's lease figures for its final line."""
