@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from itertools import chain
 
 from pyexp.budget import index_seconds, may_start, usable_seconds
+from pyexp.environment import lease_seconds
 from pyexp.experiment import ExperimentDescription
 from pyexp.indexset import IndexSet
 from pyexp.job_environment import JobEnvironment
@@ -35,7 +36,7 @@ from pyexp.state.ledger import LedgerEntry
 from pyexp.state.records import CompletionRecords
 from pyexp.state.settings import remember
 
-REFRESH_SECONDS = 1.0  # done and tried sets
+REFRESH_SECONDS = 1.0  # done and tried sets, while the worker meets others' indices
 ESTIMATE_SECONDS = 30.0  # durations
 _SETTLED_OUTCOMES = (FAILED, OOM, LEASE_LOST)  # this array does not try them again
 
@@ -139,6 +140,9 @@ class PoolClaims:
         self._settled: set[str] = set()
         self._unfit = dirs.unfit
         self._refreshed = -math.inf
+        self._quiet = lease_seconds() / 2  # the view's age limit while each try takes its index
+        self._contested = False  # the last try was refused, or found its index done
+        self._answered = True  # the Runner said taken or held of the last index popped
         self.ended = self.out_of_time = False
         self.tries = self.refused = 0
 
@@ -148,6 +152,9 @@ class PoolClaims:
 
     def pop(self, running: int) -> Item | None:
         """The next index to try, or None for now (running: this worker's indices running)."""
+        if not self._answered:  # neither taken nor held: its marker said done
+            self._contested = True
+        self._answered = True
         while not self.ended:
             index = next(self._pass, None)
             if index is None:
@@ -167,11 +174,13 @@ class PoolClaims:
                     limit, estimate = self._budget.limit, self._budget.estimate()
                     remember(self._unfit, time_limit_seconds=limit, estimate=estimate or 0.0)
                 return None
+            self._answered = False
             return item
         return None
 
     def taken(self, item: Item) -> None:
         """The Runner took item's lease."""
+        self._answered, self._contested = True, False
         self.tries += 1
         self._claimed += 1
 
@@ -187,6 +196,7 @@ class PoolClaims:
         """Someone else (or this worker, for an equal key) holds item's lease."""
         self.tries += 1
         self.refused += 1
+        self._answered = self._contested = True
         self._held.append(item.index)
         self._met.add(item.index)
 
@@ -215,7 +225,7 @@ class PoolClaims:
 
     def _settled_keys(self) -> set[str]:
         now = time.monotonic()
-        if now - self._refreshed >= REFRESH_SECONDS:
+        if now - self._refreshed >= (REFRESH_SECONDS if self._contested else self._quiet):
             self._refreshed = now
             self._settled = self._records.completed() | self._tried()
         return self._settled
