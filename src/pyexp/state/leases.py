@@ -28,6 +28,15 @@ flock locks across nodes. Every decision below rests on create, rename or a read
   the records read within D/2 (records.CompletionRecords.known_complete), which a record over
   1.5 D old reaches through any cache. A writer that dies between the tombstone and the record
   leaves the index missing once the tombstone is removed, never done twice.
+- fail (a farm worker's array, IndexLeases.array; its attempt recorded first): end(key,
+  completed=False, failed=True) replaces the marker (rename, still holding it) by a failure mark,
+  `pyexp-failed <time> <host> <D> <array>...`, swept like a tombstone. A contender of a named
+  array whose exclusive create is refused reads it and gets DONE (its array tried the key); any
+  other takes it over at once (rename aside, check it is the one read, exclusive create: a mark
+  has no live holder, so no watch), and whatever way it ends, unless completed, it leaves the
+  mark back with its own array added if it failed: a key an array failed answers that array
+  DONE until 2 D after its last failure, after which its attempt record is old enough for any
+  cached listing (runner/pool.py). Costs nothing unless an index fails.
 - take over (holder elsewhere, or a marker left empty or garbage): once this contender has seen
   the marker's content, its info's content (or its absence) and its mtime (each read after open)
   unchanged for the marker's D on its own monotonic clock; a live holder writes its info within
@@ -54,11 +63,11 @@ Contracts:
   sshfs's EPERM for an exclusive create its negative cache hid is a refusal while the folder is
   writable.
 
-held_keys()/live_keys() read the markers for status (tombstones are not holders): a marker is
-live while its mtime is within its own D of this host's clock, unless its holder ran on this host
-and is dead (pid gone, or reused: the start token differs; before its first beat, the marker's
-host and pid say so), which the next try takes over at once. A holder's job is known from its
-first beat on. They are estimates for people; runners never decide from them.
+held_keys()/live_keys() read the markers for status (tombstones and failure marks are not holders):
+a marker is live while its mtime is within its own D of this host's clock, unless its holder ran on
+this host and is dead (pid gone, or reused: the start token differs; before its first beat, the
+marker's host and pid say so), which the next try takes over at once. A holder's job is known from
+its first beat on. They are estimates for people; runners never decide from them.
 """
 
 from __future__ import annotations
