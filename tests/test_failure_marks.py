@@ -1,6 +1,8 @@
 """A farm worker's failure marks its lease: its array does not retry the index even where the
 attempts folder looks empty (a cache), and a later array does, at once."""
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,15 @@ from pyexp.runner.claim import ClaimWorker
 from pyexp.runner.pool import PoolClaims
 from pyexp.state.attempts import Attempts
 from pyexp.state.layout import state_dirs
-from pyexp.state.leases import FAILURE, SUFFIX, failed_arrays, held_keys
+from pyexp.state.leases import (
+    CLOCK_SKEW,
+    FAILURE,
+    RETAIN_LEASES,
+    SUFFIX,
+    failed_arrays,
+    held_keys,
+    sweep_tombstones,
+)
 
 
 def work(project: Project, path: Path, array: str, task: int, fail: bool = False) -> list[int]:
@@ -51,3 +61,16 @@ def test_a_failure_is_not_retried_by_its_array_through_a_hidden_listing_but_by_a
     assert work(project, path, "100", 1) == [] and work(project, path, "200", 1) == []
     monkeypatch.undo()
     assert len(project.attempts(path)) == 2
+
+
+def test_failure_marks_are_swept_by_their_time_and_lease_duration_and_hold_no_lease(tmp_path):
+    old, new = tmp_path / "old.lease", tmp_path / "new.lease"
+    written = time.time() - RETAIN_LEASES * 2 - CLOCK_SKEW - 5  # of a 2 s lease
+    old.write_bytes(FAILURE + f"{written:.3f} elsewhere 2 100 -\n".encode())
+    os.utime(old, (written, written))
+    new.write_bytes(FAILURE + f"{time.time():.3f} elsewhere 2 100\n".encode())
+    os.utime(new, (written, written))  # a cached old mtime only preselects
+    assert failed_arrays(old.read_bytes()) == ["100", ""]
+    assert sweep_tombstones(str(tmp_path)) == 1
+    assert not old.exists() and new.exists()
+    assert held_keys(str(tmp_path), 2.0) == {}
