@@ -1,27 +1,25 @@
 """Farm workers: which pool index a worker tries next, and whether its time still holds one.
 
 Worker w of N walks the pool from position (w * size) // N, wrapping, so workers start apart.
-Indices whose last stop saved a checkpoint (continuing) come first, for every worker; a
-continuing index's fit test counts only the part its checkpoint's progress fraction says is left.
-It skips indices that are done or that this array already tried and failed, in a view of those
-folders re-read at most once a second while the worker meets others' indices (its last try was
-refused or found its index done), else once its view is D/2 old (D: the lease duration): a
-worker in its own stretch lists nothing per index. It tries the lease of any other directly,
-without a look at its marker first: the exclusive create is refused by the server for a held key
-at the cost such a look would have, and a refused index is left to its holder (held back) for
-the next pass. No index is tried twice by one array, with no listing under the lease: a failure
-in a farm worker replaces its lease marker by a failure mark naming its array (state/leases.py),
-which answers the array's later takes "done" until it is swept, at least 2 D after the failure
-was recorded; a take that succeeds by exclusive create thus meets no failure of this array but
-one over 2 D old, which the view (under D/2 old, client caches under D) holds, as
-known_complete argues for completions. Only an index this worker found held before is listed
-again under its lease: it may have been taken over from a stalled holder whose marker named no
-failure. A pass that claimed something is followed by another over the indices that were held; the
-worker ends when a pass claims nothing and none of its own
-indices runs, or when the next index no longer fits before the deadline: both decided by
-pyexp.budget, with the planner's rule (a high percentile of this experiment's measured
-durations, else the entry's index_minutes; the job's end less the signal lead and Slurm's early
-warning).
+Indices whose last stop saved a checkpoint (continuing) come first, for every worker; a continuing
+index's fit test counts only the part its checkpoint's progress fraction says is left. It skips
+indices that are done or that this array already tried and failed, in a view of those folders
+re-read at most once a second while the worker meets others' indices (its last try was refused or
+found its index done), else once its view is D/2 old (D: the lease duration): a worker in its own
+stretch lists nothing per index. It tries the lease of any other directly, without a look at its
+marker first: the exclusive create is refused by the server for a held key at the cost such a look
+would have, and a refused index is left to its holder (held back) for the next pass. No index is
+tried twice by one array, with no listing under the lease: a failure in a farm worker replaces its
+lease marker by a failure mark naming its array (state/leases.py), which answers the array's later
+takes "done" until it is swept, at least 2 D after the failure was recorded; a take that succeeds by
+exclusive create thus meets no failure of this array but one over 2 D old, which the view (under D/2
+old, client caches under D) holds, as known_complete argues for completions. Only an index this
+worker found held before is listed again under its lease: it may have been taken over from a stalled
+holder whose marker named no failure. A pass that claimed something is followed by another over the
+indices that were held; the worker ends when a pass claims nothing and none of its own indices runs,
+or when the next index no longer fits before the deadline: both decided by pyexp.budget, with the
+planner's rule (a high percentile of this experiment's measured durations, else the entry's
+index_minutes; the job's end less the signal lead and Slurm's early warning).
 """
 
 from __future__ import annotations
