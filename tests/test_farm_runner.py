@@ -75,9 +75,11 @@ def test_eight_workers_on_one_pool_run_each_index_once_and_rarely_meet(project):
     ran = Counter(int(x) for x in out.read_text().split())
     assert sorted(ran) == list(range(200)) and set(ran.values()) == {1}
     tries, refused = map(sum, zip(*(lease_figures(err) for _, err in results), strict=True))
-    # Workers start 25 indices apart: they meet only where one reaches the next one's start.
+    # Workers start 25 indices apart: they meet only where one reaches the next one's start
+    # (then each refused try is a meeting: ~80 here, as many as the look before each try used
+    # to walk past); workers that started together would meet about 7 times per index.
     print(f"lease tries {tries}, refused {refused}")
-    assert refused <= 0.05 * 200, (tries, refused)
+    assert refused < 200, (tries, refused)
     assert tries - refused >= 200
 
 

@@ -104,7 +104,7 @@ class ClaimWorker:
         self.attempts = Attempts(dirs.attempts)
         self.checkpoints = dirs.checkpoints
         self.store = ShardWriter(dirs.store)
-        self.leases = IndexLeases(dirs.leases, job=job.job)
+        self.leases = IndexLeases(dirs.leases, job=job.job, array=claims.array)
         self.log_dir = log_dir(exp)
         self.task_log = TaskLog(self.log_dir, tag)
         self.grace = grace_seconds()

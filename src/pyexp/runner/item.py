@@ -31,6 +31,7 @@ class InOrder:
     """The given indices in order; a held lease is retried after the rest (see _loop)."""
 
     defers = True
+    array = None  # not a farm worker's: its failures leave no failure mark
 
     def __init__(self, items: deque[Item]) -> None:
         self.items = items
@@ -58,6 +59,7 @@ class Source(Protocol):
     """Where the Runner's next index comes from: InOrder, or a farm worker's PoolClaims."""
 
     defers: bool
+    array: str | None  # the farm worker's array (pyexp.state.leases' failure marks name it)
 
     def more(self) -> bool: ...
     def pop(self, running: int) -> Item | None: ...

@@ -183,6 +183,7 @@ class Runner:
         if self.started_marker:  # tells reconcile this array task got as far as pyexp-run
             write_atomic(self.started_marker, f"{self.host} {os.getpid()} {_now()}\n")
         done = self.records.completed(compact=False)
+        self.leases.array = source.array  # a farm worker's failures are marked in their leases
         self._attempted = {key for key, _, _ in self.attempts.names()}  # one listing
         self._retries = failed_before(self.attempts) if self.guard else set()
         with contextlib.suppress(OSError):  # if it cannot be made, each index says so

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from pyexp.errors import ResultsError
 from pyexp.state import checkpoints
-from pyexp.state.attempts import FAILED, Attempts
+from pyexp.state.attempts import FAILED, OOM, Attempts
 from pyexp.state.leases import DONE, IndexLeases  # a completed lease is a tombstone: "done"
 from pyexp.state.records import CompletionRecords
 
@@ -79,6 +79,6 @@ def record_outcome(
     finally:
         if outcome != DONE:  # a completed one ended with its tombstone above
             try:
-                leases.end(work.key, completed=False)
+                leases.end(work.key, completed=False, failed=outcome in (FAILED, OOM))
             except OSError as e:
                 cannot_write(e)

@@ -1,18 +1,25 @@
 """Farm workers: which pool index a worker tries next, and whether its time still holds one.
 
 Worker w of N walks the pool from position (w * size) // N, wrapping, so workers start apart.
-Indices whose last stop saved a checkpoint (continuing) come first, for every worker; a
-continuing index's fit test counts only the part its checkpoint's progress fraction says is left.
-It skips indices that are done or that this array already tried and failed (the folders are
-re-read at most once a second, and the Runner asks again under the lease), and those whose lease
-marker shows a live holder, so workers that meet walk past each other instead of contending.
-It tries the lease of any other (the Runner does, and reports taken/held back); under the lease
-it asks again whether the array tried it. A pass that claimed something is followed by another
-over the indices that were held; the worker ends when a pass claims nothing and none of its own
-indices runs, or when the next index no longer fits before the deadline: both decided by
-pyexp.budget, with the planner's rule (a high percentile of this experiment's measured
-durations, else the entry's index_minutes; the job's end less the signal lead and Slurm's early
-warning).
+Indices whose last stop saved a checkpoint (continuing) come first, for every worker; a continuing
+index's fit test counts only the part its checkpoint's progress fraction says is left. It skips
+indices that are done or that this array already tried and failed, in a view of those folders
+re-read at most once a second while the worker meets others' indices (its last try was refused or
+found its index done), else once its view is D/2 old (D: the lease duration): a worker in its own
+stretch lists nothing per index. It tries the lease of any other directly, without a look at its
+marker first: the exclusive create is refused by the server for a held key at the cost such a look
+would have, and a refused index is left to its holder (held back) for the next pass. No index is
+tried twice by one array, with no listing under the lease: a failure in a farm worker replaces its
+lease marker by a failure mark naming its array (state/leases.py), which answers the array's later
+takes "done" until it is swept, at least 2 D after the failure was recorded; a take that succeeds by
+exclusive create thus meets no failure of this array but one over 2 D old, which the view (under D/2
+old, client caches under D) holds, as known_complete argues for completions. Only an index this
+worker found held before is listed again under its lease: it may have been taken over from a stalled
+holder whose marker named no failure. A pass that claimed something is followed by another over the
+indices that were held; the worker ends when a pass claims nothing and none of its own indices runs,
+or when the next index no longer fits before the deadline: both decided by pyexp.budget, with the
+planner's rule (a high percentile of this experiment's measured durations, else the entry's
+index_minutes; the job's end less the signal lead and Slurm's early warning).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from collections.abc import Callable, Iterator
 from itertools import chain
 
 from pyexp.budget import index_seconds, may_start, usable_seconds
+from pyexp.environment import lease_seconds
 from pyexp.experiment import ExperimentDescription
 from pyexp.indexset import IndexSet
 from pyexp.job_environment import JobEnvironment
@@ -30,12 +38,11 @@ from pyexp.runner.item import Item
 from pyexp.state import checkpoints
 from pyexp.state.attempts import CONTINUING, FAILED, LEASE_LOST, OOM, Attempts
 from pyexp.state.layout import state_dirs
-from pyexp.state.leases import holder_of
 from pyexp.state.ledger import LedgerEntry
 from pyexp.state.records import CompletionRecords
 from pyexp.state.settings import remember
 
-REFRESH_SECONDS = 1.0  # done and tried sets
+REFRESH_SECONDS = 1.0  # done and tried sets, while the worker meets others' indices
 ESTIMATE_SECONDS = 30.0  # durations
 _SETTLED_OUTCOMES = (FAILED, OOM, LEASE_LOST)  # this array does not try them again
 
@@ -129,15 +136,19 @@ class PoolClaims:
             self._continuing, rest.take(start, len(rest)), rest.take(0, start)
         )
         self._held: list[int] = []
+        self._met: set[int] = set()  # indices refused once: a later take may be a takeover
         self._claimed = 0
-        self._prefix = f"{tag}_"
+        self._prefix, self.array = f"{tag}_", tag
         self._budget = budget or TimeBudget(None)
         self._say = say
         self._swept = swept
         self._skipped: set[int] = set()
         self._settled: set[str] = set()
-        self._leases, self._unfit = dirs.leases, dirs.unfit
+        self._unfit = dirs.unfit
         self._refreshed = -math.inf
+        self._quiet = lease_seconds() / 2  # the view's age limit while each try takes its index
+        self._contested = False  # the last try was refused, or found its index done
+        self._answered = True  # the Runner said taken or held of the last index popped
         self.ended = self.out_of_time = False
         self.tries = self.refused = 0
 
@@ -147,6 +158,9 @@ class PoolClaims:
 
     def pop(self, running: int) -> Item | None:
         """The next index to try, or None for now (running: this worker's indices running)."""
+        if not self._answered:  # neither taken nor held: its marker said done
+            self._contested = True
+        self._answered = True
         while not self.ended:
             index = next(self._pass, None)
             if index is None:
@@ -159,9 +173,6 @@ class PoolClaims:
             item = Item.of(self._exp, index)
             if item.key in self._settled_keys():  # the Runner checks again under the lease
                 continue
-            if self._busy(item.key):  # left to its holder without touching its lease
-                self._held.append(index)
-                continue
             if (why := self._budget.refusal(self._fraction(item))) is not None:
                 self._say(f"not starting index {index}: {why}; the rest stays missing")
                 self.ended = self.out_of_time = True
@@ -169,24 +180,31 @@ class PoolClaims:
                     limit, estimate = self._budget.limit, self._budget.estimate()
                     remember(self._unfit, time_limit_seconds=limit, estimate=estimate or 0.0)
                 return None
+            self._answered = False
             return item
         return None
 
     def taken(self, item: Item) -> None:
         """The Runner took item's lease."""
+        self._answered, self._contested = True, False
         self.tries += 1
         self._claimed += 1
 
     def wanted(self, item: Item) -> bool:
-        """Asked under item's lease: whether this array has not tried it yet (failures are
-        recorded before their lease is released, so this answer is final)."""
-        return item.key not in self._tried()
+        """Asked under item's lease: whether this array has not tried it yet. A first try needs
+        no fresh look (pop() checked the view, and a failure of this array leaves a failure
+        mark that refuses the take until that view shows it); an index refused before may have
+        been taken over from a stalled holder, whose own marker named no failure, so it gets a
+        fresh listing (failures are recorded before their lease is released)."""
+        return item.index not in self._met or item.key not in self._tried()
 
     def held(self, item: Item) -> None:
         """Someone else (or this worker, for an equal key) holds item's lease."""
         self.tries += 1
         self.refused += 1
+        self._answered = self._contested = True
         self._held.append(item.index)
+        self._met.add(item.index)
 
     def summary(self) -> str:
         """The worker's lease figures for its final line."""
@@ -211,15 +229,9 @@ class PoolClaims:
         fraction = saved.get("fraction")
         return float(fraction) if isinstance(fraction, (int, float)) else None
 
-    def _busy(self, key: str) -> bool:
-        """Whether key's lease looks held by a live runner: renewed within its duration and,
-        on this host, by a process that still exists (a dead holder's lease is worth a try)."""
-        holder = holder_of(self._leases, key)
-        return holder is not None and holder.live
-
     def _settled_keys(self) -> set[str]:
         now = time.monotonic()
-        if now - self._refreshed >= REFRESH_SECONDS:
+        if now - self._refreshed >= (REFRESH_SECONDS if self._contested else self._quiet):
             self._refreshed = now
             self._settled = self._records.completed() | self._tried()
         return self._settled

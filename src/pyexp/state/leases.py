@@ -28,6 +28,15 @@ flock locks across nodes. Every decision below rests on create, rename or a read
   the records read within D/2 (records.CompletionRecords.known_complete), which a record over
   1.5 D old reaches through any cache. A writer that dies between the tombstone and the record
   leaves the index missing once the tombstone is removed, never done twice.
+- fail (a farm worker's array, IndexLeases.array; its attempt recorded first): end(key,
+  completed=False, failed=True) replaces the marker (rename, still holding it) by a failure mark,
+  `pyexp-failed <time> <host> <D> <array>...`, swept like a tombstone. A contender of a named
+  array whose exclusive create is refused reads it and gets DONE (its array tried the key); any
+  other takes it over at once (rename aside, check it is the one read, exclusive create: a mark
+  has no live holder, so no watch), and whatever way it ends, unless completed, it leaves the
+  mark back with its own array added if it failed: a key an array failed answers that array
+  DONE until 2 D after its last failure, after which its attempt record is old enough for any
+  cached listing (runner/pool.py). Costs nothing unless an index fails.
 - take over (holder elsewhere, or a marker left empty or garbage): once this contender has seen
   the marker's content, its info's content (or its absence) and its mtime (each read after open)
   unchanged for the marker's D on its own monotonic clock; a live holder writes its info within
@@ -54,11 +63,11 @@ Contracts:
   sshfs's EPERM for an exclusive create its negative cache hid is a refusal while the folder is
   writable.
 
-held_keys()/live_keys() read the markers for status (tombstones are not holders): a marker is
-live while its mtime is within its own D of this host's clock, unless its holder ran on this host
-and is dead (pid gone, or reused: the start token differs; before its first beat, the marker's
-host and pid say so), which the next try takes over at once. A holder's job is known from its
-first beat on. They are estimates for people; runners never decide from them.
+held_keys()/live_keys() read the markers for status (tombstones and failure marks are not holders):
+a marker is live while its mtime is within its own D of this host's clock, unless its holder ran on
+this host and is dead (pid gone, or reused: the start token differs; before its first beat, the
+marker's host and pid say so), which the next try takes over at once. A holder's job is known from
+its first beat on. They are estimates for people; runners never decide from them.
 """
 
 from __future__ import annotations
@@ -84,6 +93,8 @@ SUFFIX = ".lease"
 INFO = ".info"
 _MARKER_LIMIT = 4096
 TOMBSTONE = b"pyexp-done "  # a completed key's marker content, kept RETAIN_LEASES durations
+FAILURE = b"pyexp-failed "  # a failed key's marker content naming the arrays that failed it
+NO_ARRAY = "-"  # a failure mark's name for the array "" (farm workers outside a Slurm array)
 RETAIN_LEASES = 2.0  # tombstones outlive every client cache the design assumes (<= 1 duration)
 CLOCK_SKEW = 60.0  # seconds by which nodes' wall clocks may differ (tombstones carry their time)
 LEGACY_RETAIN = 86400.0  # a tombstone that carries no lease duration (older pyexp) is kept a day
@@ -153,11 +164,14 @@ class IndexLeases:
         job: str | None = None,
         *,
         on_lost: Callable[[str], None] | None = None,
+        array: str | None = None,
     ) -> None:
         self.folder = folder
         self.duration = lease_seconds() if duration is None else duration
         self.job = job
         self.on_lost = on_lost
+        self.array = array  # a farm worker's array: its failures are marked, and not retried
+        self._failed_by: dict[str, list[str]] = {}  # held key -> arrays of the mark taken over
         self._locks: dict[str, SoftFileLease] = {}  # the leases this contender holds
         self._held: dict[str, Lease] = {}  # and their info, rewritten by the beat thread
         # What each foreign marker looked like (content, info, mtime) since when, with its
@@ -181,9 +195,10 @@ class IndexLeases:
         return self.duration if watch is None else watch[2]
 
     def try_take(self, key: str) -> Lease | Literal["done"] | None:
-        """Take key's lease if it is free or stale, without waiting; DONE if its marker is a
-        completion tombstone; None if anyone holds it, this contender included (two indices
-        with equal parameters share one key)."""
+        """Take key's lease if it is free or stale (or a failure mark not naming this contender's
+        array), without waiting; DONE if its marker is a completion tombstone or a failure mark
+        naming this contender's array (not to be tried by it); None if anyone holds it, this
+        contender included (two indices with equal parameters share one key)."""
         lock = self._locks.get(key)
         if lock is not None and lock.is_locked:
             return None
@@ -196,8 +211,10 @@ class IndexLeases:
             seen = self._observe(key)
             if seen != "stale":
                 return seen
-            lock = self._acquire(key, self._watch.pop(key)[2])
+            watch = self._watch.pop(key, None)
+            lock = self._acquire(key, self.duration if watch is None else watch[2])
             if lock is None:
+                self._failed_by.pop(key, None)
                 return None
         self._watch.pop(key, None)
         # The info is written at the lease's first beat (within D/3), not here: an index shorter
@@ -207,20 +224,36 @@ class IndexLeases:
         self._start_beat()
         return lease
 
-    def end(self, key: str, completed: bool) -> None:
+    def end(self, key: str, completed: bool, failed: bool = False) -> None:
         """Release key's lease; if completed, leave a tombstone in its marker first (atomically,
         in place of our lease), before its completion record is written: a contender whose
         cache still hides the record learns it from the marker it must open anyway, and every
-        record younger than the tombstone's retention has one. Raises OSError (the lease
-        released) if the tombstone cannot be written."""
+        record younger than the tombstone's retention has one. If failed (its attempt already
+        recorded) by a farm worker's array, or the lease was taken over from a failure mark,
+        leave a failure mark naming those arrays instead. Raises OSError (the lease released)
+        if the tombstone or mark cannot be written."""
         lock = self._locks.get(key)
+        arrays = self._failed_by.pop(key, [])
+        if failed and self.array is not None and self.array not in arrays:
+            arrays.append(self.array)
+        if not completed and arrays and lock is not None and still_holds(lock):
+            self._mark(key, FAILURE, arrays)
+            return
         if not completed or lock is None or not lock.is_locked:
             self.forget(key)
             return
-        # Checked against a loss by the caller just before (Lease.lost); the record follows at
-        # once (undo() if it cannot be written). Not synced: after a server crash the synced
-        # record is the fact, and a tombstone lost with it leaves the index missing, not done.
-        body = TOMBSTONE + f"{time.time():.3f} {socket.gethostname()} {self.duration:g}\n".encode()
+        self._mark(key, TOMBSTONE, [])
+
+    def _mark(self, key: str, kind: bytes, arrays: list[str]) -> None:
+        """Replace key's marker by a mark of kind naming arrays (atomically); release the lease."""
+        # A tombstone: checked against a loss by the caller just before (Lease.lost); the record
+        # follows at once (undo() if it cannot be written). Not synced: after a server crash the
+        # synced record is the fact, and a tombstone lost with it leaves the index missing, not
+        # done (a failure mark lost so leaves the attempt record, which the view reaches).
+        self._failed_by.pop(key, None)
+        tags = [a or NO_ARRAY for a in arrays]
+        fields = [f"{time.time():.3f}", socket.gethostname(), f"{self.duration:g}", *tags]
+        body = kind + " ".join(fields).encode() + b"\n"
         try:
             write_atomic(self.path(key), body, sync=False)
             self._tombstones[key] = (body, time.monotonic())
@@ -235,8 +268,14 @@ class IndexLeases:
             _move_aside(self.path(key), body)
 
     def forget(self, key: str) -> None:
-        """Drop the watch state of key (after it is done), releasing it if held."""
+        """Drop the watch state of key (after it is done), releasing it if held; a lease taken
+        over from a failure mark leaves that mark back (best effort)."""
         self._watch.pop(key, None)
+        arrays, lock = self._failed_by.pop(key, None), self._locks.get(key)
+        if arrays and lock is not None and still_holds(lock):
+            with contextlib.suppress(OSError):  # released all the same (_mark's finally)
+                self._mark(key, FAILURE, arrays)
+            return
         with self._guard:
             lock = self._locks.pop(key, None)
             lease = self._held.pop(key, None)
@@ -293,6 +332,15 @@ class IndexLeases:
         if seen[0].startswith(TOMBSTONE):
             self._watch.pop(key, None)
             return DONE
+        if seen[0].startswith(FAILURE):  # no live holder: taken over at once, unless ours
+            self._watch.pop(key, None)
+            arrays = failed_arrays(seen[0])
+            if self.array in arrays:
+                return DONE
+            if not _move_aside(path, seen[0]):
+                return None
+            self._failed_by[key] = arrays
+            return "stale"
         now = time.monotonic()
         first = self._watch.get(key)
         if first is None or first[0] != seen:
@@ -415,10 +463,10 @@ def read_holder(path: str) -> dict[str, str]:
 
 
 def _holder(path: str, fallback: float, now: float) -> Holder | None:
-    """The holder of the marker at path; None for a tombstone (its key completed)."""
+    """The holder of the marker at path; None for a tombstone or failure mark (no holder)."""
     age = now - os.lstat(path).st_mtime
     data = _read_bytes(path)
-    if data is not None and data.startswith(TOMBSTONE):
+    if data is not None and data.startswith((TOMBSTONE, FAILURE)):
         return None
     fields = _parse_marker(data or b"") or {}
     info = _read_info(path, fields.get("token"))
@@ -571,9 +619,20 @@ def _tombstone_time(body: bytes | None) -> float | None:
         return 0.0  # damaged: as old as can be
 
 
+def failed_arrays(body: bytes) -> list[str]:
+    """The arrays a failure mark's content names ([] if it is not one)."""
+    if not body.startswith(FAILURE):
+        return []
+    tags = [a.decode("utf-8", "replace") for a in body[len(FAILURE) :].split()[3:]]
+    return ["" if a == NO_ARRAY else a for a in tags]
+
+
 def _tombstone_due(body: bytes | None) -> float | None:
-    """When a tombstone may go (writer's clock): RETAIN_LEASES of the duration it carries plus
-    CLOCK_SKEW after its time; without a duration (older pyexp) LEGACY_RETAIN; None: not one."""
+    """When a tombstone or failure mark may go (writer's clock): RETAIN_LEASES of the duration
+    it carries plus CLOCK_SKEW after its time; without a duration (older pyexp) LEGACY_RETAIN;
+    None: not one."""
+    if body is not None and body.startswith(FAILURE):  # read as a tombstone: same fields
+        body = TOMBSTONE + body[len(FAILURE) :]
     written = _tombstone_time(body)
     if written is None or body is None:
         return None
@@ -584,8 +643,8 @@ def _tombstone_due(body: bytes | None) -> float | None:
 
 
 def sweep_tombstones(folder: str) -> int:
-    """Remove the tombstones in folder that are due, each by the time and lease duration it
-    carries (read after open; the listing's mtime only preselects); how many."""
+    """Remove the tombstones and failure marks in folder that are due, each by the time and lease
+    duration it carries (read after open; the listing's mtime only preselects); how many."""
     now = time.time()
     with os.scandir(folder) as it:
         old = [e.path for e in it if e.name.endswith(SUFFIX) and entry_mtime(e) < now - CLOCK_SKEW]
