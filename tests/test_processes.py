@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -101,3 +102,22 @@ def _watcher_of(pid: str, parent: int) -> bool:
             return int(f.read().rsplit(")", 1)[1].split()[1]) == parent and "recv_fds" in g.read()
     except OSError:
         return False
+
+
+def test_a_command_that_cannot_be_handed_to_the_watcher_is_killed_and_reported_unstarted(
+    monkeypatch,
+):
+    spawner, started, real = processes.Spawner(), [], subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real(*args, **kwargs))
+        return started[-1]
+
+    def no_pidfd(pid):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    with pytest.raises(OSError, match="Too many open files"):
+        spawner.start(["sleep", "60"], None, {"PATH": os.environ["PATH"]})
+    assert started[0].returncode == -9  # killed and reaped: it must not run unwatched

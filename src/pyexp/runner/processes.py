@@ -135,19 +135,26 @@ class Spawner:
         )
         if not self._prefix:
             Spawner._live = [p for p in Spawner._live if p.returncode is None] + [proc]
-            self._hand_over(proc)
+            try:
+                self._hand_over(proc)
+            except OSError:  # unprotected, it must not run: the index was not started
+                signal_group(proc, signal.SIGKILL)
+                proc.wait()
+                raise
         return proc
 
     def _hand_over(self, proc: subprocess.Popen) -> None:
-        # A pidfd of the unreaped proc, to the watcher; a watcher gone gets a successor that
-        # is handed every live command.
-        try:
-            _send_pidfd(Spawner._watcher, proc.pid)
-        except OSError:
-            Spawner._watcher = _start_watcher()
-            for p in Spawner._live:
-                if p.poll() is None:
-                    _send_pidfd(Spawner._watcher, p.pid)
+        # A pidfd of the unreaped proc, to the watcher; a watcher gone (only then: closing
+        # a live one's socket kills) gets a successor that is handed every live command.
+        if Spawner._watcher is not None:
+            try:
+                return _send_pidfd(Spawner._watcher, proc.pid)
+            except (BrokenPipeError, ConnectionResetError):
+                Spawner._watcher.close()
+        Spawner._watcher = _start_watcher()
+        for p in Spawner._live:
+            if p.poll() is None:
+                _send_pidfd(Spawner._watcher, p.pid)
 
     def _resolve(self, name: str, path: str | None) -> str:
         # One lookup per program on the command's PATH, instead of one failed exec per PATH
@@ -186,10 +193,8 @@ def _start_watcher() -> socket.socket:
     return ours
 
 
-def _send_pidfd(watcher: socket.socket | None, pid: int) -> None:
-    """Hand the watcher a pidfd of pid; OSError when there is no watcher or it is gone."""
-    if watcher is None:
-        raise OSError(errno.EPIPE, "no watcher yet")
+def _send_pidfd(watcher: socket.socket, pid: int) -> None:
+    """Hand the watcher a pidfd of pid; BrokenPipeError when it is gone."""
     fd = os.pidfd_open(pid)
     try:
         socket.send_fds(watcher, [str(pid).encode()], [fd])
