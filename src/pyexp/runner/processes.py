@@ -1,9 +1,14 @@
 """Process supervision: start commands in their own process group, watch signals, stop them.
 
-A started command is killed by Linux when the runner dies, even by SIGKILL (the parent-death
-signal). It is set by exec'ing the command through util-linux `setpriv --pdeathsig SIGKILL`,
-not by a `preexec_fn`: that would run Python in a child forked while lease heartbeat threads run
-(unsafe) and costs a full fork per index. Without setpriv, a small Python trampoline sets it.
+A started command's process group is killed when the runner dies, even by SIGKILL. On Linux 5.3+
+one small watcher process per runner does it: it is handed a pidfd of each command as it starts
+(exact: the pid cannot be reused while the runner has not reaped it) and, once the runner's end
+of their socket closes, SIGKILLs the group of every command still alive. That costs a sendmsg per
+index, where an exec of util-linux `setpriv --pdeathsig SIGKILL` costs a millisecond of CPU; a
+watcher that is killed is restarted and handed the live commands at the next start. Without
+pidfds the command is exec'd through setpriv (the parent-death signal; without setpriv, a small
+Python trampoline sets it), never through a `preexec_fn`: that would run Python in a child forked
+while lease heartbeat threads run (unsafe) and costs a full fork per index.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +34,23 @@ _TRAMPOLINE = (
     "ctypes.CDLL(None, use_errno=True).prctl(1, 9)\n"
     "os.getppid() == int(sys.argv[1]) or os._exit(1)\n"
     "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+# Given a socket: keeps a pidfd per live command; at end of stream SIGKILLs their groups.
+_WATCHER = (
+    "import os, select, signal, socket, sys\n"
+    "for s in (1, 2, 10, 15): signal.signal(s, signal.SIG_IGN)\n"
+    "sock, held = socket.socket(fileno=int(sys.argv[1])), {}\n"
+    "alive = lambda fd: not select.select([fd], [], [], 0)[0]\n"
+    "while True:\n"
+    "    try: msg, fds, _, _ = socket.recv_fds(sock, 32, 1)\n"
+    "    except OSError: msg, fds = b'', []\n"
+    "    if not msg: break\n"
+    "    held.update(zip(fds, [int(msg)]))\n"
+    "    for fd in [fd for fd in held if not alive(fd)]: os.close(fd); del held[fd]\n"
+    "for fd, pid in held.items():\n"
+    "    try: alive(fd) and os.killpg(pid, signal.SIGKILL)\n"
+    "    except OSError: pass\n"
 )
 
 
@@ -87,16 +110,22 @@ class SignalWatch:
 
 
 class Spawner:
-    """Starts commands in their own session, stdin closed, output to a log descriptor."""
+    """Starts commands in their own session, stdin closed, output to a log descriptor; each
+    is killed when this process dies (see the module's docstring)."""
+
+    # One watcher per process, whatever the number of spawners, for as long as it lives.
+    _watcher: socket.socket | None = None
+    _live: list[subprocess.Popen] = []  # handed to the watcher, maybe still running
 
     def __init__(self) -> None:
-        self._prefix = die_with_parent_prefix(os.getpid())
+        linux = sys.platform.startswith("linux")
+        self._prefix = [] if linux and _has_pidfd() else die_with_parent_prefix(os.getpid())
         self._programs: dict[tuple[str, str | None], str] = {}
 
     def start(self, argv: list[str], log: int | None, env: Mapping[str, str]) -> subprocess.Popen:
         """Start argv (log None: it writes where this process does); OSError when its program
         cannot be found or started."""
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [*self._prefix, self._resolve(argv[0], env.get("PATH")), *argv[1:]],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -104,6 +133,28 @@ class Spawner:
             env=env,
             start_new_session=True,  # its own process group, signalled as one
         )
+        if not self._prefix:
+            Spawner._live = [p for p in Spawner._live if p.returncode is None] + [proc]
+            try:
+                self._hand_over(proc)
+            except OSError:  # unprotected, it must not run: the index was not started
+                signal_group(proc, signal.SIGKILL)
+                proc.wait()
+                raise
+        return proc
+
+    def _hand_over(self, proc: subprocess.Popen) -> None:
+        # A pidfd of the unreaped proc, to the watcher; a watcher gone (only then: closing
+        # a live one's socket kills) gets a successor that is handed every live command.
+        if Spawner._watcher is not None:
+            try:
+                return _send_pidfd(Spawner._watcher, proc.pid)
+            except (BrokenPipeError, ConnectionResetError):
+                Spawner._watcher.close()
+        Spawner._watcher = _start_watcher()
+        for p in Spawner._live:
+            if p.poll() is None:
+                _send_pidfd(Spawner._watcher, p.pid)
 
     def _resolve(self, name: str, path: str | None) -> str:
         # One lookup per program on the command's PATH, instead of one failed exec per PATH
@@ -116,6 +167,39 @@ class Spawner:
                 raise FileNotFoundError(errno.ENOENT, "not found on PATH", name)
             self._programs[name, path] = found
         return self._programs[name, path]
+
+
+def _has_pidfd() -> bool:
+    # pidfd_open came with Linux 5.3 (2019); clusters on older kernels use setpriv.
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+def _start_watcher() -> socket.socket:
+    """A new watcher process and this end of its socket (closed: the watcher kills)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with theirs:
+        subprocess.Popen(
+            [sys.executable, "-S", "-c", _WATCHER, str(theirs.fileno())],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(theirs.fileno(),),
+            start_new_session=True,  # out of the runner's group: Ctrl-C and killpg miss it
+        )
+    return ours
+
+
+def _send_pidfd(watcher: socket.socket, pid: int) -> None:
+    """Hand the watcher a pidfd of pid; BrokenPipeError when it is gone."""
+    fd = os.pidfd_open(pid)
+    try:
+        socket.send_fds(watcher, [str(pid).encode()], [fd])
+    finally:
+        os.close(fd)
 
 
 def die_with_parent_prefix(parent: int) -> list[str]:
