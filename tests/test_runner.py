@@ -408,7 +408,7 @@ def test_oom_kills_reads_this_process_cgroup(tmp_path):
 
 
 @pytest.mark.slurm
-def test_slurm_job_overrunning_its_one_minute_limit_stops_cleanly(project):
+def test_slurm_job_overrunning_its_time_limit_stops_cleanly(project):
     exp = project.experiment("overrun", {"a": [1, 2]})
     starts, terms, log = project.root / "starts", project.root / "terms", project.root / "job.out"
     script = (
@@ -417,7 +417,9 @@ def test_slurm_job_overrunning_its_one_minute_limit_stops_cleanly(project):
     ledger = write_entry(project, exp, [[0, 1]], command=sh(script, terms, starts))
     job = project.root / "job.sh"
     job.write_text(
-        "#!/bin/bash\n#SBATCH --time=1\n#SBATCH --signal=B:USR1@50\n#SBATCH --array=0\n"
+        # Slurm may send the signal up to 60 s before its lead (sbatch(1)): a 2-minute limit with
+        # a 30 s lead sends USR1 30-90 s after the start, never before the index is up.
+        "#!/bin/bash\n#SBATCH --time=2\n#SBATCH --signal=B:USR1@30\n#SBATCH --array=0\n"
         f"#SBATCH --output={log}\n"
         f"exec {shlex.quote(sys.executable)} -m pyexp.cli.run --ledger {shlex.quote(ledger)}\n"
     )
@@ -427,8 +429,9 @@ def test_slurm_job_overrunning_its_one_minute_limit_stops_cleanly(project):
     )
     job_id = submitted.stdout.strip().split(";")[0]
     squeue = ["squeue", "-h", "-j", job_id, "-o", "%i"]
-    wait_for(lambda: not subprocess.run(squeue, capture_output=True, text=True).stdout, 90, 0.5)
+    wait_for(lambda: not subprocess.run(squeue, capture_output=True, text=True).stdout, 200, 0.5)
     assert "SIGUSR1" in log.read_text()
+    assert starts.exists() and terms.exists(), log.read_text()
     assert starts.read_text() == "0\n" and terms.read_text() == "term\n"
     [attempt] = project.attempts(exp)
     assert attempt["outcome"] == TIMEOUT and attempt["job"] == f"{job_id}_0"
