@@ -166,6 +166,10 @@ def sbatch():
     print("Submitted batch job 1234" if mode == "garbage" else f"{job};fakecluster")
 
 def squeue():
+    with open(os.path.join(state, "squeue-calls.txt"), "a") as f:
+        f.write(" ".join(sys.argv[1:]) + "\n")
+    if os.environ.get("FAKE_SQUEUE_MODE") == "hang":  # a controller that does not answer
+        time.sleep(60)
     if os.environ.get("FAKE_SQUEUE_MODE") == "fail":
         print("slurm_load_jobs error: Unable to contact slurm controller", file=sys.stderr)
         sys.exit(1)

@@ -168,8 +168,16 @@ def test_dry_run_without_slurm_still_plans_and_says_so(project, capsys, monkeypa
     assert _submit(project, "--dry-run") == 0
     out = capsys.readouterr().out
     assert "would submit 30 indices" in out
-    assert "note: squeue not reachable: queued work not subtracted" in out
+    assert "squeue" not in out  # nothing of this experiment's was ever on Slurm: not asked
     assert _ledger(project) == [] and _sbatch_calls(project) == []
+    monkeypatch.setenv("FAKE_SQUEUE_MODE", "accept")
+    assert _submit(project) == 0
+    monkeypatch.setenv("FAKE_SQUEUE_MODE", "fail")
+    capsys.readouterr()
+    assert _submit(project, "--dry-run", "--runs", "2") == 0
+    out = capsys.readouterr().out
+    assert "would submit 60 indices" in out  # run 0's arrays may have left: not subtracted
+    assert "note: squeue not reachable: queued work not subtracted" in out
 
 
 @pytest.mark.parametrize(
@@ -494,6 +502,23 @@ def test_local_runs_the_plan_here_through_the_runner(project, capsys):
     assert main([*argv, "--command", command]) == 0
     assert "nothing to submit" in capsys.readouterr().out
     assert _sbatch_calls(project) == []
+
+
+def test_local_runs_ask_squeue_only_while_slurm_may_hold_work_of_theirs(
+    project, monkeypatch, capsys
+):
+    calls = project["fake"] / "squeue-calls.txt"
+    monkeypatch.setenv("FAKE_SQUEUE_MODE", "hang")  # no controller answers: squeue hangs
+    local = [project["exp"], "--runs", "1", "--cluster", "local", "--local", "--parallel", "2"]
+    started = time.monotonic()
+    assert main([*local, "--dry-run"]) == 0 and main(local) == 0
+    assert time.monotonic() - started < 30 and not calls.exists()
+    monkeypatch.setenv("FAKE_SQUEUE_MODE", "accept")
+    assert _submit(project, "--runs", "2") == 0  # run 1 goes to Slurm: now squeue is asked
+    asked, _ = len(calls.read_text().splitlines()), capsys.readouterr()
+    assert main([project["exp"], "--runs", "2", "--cluster", "local", "--local"]) == 0
+    assert len(calls.read_text().splitlines()) > asked
+    assert "nothing to submit" in capsys.readouterr().out  # Slurm's indices stay Slurm's
 
 
 def test_local_failures_exit_1_and_say_where_the_logs_are(project, capsys):

@@ -183,10 +183,13 @@ def _submit_locked(
     notes = storage_notes(exp, opts)  # before anything asks Slurm or writes state
     backend = opts.backend()
     submitting = not (opts.local or opts.dry_run)
-    queue = backend.queue(required=submitting)
+    scan = read_ledger(exp)  # the ledger, read once for the whole command
+    # Run here or planned only, with nothing of this experiment's on Slurm: squeue is not asked
+    # (it can take seconds, or hang when no controller answers).
+    asked = submitting or scan.may_be_on_slurm()
+    queue = backend.queue(required=submitting) if asked else QueueSnapshot()
     seen = queue is not None
     queue = queue or QueueSnapshot()
-    scan = read_ledger(exp)  # the ledger, read once for the whole command
     if submitting:
         queue = with_accounting(exp, queue, slurm.sacct_states, scan)
         settle(exp, queue, scan)

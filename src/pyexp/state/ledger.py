@@ -190,6 +190,13 @@ class LedgerScan:
     entries: list[LedgerEntry]
     unreadable: dict[str, str]
 
+    def may_be_on_slurm(self) -> bool:
+        """Whether Slurm's queue may hold work of these entries: one not settled and not run
+        here (pending ones included: sbatch may have taken it), or one that cannot be read."""
+        return bool(self.unreadable) or any(
+            e.state != SETTLED and not is_local_job(e.job_id) for e in self.entries
+        )
+
     def settled(self) -> list[LedgerEntry]:
         """The settled entries, oldest first."""
         return [e for e in self.entries if e.state == SETTLED]
