@@ -499,6 +499,8 @@ def test_local_runs_the_plan_here_through_the_runner(project, capsys):
     assert sorted(int(x) for x in count.read_text().split()) == list(range(N))
     entries = _ledger(project)
     assert {e.state for e in entries} == {SUBMITTED} and is_local_job(entries[0].job_id)
+    scripts = state_dirs(_exp(project)).scripts  # pyexp-run is started here: no sbatch script
+    assert {e.script for e in entries} == {""} and not os.path.exists(scripts)
     assert main([*argv, "--command", command]) == 0
     assert "nothing to submit" in capsys.readouterr().out
     assert _sbatch_calls(project) == []

@@ -234,10 +234,11 @@ def _submit_locked(
             raise PyExpError(over)
     folder = _dry_run_folder(exp, done.warnings) if opts.dry_run else state_dirs(exp).scripts
     entries = [_entry(exp, opts, backend, command, p, folder) for p in done.plans]
-    done.scripts = [
-        _write_script(exp, opts, e, p, done.limits.grace_seconds)
-        for e, p in zip(entries, done.plans, strict=True)
-    ]
+    if not opts.local or opts.dry_run:  # a --local run starts pyexp-run itself: no script
+        done.scripts = [
+            _write_script(exp, opts, e, p, done.limits.grace_seconds)
+            for e, p in zip(entries, done.plans, strict=True)
+        ]
     if opts.dry_run or not entries:
         return done
     os.makedirs(done.logs, exist_ok=True)  # Slurm does not create the log folder
@@ -400,7 +401,7 @@ def _entry(
         command=command,
         cores=backend.cores,
         cluster=backend.name,
-        script=os.path.join(folder, f"{entry_id}.sbatch"),
+        script="" if local and not opts.dry_run else os.path.join(folder, f"{entry_id}.sbatch"),
         mode=plan.mode,
         pool=plan.pool.text() if farm else "",
         workers=plan.task_count if farm else 0,
