@@ -184,12 +184,7 @@ def _submit_locked(
     backend = opts.backend()
     submitting = not (opts.local or opts.dry_run)
     scan = read_ledger(exp)  # the ledger, read once for the whole command
-    # Run here or planned only, with nothing of this experiment's on Slurm: squeue is not asked
-    # (it can take seconds, or hang when no controller answers).
-    asked = submitting or scan.may_be_on_slurm()
-    queue = backend.queue(required=submitting) if asked else QueueSnapshot()
-    seen = queue is not None
-    queue = queue or QueueSnapshot()
+    queue, seen = _queue(backend, scan, submitting)
     if submitting:
         queue = with_accounting(exp, queue, slurm.sacct_states, scan)
         settle(exp, queue, scan)
@@ -247,6 +242,16 @@ def _submit_locked(
     if opts.local and (broken := broken_command(exp)):  # a task of this run stopped early
         done.warnings.append(broken)
     return done
+
+
+def _queue(backend: Backend, scan: LedgerScan, submitting: bool) -> tuple[QueueSnapshot, bool]:
+    """Slurm's queue as this command sees it, and whether squeue answered. Run here or planned
+    only, with nothing of the ledger's on Slurm, squeue is not asked (it can take seconds, or
+    hang when no controller answers)."""
+    if not (submitting or scan.may_be_on_slurm()):
+        return QueueSnapshot(), True
+    queue = backend.queue(required=submitting)
+    return queue or QueueSnapshot(), queue is not None
 
 
 def _plan(
