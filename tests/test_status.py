@@ -198,6 +198,27 @@ def test_without_squeue_one_line_says_so_and_queued_work_is_not_missing(
     assert report["jobs"] == ["4242"]
 
 
+def test_squeue_is_asked_only_while_slurm_may_hold_work_of_the_experiment(
+    sweep, capsys, monkeypatch, tmp_path
+):
+    path, exp = sweep
+    _entry(exp, [[0, 1]], job_id="local-123")  # a --local run: nothing of it is on Slurm
+    calls = tmp_path / "calls"
+    fake = tmp_path / "squeue"
+    fake.write_text(f"#!/bin/sh\necho asked >> {calls}\n[ -e {tmp_path}/answer ] || sleep 60\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PYEXP_SQUEUE", str(fake))
+    monkeypatch.setenv("PYEXP_SACCT", str(tmp_path / "no-sacct"))
+    started = time.monotonic()
+    report = _json(path, capsys=capsys)
+    assert time.monotonic() - started < 30 and not calls.exists()
+    assert report["queue_known"] and report["queue_problem"] is None
+    (tmp_path / "answer").touch()
+    _entry(exp, [[2]], job_id="4244")  # on Slurm: asked (it answers: the array has left)
+    report = _json(path, capsys=capsys)
+    assert calls.read_text() == "asked\n" and report["queue_known"]
+
+
 def test_squeue_that_fails_is_named_and_queued_stays_unknown(sweep, capsys, monkeypatch, tmp_path):
     path, exp = sweep
     _entry(exp, [[0, 1]], job_id="4243")

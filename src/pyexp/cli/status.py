@@ -282,15 +282,19 @@ def _chain(exp, asked_slurm: bool) -> str | None:
 
 def _queue(exp, scan, no_slurm: bool):
     """squeue's snapshot (with sacct's word), else the ledger's guess and why squeue was not
-    asked; with --no-slurm, the guess and no complaint."""
+    asked; with --no-slurm, or when neither the ledger nor a chain has anything on Slurm (squeue
+    could only slow the report down, or hang with no controller), the guess and no complaint."""
     from pyexp.environment import slurm_command
     from pyexp.errors import SlurmError
-    from pyexp.scheduler import slurm
+    from pyexp.scheduler import chain, slurm
     from pyexp.standing.reconcile import unknown_queue
     from pyexp.standing.settling import with_accounting
+    from pyexp.state.layout import state_dirs
 
     if no_slurm:
         return unknown_queue(scan), None
+    if not scan.may_be_on_slurm() and chain.Chain.read(state_dirs(exp).chain) is None:
+        return unknown_queue(scan), None  # nothing of exp's on Slurm: the guess is the answer
     if not slurm.available():
         return unknown_queue(scan), f"{slurm_command('squeue')}: not found on PATH"
     try:
