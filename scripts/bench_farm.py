@@ -27,8 +27,10 @@ when some ran meanwhile. Everything lives in a temporary folder; its jobs are ca
 exit.
 
 --local-trivial N runs N trivial indices (`true {index}`) through `pyexp-submit --local
---workers SLOTS` and through `seq 0 N-1 | xargs -P SLOTS -I{} sh -c 'echo {} >> log'`, in both
-orders, and prints the wall times and their ratio (no Slurm is used).
+--workers SLOTS`, through the same farm whose workers each run one `pyexp.claim()` loop writing
+a line per index (no process per index), and through `seq 0 N-1 | xargs -P SLOTS -I{} sh -c
+'echo {} >> log'`, in alternating orders, and prints the wall times and the ratios to xargs (no
+Slurm is used).
 """
 
 from __future__ import annotations
@@ -373,7 +375,11 @@ def local_trivial(n: int, slots: int, passes: int) -> int:
     ratios = []
     with tempfile.TemporaryDirectory(prefix="pyexp-bench-local-") as tmp:
         for k in range(passes):
-            ways = [("xargs", _xargs_trivial), ("farm", _local_farm_trivial)]
+            ways = [
+                ("xargs", _xargs_trivial),
+                ("farm", _local_farm_trivial),
+                ("claim", _local_claim_trivial),
+            ]
             spans = {}
             for name, way in ways if k % 2 == 0 else ways[::-1]:
                 root = os.path.join(tmp, f"{k}-{name}")
@@ -381,7 +387,11 @@ def local_trivial(n: int, slots: int, passes: int) -> int:
                 spans[name] = way(root, n, slots)
                 print(f"pass {k + 1} {name:<6} {spans[name]:6.2f} s", flush=True)
             ratios.append(spans["farm"] / spans["xargs"])
-            print(f"pass {k + 1} farm / xargs = {ratios[-1]:.2f}", flush=True)
+            print(
+                f"pass {k + 1} farm / xargs = {ratios[-1]:.2f}, "
+                f"claim / xargs = {spans['claim'] / spans['xargs']:.2f}",
+                flush=True,
+            )
     print(f"load after: {os.getloadavg()[0]:.2f}; farm / xargs, worst pass: {max(ratios):.2f}")
     return 0
 
@@ -398,14 +408,30 @@ def _xargs_trivial(root: str, n: int, slots: int) -> float:
     return time.monotonic() - started
 
 
-def _local_farm_trivial(root: str, n: int, slots: int) -> float:
-    """Wall seconds of pyexp-submit --local --workers slots running `true {index}` n times."""
+CLAIM_LOOP = """import pyexp
+with open("log", "a") as log:
+    for job in pyexp.claim():
+        with job:
+            print(job.index, file=log, flush=True)
+"""
+
+
+def _local_claim_trivial(root: str, n: int, slots: int) -> float:
+    """Wall seconds of the same farm whose workers each run one pyexp.claim() loop writing a
+    line per index (no process per index)."""
+    with open(os.path.join(root, "claim.py"), "w") as f:
+        f.write(CLAIM_LOOP)
+    return _local_farm_trivial(root, n, slots, f"{shlex.quote(sys.executable)} claim.py")
+
+
+def _local_farm_trivial(root: str, n: int, slots: int, command: str = "true {index}") -> float:
+    """Wall seconds of pyexp-submit --local --workers slots running command n times."""
     experiment = os.path.join(root, "trivial.json")
     with open(experiment, "w") as f:
         json.dump({"name": "trivial", "metaParameters": {"i": list(range(n))}}, f)
     config = os.path.join(root, "config.json")
     with open(config, "w") as f:
-        json.dump({"command": "true {index}"}, f)
+        json.dump({"command": command}, f)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYEXP_")}
     env["PYEXP_CONFIG"] = config
     argv = [sys.executable, "-m", "pyexp.cli.submit", experiment, "--runs", "1", "--local"]
