@@ -97,6 +97,7 @@ def _show(args: argparse.Namespace) -> int:
 
 def _report(path: str, args: argparse.Namespace) -> dict:
     from pyexp.experiment import loadExperiment
+    from pyexp.scheduler.chain import Chain
     from pyexp.scheduler.submit import tidy_if_idle
     from pyexp.standing import progress as numbers
     from pyexp.standing.reconcile import classify, max_attempts
@@ -107,7 +108,8 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     exp = loadExperiment(path)
     runs = runs_for(exp, args.runs)
     scan = read_ledger(exp)  # the ledger, read once for the whole report
-    queue, problem = _queue(exp, scan, args.no_slurm)
+    chained = Chain.read(state_dirs(exp).chain)  # an --until-done chain on record, if any
+    queue, problem = _queue(exp, scan, args.no_slurm, chained is not None)
     asked = problem is None and not args.no_slurm
     tidy_if_idle(exp, scan, queue if asked else None)  # a finished sweep's leftovers folded
     standing = classify(exp, runs or 1, queue, max_attempts(exp, args.max_attempts), scan=scan)
@@ -121,7 +123,7 @@ def _report(path: str, args: argparse.Namespace) -> dict:
     failed = script_failure(exp, scan)  # the last array's script, before pyexp-run (a setup line)
     out.update(jobs=standing.jobs, problems=standing.ledger_problems + ([failed] if failed else []))
     out["unplaced"] = len(standing.unplaced)
-    out["chain"] = _chain(exp, asked_slurm=asked)
+    out["chain"] = _chain(chained, asked_slurm=asked)
     out["runtime"] = times and {"indices": times.count, "median": times.median, "p90": times.p90}
     out["eta"] = eta and {
         "seconds": eta.seconds,
@@ -264,13 +266,12 @@ def _held(index: int, holder) -> dict:
     }
 
 
-def _chain(exp, asked_slurm: bool) -> str | None:
-    """--until-done's chain in one line (whether its follow-up is gone: when squeue answers)."""
+def _chain(found, asked_slurm: bool) -> str | None:
+    """--until-done's chain found in one line (whether its follow-up is gone: when squeue
+    answers)."""
     from pyexp.errors import SlurmError
     from pyexp.scheduler import chain
-    from pyexp.state.layout import state_dirs
 
-    found = chain.Chain.read(state_dirs(exp).chain)
     if found is None:
         return None
     try:
@@ -280,20 +281,19 @@ def _chain(exp, asked_slurm: bool) -> str | None:
     return chain.describe(found, gone)
 
 
-def _queue(exp, scan, no_slurm: bool):
+def _queue(exp, scan, no_slurm: bool, chained: bool):
     """squeue's snapshot (with sacct's word), else the ledger's guess and why squeue was not
     asked; with --no-slurm, or when neither the ledger nor a chain has anything on Slurm (squeue
     could only slow the report down, or hang with no controller), the guess and no complaint."""
     from pyexp.environment import slurm_command
     from pyexp.errors import SlurmError
-    from pyexp.scheduler import chain, slurm
+    from pyexp.scheduler import slurm
     from pyexp.standing.reconcile import unknown_queue
     from pyexp.standing.settling import with_accounting
-    from pyexp.state.layout import state_dirs
 
     if no_slurm:
         return unknown_queue(scan), None
-    if not scan.may_be_on_slurm() and chain.Chain.read(state_dirs(exp).chain) is None:
+    if not (scan.may_be_on_slurm() or chained):
         return unknown_queue(scan), None  # nothing of exp's on Slurm: the guess is the answer
     if not slurm.available():
         return unknown_queue(scan), f"{slurm_command('squeue')}: not found on PATH"

@@ -121,8 +121,9 @@ class ClaimWorker:
         with contextlib.suppress(OSError):  # if it cannot be made, each index says so
             os.makedirs(self.log_dir, exist_ok=True)
         self._install()
-        self._attempted = {key for key, _, _ in self.attempts.names()}  # one listing
-        self._retries = failed_before(self.attempts) if self.guard else set()
+        names = self.attempts.names()  # one listing
+        self._attempted = {key for key, _, _ in names}
+        self._retries = failed_before(names) if self.guard else set()
         try:
             while self.signum is None and not self._broken() and (job := self._next()) is not None:
                 begin(job.staging)

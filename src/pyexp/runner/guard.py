@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyexp.runner.outcome import DONE
-from pyexp.state.attempts import CHARGED, Attempts
+from pyexp.state.attempts import CHARGED
 from pyexp.state.guard import DEFAULT_INDICES, DEFAULT_SECONDS, record_broken
 from pyexp.state.index_logs import last_output_line
 from pyexp.state.ledger import LedgerEntry
@@ -83,6 +83,6 @@ def report_broken(guard: FailFast, path: str, job: str | None, say: Callable[[st
         say(f"{path}: cannot record the broken command ({e.strerror or e})")
 
 
-def failed_before(attempts: Attempts) -> set[str]:
-    """Record keys with a failed attempt on record (one directory read)."""
-    return {key for key, outcome, _ in attempts.names() if outcome in CHARGED}
+def failed_before(names: list[tuple[str, str, str]]) -> set[str]:
+    """Record keys with a failed attempt among names (Attempts.names())."""
+    return {key for key, outcome, _ in names if outcome in CHARGED}

@@ -184,8 +184,9 @@ class Runner:
             write_atomic(self.started_marker, f"{self.host} {os.getpid()} {_now()}\n")
         done = self.records.completed(compact=False)
         self.leases.array = source.array  # a farm worker's failures are marked in their leases
-        self._attempted = {key for key, _, _ in self.attempts.names()}  # one listing
-        self._retries = failed_before(self.attempts) if self.guard else set()
+        names = self.attempts.names()  # one listing
+        self._attempted = {key for key, _, _ in names}
+        self._retries = failed_before(names) if self.guard else set()
         with contextlib.suppress(OSError):  # if it cannot be made, each index says so
             os.makedirs(self.log_dir, exist_ok=True)
         with SignalWatch() as self._watch:
@@ -311,7 +312,7 @@ class Runner:
                 return
             lease = None
             if (
-                self.records.is_complete(item.params, item.run)
+                self.records.known_complete(item.key, self.leases.duration / 2)
                 or (lease := self._take(item)) == DONE
             ):
                 deferred.remove(item)

@@ -40,7 +40,7 @@ from typing import Any
 
 from pyexp.environment import checkpoint_folder
 from pyexp.errors import RunnerError
-from pyexp.state.atomic import TEMP_PREFIX, clean_temp, write_atomic
+from pyexp.state.atomic import TEMP_PREFIX, clean_temp, scan_names, write_atomic
 from pyexp.state.attempts import CONTINUING, STALLED
 
 STATE_FILE = "checkpoint.pkl"
@@ -139,18 +139,12 @@ def remove(folder: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def sweep_done(root: str, done: set[str] | dict[str, float]) -> int:
-    """Remove the folders under root of done record keys (one listing); how many."""
-    removed = 0
-    try:
-        with os.scandir(root) as it:
-            names = [e.name for e in it if e.name in done]
-    except OSError:
-        return 0
-    for name in names:
-        remove(os.path.join(root, name))
-        removed += 1
-    return removed
+def sweep_done(root: str, done: set[str] | dict[str, float]) -> None:
+    """Remove the folders under root of done record keys (one listing; an unreadable root is
+    left as it is)."""
+    with contextlib.suppress(OSError):
+        for name in [n for n in scan_names(root) if n in done]:
+            remove(os.path.join(root, name))
 
 
 def remove_empty(folder: str) -> None:

@@ -21,7 +21,7 @@ from pyexp.state import checkpoints, task_logs
 from pyexp.state.atomic import scan_names
 from pyexp.state.layout import log_dir, state_dirs
 from pyexp.state.leases import sweep_tombstones
-from pyexp.state.ledger import SETTLED, LedgerScan, is_local_job, local_job_id
+from pyexp.state.ledger import LedgerScan, local_job_id
 from pyexp.state.records import CompletionRecords, StateCorrupt
 
 
@@ -40,9 +40,8 @@ def tidy(exp: ExperimentDescription, scan: LedgerScan) -> None:
 
 
 def _ended_jobs(scan: LedgerScan) -> set[str]:
-    """The job ids whose tasks have all ended: settled arrays, and local runs (which end
-    before their submit returns, or are judged by their runner's pid)."""
-    ended = [e for e in scan.entries if e.state == SETTLED or is_local_job(e.job_id)]
+    """The job ids of scan's ended entries (LedgerScan.ended)."""
+    ended = scan.ended()
     # Slurm's array job ids; a local farm's workers name themselves after the entry instead
     return {str(e.job_id) for e in ended if e.job_id} | {local_job_id(e.id) for e in ended}
 
@@ -57,8 +56,7 @@ def leftovers(exp: ExperimentDescription, scan: LedgerScan) -> None:
     logs = log_dir(exp)
     outputs = [
         os.path.join(logs, f"{e.job_name}_{t}.{ext}")
-        for e in scan.entries
-        if e.state == SETTLED or is_local_job(e.job_id)
+        for e in scan.ended()
         for t in range(e.task_count())
         for ext in ("out", "err")
     ]

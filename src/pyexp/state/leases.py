@@ -406,9 +406,9 @@ class IndexLeases:
             "beat": 0,
             "job": self.job,
             "host": socket.gethostname(),
-            "host_id": host_id(),
+            "host_id": own_identity()[0],
             "pid": os.getpid(),
-            "pid_start": pid_start(os.getpid()),
+            "pid_start": own_identity()[1],
             "duration": lock.lease_duration,
             "start": time.time(),
         }
@@ -437,15 +437,6 @@ def held_keys(
                 if (holder := _holder(path, fallback, now)) is not None:
                     held[name[: -len(SUFFIX)]] = holder
     return held
-
-
-def holder_of(folder: str, key: str, duration: float | None = None) -> Holder | None:
-    """Who holds key's lease marker in folder, None if there is none or it is a tombstone."""
-    fallback = lease_seconds() if duration is None else duration
-    try:
-        return _holder(os.path.join(folder, key + SUFFIX), fallback, time.time())
-    except FileNotFoundError:
-        return None
 
 
 def live_keys(folder: str, duration: float | None = None, now: float | None = None) -> set[str]:
@@ -487,16 +478,28 @@ def dead_here(info: dict, fields: dict[str, str]) -> bool:
     """Whether our info says its holder ran on this host (and pid namespace) and that process is
     gone, or its pid now names another process (a different start time); before the holder's
     first beat wrote its info, whether filelock's marker names this host and a pid that is gone."""
-    if not pid_start(os.getpid()):
+    if not own_identity()[1]:
         return False  # no /proc here to tell
     pid = info.get("pid")
     if not info:
         here = fields.get("host") == socket.gethostname() and fields.get("pid", "").isdigit()
         return here and pid_start(int(fields["pid"])) is None
-    if not isinstance(pid, int) or info.get("host_id") != host_id():
+    if not isinstance(pid, int) or info.get("host_id") != own_identity()[0]:
         return False  # elsewhere
     start = pid_start(pid)
     return start is None or start != info.get("pid_start")
+
+
+_own: tuple[int, str, str | None] | None = None  # (pid, host_id, pid_start) of this process
+
+
+def own_identity() -> tuple[str, str | None]:
+    """This process's host_id() and pid_start(), read once per process (forks read again)."""
+    global _own
+    pid = os.getpid()
+    if _own is None or _own[0] != pid:
+        _own = (pid, host_id(), pid_start(pid))
+    return _own[1], _own[2]
 
 
 def host_id() -> str:

@@ -193,9 +193,12 @@ class LedgerScan:
     def may_be_on_slurm(self) -> bool:
         """Whether Slurm's queue may hold work of these entries: one not settled and not run
         here (pending ones included: sbatch may have taken it), or one that cannot be read."""
-        return bool(self.unreadable) or any(
-            e.state != SETTLED and not is_local_job(e.job_id) for e in self.entries
-        )
+        return bool(self.unreadable) or len(self.ended()) < len(self.entries)
+
+    def ended(self) -> list[LedgerEntry]:
+        """The entries whose tasks have all ended: settled arrays, and local runs (which end
+        before their submit returns, or are judged by their runner's pid)."""
+        return [e for e in self.entries if e.state == SETTLED or is_local_job(e.job_id)]
 
     def settled(self) -> list[LedgerEntry]:
         """The settled entries, oldest first."""

@@ -268,11 +268,10 @@ class CompletionRecords:
         # along with the segments so the folder stays a handful of files.
         old = scan_names(self._durations_dir()) if merge else []
         figures = [d for name in old for d in self._durations_in(name)]
-        figures += [known[k] for k in keys if k in known]
+        figures += known.values()  # loose records' and journaled ones'
         for k in keys - set(known):
             with contextlib.suppress(OSError, ValueError, TypeError, LookupError):
                 figures.append(float(_read_json(os.path.join(self.folder, k))["duration"]))
-        figures += [d for k, d in known.items() if k not in keys]  # journaled records'
         text = "".join(f"{d:.3f}\n" for d in figures)
         write_atomic(os.path.join(self._durations_dir(), f"dur-{uuid.uuid4().hex}"), text)
         for name in old:
